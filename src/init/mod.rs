@@ -1,0 +1,1 @@
+//! The boot sequence: the only place that knows the order of the steps.

@@ -1,0 +1,16 @@
+//! encfs-init: PID 1 for confidential containers.
+//!
+//! It attests the SEV-SNP guest, releases the disk key from Azure Key Vault or a managed HSM, serves the
+//! encrypted blob as a block device, opens it with dm-crypt and mounts it, then supervises the application.
+//! The binary (`src/main.rs`) is thin; every step lives in a module here so that tests, the fuzz targets and
+//! the VM harness link against the same code.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod exit;
+pub mod init;
+pub mod logging;
+pub mod manifest;
+pub mod ready;
+pub mod secret;
+pub mod supervise;

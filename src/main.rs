@@ -1,0 +1,2 @@
+//! The encfs-init binary: everything lives in the library.
+fn main() {}

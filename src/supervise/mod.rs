@@ -1,0 +1,1 @@
+//! Signals, children and restart policy: the catatonit/tini core.

@@ -1,0 +1,5 @@
+//! Developer tasks: `cargo xtask vmtest` (see README).
+fn main() {
+    eprintln!("xtask: not implemented yet");
+    std::process::exit(2);
+}
