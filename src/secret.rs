@@ -1,1 +1,86 @@
-//! TODO
+//! Secrets as types: keys and tokens live in zeroizing buffers without `Debug`/`Display` of their contents.
+//!
+//! A secret can be used (`expose`) but never printed: the `Debug` impls print only the kind and length, so a
+//! `{:?}` of any structure holding a secret is safe to log. Nothing here writes a secret anywhere.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Secret bytes (a raw key, a released key). Zeroized on drop.
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Takes ownership of `bytes`; the caller's buffer moves in, no copy is left behind.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The secret's bytes, for the one place that needs them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes (not secret).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<secret: {} bytes>", self.0.len())
+    }
+}
+
+/// A secret string (a bearer token, a SAS signature). Zeroized on drop.
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    /// Takes ownership of `s`.
+    pub fn new(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+
+    /// The secret text, for the one place that needs it (an HTTP header, a query string).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes (not secret).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<secret: {} chars>", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let b = SecretBytes::new(b"hunter2-bytes".to_vec());
+        let s = SecretString::new("hunter2-token".into());
+        let out = format!("{b:?} {s:?}");
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("13 bytes"), "{out}");
+        assert_eq!(s.expose(), "hunter2-token");
+        assert_eq!(b.expose(), b"hunter2-bytes");
+    }
+}

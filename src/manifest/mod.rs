@@ -1,1 +1,3 @@
-//! TODO
+//! The manifest.
+mod plan;
+pub use plan::*;

@@ -1,0 +1,255 @@
+//! The validated plan: what every later step takes. Built once by `manifest::load`; nothing downstream sees
+//! an unchecked string. Secrets inside are redacting types, so `{:?}` of a plan is safe to log.
+#![forbid(unsafe_code)]
+
+use crate::secret::{SecretBytes, SecretString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the plan came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A TOML manifest file.
+    Toml(PathBuf),
+    /// Upstream's `EncfsSideCarArgs` (from the environment variable or `--legacy FILE`).
+    Legacy(String),
+    /// No manifest at all: encfs-init is a plain init for the command line's COMMAND.
+    None,
+}
+
+/// The whole validated plan.
+#[derive(Debug)]
+pub struct Plan {
+    /// Where it came from.
+    pub origin: Origin,
+    /// Test mode: allows raw keys, a fake attester and plain http. Off unless the manifest says so.
+    pub test_mode: bool,
+    /// Logging.
+    pub log: LogPlan,
+    /// The readiness file: written `1` once every filesystem is mounted and published.
+    pub readiness_file: PathBuf,
+    /// Kernel modules to load (with their modules.dep dependencies) when encfs-init is PID 1 of a VM.
+    pub kernel_modules: Vec<String>,
+    /// The application to supervise, if any.
+    pub app: Option<AppPlan>,
+    /// Restart and shutdown policy for workers and the application.
+    pub supervise: SupervisePlan,
+    /// Timeouts, retries and trust for every HTTP call.
+    pub network: NetworkPlan,
+    /// Service endpoints upstream hard-codes.
+    pub endpoints: Endpoints,
+    /// API versions upstream hard-codes.
+    pub api_versions: ApiVersions,
+    /// Identity used for tokens (IMDS managed identity or workload identity).
+    pub identity: IdentityPlan,
+    /// Where fresh AMD collateral comes from when the host's is absent or stale.
+    pub certcache: Option<CertCachePlan>,
+    /// The encrypted filesystems, in manifest order.
+    pub filesystems: Vec<FilesystemPlan>,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPlan {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: log::LevelFilter,
+    /// Also append the log to this file (mode 0600).
+    pub file: Option<PathBuf>,
+}
+
+/// The supervised application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPlan {
+    /// argv; `argv[0]` is looked up in PATH when it has no slash.
+    pub argv: Vec<String>,
+    /// What to do when it exits.
+    pub restart: RestartMode,
+}
+
+/// When the application is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    /// Never: its exit ends encfs-init with its exit code (tini's behaviour). The default.
+    Never,
+    /// When it exits non-zero or dies of a signal.
+    OnFailure,
+    /// Whenever it exits.
+    Always,
+}
+
+/// Restart backoff and shutdown grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisePlan {
+    /// After SIGTERM is forwarded, how long to wait before SIGKILL.
+    pub grace_period: Duration,
+    /// First restart delay; doubled on each failure up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest restart delay.
+    pub backoff_max: Duration,
+    /// A run at least this long resets the backoff and the restart count.
+    pub stable_after: Duration,
+    /// Restarts allowed in a row (without a stable run) before giving up.
+    pub max_restarts: u32,
+}
+
+/// HTTP behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPlan {
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt, for transient failures (connect errors, 429, 5xx).
+    pub retries: u32,
+    /// Longest delay between retries (exponential backoff with jitter up to this).
+    pub retry_backoff_max: Duration,
+    /// Extra PEM CA bundle trusted in addition to the compiled-in web roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// An endpoint base URL, normalized: scheme, host, optional port and path, no trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(pub String);
+
+/// Endpoints upstream hard-codes, overridable for sovereign clouds and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// IMDS base (tokens, THIM): `http://169.254.169.254`.
+    pub imds: Endpoint,
+    /// THIM certification URL.
+    pub thim: Endpoint,
+    /// AzCache (Azure's AMD collateral cache).
+    pub azcache: Endpoint,
+    /// AMD Key Distribution Service.
+    pub amd_kds: Endpoint,
+    /// Entra ID login authority for workload identity.
+    pub login_authority: Endpoint,
+}
+
+/// API versions upstream hard-codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersions {
+    /// MAA attest API.
+    pub maa: String,
+    /// Key Vault / managed HSM release API.
+    pub akv: String,
+    /// IMDS identity token API.
+    pub imds: String,
+    /// Blob `x-ms-version`.
+    pub blob: String,
+    /// THIM certification API.
+    pub thim: String,
+}
+
+/// Identity for AAD tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdentityPlan {
+    /// User-assigned managed identity client id; `None` = system-assigned (or workload identity from env).
+    pub client_id: Option<String>,
+}
+
+/// Kind of AMD collateral cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertCacheKind {
+    /// AMD KDS.
+    Amd,
+    /// Azure's AzCache.
+    AzCache,
+    /// The host-local THIM service.
+    LocalThim,
+}
+
+/// upstream's `azure_info.certcache`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertCachePlan {
+    /// Which service.
+    pub kind: CertCacheKind,
+    /// Base URL (upstream gives a host without scheme; https is assumed).
+    pub endpoint: Endpoint,
+    /// TEE type / product name, e.g. `SevSnpVM` or `Milan`.
+    pub tee_type: Option<String>,
+    /// api-version value (without `api-version=`).
+    pub api_version: Option<String>,
+    /// client id value (without `clientId=`).
+    pub client_id: Option<String>,
+}
+
+/// How the blob is reached.
+#[derive(Debug)]
+pub enum Access {
+    /// A bearer token from the identity (upstream `azure_url_private: true`).
+    Private,
+    /// No credentials.
+    Anonymous,
+    /// A shared access signature query string (without the leading `?`).
+    Sas(SecretString),
+}
+
+/// A blob URL without its query (a SAS lives in [`Access::Sas`], never in the URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobUrl {
+    /// `https://account.blob.core.windows.net/container/path/to/blob`.
+    pub url: String,
+}
+
+/// What kind of vault releases the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultKind {
+    /// Azure Key Vault (`*.vault.azure.net`).
+    KeyVault,
+    /// Managed HSM (the host contains `managedhsm`).
+    ManagedHsm,
+}
+
+/// The disk key's source.
+#[derive(Debug)]
+pub enum KeyPlan {
+    /// Secure key release after attestation.
+    Release(ReleasePlan),
+    /// A raw 32-byte key (test mode only).
+    Raw(SecretBytes),
+}
+
+/// A secure key release.
+#[derive(Debug)]
+pub struct ReleasePlan {
+    /// Key name (optionally `name/version`).
+    pub kid: String,
+    /// Informational key type from the manifest (`oct-HSM`, `RSA-HSM`); the release response decides.
+    pub kty: Option<String>,
+    /// MAA endpoint.
+    pub authority: Endpoint,
+    /// Vault or managed HSM endpoint.
+    pub vault: Endpoint,
+    /// Which of the two.
+    pub vault_kind: VaultKind,
+    /// A static bearer token for the vault (skips IMDS / workload identity).
+    pub bearer_token: Option<SecretString>,
+    /// HKDF salt (hex-decoded) for RSA keys.
+    pub salt: Vec<u8>,
+    /// HKDF label for RSA keys.
+    pub label: String,
+}
+
+/// One encrypted filesystem.
+#[derive(Debug)]
+pub struct FilesystemPlan {
+    /// Position in the manifest (names `remote-crypt-<i>` and `.filesystem-<i>`, as upstream).
+    pub index: usize,
+    /// Where the application finds it.
+    pub mount_point: PathBuf,
+    /// The blob.
+    pub url: BlobUrl,
+    /// How the blob is reached.
+    pub access: Access,
+    /// Mounted read-write (needs a page blob reachable with write access).
+    pub read_write: bool,
+    /// Block cache budget in bytes.
+    pub cache_size: u64,
+    /// Cache block (and range request) size in bytes.
+    pub block_size: u64,
+    /// Where the key comes from.
+    pub key: KeyPlan,
+    /// Optional pin: SHA-256 of the LUKS2 header area.
+    pub header_sha256: Option<[u8; 32]>,
+}
