@@ -137,8 +137,6 @@ pub struct ApiVersions {
     pub imds: String,
     /// Blob `x-ms-version`.
     pub blob: String,
-    /// THIM certification API.
-    pub thim: String,
 }
 
 /// Identity for AAD tokens.

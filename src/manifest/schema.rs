@@ -1,0 +1,213 @@
+//! The TOML manifest as written by users: serde structs, every table `deny_unknown_fields`.
+//!
+//! Nothing here is trusted yet: `validate` turns a [`Manifest`] into a [`super::Plan`]. Field names are the
+//! documented ones (README, "Manifest reference"); upstream's JSON (`EncfsSideCarArgs`) is mapped onto the
+//! same structs by `legacy`.
+#![forbid(unsafe_code)]
+
+use super::units::{Dur, Size};
+use serde::Deserialize;
+
+/// The whole manifest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Allows raw keys, a fake attester and plain http; logged loudly.
+    #[serde(default)]
+    pub test_mode: bool,
+    /// Readiness file path.
+    pub readiness_file: Option<String>,
+    /// Modules to load when PID 1 of a VM.
+    #[serde(default)]
+    pub kernel_modules: Vec<String>,
+    /// `[log]`
+    #[serde(default)]
+    pub log: Log,
+    /// `[app]`
+    pub app: Option<App>,
+    /// `[supervise]`
+    #[serde(default)]
+    pub supervise: Supervise,
+    /// `[network]`
+    #[serde(default)]
+    pub network: Network,
+    /// `[endpoints]`
+    #[serde(default)]
+    pub endpoints: Endpoints,
+    /// `[api_versions]`
+    #[serde(default)]
+    pub api_versions: ApiVersions,
+    /// `[identity]`
+    #[serde(default)]
+    pub identity: Identity,
+    /// `[certcache]`
+    pub certcache: Option<CertCache>,
+    /// `[[filesystem]]`
+    #[serde(default)]
+    pub filesystem: Vec<Filesystem>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// error | warn | info | debug | trace
+    pub level: Option<String>,
+    /// Append the log here too.
+    pub file: Option<String>,
+}
+
+/// `[app]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// argv of the application.
+    pub command: Vec<String>,
+    /// never | on-failure | always
+    pub restart: Option<String>,
+}
+
+/// `[supervise]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Supervise {
+    /// Duration, e.g. "10s".
+    pub grace_period: Option<Dur>,
+    /// Duration.
+    pub backoff_initial: Option<Dur>,
+    /// Duration.
+    pub backoff_max: Option<Dur>,
+    /// Duration.
+    pub stable_after: Option<Dur>,
+    /// Count.
+    pub max_restarts: Option<u32>,
+}
+
+/// `[network]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Duration.
+    pub connect_timeout: Option<Dur>,
+    /// Duration.
+    pub request_timeout: Option<Dur>,
+    /// Count.
+    pub retries: Option<u32>,
+    /// Duration.
+    pub retry_backoff_max: Option<Dur>,
+    /// PEM file.
+    pub ca_bundle: Option<String>,
+}
+
+/// `[endpoints]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoints {
+    /// IMDS base URL.
+    pub imds: Option<String>,
+    /// THIM certification URL.
+    pub thim: Option<String>,
+    /// AzCache base URL.
+    pub azcache: Option<String>,
+    /// AMD KDS base URL.
+    pub amd_kds: Option<String>,
+    /// Login authority base URL.
+    pub login_authority: Option<String>,
+}
+
+/// `[api_versions]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiVersions {
+    /// MAA.
+    pub maa: Option<String>,
+    /// Key Vault / mHSM.
+    pub akv: Option<String>,
+    /// IMDS token.
+    pub imds: Option<String>,
+    /// Blob x-ms-version.
+    pub blob: Option<String>,
+}
+
+/// `[identity]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// User-assigned managed identity client id.
+    pub client_id: Option<String>,
+}
+
+/// `[certcache]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertCache {
+    /// AMD | AzCache | LocalTHIM
+    pub endpoint_type: String,
+    /// host[/path] or URL.
+    pub endpoint: String,
+    /// e.g. SevSnpVM, Milan.
+    pub tee_type: Option<String>,
+    /// api-version (with or without `api-version=`).
+    pub api_version: Option<String>,
+    /// client id (with or without `clientId=`).
+    pub client_id: Option<String>,
+}
+
+/// `[[filesystem]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// Absolute path where the application sees the filesystem.
+    pub mount_point: String,
+    /// Blob URL (a SAS query is allowed with access = "sas").
+    pub url: String,
+    /// private | anonymous | sas
+    pub access: Option<String>,
+    /// SAS token from a file instead of the URL.
+    pub sas_token_file: Option<String>,
+    /// Mount read-write.
+    #[serde(default)]
+    pub read_write: bool,
+    /// Size, e.g. "64MiB".
+    pub cache_size: Option<Size>,
+    /// Size, e.g. "1MiB".
+    pub block_size: Option<Size>,
+    /// Hex SHA-256 of the LUKS2 header area.
+    pub header_sha256: Option<String>,
+    /// `[filesystem.key]`
+    pub key: Option<Key>,
+    /// `[filesystem.key_derivation]`
+    pub key_derivation: Option<KeyDerivation>,
+}
+
+/// `[filesystem.key]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    /// Key name in the vault (`name` or `name/version`).
+    pub kid: Option<String>,
+    /// oct-HSM | RSA-HSM (informational).
+    pub kty: Option<String>,
+    /// MAA endpoint (host or https URL).
+    pub authority: Option<String>,
+    /// Key Vault or managed HSM endpoint (host or https URL).
+    pub vault: Option<String>,
+    /// Static bearer token for the vault.
+    pub bearer_token: Option<String>,
+    /// File holding the bearer token.
+    pub bearer_token_file: Option<String>,
+    /// Raw key, 64 hex digits (test_mode only).
+    pub raw_key: Option<String>,
+    /// File holding the raw key: 32 bytes, or 64 hex digits (test_mode only).
+    pub raw_key_file: Option<String>,
+}
+
+/// `[filesystem.key_derivation]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDerivation {
+    /// Hex salt.
+    pub salt: Option<String>,
+    /// Label; default "Symmetric Encryption Key".
+    pub label: Option<String>,
+}
