@@ -432,6 +432,15 @@ fn run(ctx: Context, source: &SourceArg, app: Vec<String>) -> i32 {
         let restart = plan.app.as_ref().map_or(RestartMode::Never, |a| a.restart);
         plan.app = Some(AppPlan { argv: app, restart });
     }
+    log::info!(
+        "plan: {} filesystem(s), application {}",
+        plan.filesystems.len(),
+        plan.app
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |a| format!("{:?}", a.argv))
+    );
+    // Secrets in the plan are redacting types: its Debug form is safe to log.
+    log::debug!("plan: {plan:?}");
     crate::init::run(ctx, plan)
 }
 

@@ -116,6 +116,9 @@ impl<'a> TomlSource<'a> {
                 msg.split(", expected").next().unwrap_or(msg).to_string(),
                 fix,
             )
+        } else if let Some((problem, fix)) = msg.split_once("; ") {
+            // Our own value parsers (sizes, durations) word their messages "problem; fix".
+            (problem.to_string(), fix.to_string())
         } else {
             (msg.to_string(), String::new())
         };
