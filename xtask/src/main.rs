@@ -1,5 +1,100 @@
-//! Developer tasks: `cargo xtask vmtest` (see README).
-fn main() {
-    eprintln!("xtask: not implemented yet");
-    std::process::exit(2);
+//! `cargo xtask`: project tasks that need more than `cargo test` (see DEVELOPERS.md, "test tiers").
+//!
+//! ```text
+//! cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
+//!     Boot every scenario of tests/vm/ (or the named ones) under QEMU with encfs-init, or a scenario's
+//!     script, as PID 1. Installs what it needs on a Debian 12 host (root) on first use.
+//! cargo xtask setup [--refresh]
+//!     Only the host part: packages (QEMU 10 from bookworm-backports, busybox-static, ...) and the kernel.
+//! cargo xtask demo
+//!     Boot the demo (not yet).
+//! ```
+//!
+//! Everything lives under `.cache/vm/` (apt state, the unpacked kernel, logs, images); no network traffic
+//! except apt to the machine's configured Debian mirror. The guest never has a NIC.
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod qemu;
+mod scenario;
+mod setup;
+mod tomlish;
+mod util;
+mod vmtest;
+
+use std::process::ExitCode;
+
+use util::{bail, Result};
+use vmtest::{Options, Paths};
+
+const USAGE: &str =
+    "usage: cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
+       cargo xtask setup [--refresh]
+       cargo xtask demo";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<bool> {
+    let Some((task, rest)) = args.split_first() else {
+        bail!("{USAGE}")
+    };
+    let paths = Paths::discover();
+    match task.as_str() {
+        "vmtest" => vmtest::run(&paths, &parse_vmtest(rest)?),
+        "setup" => {
+            let refresh = match rest {
+                [] => false,
+                [r] if r == "--refresh" => true,
+                _ => bail!("{USAGE}"),
+            };
+            vmtest::setup(&paths, refresh).map(|_| true)
+        }
+        "demo" => {
+            eprintln!("xtask demo: not yet (will boot the demo image once the product can mount a volume)");
+            Ok(false)
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        other => bail!("unknown task `{other}`\n{USAGE}"),
+    }
+}
+
+fn parse_vmtest(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        jobs: 1,
+        ..Options::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--list" => o.list = true,
+            "--keep" => o.keep = true,
+            "--refresh" => o.refresh = true,
+            "-j" | "--jobs" => {
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=16).contains(n));
+                let Some(n) = n else {
+                    bail!("--jobs wants a number from 1 to 16")
+                };
+                o.jobs = n;
+            }
+            f if f.starts_with('-') => bail!("unknown option `{f}`\n{USAGE}"),
+            name => o.patterns.push(name.to_string()),
+        }
+    }
+    Ok(o)
 }

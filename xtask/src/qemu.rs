@@ -1,0 +1,388 @@
+//! Boots a kernel + initramfs under QEMU and turns what happened into a verdict.
+//!
+//! The machine: q35, `-nodefaults`, **no NIC** (`-nic none`: every server a test needs runs inside the guest on
+//! its own 127.0.0.1), a virtio RNG, the serial console on QEMU's stdout, PVH direct boot of the uncompressed
+//! `vmlinux`. TCG unless the host has real VT-x/AMD-V *and* a KVM probe boot works (this project's machines
+//! expose a software "PVM" `/dev/kvm` that cannot run a stock kernel). `VMTEST_ACCEL=kvm|tcg` forces a choice.
+//!
+//! The guest → rig protocol is one console line: the product, as PID 1 of a VM, prints
+//! `encfs-init: exit status N` (possibly after a log prefix) and powers off, which ends QEMU with status 0
+//! (`-no-reboot`). Anything else is a failure with a reason:
+//!
+//! * **timeout**: QEMU still running at the deadline (it is killed);
+//! * **panic**: the console shows `Kernel panic` (`panic=-1` + `-no-reboot` make a panic end QEMU at once);
+//!   a panic *after* the verdict still fails: PID 1 must power off, not exit;
+//! * **no verdict**: QEMU ended without the line;
+//! * **qemu**: QEMU could not start or exited non-zero.
+//!
+//! Every console line is written to the scenario's log with its time since QEMU started.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::{on_path, show, Context, Result};
+
+/// The line the verdict is read from; the status follows it.
+pub const VERDICT: &str = "encfs-init: exit status ";
+
+/// How a boot failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The deadline passed.
+    Timeout,
+    /// The kernel panicked.
+    Panic,
+    /// QEMU ended without a verdict line.
+    NoVerdict,
+    /// QEMU failed.
+    Qemu,
+}
+
+impl FailureKind {
+    /// From its scenario.toml spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "timeout" => Some(Self::Timeout),
+            "panic" => Some(Self::Panic),
+            "no-verdict" => Some(Self::NoVerdict),
+            _ => None,
+        }
+    }
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Panic => "kernel panic",
+            Self::NoVerdict => "no verdict",
+            Self::Qemu => "qemu error",
+        }
+    }
+}
+
+/// CPU virtualization to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Binary translation; always works.
+    Tcg,
+    /// Hardware virtualization.
+    Kvm,
+}
+
+/// One boot request.
+#[derive(Debug)]
+pub struct Boot {
+    /// Uncompressed vmlinux (PVH) or bzImage.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// Extra kernel command line (after the rig's own).
+    pub append: String,
+    /// Arguments for /init (after `--`).
+    pub init_args: Vec<String>,
+    /// Wall-clock limit for the whole QEMU run.
+    pub timeout: Duration,
+    /// Guest MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Full console log.
+    pub log: PathBuf,
+}
+
+/// What came out of a boot.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Console lines (without timestamps).
+    pub console: Vec<String>,
+    /// `Ok(status)` from the verdict line, or why there is none.
+    pub verdict: std::result::Result<i32, (FailureKind, String)>,
+    /// QEMU's wall-clock run time.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The last `n` console lines, for failure reports.
+    pub fn tail(&self, n: usize) -> &[String] {
+        &self.console[self.console.len().saturating_sub(n)..]
+    }
+}
+
+impl Boot {
+    fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-nic",
+            "none",
+            "-no-reboot",
+        ]);
+        c.args(["-machine", "q35", "-serial", "stdio", "-monitor", "none"]);
+        c.args([
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
+        match self.accel {
+            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+        };
+        c.arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd);
+        c.args(["-device", "virtio-rng-pci"]);
+        let mut cmdline = String::from("console=ttyS0 quiet panic=-1 oops=panic");
+        if !self.append.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&self.append);
+        }
+        if !self.init_args.is_empty() {
+            cmdline.push_str(" -- ");
+            cmdline.push_str(&self.init_args.join(" "));
+        }
+        c.arg("-append").arg(cmdline);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Boot and wait (at most `timeout`); the log is written as lines arrive.
+    pub fn run(&self) -> Result<Outcome> {
+        let mut cmd = self.command();
+        let mut log =
+            File::create(&self.log).with_context(|| format!("creating {}", self.log.display()))?;
+        writeln!(log, "# {}", show(&cmd)).context("writing log")?;
+        let log = Arc::new(Mutex::new(log));
+        let start = Instant::now();
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Outcome {
+                    console: vec![],
+                    verdict: Err((
+                        FailureKind::Qemu,
+                        format!("cannot start qemu-system-x86_64: {e}"),
+                    )),
+                    elapsed: start.elapsed(),
+                })
+            }
+        };
+        let out = spawn_reader(child.stdout.take(), "", start, log.clone());
+        let err = spawn_reader(child.stderr.take(), "qemu: ", start, log.clone());
+        let exit = wait_deadline(&mut child, self.timeout);
+        let elapsed = start.elapsed();
+        let console = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        let verdict = judge(&console, &stderr, exit, self.timeout);
+        if let Ok(mut l) = log.lock() {
+            let v = match &verdict {
+                Ok(s) => format!("status {s}"),
+                Err((k, why)) => format!("{}: {why}", k.name()),
+            };
+            let _ = writeln!(l, "# verdict after {:.2} s: {v}", elapsed.as_secs_f64());
+        }
+        Ok(Outcome {
+            console,
+            verdict,
+            elapsed,
+        })
+    }
+}
+
+/// QEMU's exit code, or `None` when it was killed at the deadline.
+fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.code().unwrap_or(-1)),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Read lines from a pipe into the log (timestamped) and return them.
+fn spawn_reader(
+    pipe: Option<impl Read + Send + 'static>,
+    prefix: &'static str,
+    start: Instant,
+    log: Arc<Mutex<File>>,
+) -> thread::JoinHandle<Vec<String>> {
+    thread::spawn(move || {
+        let mut lines = Vec::new();
+        let Some(pipe) = pipe else { return lines };
+        let mut r = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            if let Ok(mut l) = log.lock() {
+                let _ = writeln!(l, "[{:7.3}] {prefix}{line}", start.elapsed().as_secs_f64());
+            }
+            lines.push(line);
+            buf.clear();
+        }
+        lines
+    })
+}
+
+/// The status of the last verdict line, if any.
+pub fn verdict_status(console: &[String]) -> Option<(usize, i32)> {
+    console.iter().enumerate().rev().find_map(|(i, l)| {
+        let rest = &l[l.find(VERDICT)? + VERDICT.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok().map(|s| (i, s))
+    })
+}
+
+/// Classify a finished (or killed) run; see the module docs.
+pub fn judge(
+    console: &[String],
+    stderr: &[String],
+    exit: Option<i32>,
+    timeout: Duration,
+) -> std::result::Result<i32, (FailureKind, String)> {
+    let panic = console.iter().position(|l| l.contains("Kernel panic"));
+    let verdict = verdict_status(console);
+    if let Some(p) = panic {
+        let after = verdict.map_or(String::new(), |(i, s)| {
+            if i < p {
+                format!(" after verdict status {s} (PID 1 must power off, not exit)")
+            } else {
+                String::new()
+            }
+        });
+        return Err((FailureKind::Panic, format!("{}{after}", console[p].trim())));
+    }
+    match exit {
+        None => Err((
+            FailureKind::Timeout,
+            format!("no power-off within {} s", timeout.as_secs()),
+        )),
+        Some(0) => match verdict {
+            Some((_, s)) => Ok(s),
+            None => Err((
+                FailureKind::NoVerdict,
+                format!("guest powered off without a `{}N` line", VERDICT),
+            )),
+        },
+        Some(code) => {
+            let why = stderr.last().map_or(String::new(), |l| format!(": {l}"));
+            Err((FailureKind::Qemu, format!("qemu exited with {code}{why}")))
+        }
+    }
+}
+
+/// TCG, unless `VMTEST_ACCEL` says otherwise or the host has VT-x/AMD-V and `probe` (a short boot that must
+/// succeed) works under KVM.
+pub fn pick_accel(probe: impl FnOnce(Accel) -> bool) -> (Accel, String) {
+    match std::env::var("VMTEST_ACCEL").as_deref() {
+        Ok("kvm") => return (Accel::Kvm, "kvm (VMTEST_ACCEL)".into()),
+        Ok("tcg") => return (Accel::Tcg, "tcg (VMTEST_ACCEL)".into()),
+        _ => {}
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let kvm_rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !(hw && kvm_rw) {
+        return (Accel::Tcg, "tcg (no vmx/svm or no usable /dev/kvm)".into());
+    }
+    if probe(Accel::Kvm) {
+        (Accel::Kvm, "kvm (probe boot ok)".into())
+    } else {
+        (Accel::Tcg, "tcg (kvm probe boot failed)".into())
+    }
+}
+
+/// Whether QEMU is installed at all.
+pub fn available() -> bool {
+    on_path("qemu-system-x86_64")
+}
+
+/// Log path helper: `<dir>/<name>.log`.
+pub fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn verdict_line_with_prefix() {
+        let c = lines(&[
+            "x",
+            "[ 1.2 INFO init] encfs-init: exit status 137",
+            "reboot: Power down",
+        ]);
+        assert_eq!(judge(&c, &[], Some(0), T), Ok(137));
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let c = lines(&["Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"]);
+        assert_eq!(
+            judge(&c, &[], Some(0), T).unwrap_err().0,
+            FailureKind::Panic
+        );
+        assert_eq!(
+            judge(&[], &[], None, T).unwrap_err().0,
+            FailureKind::Timeout
+        );
+        assert_eq!(
+            judge(&lines(&["hi"]), &[], Some(0), T).unwrap_err().0,
+            FailureKind::NoVerdict
+        );
+        assert_eq!(
+            judge(&[], &lines(&["boom"]), Some(1), T).unwrap_err().0,
+            FailureKind::Qemu
+        );
+        let exited = lines(&[
+            "encfs-init: exit status 0",
+            "Kernel panic - not syncing: Attempted to kill init!",
+        ]);
+        let (k, why) = judge(&exited, &[], Some(0), T).unwrap_err();
+        assert_eq!(k, FailureKind::Panic);
+        assert!(why.contains("must power off"));
+    }
+
+    #[test]
+    fn last_verdict_wins_and_needs_digits() {
+        let c = lines(&[
+            "encfs-init: exit status 1",
+            "encfs-init: exit status 2",
+            "encfs-init: exit status x",
+        ]);
+        assert_eq!(verdict_status(&c), Some((1, 2)));
+    }
+}

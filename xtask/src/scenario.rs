@@ -1,0 +1,260 @@
+//! VM scenarios as data: one directory per scenario under `tests/vm/<name>/`.
+//!
+//! `scenario.toml` (the subset of TOML read by [`crate::tomlish`]; unknown keys are errors):
+//!
+//! ```toml
+//! description = "what it proves"              # shown by --list
+//! init = "encfs-init"                         # default: the static product binary is /init;
+//!                                             # or a file of this directory (a busybox sh script)
+//! init_args = ["run"]                         # after `--` on the kernel command line (default: none)
+//! modules = ["dm-crypt", "xts"]               # packed with their modules.dep closure (soft deps NOT
+//!                                             # followed); the manifest's kernel_modules are added
+//! files = ["app.sh:/app.sh"]                  # extra files, SRC (relative to this dir):GUEST_PATH
+//! busybox = true                              # /bin/busybox + applet links (default true)
+//! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
+//! expect_console = ["hello-from-app"]         # substrings the console must contain
+//! forbid_console = ["WARNING"]                # substrings it must not contain
+//! expect_failure = "timeout"                  # rig self-tests only: "panic" | "timeout" | "no-verdict";
+//!                                             # the scenario passes when the rig detects exactly that
+//! timeout = 60                                # seconds for the whole boot (default 60)
+//! memory = 1024                               # guest MiB (default 1024)
+//! append = "foo=bar"                          # extra kernel command line
+//! ```
+//!
+//! `manifest.toml`, when present, is copied verbatim to `/etc/encfs-init/manifest.toml` (the rig never judges
+//! it, so a broken manifest is a valid test input). Adding a scenario is adding a directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::qemu::FailureKind;
+use crate::tomlish::{self, Value};
+use crate::util::{bail, Context, Result};
+
+/// Where the product manifest goes in the guest.
+pub const MANIFEST_GUEST_PATH: &str = "etc/encfs-init/manifest.toml";
+
+/// What runs as `/init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Init {
+    /// The product's static musl binary.
+    EncfsInit,
+    /// A script (or binary) from the scenario directory.
+    File(PathBuf),
+}
+
+/// What a scenario expects from the boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// The guest prints `encfs-init: exit status N` with this N and powers off.
+    Status(i32),
+    /// A rig self-test: the rig must report this failure.
+    Failure(FailureKind),
+}
+
+/// One scenario, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Directory name.
+    pub name: String,
+    /// One line for `--list`.
+    pub description: String,
+    /// What is `/init`.
+    pub init: Init,
+    /// Arguments for `/init`.
+    pub init_args: Vec<String>,
+    /// `manifest.toml` of the directory, if any.
+    pub manifest: Option<PathBuf>,
+    /// Modules to pack (before closure).
+    pub modules: Vec<String>,
+    /// (host source, guest path) pairs.
+    pub files: Vec<(PathBuf, String)>,
+    /// Whether busybox and its applet links are packed.
+    pub busybox: bool,
+    /// The verdict wanted.
+    pub expect: Expect,
+    /// Console substrings required.
+    pub console: Vec<String>,
+    /// Console substrings forbidden.
+    pub forbid: Vec<String>,
+    /// Boot timeout.
+    pub timeout: Duration,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Extra kernel command line.
+    pub append: String,
+}
+
+impl Scenario {
+    /// Whether the product binary must be built for this scenario.
+    pub fn needs_encfs_init(&self) -> bool {
+        self.init == Init::EncfsInit
+    }
+
+    /// A minimal script-init scenario the rig uses to probe an accelerator.
+    pub fn probe(script: PathBuf) -> Self {
+        Scenario {
+            name: "accel-probe".into(),
+            description: String::new(),
+            init: Init::File(script),
+            init_args: vec![],
+            manifest: None,
+            modules: vec![],
+            files: vec![],
+            busybox: true,
+            expect: Expect::Status(0),
+            console: vec![],
+            forbid: vec![],
+            timeout: Duration::from_secs(30),
+            memory_mib: 512,
+            append: String::new(),
+        }
+    }
+}
+
+/// Every scenario under `root` (sorted by name).
+pub fn load_all(root: &Path) -> Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?;
+    for e in entries {
+        let dir = e.context("reading tests/vm")?.path();
+        if dir.join("scenario.toml").is_file() {
+            out.push(load(&dir)?);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The scenario in `dir`.
+pub fn load(dir: &Path) -> Result<Scenario> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = dir.join("scenario.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut keys = tomlish::parse(&text)
+        .map_err(|e| crate::util::Error::msg(format!("{}: {e}", path.display())))?;
+    let mut take = |k: &str| keys.remove(k);
+    let ctx = |what: &str| format!("{}: `{what}`", path.display());
+
+    let description = opt_str(take("description"), &ctx("description"))?.unwrap_or_default();
+    let init = match opt_str(take("init"), &ctx("init"))?.as_deref() {
+        None | Some("encfs-init") => Init::EncfsInit,
+        Some(f) => Init::File(existing(dir, f)?),
+    };
+    let init_args = str_list(take("init_args"), &ctx("init_args"))?;
+    let modules = str_list(take("modules"), &ctx("modules"))?;
+    let mut files = Vec::new();
+    for spec in str_list(take("files"), &ctx("files"))? {
+        let Some((src, dst)) = spec.split_once(':') else {
+            bail!("{}: want SRC:GUEST_PATH, got `{spec}`", ctx("files"))
+        };
+        files.push((existing(dir, src)?, dst.to_string()));
+    }
+    let busybox = match take("busybox") {
+        None => true,
+        Some(Value::Bool(b)) => b,
+        Some(_) => bail!("{} must be a boolean", ctx("busybox")),
+    };
+    let status = opt_int(take("expect_status"), &ctx("expect_status"))?;
+    let failure = opt_str(take("expect_failure"), &ctx("expect_failure"))?;
+    let expect = match (status, failure) {
+        (Some(s), None) => Expect::Status(
+            i32::try_from(s).map_err(|_| crate::util::Error::msg(ctx("expect_status")))?,
+        ),
+        (None, Some(f)) => match FailureKind::parse(&f) {
+            Some(k) => Expect::Failure(k),
+            None => bail!(
+                "{}: unknown failure `{f}` (panic, timeout, no-verdict)",
+                ctx("expect_failure")
+            ),
+        },
+        _ => bail!(
+            "{}: set exactly one of expect_status and expect_failure",
+            path.display()
+        ),
+    };
+    let console = str_list(take("expect_console"), &ctx("expect_console"))?;
+    let forbid = str_list(take("forbid_console"), &ctx("forbid_console"))?;
+    let timeout = opt_int(take("timeout"), &ctx("timeout"))?.unwrap_or(60);
+    let memory = opt_int(take("memory"), &ctx("memory"))?.unwrap_or(1024);
+    let append = opt_str(take("append"), &ctx("append"))?.unwrap_or_default();
+    if let Some(k) = keys.keys().next() {
+        bail!("{}: unknown key `{k}`", path.display());
+    }
+    let manifest = Some(dir.join("manifest.toml")).filter(|m| m.is_file());
+    Ok(Scenario {
+        name,
+        description,
+        init,
+        init_args,
+        manifest,
+        modules,
+        files,
+        busybox,
+        expect,
+        console,
+        forbid,
+        timeout: Duration::from_secs(u64::try_from(timeout.clamp(1, 3600)).unwrap_or(60)),
+        memory_mib: u32::try_from(memory.clamp(64, 16384)).unwrap_or(1024),
+        append,
+    })
+}
+
+fn existing(dir: &Path, rel: &str) -> Result<PathBuf> {
+    let p = dir.join(rel);
+    if !p.is_file() {
+        bail!("{}: no file {rel}", dir.display());
+    }
+    Ok(p)
+}
+
+fn opt_str(v: Option<Value>, what: &str) -> Result<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s)),
+        Some(_) => bail!("{what} must be a string"),
+    }
+}
+
+fn opt_int(v: Option<Value>, what: &str) -> Result<Option<i64>> {
+    match v {
+        None => Ok(None),
+        Some(Value::Int(i)) => Ok(Some(i)),
+        Some(_) => bail!("{what} must be an integer"),
+    }
+}
+
+fn str_list(v: Option<Value>, what: &str) -> Result<Vec<String>> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Str(s) => Ok(s),
+                _ => bail!("{what} must be an array of strings"),
+            })
+            .collect(),
+        Some(_) => bail!("{what} must be an array of strings"),
+    }
+}
+
+/// Select scenarios by name; a trailing `*` matches a prefix (`signal-death-*`). No pattern selects all.
+pub fn select(all: Vec<Scenario>, patterns: &[String]) -> Result<Vec<Scenario>> {
+    if patterns.is_empty() {
+        return Ok(all);
+    }
+    let matches = |p: &str, n: &str| p.strip_suffix('*').map_or(p == n, |pre| n.starts_with(pre));
+    for p in patterns {
+        if !all.iter().any(|s| matches(p, &s.name)) {
+            bail!("no scenario matches `{p}` (see `cargo xtask vmtest --list`)");
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| patterns.iter().any(|p| matches(p, &s.name)))
+        .collect())
+}

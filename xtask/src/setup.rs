@@ -1,0 +1,254 @@
+//! Host packages for the VM rig, installed idempotently through a private apt configuration.
+//!
+//! The rig needs QEMU 10 (`qemu-system-x86`) from **bookworm-backports**: plain bookworm's QEMU 7.2 intermittently
+//! double-faults the 6.12 guest under TCG, and installing it removes the image's qemu-utils 10. The machine's own
+//! apt sources do not list backports and `/etc/apt` must stay untouched, so every apt call made here runs with
+//! `-o Dir::…` options pointing at `.cache/vm/apt/`: a copy of the system's Debian sources with the
+//! `bookworm-backports` suite added, and private package lists, caches and archives. dpkg's database is the
+//! system's, so what gets installed is installed for real.
+//!
+//! Nothing touches apt when every package is already present (checked with `dpkg-query`), so re-runs cost a
+//! few milliseconds. `apt-get update` on the private lists runs at most once a day, and only when something has
+//! to be installed or downloaded.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use crate::util::{bail, run_captured, stdout_of, Context, Result};
+
+/// The Debian release the rig is written for, and the suite QEMU and the kernel come from.
+pub const BASE_SUITE: &str = "bookworm";
+/// See the module docs.
+pub const BACKPORTS: &str = "bookworm-backports";
+
+/// Packages the rig uses, and why.
+const PACKAGES: &[(&str, &str)] = &[
+    (
+        "qemu-system-x86",
+        "boots the guest (must be >= 8, i.e. backports' 10.x)",
+    ),
+    ("busybox-static", "guest shell and tools; host depmod"),
+    ("cryptsetup-bin", "LUKS2 oracle for image building"),
+    ("e2fsprogs", "ext4 images"),
+    ("zstd", "unpacks the 6.12 vmlinuz"),
+    ("xz-utils", "unpacks .ko.xz modules"),
+];
+
+/// Private apt state under the cache directory (see the module docs).
+#[derive(Debug)]
+pub struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    /// Apt state lives in `cache/apt`.
+    pub fn new(cache: &Path) -> Self {
+        Apt {
+            dir: cache.join("apt"),
+        }
+    }
+
+    /// An `apt-get` / `apt-cache` command that sees the private sources (including backports).
+    pub fn command(&self, program: &str) -> Command {
+        let d = &self.dir;
+        let mut c = Command::new(program);
+        for (k, v) in [
+            ("Dir::Etc::SourceList", PathBuf::from("/dev/null")),
+            ("Dir::Etc::SourceParts", d.join("sources.list.d")),
+            ("Dir::State::Lists", d.join("lists")),
+            ("Dir::Cache", d.join("cache")),
+            ("Dir::Cache::archives", d.join("archives")),
+        ] {
+            c.arg("-o").arg(format!("{k}={}", v.display()));
+        }
+        // Downloads land in directories root created; apt's _apt sandbox user could not write there.
+        c.args(["-o", "APT::Sandbox::User=root", "-q"]);
+        c.env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    }
+
+    /// Write the private sources and refresh the private lists when they are missing or older than a day
+    /// (or always, with `force`).
+    pub fn prepare(&self, force: bool) -> Result<()> {
+        for sub in [
+            "sources.list.d",
+            "lists/partial",
+            "cache",
+            "archives/partial",
+        ] {
+            fs::create_dir_all(self.dir.join(sub))
+                .with_context(|| format!("creating {}", self.dir.display()))?;
+        }
+        let (name, text) = private_sources()?;
+        fs::write(self.dir.join("sources.list.d").join(name), text)
+            .context("writing private apt sources")?;
+        let stamp = self.dir.join("lists/.updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < Duration::from_secs(24 * 3600));
+        if force || !fresh {
+            eprintln!("vmtest: apt-get update (private lists with {BACKPORTS})");
+            run_captured(self.command("apt-get").arg("update"))?;
+            fs::write(&stamp, b"").context("writing apt stamp")?;
+        }
+        Ok(())
+    }
+}
+
+/// The system's Debian sources with the backports suite added: `(file name, contents)`.
+///
+/// deb822 (`/etc/apt/sources.list.d/debian.sources`, Debian 12's default) and one-line
+/// (`/etc/apt/sources.list`) formats are both understood; only stanzas that carry the base suite are copied,
+/// so third-party repositories configured on the machine are not consulted.
+fn private_sources() -> Result<(&'static str, String)> {
+    let deb822 = Path::new("/etc/apt/sources.list.d/debian.sources");
+    if let Ok(text) = fs::read_to_string(deb822) {
+        let mut out = String::new();
+        for stanza in text.split("\n\n") {
+            let has_base = stanza.lines().any(|l| {
+                l.strip_prefix("Suites:")
+                    .is_some_and(|s| s.split_whitespace().any(|w| w == BASE_SUITE))
+            });
+            if !has_base {
+                continue;
+            }
+            for line in stanza.lines() {
+                out.push_str(line);
+                let suites = line.strip_prefix("Suites:");
+                if suites.is_some_and(|s| !s.split_whitespace().any(|w| w == BACKPORTS)) {
+                    out.push(' ');
+                    out.push_str(BACKPORTS);
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        if out.is_empty() {
+            bail!("{} has no stanza for suite {BASE_SUITE}", deb822.display());
+        }
+        return Ok(("debian.sources", out));
+    }
+    let list = Path::new("/etc/apt/sources.list");
+    let text = fs::read_to_string(list)
+        .with_context(|| format!("no Debian mirror: reading {}", list.display()))?;
+    let mut out = String::new();
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // deb [options] URI SUITE COMPONENTS...
+        let Some(pos) = words.iter().position(|w| *w == BASE_SUITE) else {
+            continue;
+        };
+        if words.first() != Some(&"deb") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        let mut bpo = words.clone();
+        bpo[pos] = BACKPORTS;
+        out.push_str(&bpo.join(" "));
+        out.push('\n');
+    }
+    if out.is_empty() {
+        bail!("{} has no `deb … {BASE_SUITE} …` line", list.display());
+    }
+    Ok(("debian.list", out))
+}
+
+/// `Some(version)` when dpkg says `pkg` is installed.
+fn installed_version(pkg: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}\t${Version}", pkg])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (status, version) = text.split_once('\t')?;
+    (status == "install ok installed").then(|| version.to_string())
+}
+
+/// Upstream major version of a Debian version string (`1:10.0.2+ds-2` → 10).
+fn major(version: &str) -> u32 {
+    let upstream = version.split_once(':').map_or(version, |(_, v)| v);
+    upstream
+        .split(['.', '+', '-', '~'])
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Install whatever of [`PACKAGES`] is missing (QEMU older than 8 counts as missing). Returns what was
+/// installed (empty when nothing had to be done).
+pub fn ensure_packages(apt: &Apt, log: &Path) -> Result<Vec<&'static str>> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| match installed_version(p) {
+            None => true,
+            Some(v) => *p == "qemu-system-x86" && major(&v) < 8,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    // Only root may run dpkg; say what to install otherwise.
+    if !is_root() {
+        let why: Vec<String> = PACKAGES
+            .iter()
+            .filter(|(p, _)| missing.contains(p))
+            .map(|(p, w)| format!("  {p}: {w}"))
+            .collect();
+        bail!(
+            "missing host packages and not root; install them from {BACKPORTS}:\n{}",
+            why.join("\n")
+        );
+    }
+    apt.prepare(false)?;
+    eprintln!(
+        "vmtest: installing {} (from {BACKPORTS} where newer)",
+        missing.join(" ")
+    );
+    let out = apt
+        .command("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "-t", BACKPORTS])
+        .args(&missing)
+        .output()
+        .context("running apt-get install")?;
+    let mut text = out.stdout.clone();
+    text.extend_from_slice(&out.stderr);
+    fs::write(log, &text).with_context(|| format!("writing {}", log.display()))?;
+    if !out.status.success() {
+        bail!(
+            "apt-get install failed ({}), see {}:\n{}",
+            out.status,
+            log.display(),
+            crate::util::tail(&String::from_utf8_lossy(&text), 15)
+        );
+    }
+    match installed_version("qemu-system-x86") {
+        Some(v) if major(&v) >= 8 => {}
+        v => bail!(
+            "qemu-system-x86 is {v:?} after install; the rig needs QEMU >= 8 from {BACKPORTS}"
+        ),
+    }
+    Ok(missing)
+}
+
+fn is_root() -> bool {
+    // `id -u` avoids a libc dependency for one getuid().
+    stdout_of(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major;
+
+    #[test]
+    fn qemu_versions() {
+        assert_eq!(major("1:10.0.2+ds-2+deb13u1~bpo12+1"), 10);
+        assert_eq!(major("1:7.2+dfsg-7+deb12u7"), 7);
+        assert_eq!(major("garbage"), 0);
+    }
+}

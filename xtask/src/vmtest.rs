@@ -1,0 +1,385 @@
+//! `cargo xtask vmtest`: set up the host, build the product, build one initramfs per scenario, boot each under
+//! QEMU and report.
+//!
+//! Output contract (CI parses it): one line per scenario, `PASS <name> (...)` or `FAIL <name>: <reason> (...)`,
+//! a failing scenario's last console lines indented under it, and as the very last line
+//! `vmtest: <N> passed, <M> failed`. The exit status is non-zero when anything failed. Full console logs stay in
+//! `.cache/vm/logs/<name>.log`; images in `.cache/vm/work/<name>/` are deleted unless `--keep`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::initramfs::{self, Common, ModuleIndex};
+use crate::kernel::{self, Kernel};
+use crate::qemu::{self, Accel, Boot, Outcome};
+use crate::scenario::{self, Expect, Scenario};
+use crate::setup::{self, Apt};
+use crate::util::{bail, secs, show, Result};
+
+/// Console lines shown under a failure.
+const TAIL_LINES: usize = 40;
+/// The product's static binary, relative to the repository root.
+const ENCFS_INIT: &str = "target/x86_64-unknown-linux-musl/release/encfs-init";
+
+/// Options of `vmtest`.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Only list scenarios.
+    pub list: bool,
+    /// Keep the per-scenario images.
+    pub keep: bool,
+    /// Boots run at once.
+    pub jobs: usize,
+    /// Look for a newer kernel package.
+    pub refresh: bool,
+    /// Name patterns (empty: all).
+    pub patterns: Vec<String>,
+}
+
+/// Repository layout.
+#[derive(Debug)]
+pub struct Paths {
+    /// The workspace root.
+    pub root: PathBuf,
+    /// `.cache/vm`.
+    pub cache: PathBuf,
+}
+
+impl Paths {
+    /// From xtask's own manifest directory.
+    pub fn discover() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let cache = root.join(".cache/vm");
+        Paths { root, cache }
+    }
+}
+
+/// Install packages and fetch the kernel, printing how long it took.
+pub fn setup(paths: &Paths, refresh: bool) -> Result<Kernel> {
+    let t = Instant::now();
+    fs::create_dir_all(&paths.cache)
+        .map_err(|e| crate::util::Error::msg(format!("creating cache: {e}")))?;
+    let apt = Apt::new(&paths.cache);
+    let installed = setup::ensure_packages(&apt, &paths.cache.join("apt-install.log"))?;
+    let t_pkg = t.elapsed();
+    let k = kernel::ensure(&paths.cache, &apt, refresh)?;
+    let pkgs = if installed.is_empty() {
+        "present".to_string()
+    } else {
+        format!("installed {}", installed.join(" "))
+    };
+    eprintln!(
+        "vmtest: setup {} (packages {pkgs} in {}; kernel {} in {})",
+        secs(t.elapsed()),
+        secs(t_pkg),
+        k.release,
+        secs(t.elapsed() - t_pkg)
+    );
+    Ok(k)
+}
+
+/// Run `vmtest`; `Ok(false)` when a scenario failed.
+pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
+    let t_all = Instant::now();
+    let all = scenario::load_all(&paths.root.join("tests/vm"))?;
+    let selected = scenario::select(all, &opts.patterns)?;
+    if opts.list {
+        for s in &selected {
+            println!("{:<22} {}", s.name, s.description);
+        }
+        return Ok(true);
+    }
+    let kernel = setup(paths, opts.refresh)?;
+    if !qemu::available() {
+        bail!("qemu-system-x86_64 is not installed");
+    }
+
+    let mut build_error = None;
+    let mut binary = None;
+    if selected.iter().any(Scenario::needs_encfs_init) {
+        let t = Instant::now();
+        match build_encfs_init(&paths.root) {
+            Ok(p) => {
+                eprintln!("vmtest: built encfs-init in {}", secs(t.elapsed()));
+                binary = Some(p);
+            }
+            Err(e) => {
+                eprintln!("vmtest: {e}");
+                build_error = Some("encfs-init did not build (see above)".to_string());
+            }
+        }
+    }
+    let common = Common::load(binary.as_deref())?;
+    let index = ModuleIndex::load(&kernel, &paths.cache)?;
+    let logs = paths.cache.join("logs");
+    let work = paths.cache.join("work");
+    for d in [&logs, &work] {
+        fs::create_dir_all(d)
+            .map_err(|e| crate::util::Error::msg(format!("creating {}: {e}", d.display())))?;
+    }
+    let ctx = Ctx {
+        kernel: &kernel,
+        common: &common,
+        index: &index,
+        logs,
+        work,
+        keep: opts.keep,
+        accel: Accel::Tcg,
+    };
+    let (accel, why) = qemu::pick_accel(|a| probe(&ctx, a));
+    let ctx = Ctx { accel, ..ctx };
+    eprintln!(
+        "vmtest: {} scenario(s), accel {why}, {} at a time",
+        selected.len(),
+        opts.jobs.max(1)
+    );
+
+    let (passed, failed, boot_time) =
+        run_all(&ctx, &selected, opts.jobs.max(1), build_error.as_deref());
+    println!(
+        "vmtest: total {} (boots {} summed, kernel {})",
+        secs(t_all.elapsed()),
+        secs(boot_time),
+        kernel.release
+    );
+    println!("vmtest: {passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+fn build_encfs_init(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "x86_64-unknown-linux-musl",
+        "-p",
+        "encfs-init",
+    ]);
+    cmd.current_dir(root);
+    let status = cmd
+        .status()
+        .map_err(|e| crate::util::Error::msg(format!("running `{}`: {e}", show(&cmd))))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(&cmd));
+    }
+    Ok(root.join(ENCFS_INIT))
+}
+
+/// Everything a boot needs, shared by the workers.
+struct Ctx<'a> {
+    kernel: &'a Kernel,
+    common: &'a Common,
+    index: &'a ModuleIndex,
+    logs: PathBuf,
+    work: PathBuf,
+    keep: bool,
+    accel: Accel,
+}
+
+/// One scenario's result.
+struct Report {
+    pass: bool,
+    line: String,
+    details: Vec<String>,
+    boot: Duration,
+}
+
+fn run_all(
+    ctx: &Ctx,
+    scenarios: &[Scenario],
+    jobs: usize,
+    build_error: Option<&str>,
+) -> (usize, usize, Duration) {
+    let queue = Mutex::new(scenarios.iter());
+    let (tx, rx) = mpsc::channel();
+    let (mut passed, mut failed, mut boot) = (0, 0, Duration::ZERO);
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let queue = &queue;
+            scope.spawn(move || loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some(s) = next else { break };
+                let blocked = build_error.filter(|_| s.needs_encfs_init());
+                let r = match blocked {
+                    Some(why) => fail_early(s, why),
+                    None => run_one(ctx, s),
+                };
+                if tx.send(r).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for r in rx {
+            println!("{}", r.line);
+            for d in &r.details {
+                println!("    {d}");
+            }
+            boot += r.boot;
+            if r.pass {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    });
+    (passed, failed, boot)
+}
+
+fn fail_early(s: &Scenario, why: &str) -> Report {
+    Report {
+        pass: false,
+        line: format!("FAIL {}: {why}", s.name),
+        details: vec![],
+        boot: Duration::ZERO,
+    }
+}
+
+fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
+    let dir = ctx.work.join(&s.name);
+    let _ = fs::create_dir_all(&dir);
+    let initrd = dir.join("initramfs.cpio.gz");
+    let t = Instant::now();
+    let built = match initramfs::build(s, ctx.common, ctx.index, &initrd) {
+        Ok(b) => b,
+        Err(e) => return fail_early(s, &format!("initramfs: {e}")),
+    };
+    let t_image = t.elapsed();
+    let outcome = boot(ctx, s, &initrd);
+    if !ctx.keep {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return fail_early(s, &format!("boot: {e}")),
+    };
+    let timing = format!(
+        "boot {}, image {} ms, {} KiB, {} module(s)",
+        secs(outcome.elapsed),
+        t_image.as_millis(),
+        built.bytes / 1024,
+        built.modules.len()
+    );
+    let mut details: Vec<String> = built.notes.iter().map(|n| format!("note: {n}")).collect();
+    let (pass, line) = match evaluate(s, &outcome) {
+        Ok(note) => (true, format!("PASS {} ({timing}{note})", s.name)),
+        Err(reason) => {
+            details.push(format!(
+                "last console lines (full log: {}):",
+                qemu::log_path(&ctx.logs, &s.name).display()
+            ));
+            details.extend(outcome.tail(TAIL_LINES).iter().map(|l| format!("| {l}")));
+            (false, format!("FAIL {}: {reason} ({timing})", s.name))
+        }
+    };
+    Report {
+        pass,
+        line,
+        details,
+        boot: outcome.elapsed,
+    }
+}
+
+fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path) -> Result<Outcome> {
+    Boot {
+        kernel: ctx.kernel.vmlinux.clone(),
+        initrd: initrd.to_path_buf(),
+        append: s.append.clone(),
+        init_args: s.init_args.clone(),
+        timeout: s.timeout,
+        memory_mib: s.memory_mib,
+        cpus: 2,
+        accel: ctx.accel,
+        log: qemu::log_path(&ctx.logs, &s.name),
+    }
+    .run()
+}
+
+/// `Ok(note)` when the outcome is what the scenario expects, `Err(reason)` otherwise.
+pub fn evaluate(s: &Scenario, o: &Outcome) -> std::result::Result<String, String> {
+    let note = match (&s.expect, &o.verdict) {
+        (Expect::Status(want), Ok(got)) if want == got => String::new(),
+        (Expect::Status(want), Ok(got)) => {
+            return Err(format!("exit status {got}, expected {want}"))
+        }
+        (Expect::Status(_), Err((kind, why))) => return Err(format!("{}: {why}", kind.name())),
+        (Expect::Failure(want), Err((kind, _))) if want == kind => {
+            format!("; rig detected {} as expected", kind.name())
+        }
+        (Expect::Failure(want), got) => {
+            let got = match got {
+                Ok(st) => format!("exit status {st}"),
+                Err((k, why)) => format!("{}: {why}", k.name()),
+            };
+            return Err(format!(
+                "rig should have reported {}, got {got}",
+                want.name()
+            ));
+        }
+    };
+    if let Some(missing) = s
+        .console
+        .iter()
+        .find(|w| !o.console.iter().any(|l| l.contains(w.as_str())))
+    {
+        return Err(format!("console lacks `{missing}`"));
+    }
+    if let Some(bad) = s
+        .forbid
+        .iter()
+        .find(|w| o.console.iter().any(|l| l.contains(w.as_str())))
+    {
+        return Err(format!("console shows forbidden `{bad}`"));
+    }
+    Ok(note)
+}
+
+/// A short boot under `accel` that must end with status 0 (used to validate KVM before trusting it).
+fn probe(ctx: &Ctx, accel: Accel) -> bool {
+    let dir = ctx.work.join("accel-probe");
+    let _ = fs::create_dir_all(&dir);
+    let script = dir.join("init.sh");
+    let text = format!("#!/bin/sh\necho '{}0'\nexec poweroff -f\n", qemu::VERDICT);
+    if fs::write(&script, text).is_err() {
+        return false;
+    }
+    let s = Scenario::probe(script);
+    let initrd = dir.join("initramfs.cpio.gz");
+    let ok = initramfs::build(&s, ctx.common, ctx.index, &initrd).is_ok()
+        && boot(
+            &Ctx {
+                accel,
+                ..ctx.clone()
+            },
+            &s,
+            &initrd,
+        )
+        .is_ok_and(|o| o.verdict == Ok(0));
+    let _ = fs::remove_dir_all(&dir);
+    ok
+}
+
+impl Clone for Ctx<'_> {
+    fn clone(&self) -> Self {
+        Ctx {
+            kernel: self.kernel,
+            common: self.common,
+            index: self.index,
+            logs: self.logs.clone(),
+            work: self.work.clone(),
+            keep: self.keep,
+            accel: self.accel,
+        }
+    }
+}
