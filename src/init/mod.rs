@@ -1,9 +1,27 @@
 //! The boot sequence: the only place that knows the order of the steps.
 //!
-//! OWNED BY the PID-1 work (issue 3): `early` (context detection, VM mounts, modules), `run` (boot steps and
-//! supervision), `finish` (exit or power off).
+//! `main` calls [`early`] (detect the context; as a VM's PID 1 mount the basics), then the command line
+//! dispatches `run` to [`run`], and [`finish`] ends the process. The steps of [`run`]:
+//!
+//! 1. report problems met by [`early`] (a failed required mount fails the boot);
+//! 2. remove a stale readiness file;
+//! 3. as a VM's PID 1, load the plan's kernel modules (in a container the utility VM has done it);
+//! 4. filesystems: not implemented yet, so a plan with any fails closed;
+//! 5. open the supervisor (signals), write the readiness file;
+//! 6. supervise the application, or wait for `SIGTERM` with none;
+//! 7. teardown: remove the readiness file (later: unmount, remove dm devices), return the exit code.
+//!
+//! Fail closed: any error before readiness is logged once, as `step: cause; fix: ...`, whatever was set up
+//! is undone, and the process ends with the documented code ([`crate::exit`]).
 
+pub mod early;
+pub mod modules;
+pub mod readiness;
+
+use crate::exit;
 use crate::manifest::Plan;
+use crate::supervise::{self, error_chain, Supervisor};
+use std::io::Write;
 
 /// Which PID-1 situation we are in. Detected at run time, never compiled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,18 +35,135 @@ pub enum Context {
 }
 
 /// Detect the context and, as PID 1 of a VM, mount what the rest needs and point fds 0-2 at the console.
-/// Runs before logging is set up; problems are returned, not printed.
+/// Runs before logging is set up; problems are recorded and reported by [`run`].
 pub fn early() -> Context {
-    Context::Process
+    let ctx = early::detect();
+    if ctx == Context::Vm {
+        early::setup_vm();
+    }
+    ctx
+}
+
+/// A boot step that failed before readiness.
+#[derive(Debug)]
+enum BootError {
+    Early(String),
+    Modules(modules::Error),
+    FilesystemsNotImplemented(usize),
+    Readiness(std::path::PathBuf, std::io::Error),
+    Signals(supervise::Error),
+}
+
+impl BootError {
+    /// `step: cause[; fix: ...]` on one line.
+    fn line(&self) -> String {
+        match self {
+            BootError::Early(what) => format!("early setup: {what}; fix: check the kernel config (proc, sysfs, devtmpfs, tmpfs)"),
+            // The modules error carries its own fix where there is one.
+            BootError::Modules(e) => format!("kernel modules: {}", error_chain(e)),
+            BootError::FilesystemsNotImplemented(n) => format!(
+                "filesystems: mounting filesystems is not implemented yet ({n} in the plan); fix: remove \
+                 [[filesystem]] from the manifest until it is"
+            ),
+            BootError::Readiness(path, e) => format!(
+                "readiness file {}: {e}; fix: make its directory writable or change readiness_file",
+                path.display()
+            ),
+            BootError::Signals(e) => format!("signals: {}", error_chain(e)),
+        }
+    }
 }
 
 /// Run the plan: boot steps, then supervise. Returns the exit code.
-pub fn run(_ctx: Context, _plan: Plan) -> i32 {
-    crate::exit::OK
+pub fn run(ctx: Context, plan: Plan) -> i32 {
+    let mut sup = match boot(ctx, &plan) {
+        Ok(sup) => sup,
+        Err(e) => {
+            log::error!("boot failed: {}", e.line());
+            // Nothing is mounted yet, so there is nothing else to undo; make sure no readiness claim stays.
+            let _ = readiness::remove(&plan.readiness_file);
+            return exit::BOOT_FAILED;
+        }
+    };
+    log::info!("ready ({})", plan.readiness_file.display());
+    let outcome = sup.run(plan.app.as_ref());
+    log::debug!("supervision ended: {outcome:?}");
+    teardown(&plan);
+    outcome.code
+}
+
+/// Steps 1-5. On success the readiness file exists and the supervisor is open.
+fn boot(ctx: Context, plan: &Plan) -> Result<Supervisor, BootError> {
+    log::info!("context: {ctx:?}");
+    let mut fatal = None;
+    for p in early::take_problems() {
+        if p.required {
+            fatal.get_or_insert(p.what);
+        } else {
+            log::warn!("early setup: {}", p.what);
+        }
+    }
+    if let Some(what) = fatal {
+        return Err(BootError::Early(what));
+    }
+    let ready = &plan.readiness_file;
+    readiness::remove(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
+    if !plan.kernel_modules.is_empty() {
+        if ctx == Context::Vm {
+            let n = modules::load(&plan.kernel_modules).map_err(BootError::Modules)?;
+            log::info!(
+                "kernel modules: {n} loaded ({} requested)",
+                plan.kernel_modules.len()
+            );
+            // configfs may have been one of them.
+            early::mount_configfs();
+            for p in early::take_problems() {
+                log::warn!("early setup: {}", p.what);
+            }
+        } else {
+            log::info!(
+                "kernel modules: skipped in context {ctx:?} (the host kernel provides them)"
+            );
+        }
+    }
+    if !plan.filesystems.is_empty() {
+        return Err(BootError::FilesystemsNotImplemented(plan.filesystems.len()));
+    }
+    let sup = Supervisor::new(supervise::Options {
+        plan: plan.supervise,
+        sweep: ctx != Context::Process,
+        subreaper: ctx == Context::Process,
+    })
+    .map_err(BootError::Signals)?;
+    readiness::write(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
+    Ok(sup)
+}
+
+/// Step 7: undo what boot did, in reverse. Errors only warn: we are on the way out.
+fn teardown(plan: &Plan) {
+    if let Err(e) = readiness::remove(&plan.readiness_file) {
+        log::warn!(
+            "remove the readiness file {}: {e}",
+            plan.readiness_file.display()
+        );
+    }
 }
 
 /// End the process with `code`: exit, or as a VM's PID 1 print the verdict line and power off.
-pub fn finish(_ctx: Context, code: i32) -> ! {
-    #[allow(clippy::exit)]
-    std::process::exit(code)
+pub fn finish(ctx: Context, code: i32) -> ! {
+    log::logger().flush();
+    if ctx != Context::Vm {
+        #[allow(clippy::exit)] // The one place the process ends (main calls us).
+        std::process::exit(code)
+    }
+    // The VM rig matches this line exactly. Errors writing it cannot be reported anywhere else.
+    let _ = writeln!(std::io::stderr(), "encfs-init: exit status {code}");
+    let _ = std::io::stderr().flush();
+    nix::unistd::sync();
+    // Exiting as the VM's PID 1 would panic the kernel: power off instead, and never return.
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    let _ = writeln!(std::io::stderr(), "encfs-init: power off failed: {e}");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }

@@ -1,0 +1,235 @@
+//! Signal discipline: one mask for the whole process, one reader for the supervisor loop.
+//!
+//! The contract (catatonit's and tini's, which we follow):
+//!
+//! * [`block_all`] is the first statement of `main`, before any thread exists (threads inherit the mask). It
+//!   blocks every signal except the synchronous ones the kernel raises for a fault in *our* code (`SIGFPE`,
+//!   `SIGILL`, `SIGSEGV`, `SIGBUS`, `SIGABRT`, `SIGTRAP`, `SIGSYS`): blocking those would only turn a crash
+//!   into a hang. It also resets inherited `SIG_IGN` dispositions to the default: an ignored `SIGCHLD` would
+//!   make the kernel auto-reap our children and hide their exit status (`waitpid` would say `ECHILD`).
+//! * A blocked signal is never discarded, not even for a PID 1 whose default action would otherwise be "drop"
+//!   (`kernel/signal.c: sig_ignored()`: "Blocked signals are never ignored"). It stays pending until the
+//!   supervisor reads it from the [`SignalSource`], a `signalfd(2)` with the same set. No handler runs, so
+//!   nothing here has to be async-signal-safe, and one loop owns every signal.
+//! * Children must not inherit the mask: [`crate::supervise::spawn`] clears it (to empty, not merely to the
+//!   [`original_mask`]: a container runtime may start PID 1 with signals blocked) and resets dispositions.
+//!
+//! Real-time signals are blocked (so they don't kill us) and read, but only the classic named ones are
+//! reported: nix's [`Signal`] has no variants for them and nothing in this project uses them.
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::AsFd;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Signals the kernel raises synchronously for a fault in the running thread; they stay unblocked.
+pub const SYNCHRONOUS: [Signal; 7] = [
+    Signal::SIGFPE,
+    Signal::SIGILL,
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGABRT,
+    Signal::SIGTRAP,
+    Signal::SIGSYS,
+];
+
+/// The mask the process started with (set once by [`block_all`]).
+static ORIGINAL_MASK: OnceLock<SigSet> = OnceLock::new();
+
+/// The set [`block_all`] blocks and [`SignalSource`] reads: everything but [`SYNCHRONOUS`].
+pub fn blocked_set() -> SigSet {
+    let mut set = SigSet::all();
+    for sig in SYNCHRONOUS {
+        set.remove(sig);
+    }
+    set
+}
+
+/// Block every asynchronous signal in the calling thread and reset inherited `SIG_IGN` dispositions.
+///
+/// Call it first in `main`, while the process has one thread. It cannot report failure (the logger is not up
+/// yet); [`SignalSource::new`] checks the mask again and refuses to start if it is not in force.
+pub fn block_all() {
+    let mut old = SigSet::empty();
+    if sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&blocked_set()),
+        Some(&mut old),
+    )
+    .is_ok()
+    {
+        // A second call keeps the first original mask, which is the one that matters.
+        let _ = ORIGINAL_MASK.set(old);
+    }
+    for signo in 1..=libc::SIGRTMAX() {
+        // Keep std's SIGPIPE = SIG_IGN (a write to a closed pipe returns EPIPE instead of raising), and the
+        // synchronous ones (std's stack-overflow handler lives on SIGSEGV/SIGBUS).
+        let keep = signo == libc::SIGPIPE || SYNCHRONOUS.iter().any(|s| *s as libc::c_int == signo);
+        if !keep {
+            reset_to_default(signo);
+        }
+    }
+}
+
+/// The signal mask the process was started with, if [`block_all`] ran.
+pub fn original_mask() -> Option<SigSet> {
+    ORIGINAL_MASK.get().copied()
+}
+
+/// Set the disposition of signal number `signo` to `SIG_DFL`, ignoring errors (`SIGKILL`, `SIGSTOP` and the
+/// libc-reserved real-time signals refuse; that is fine).
+///
+/// Async-signal-safe (one `sigaction(2)`, no allocation): [`crate::supervise::spawn`] calls it between
+/// `fork` and `exec`.
+pub(crate) fn reset_to_default(signo: libc::c_int) {
+    // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid value (empty mask, no
+    // flags); `sa_sigaction = SIG_DFL` (0) installs no handler, so no Rust code can be run from signal
+    // context. The pointers passed are to a live local and null (old action not wanted).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signo, &action, std::ptr::null_mut());
+    }
+}
+
+/// Errors of the signal source.
+#[derive(Debug)]
+pub enum Error {
+    /// The process mask does not block the signals the supervisor reads (`block_all` did not run first).
+    NotBlocked,
+    /// A signalfd call failed.
+    SignalFd(Errno),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotBlocked => write!(
+                f,
+                "Signals are not blocked (supervise::signals::block_all must run first)"
+            ),
+            Error::SignalFd(_) => write!(f, "Cannot read signals through signalfd"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::NotBlocked => None,
+            Error::SignalFd(e) => Some(e),
+        }
+    }
+}
+
+/// The supervisor's single signal source: a non-blocking `signalfd` over [`blocked_set`].
+#[derive(Debug)]
+pub struct SignalSource {
+    fd: SignalFd,
+}
+
+impl SignalSource {
+    /// Open the source. Fails if the calling thread's mask does not block the signals (they would then be
+    /// delivered with their default action instead of being read here).
+    pub fn new() -> Result<Self, Error> {
+        let mask = SigSet::thread_get_mask().map_err(Error::SignalFd)?;
+        let wanted = [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ];
+        if wanted.iter().any(|s| !mask.contains(*s)) {
+            return Err(Error::NotBlocked);
+        }
+        let fd = SignalFd::with_flags(
+            &blocked_set(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(Error::SignalFd)?;
+        Ok(Self { fd })
+    }
+
+    /// Wait up to `timeout` for signals and return every one pending, oldest first (an empty list on
+    /// timeout). Standard signals coalesce: two `SIGCHLD`s may arrive as one, so callers reap until empty.
+    pub fn wait(&self, timeout: Duration) -> Result<Vec<Signal>, Error> {
+        // Clamp: the supervisor never needs more than its tick, and u16 milliseconds is always representable.
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::SignalFd(e)),
+        }
+        self.drain()
+    }
+
+    /// Read every pending signal without waiting.
+    pub fn drain(&self) -> Result<Vec<Signal>, Error> {
+        let mut out = Vec::new();
+        loop {
+            match self.fd.read_signal() {
+                Ok(Some(info)) => {
+                    let signo = libc::c_int::try_from(info.ssi_signo).unwrap_or(0);
+                    match Signal::try_from(signo) {
+                        Ok(sig) => out.push(sig),
+                        Err(_) => log::debug!("ignoring signal {signo}"),
+                    }
+                }
+                Ok(None) => return Ok(out),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::SignalFd(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_set_keeps_synchronous_signals_deliverable() {
+        let set = blocked_set();
+        for sig in SYNCHRONOUS {
+            assert!(!set.contains(sig), "{sig} must stay unblocked");
+        }
+        for sig in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGCHLD,
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+        ] {
+            assert!(set.contains(sig), "{sig} must be blocked");
+        }
+    }
+
+    #[test]
+    fn source_refuses_when_signals_are_not_blocked() {
+        // The test harness thread has an empty mask: reading through signalfd would miss signals.
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        assert!(matches!(SignalSource::new(), Err(Error::NotBlocked)));
+    }
+
+    #[test]
+    fn source_reads_a_blocked_signal_sent_to_this_thread() {
+        // Run in a fresh thread so the mask change does not leak into other tests.
+        std::thread::spawn(|| {
+            sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked_set()), None).unwrap();
+            let source = SignalSource::new().unwrap();
+            // SAFETY: pthread_self is always valid for the calling thread; SIGUSR2 is blocked in this thread,
+            // so it stays pending for the signalfd instead of running its default action.
+            let rc = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+            assert_eq!(rc, 0);
+            let got = source.wait(Duration::from_secs(5)).unwrap();
+            assert_eq!(got, vec![Signal::SIGUSR2]);
+            assert!(source.wait(Duration::from_millis(10)).unwrap().is_empty());
+        })
+        .join()
+        .unwrap();
+    }
+}
