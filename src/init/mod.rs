@@ -16,7 +16,6 @@
 
 pub mod early;
 pub mod modules;
-pub mod readiness;
 
 use crate::exit;
 use crate::manifest::Plan;
@@ -81,7 +80,7 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
         Err(e) => {
             log::error!("boot failed: {}", e.line());
             // Nothing is mounted yet, so there is nothing else to undo; make sure no readiness claim stays.
-            let _ = readiness::remove(&plan.readiness_file);
+            let _ = crate::ready::clear(&plan.readiness_file);
             return exit::BOOT_FAILED;
         }
     };
@@ -107,7 +106,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Supervisor, BootError> {
         return Err(BootError::Early(what));
     }
     let ready = &plan.readiness_file;
-    readiness::remove(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
+    crate::ready::clear(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
     if !plan.kernel_modules.is_empty() {
         if ctx == Context::Vm {
             let n = modules::load(&plan.kernel_modules).map_err(BootError::Modules)?;
@@ -135,13 +134,13 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Supervisor, BootError> {
         subreaper: ctx == Context::Process,
     })
     .map_err(BootError::Signals)?;
-    readiness::write(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
+    crate::ready::mark_ready(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
     Ok(sup)
 }
 
 /// Step 7: undo what boot did, in reverse. Errors only warn: we are on the way out.
 fn teardown(plan: &Plan) {
-    if let Err(e) = readiness::remove(&plan.readiness_file) {
+    if let Err(e) = crate::ready::clear(&plan.readiness_file) {
         log::warn!(
             "remove the readiness file {}: {e}",
             plan.readiness_file.display()

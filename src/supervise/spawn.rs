@@ -194,7 +194,7 @@ pub fn spawn(argv: &[String], opts: &SpawnOptions) -> Result<Spawned, Error> {
     cmd.arg0(program).args(args);
     let foreground = opts.foreground_tty;
     // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe calls are
-    // allowed: setpgid, isatty (an ioctl), tcsetpgrp (an ioctl), getpid, sigaction (reset_to_default) and
+    // allowed: setpgid, isatty (an ioctl), tcsetpgrp (an ioctl), getpid, rt_sigaction (reset_to_default_raw) and
     // sigprocmask are all on the POSIX async-signal-safe list, and nothing here allocates or takes a lock.
     unsafe {
         cmd.pre_exec(move || child_setup(foreground));
@@ -220,7 +220,7 @@ fn child_setup(foreground_tty: bool) -> io::Result<()> {
         }
     }
     for signo in 1..=libc::SIGRTMAX() {
-        super::signals::reset_to_default(signo);
+        super::signals::reset_to_default_raw(signo);
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)?;
     Ok(())
