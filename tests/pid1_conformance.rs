@@ -575,4 +575,38 @@ exit $status
         assert_eq!(r.code, 9, "{r:?}");
         assert_eq!(runs(&dir), 1);
     }
+
+    #[test]
+    fn a_plan_with_filesystems_fails_closed_until_mounting_exists() {
+        let dir = scratch("fs-fail-closed");
+        let m = manifest(
+            &dir,
+            "[[filesystem]]\nmount_point = \"/mnt/remote/model\"\n\
+             url = \"https://acct.blob.core.windows.net/c/model.img\"\naccess = \"private\"\n\
+             [filesystem.key]\nkid = \"k\"\nauthority = \"a.eus.attest.azure.net\"\n\
+             vault = \"v.vault.azure.net\"",
+        );
+        // A stale readiness claim from an earlier run must not survive a failed boot.
+        std::fs::write(dir.join("ready"), "1\n").unwrap();
+        let marker = dir.join("app-ran");
+        let r = sh(
+            &format!("touch {}", marker.display()),
+            &Opts {
+                manifest: Some(&m),
+                ..Opts::default()
+            },
+        );
+        assert_eq!(r.code, 3, "exit::BOOT_FAILED: {r:?}");
+        let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "one error line: {r:?}");
+        assert!(
+            errors[0].contains("mounting filesystems is not implemented yet"),
+            "{r:?}"
+        );
+        assert!(!marker.exists(), "the application ran although boot failed");
+        assert!(
+            !dir.join("ready").exists(),
+            "stale readiness file left behind"
+        );
+    }
 }

@@ -164,6 +164,11 @@ impl Supervisor {
         } else {
             log::info!("no application: waiting for SIGTERM");
         }
+        // Signals that arrived during boot come first: a SIGTERM then means "don't start the app at all".
+        match self.signals.drain() {
+            Ok(sigs) => sigs.into_iter().for_each(|s| self.on_signal(s)),
+            Err(e) => log::warn!("supervisor: {}", error_chain(&e)),
+        }
         let outcome = loop {
             self.on_deadlines(app, policy.as_mut());
             if let Some(outcome) = self.outcome {

@@ -58,8 +58,8 @@ impl std::fmt::Display for Termination {
         match *self {
             Self::Exited(code) => write!(f, "exited with code {code}"),
             Self::Signaled(signo) => match Signal::try_from(signo) {
-                Ok(sig) => write!(f, "killed by {sig}"),
-                Err(_) => write!(f, "killed by signal {signo}"),
+                Ok(sig) => write!(f, "was killed by {sig}"),
+                Err(_) => write!(f, "was killed by signal {signo}"),
             },
         }
     }
@@ -136,8 +136,14 @@ mod tests {
 
     #[test]
     fn display_names_the_signal() {
-        assert_eq!(Termination::Signaled(9).to_string(), "killed by SIGKILL");
-        assert_eq!(Termination::Signaled(40).to_string(), "killed by signal 40");
+        assert_eq!(
+            Termination::Signaled(9).to_string(),
+            "was killed by SIGKILL"
+        );
+        assert_eq!(
+            Termination::Signaled(40).to_string(),
+            "was killed by signal 40"
+        );
         assert_eq!(Termination::Exited(3).to_string(), "exited with code 3");
     }
 }
