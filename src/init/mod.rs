@@ -74,7 +74,23 @@ impl BootError {
 }
 
 /// Run the plan: boot steps, then supervise. Returns the exit code.
+///
+/// A panic (a bug) anywhere below is caught and becomes [`exit::INTERNAL`], so that [`finish`] still ends the
+/// process deliberately: as a VM's PID 1, an unwinding `main` would exit and panic the kernel.
 pub fn run(ctx: Context, plan: Plan) -> i32 {
+    let readiness_file = plan.readiness_file.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_plan(ctx, plan))).unwrap_or_else(
+        |_| {
+            log::error!(
+                "internal error (a bug): a panic during boot or supervision; see the message above"
+            );
+            let _ = crate::ready::clear(&readiness_file);
+            exit::INTERNAL
+        },
+    )
+}
+
+fn run_plan(ctx: Context, plan: Plan) -> i32 {
     let mut sup = match boot(ctx, &plan) {
         Ok(sup) => sup,
         Err(e) => {
