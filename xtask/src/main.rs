@@ -71,9 +71,15 @@ fn run(args: Vec<String>) -> Result<bool> {
     }
 }
 
+/// Boots at once: one per host CPU, at most 4. Under TCG each guest is CPU-bound only while booting, so two
+/// boots on two cores finish the suite ~25% sooner than one at a time; `--jobs 1` serializes.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
 fn parse_vmtest(args: &[String]) -> Result<Options> {
     let mut o = Options {
-        jobs: 1,
+        jobs: default_jobs(),
         ..Options::default()
     };
     let mut it = args.iter();

@@ -106,12 +106,19 @@ pub struct Outcome {
     pub verdict: std::result::Result<i32, (FailureKind, String)>,
     /// QEMU's wall-clock run time.
     pub elapsed: Duration,
+    /// When the first console line arrived: with `quiet`, about when `/init` started writing.
+    pub first_output: Option<Duration>,
 }
 
 impl Outcome {
-    /// The last `n` console lines, for failure reports.
+    /// The console lines that explain a failure: the last `n`, or for a panic the `n` ending just after the
+    /// panic line (what follows it is a call trace).
     pub fn tail(&self, n: usize) -> &[String] {
-        &self.console[self.console.len().saturating_sub(n)..]
+        let end = match self.console.iter().position(|l| l.contains("Kernel panic")) {
+            Some(p) => (p + 2).min(self.console.len()),
+            None => self.console.len(),
+        };
+        &self.console[end.saturating_sub(n)..end]
     }
 }
 
@@ -177,6 +184,7 @@ impl Boot {
                         format!("cannot start qemu-system-x86_64: {e}"),
                     )),
                     elapsed: start.elapsed(),
+                    first_output: None,
                 })
             }
         };
@@ -184,8 +192,8 @@ impl Boot {
         let err = spawn_reader(child.stderr.take(), "qemu: ", start, log.clone());
         let exit = wait_deadline(&mut child, self.timeout);
         let elapsed = start.elapsed();
-        let console = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
+        let (console, first_output) = out.join().unwrap_or_default();
+        let (stderr, _) = err.join().unwrap_or_default();
         let verdict = judge(&console, &stderr, exit, self.timeout);
         if let Ok(mut l) = log.lock() {
             let v = match &verdict {
@@ -198,6 +206,7 @@ impl Boot {
             console,
             verdict,
             elapsed,
+            first_output,
         })
     }
 }
@@ -218,16 +227,19 @@ fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<i32> {
     }
 }
 
-/// Read lines from a pipe into the log (timestamped) and return them.
+/// Read lines from a pipe into the log (timestamped) and return them with the arrival time of the first.
 fn spawn_reader(
     pipe: Option<impl Read + Send + 'static>,
     prefix: &'static str,
     start: Instant,
     log: Arc<Mutex<File>>,
-) -> thread::JoinHandle<Vec<String>> {
+) -> thread::JoinHandle<(Vec<String>, Option<Duration>)> {
     thread::spawn(move || {
         let mut lines = Vec::new();
-        let Some(pipe) = pipe else { return lines };
+        let mut first = None;
+        let Some(pipe) = pipe else {
+            return (lines, first);
+        };
         let mut r = BufReader::new(pipe);
         let mut buf = Vec::new();
         while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
@@ -237,10 +249,11 @@ fn spawn_reader(
             if let Ok(mut l) = log.lock() {
                 let _ = writeln!(l, "[{:7.3}] {prefix}{line}", start.elapsed().as_secs_f64());
             }
+            first.get_or_insert_with(|| start.elapsed());
             lines.push(line);
             buf.clear();
         }
-        lines
+        (lines, first)
     })
 }
 

@@ -20,7 +20,7 @@ pub enum Value {
     Array(Vec<Value>),
 }
 
-/// Parse `text` into its top-level keys, in file order of appearance (duplicates are an error).
+/// Parse `text` into its top-level keys (a duplicate key is an error).
 pub fn parse(text: &str) -> Result<BTreeMap<String, Value>, String> {
     let mut p = Parser {
         s: text.as_bytes(),

@@ -4,7 +4,8 @@
 //! Output contract (CI parses it): one line per scenario, `PASS <name> (...)` or `FAIL <name>: <reason> (...)`,
 //! a failing scenario's last console lines indented under it, and as the very last line
 //! `vmtest: <N> passed, <M> failed`. The exit status is non-zero when anything failed. Full console logs stay in
-//! `.cache/vm/logs/<name>.log`; images in `.cache/vm/work/<name>/` are deleted unless `--keep`.
+//! `.cache/vm/logs/<name>.log` (timestamped, with the QEMU command line and the verdict); images are built in
+//! `.cache/vm/work/<pid>/<name>/` and deleted unless `--keep`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -119,7 +120,11 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
     let common = Common::load(binary.as_deref())?;
     let index = ModuleIndex::load(&kernel, &paths.cache)?;
     let logs = paths.cache.join("logs");
-    let work = paths.cache.join("work");
+    // Per run, so two runs (two developers, or CI and a developer) in one checkout do not share images.
+    let work = paths
+        .cache
+        .join("work")
+        .join(std::process::id().to_string());
     for d in [&logs, &work] {
         fs::create_dir_all(d)
             .map_err(|e| crate::util::Error::msg(format!("creating {}: {e}", d.display())))?;
@@ -135,14 +140,18 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
     };
     let (accel, why) = qemu::pick_accel(|a| probe(&ctx, a));
     let ctx = Ctx { accel, ..ctx };
+    let jobs = opts.jobs.clamp(1, selected.len().max(1));
     eprintln!(
-        "vmtest: {} scenario(s), accel {why}, {} at a time",
-        selected.len(),
-        opts.jobs.max(1)
+        "vmtest: {} scenario(s), accel {why}, {jobs} at a time",
+        selected.len()
     );
 
-    let (passed, failed, boot_time) =
-        run_all(&ctx, &selected, opts.jobs.max(1), build_error.as_deref());
+    let (passed, failed, boot_time) = run_all(&ctx, &selected, jobs, build_error.as_deref());
+    if opts.keep {
+        eprintln!("vmtest: images kept in {}", ctx.work.display());
+    } else {
+        let _ = fs::remove_dir_all(&ctx.work);
+    }
     println!(
         "vmtest: total {} (boots {} summed, kernel {})",
         secs(t_all.elapsed()),
@@ -264,8 +273,11 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
         Ok(o) => o,
         Err(e) => return fail_early(s, &format!("boot: {e}")),
     };
+    let init = outcome
+        .first_output
+        .map_or(String::new(), |t| format!(", first output at {}", secs(t)));
     let timing = format!(
-        "boot {}, image {} ms, {} KiB, {} module(s)",
+        "boot {}{init}, image {} ms, {} KiB, {} module(s)",
         secs(outcome.elapsed),
         t_image.as_millis(),
         built.bytes / 1024,
@@ -381,5 +393,64 @@ impl Clone for Ctx<'_> {
             keep: self.keep,
             accel: self.accel,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::FailureKind;
+
+    fn outcome(
+        verdict: std::result::Result<i32, (FailureKind, String)>,
+        console: &[&str],
+    ) -> Outcome {
+        Outcome {
+            console: console.iter().map(|s| s.to_string()).collect(),
+            verdict,
+            elapsed: Duration::ZERO,
+            first_output: None,
+        }
+    }
+
+    fn scenario(expect: Expect) -> Scenario {
+        let mut s = Scenario::probe(PathBuf::from("init.sh"));
+        s.expect = expect;
+        s.console = vec!["hello".into()];
+        s.forbid = vec!["secret".into()];
+        s
+    }
+
+    #[test]
+    fn status_and_console_must_match() {
+        let s = scenario(Expect::Status(0));
+        assert!(evaluate(&s, &outcome(Ok(0), &["hello"])).is_ok());
+        assert_eq!(
+            evaluate(&s, &outcome(Ok(3), &["hello"])).unwrap_err(),
+            "exit status 3, expected 0"
+        );
+        assert!(evaluate(&s, &outcome(Ok(0), &["bye"]))
+            .unwrap_err()
+            .contains("lacks `hello`"));
+        assert!(evaluate(&s, &outcome(Ok(0), &["hello secret"]))
+            .unwrap_err()
+            .contains("forbidden"));
+        let hung = outcome(
+            Err((FailureKind::Timeout, "no power-off".into())),
+            &["hello"],
+        );
+        assert!(evaluate(&s, &hung).unwrap_err().starts_with("timeout"));
+    }
+
+    #[test]
+    fn expected_failures_pass_only_when_detected() {
+        let s = scenario(Expect::Failure(FailureKind::Panic));
+        let panic = outcome(Err((FailureKind::Panic, "Kernel panic".into())), &["hello"]);
+        assert!(evaluate(&s, &panic).unwrap().contains("as expected"));
+        let other = outcome(Err((FailureKind::NoVerdict, "none".into())), &["hello"]);
+        assert!(evaluate(&s, &other)
+            .unwrap_err()
+            .contains("should have reported kernel panic"));
+        assert!(evaluate(&s, &outcome(Ok(0), &["hello"])).is_err());
     }
 }

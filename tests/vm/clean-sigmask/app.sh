@@ -1,11 +1,10 @@
-# Read the shell's own status with builtins only (a forked grep would report its own /proc/self).
+# busybox ash ignores SIGQUIT in itself (as bash does) but hands its children the dispositions and mask it
+# inherited, so read a forked child's /proc/self/status: that is what encfs-init gave the application.
 status=0
-while read -r key val rest; do
-    case $key in
-        SigBlk: | SigIgn:)
-            echo "$key $val"
-            [ "$val" = 0000000000000000 ] || status=1
-            ;;
-    esac
-done < /proc/$$/status
+for key in SigBlk SigIgn; do
+    line=$(grep "^$key:" /proc/self/status)
+    val=$(echo ${line#*:})
+    echo "$key: $val"
+    [ "$val" = 0000000000000000 ] || status=1
+done
 exit $status
