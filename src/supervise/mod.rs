@@ -233,7 +233,11 @@ impl Supervisor {
         };
         match spawn::spawn(&app.argv, &opts) {
             Ok(s) => {
-                log::info!("started the application {:?} (pid {})", app.argv[0], s.pid);
+                log::info!(
+                    "started the application {:?} (pid {})",
+                    app.argv.first().map_or("", String::as_str),
+                    s.pid
+                );
                 let entry = Entry {
                     owner: Owner::App,
                     pgid: s.pgid,
