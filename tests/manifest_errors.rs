@@ -98,7 +98,10 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ),
         (
             "missing key table",
-            fs.split("[filesystem.key]").next().unwrap().to_string(),
+            fs.split("[filesystem.key]")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             vec!["filesystem[0].key", "no key"],
         ),
         (

@@ -1,5 +1,5 @@
 //! Helpers shared by the host-side integration tests: run the real binary, collect its output.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::PathBuf;
