@@ -64,6 +64,11 @@ impl Archive {
         self.put(path, Member::CharDev { mode, major, minor });
     }
 
+    /// Drop a member (its parent directories stay).
+    pub fn remove(&mut self, path: &str) {
+        self.members.remove(clean(path));
+    }
+
     fn put(&mut self, path: &str, member: Member) {
         let path = clean(path);
         let mut parent = path;

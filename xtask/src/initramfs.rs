@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `/init` | the static `encfs-init`, or the scenario's script |
 //! | `/bin/busybox`, `/bin/sh`, … | busybox-static and a link per applet at its usual path (`busybox --list-full`) |
+//! | `host_tools` | host binaries at their own paths with `ldd`'s libraries and loader; they replace same-named applets |
 //! | `/lib/modules/<release>/` | the wanted modules and their `modules.dep` closure, **decompressed** to `.ko`, with a `modules.dep` listing only them (same format as depmod's: `path.ko: dep.ko ...`, relative paths) and the kernel's `modules.builtin` |
 //! | `/etc/vmtest/modules.load` | the packed modules' relative paths, dependencies first (what a script `insmod`s in order) |
 //! | `/etc/vmtest/release`, `/etc/vmtest/scenario` | `uname -r` of the guest kernel, the scenario name |
@@ -302,12 +303,58 @@ pub fn build(
         a.file(dst, mode, read(src)?);
     }
 
+    for tool in &scenario.host_tools {
+        add_host_tool(&mut a, tool)?;
+        // The real tool wins over a busybox applet of the same name wherever that sits on PATH.
+        let name = tool
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for applet in common
+            .applets
+            .iter()
+            .filter(|p| p.rsplit('/').next() == Some(name.as_str()))
+        {
+            if Path::new("/").join(applet) != *tool {
+                a.remove(applet);
+            }
+        }
+    }
+
     let bytes = write_gzip(&a, out)?;
     Ok(Built {
         modules: closure.load_order,
         bytes,
         notes,
     })
+}
+
+/// Copy a dynamically linked host binary to the same path in the image, with every library `ldd` resolves
+/// (`libx.so => /lib/.../libx.so (0x...)`) and the dynamic loader (the line that is just a path).
+fn add_host_tool(a: &mut Archive, tool: &Path) -> Result<()> {
+    let guest = |p: &Path| p.to_string_lossy().trim_start_matches('/').to_string();
+    let mode = fs::metadata(tool)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o755);
+    a.file(&guest(tool), mode, read(tool)?);
+    // `ldd` exits 1 for a static binary ("not a dynamic executable"): nothing more to copy then.
+    let Ok(out) = Command::new("ldd").arg(tool).output() else {
+        bail!("cannot run ldd")
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(lib) = path.filter(|p| p.starts_with('/')) {
+            let lib = Path::new(lib);
+            a.file(&guest(lib), 0o755, read(lib)?);
+        }
+    }
+    Ok(())
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {

@@ -10,6 +10,9 @@
 //! modules = ["dm-crypt", "xts"]               # packed with their modules.dep closure (soft deps NOT
 //!                                             # followed); the manifest's kernel_modules are added
 //! files = ["app.sh:/app.sh"]                  # extra files, SRC (relative to this dir):GUEST_PATH
+//! host_tools = ["/usr/sbin/cryptsetup"]       # host binaries copied to the same path, with the shared
+//!                                             # libraries and ld-linux that `ldd` lists (busybox sh
+//!                                             # prefers its applets: call them by full path)
 //! busybox = true                              # /bin/busybox + applet links (default true)
 //! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
@@ -70,6 +73,8 @@ pub struct Scenario {
     pub modules: Vec<String>,
     /// (host source, guest path) pairs.
     pub files: Vec<(PathBuf, String)>,
+    /// Host binaries packed with their shared libraries.
+    pub host_tools: Vec<PathBuf>,
     /// Whether busybox and its applet links are packed.
     pub busybox: bool,
     /// The verdict wanted.
@@ -102,6 +107,7 @@ impl Scenario {
             manifest: None,
             modules: vec![],
             files: vec![],
+            host_tools: vec![],
             busybox: true,
             expect: Expect::Status(0),
             console: vec![],
@@ -154,6 +160,17 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         };
         files.push((existing(dir, src)?, dst.to_string()));
     }
+    let mut host_tools = Vec::new();
+    for t in str_list(take("host_tools"), &ctx("host_tools"))? {
+        let p = PathBuf::from(&t);
+        if !p.is_absolute() || !p.is_file() {
+            bail!(
+                "{}: `{t}` is not an absolute path to a host file",
+                ctx("host_tools")
+            );
+        }
+        host_tools.push(p);
+    }
     let busybox = match take("busybox") {
         None => true,
         Some(Value::Bool(b)) => b,
@@ -194,6 +211,7 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         manifest,
         modules,
         files,
+        host_tools,
         busybox,
         expect,
         console,

@@ -292,6 +292,9 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
                 qemu::log_path(&ctx.logs, &s.name).display()
             ));
             details.extend(outcome.tail(TAIL_LINES).iter().map(|l| format!("| {l}")));
+            if outcome.console.is_empty() {
+                details.push("| (no console output)".into());
+            }
             (false, format!("FAIL {}: {reason} ({timing})", s.name))
         }
     };
