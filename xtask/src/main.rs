@@ -1,13 +1,15 @@
-//! `cargo xtask`: project tasks that need more than `cargo test` (see DEVELOPERS.md, "test tiers").
+//! `cargo xtask`: project tasks that need more than `cargo test` (see README, "Tests").
 //!
 //! ```text
+//! cargo xtask test
+//!     Everything CI runs after fmt and clippy: cargo test (with the fixture tests), the image, vmtest.
 //! cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
 //!     Boot every scenario of tests/vm/ (or the named ones) under QEMU with encfs-init, or a scenario's
 //!     script, as PID 1. Installs what it needs on a Debian 12 host (root) on first use.
 //! cargo xtask setup [--refresh]
 //!     Only the host part: packages (QEMU 10 from bookworm-backports, busybox-static, ...) and the kernel.
 //! cargo xtask demo
-//!     Boot the demo (not yet).
+//!     Boot the demo VM (scenario tests/vm/demo) and show what it printed.
 //! ```
 //!
 //! Everything lives under `.cache/vm/` (apt state, the unpacked kernel, logs, images); no network traffic
@@ -19,6 +21,7 @@ mod kernel;
 mod qemu;
 mod scenario;
 mod setup;
+mod tasks;
 mod tomlish;
 mod util;
 mod vmtest;
@@ -29,9 +32,10 @@ use util::{bail, Result};
 use vmtest::{Options, Paths};
 
 const USAGE: &str =
-    "usage: cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
-       cargo xtask setup [--refresh]
-       cargo xtask demo";
+    "usage: cargo xtask test      (everything CI runs: host tests, fixture tests, image, VM scenarios)
+       cargo xtask demo      (boot the demo VM)
+       cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
+       cargo xtask setup [--refresh]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -59,10 +63,8 @@ fn run(args: Vec<String>) -> Result<bool> {
             };
             vmtest::setup(&paths, refresh).map(|_| true)
         }
-        "demo" => {
-            eprintln!("xtask demo: not yet (will boot the demo image once the product can mount a volume)");
-            Ok(false)
-        }
+        "demo" => tasks::demo(&paths, rest),
+        "test" => tasks::test(&paths, rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)
@@ -73,7 +75,7 @@ fn run(args: Vec<String>) -> Result<bool> {
 
 /// Boots at once: one per host CPU, at most 4. Under TCG each guest is CPU-bound only while booting, so two
 /// boots on two cores finish the suite ~25% sooner than one at a time; `--jobs 1` serializes.
-fn default_jobs() -> usize {
+pub(crate) fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
 

@@ -1,0 +1,83 @@
+//! `cargo xtask test` (everything CI runs after fmt and clippy) and `cargo xtask demo` (the README's main
+//! job). Both set up what they need on first use.
+
+use std::fs;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::util::{bail, secs, Result};
+use crate::vmtest::{self, Options, Paths};
+
+/// The demo scenario under tests/vm/ (CI runs it too, so the demo keeps working).
+const DEMO: &str = "demo";
+
+/// Run a step, echoing it; an error names the step.
+fn step(name: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask test: {name}");
+    let t = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| crate::util::Error::msg(format!("{name}: cannot start: {e}")))?;
+    if !status.success() {
+        bail!("{name} failed ({status}) after {}", secs(t.elapsed()));
+    }
+    eprintln!("xtask test: {name}: ok in {}", secs(t.elapsed()));
+    Ok(())
+}
+
+/// Everything: host tests (with the fixture tests that a bare clone ignores), the image, the VM scenarios.
+pub fn test(paths: &Paths, rest: &[String]) -> Result<bool> {
+    if !rest.is_empty() {
+        bail!("usage: cargo xtask test");
+    }
+    let t = Instant::now();
+    step(
+        "cargo test --workspace -- --include-ignored",
+        Command::new("cargo")
+            .args(["test", "--workspace", "--", "--include-ignored"])
+            .current_dir(&paths.root),
+    )?;
+    step(
+        "docker/build-image.sh (scratch image holds one static binary)",
+        Command::new("bash")
+            .arg(paths.root.join("docker/build-image.sh"))
+            .arg("encfs-init:test")
+            .current_dir(&paths.root),
+    )?;
+    eprintln!("xtask test: cargo xtask vmtest");
+    let ok = vmtest::run(
+        paths,
+        &Options {
+            jobs: crate::default_jobs(),
+            ..Options::default()
+        },
+    )?;
+    eprintln!("xtask test: finished in {}", secs(t.elapsed()));
+    Ok(ok)
+}
+
+/// Boot the demo VM and show what the application printed.
+pub fn demo(paths: &Paths, rest: &[String]) -> Result<bool> {
+    if !rest.is_empty() {
+        bail!("usage: cargo xtask demo");
+    }
+    let ok = vmtest::run(
+        paths,
+        &Options {
+            jobs: 1,
+            patterns: vec![DEMO.to_string()],
+            ..Options::default()
+        },
+    )?;
+    let log = crate::qemu::log_path(&paths.cache.join("logs"), DEMO);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    println!("\n--- the demo VM's console (encfs-init lines and the application's output) ---");
+    for line in text
+        .lines()
+        .filter(|l| l.contains("encfs-init") || l.contains("demo:") || l.contains("] "))
+    {
+        println!("{line}");
+    }
+    println!("--- full log: {} ---", log.display());
+    Ok(ok)
+}
