@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod dm;
 pub mod exit;
 pub mod init;
 pub mod logging;

@@ -1,0 +1,324 @@
+//! dm-crypt through device-mapper ioctls (the devicemapper crate): create, load one `crypt` target, resume,
+//! remove. No cryptsetup, no loop device, no key file.
+//!
+//! The kernel contract (Documentation/admin-guide/device-mapper/dm-crypt.rst): a `crypt` target's parameters
+//! are `<cipher> <key> <iv_offset> <device> <offset> [<#opt> <opt>...]`, lengths and offsets in 512-byte
+//! sectors whatever the encryption sector size. `<key>` is the hex key, or `:<bytes>:logon:<description>` to
+//! take it from the kernel keyring ([`keyring`]): we use the keyring where the kernel has one, so the table
+//! never holds the key. Without a keyring (Azure's CVM kernels are built without it) the hex key goes into the
+//! table; the devicemapper crate logs tables at trace level, so `logging` caps its log target at info.
+//!
+//! Without udev there is no `/dev/mapper/<name>`: the device is `/dev/dm-<minor>`, which devtmpfs creates.
+
+pub mod keyring;
+
+use crate::secret::SecretBytes;
+use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// What a crypt mapping needs, in the kernel's units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptParams {
+    /// dm-crypt cipher spec, e.g. `aes-xts-plain64`.
+    pub cipher: String,
+    /// IV offset (LUKS2 `iv_tweak`), in encryption sectors.
+    pub iv_offset: u64,
+    /// The backing block device, e.g. `/dev/nbd0`.
+    pub device: PathBuf,
+    /// Where the encrypted data starts on the backing device, in 512-byte sectors.
+    pub offset_sectors: u64,
+    /// Length of the mapping, in 512-byte sectors.
+    pub size_sectors: u64,
+    /// Encryption sector size: 512 or 4096.
+    pub sector_size: u32,
+    /// Map read-only.
+    pub read_only: bool,
+}
+
+/// How the key reaches the kernel.
+enum KeyRef {
+    /// `:<len>:logon:<description>`.
+    Keyring { len: usize, description: String },
+    /// The hex key itself (no keyring in this kernel).
+    Hex(Zeroizing<String>),
+}
+
+impl CryptParams {
+    /// The target's parameter string: the one place a key reference (or, without a keyring, the hex key) is
+    /// formatted. Zeroized on drop; never logged.
+    fn table(&self, key: &KeyRef) -> Zeroizing<String> {
+        let key_field: Zeroizing<String> = match key {
+            KeyRef::Keyring { len, description } => {
+                Zeroizing::new(format!(":{len}:logon:{description}"))
+            }
+            KeyRef::Hex(h) => h.clone(),
+        };
+        let mut opts = Vec::new();
+        if self.sector_size != 512 {
+            opts.push(format!("sector_size:{}", self.sector_size));
+            // LUKS2 counts IVs in encryption sectors, not 512-byte ones (what cryptsetup sets too).
+            opts.push("iv_large_sectors".to_string());
+        }
+        let mut s = Zeroizing::new(format!(
+            "{} {} {} {} {}",
+            self.cipher,
+            key_field.as_str(),
+            self.iv_offset,
+            self.device.display(),
+            self.offset_sectors
+        ));
+        if !opts.is_empty() {
+            s.push_str(&format!(" {} {}", opts.len(), opts.join(" ")));
+        }
+        s
+    }
+}
+
+/// An error of one dm step, naming the device and how to fix it.
+#[derive(Debug)]
+pub enum Error {
+    /// `/dev/mapper/control` could not be opened.
+    Control(devicemapper::DmError),
+    /// A dm ioctl failed.
+    Step {
+        /// What we were doing.
+        step: &'static str,
+        /// The mapping's name.
+        name: String,
+        /// The cause.
+        source: devicemapper::DmError,
+    },
+    /// The name is not a valid dm name.
+    Name(String),
+    /// The kernel keyring refused the key for a reason other than "not supported".
+    Keyring(std::io::Error),
+    /// `/dev/dm-<minor>` did not appear.
+    Node(PathBuf),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Control(e) => write!(
+                f,
+                "cannot open /dev/mapper/control ({e}); fix: load dm-mod and dm-crypt (kernel_modules), run privileged"
+            ),
+            Error::Step { step, name, source } => {
+                write!(f, "{step} {name}: {source}")?;
+                if *step == "load the crypt table of" {
+                    write!(f, "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded")?;
+                }
+                Ok(())
+            }
+            Error::Name(n) => write!(f, "\"{n}\" is not a valid device-mapper name"),
+            Error::Keyring(e) => write!(f, "adding the key to the kernel keyring: {e}"),
+            Error::Node(p) => write!(f, "{} did not appear; fix: mount devtmpfs on /dev", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// An active crypt mapping. Removed by [`CryptDevice::remove`]; a dropped one is removed too (best effort,
+/// logged), so an error path cannot leave it behind.
+#[derive(Debug)]
+pub struct CryptDevice {
+    name: String,
+    node: PathBuf,
+    removed: bool,
+}
+
+impl CryptDevice {
+    /// Create `name` as a crypt mapping over `p.device` with `key` (the volume key).
+    /// `uuid`, when given, becomes the dm uuid (cryptsetup's `CRYPT-LUKS2-<uuid>-<name>` lets `cryptsetup status`
+    /// recognize the mapping).
+    pub fn open(
+        name: &str,
+        uuid: Option<&str>,
+        p: &CryptParams,
+        key: &SecretBytes,
+    ) -> Result<Self, Error> {
+        let dm = DM::new().map_err(Error::Control)?;
+        let dm_name = DmName::new(name).map_err(|_| Error::Name(name.to_string()))?;
+        let dm_uuid = match uuid {
+            Some(u) => Some(DmUuid::new(u).map_err(|_| Error::Name(u.to_string()))?),
+            None => None,
+        };
+        let ro = if p.read_only {
+            DmFlags::DM_READONLY
+        } else {
+            DmFlags::empty()
+        };
+        let step = |step: &'static str| {
+            let name = name.to_string();
+            move |source| Error::Step { step, name, source }
+        };
+        dm.device_create(dm_name, dm_uuid, DmOptions::default().set_flags(ro))
+            .map_err(step("create"))?;
+        // From here on the device exists: any failure removes it.
+        let mut dev = CryptDevice {
+            name: name.to_string(),
+            node: PathBuf::new(),
+            removed: false,
+        };
+        let id = DevId::Name(dm_name);
+
+        // The keyring key must live in this thread across the table load, and not a moment longer.
+        let description = format!("encfs:{name}");
+        let (key_ref, logon) = match keyring::LogonKey::add(&description, key.expose()) {
+            Ok(k) => (
+                KeyRef::Keyring {
+                    len: key.len(),
+                    description,
+                },
+                Some(k),
+            ),
+            Err(e) if keyring::unsupported(&e) => {
+                log::warn!("dm {name}: the kernel has no keyring; the key goes into the dm table (readable by root)");
+                let hex: Zeroizing<String> =
+                    Zeroizing::new(key.expose().iter().map(|b| format!("{b:02x}")).collect());
+                (KeyRef::Hex(hex), None)
+            }
+            Err(e) => return Err(Error::Keyring(e)),
+        };
+        let table = p.table(&key_ref);
+        // The crate wants owned Strings; this one is zeroized right after the call.
+        let mut targets = vec![(
+            0,
+            p.size_sectors,
+            "crypt".to_string(),
+            String::from(table.as_str()),
+        )];
+        let loaded = dm.table_load(
+            &id,
+            &targets,
+            DmOptions::default().set_flags(ro | DmFlags::DM_SECURE_DATA),
+        );
+        zeroize::Zeroize::zeroize(&mut targets[0].3);
+        drop(logon);
+        loaded.map_err(step("load the crypt table of"))?;
+        // DM_DEV_SUSPEND without DM_SUSPEND is "resume": the new table becomes live.
+        let info = dm
+            .device_suspend(&id, DmOptions::default())
+            .map_err(step("resume"))?;
+        dev.node = PathBuf::from(format!("/dev/dm-{}", info.device().minor));
+        wait_for(&dev.node).ok_or_else(|| Error::Node(dev.node.clone()))?;
+        log::info!(
+            "dm {name}: {} over {} ({} sectors of 512, {}{})",
+            dev.node.display(),
+            p.device.display(),
+            p.size_sectors,
+            if p.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            if matches!(key_ref, KeyRef::Keyring { .. }) {
+                ", key by keyring reference"
+            } else {
+                ""
+            }
+        );
+        Ok(dev)
+    }
+
+    /// `/dev/dm-<minor>`.
+    pub fn node(&self) -> &Path {
+        &self.node
+    }
+
+    /// The mapping's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Remove the mapping (the crate retries while it is busy).
+    pub fn remove(mut self) -> Result<(), Error> {
+        self.removed = true;
+        remove(&self.name)
+    }
+}
+
+impl Drop for CryptDevice {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(e) = remove(&self.name) {
+                log::error!("dm {}: removing after an error failed: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// Remove mapping `name`.
+pub fn remove(name: &str) -> Result<(), Error> {
+    let dm = DM::new().map_err(Error::Control)?;
+    let dm_name = DmName::new(name).map_err(|_| Error::Name(name.to_string()))?;
+    dm.device_remove(&DevId::Name(dm_name), DmOptions::default())
+        .map(|_| log::info!("dm {name}: removed"))
+        .map_err(|source| Error::Step {
+            step: "remove",
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// Names of every dm device present (for tests and for teardown checks).
+pub fn list() -> Result<Vec<String>, Error> {
+    let dm = DM::new().map_err(Error::Control)?;
+    let devs = dm.list_devices().map_err(|source| Error::Step {
+        step: "list",
+        name: String::new(),
+        source,
+    })?;
+    Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).collect())
+}
+
+/// devtmpfs creates the node as the device is registered; give it a moment.
+fn wait_for(node: &Path) -> Option<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !node.exists() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(sector_size: u32) -> CryptParams {
+        CryptParams {
+            cipher: "aes-xts-plain64".into(),
+            iv_offset: 0,
+            device: "/dev/nbd0".into(),
+            offset_sectors: 32768,
+            size_sectors: 100,
+            sector_size,
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn keyring_table_carries_only_a_reference() {
+        let t = params(4096).table(&KeyRef::Keyring {
+            len: 64,
+            description: "encfs:remote-crypt-0".into(),
+        });
+        assert_eq!(
+            t.as_str(),
+            "aes-xts-plain64 :64:logon:encfs:remote-crypt-0 0 /dev/nbd0 32768 2 sector_size:4096 iv_large_sectors"
+        );
+    }
+
+    #[test]
+    fn hex_table_for_512_byte_sectors_has_no_options() {
+        let t = params(512).table(&KeyRef::Hex(Zeroizing::new("00ff".into())));
+        assert_eq!(t.as_str(), "aes-xts-plain64 00ff 0 /dev/nbd0 32768");
+    }
+}
