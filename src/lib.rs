@@ -6,12 +6,15 @@
 //! the VM harness link against the same code.
 #![warn(missing_docs)]
 
+pub mod blob;
 pub mod cli;
 pub mod dm;
 pub mod exit;
+pub mod http;
 pub mod init;
 pub mod logging;
 pub mod manifest;
+pub mod nbd;
 pub mod ready;
 pub mod secret;
 pub mod supervise;

@@ -1,0 +1,446 @@
+//! An Azure blob as a block source, over the [`http`](crate::http) client.
+//!
+//! Wire protocol (Blob service REST API; see the upstream spec §4.4):
+//! - open: `HEAD <blob>` (Get Blob Properties) → `Content-Length` (size), `x-ms-blob-type`
+//!   (`PageBlob`/`BlockBlob`/`AppendBlob`), `ETag`;
+//! - read: `GET <blob>` with `x-ms-range: bytes=a-b` → 206 with exactly `b-a+1` bytes (requests never pass
+//!   the end: callers clip the last block);
+//! - write: `PUT <blob>?comp=page` with `x-ms-page-write: update`, `x-ms-range`, 512-byte aligned,
+//!   at most 4 MiB per request → 201 with the blob's new `ETag`;
+//! - every request: `x-ms-version` (from the plan), a random `x-ms-client-request-id` (an echo must match),
+//!   auth (nothing, the SAS appended to the query, or `Authorization: Bearer` — Azure needs
+//!   `x-ms-version` ≥ 2017-11-09 for bearer tokens, and tokens are only sent over https or to loopback).
+//!
+//! Consistency: the ETag read at open is sent as `If-Match` on every read and write. A blob replaced or
+//! modified by someone else answers 412 and becomes [`Error::Changed`] instead of mixed data. Our own
+//! Put Page changes the ETag too: writes are serialized and each adopts the ETag its response carries; a
+//! read that raced with one of our writes (412 while a write was in flight) is retried with the new ETag.
+//! Read-write on anything but a page blob is refused at open.
+#![forbid(unsafe_code)]
+
+use super::{check_range, BlockSource, Error, Result, TokenSource};
+use crate::http::{self, Client, Request};
+use crate::secret::SecretString;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Put Page limit per request.
+pub const MAX_PUT_PAGE: u64 = 4 << 20;
+/// Page blob alignment.
+pub const PAGE: u64 = 512;
+/// Oldest `x-ms-version` that accepts bearer tokens.
+pub const MIN_BEARER_VERSION: &str = "2017-11-09";
+
+/// How requests are authorized.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Public blob.
+    Anonymous,
+    /// A shared access signature (the query string, without `?`).
+    Sas(Arc<SecretString>),
+    /// `Authorization: Bearer <token>`.
+    Bearer(Arc<dyn TokenSource>),
+}
+
+/// `x-ms-blob-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobType {
+    /// Random-access pages: readable and writable.
+    PageBlob,
+    /// Blocks: readable only here.
+    BlockBlob,
+    /// Append blob: readable only here.
+    AppendBlob,
+}
+
+/// An open blob.
+#[derive(Debug)]
+pub struct AzureBlob {
+    client: Client,
+    url: String,
+    auth: Auth,
+    version: String,
+    size: u64,
+    blob_type: BlobType,
+    writable: bool,
+    /// The ETag we expect; updated by our own writes (under `etag`'s lock).
+    etag: Mutex<String>,
+    /// Serializes writes so that each carries the ETag of the previous one.
+    write_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AzureBlob {
+    /// Open `url` (no query: a SAS goes in `auth`): HEAD it, pin its ETag, check it can be used.
+    pub fn open(
+        client: Client,
+        url: &str,
+        auth: Auth,
+        version: &str,
+        read_write: bool,
+    ) -> Result<Self> {
+        if url.contains(['?', '#']) {
+            return Err(Error::Unsupported(format!(
+                "blob URL {} must not carry a query; give a SAS separately",
+                http::redact_url(url)
+            )));
+        }
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
+            return Err(Error::Unsupported(format!(
+                "blob URL {url} must be http:// or https://"
+            )));
+        }
+        if let Auth::Bearer(_) = auth {
+            if !https && !is_loopback_url(url) {
+                return Err(Error::Unsupported(format!(
+                    "refusing to send a bearer token over plain http to {url}"
+                )));
+            }
+            if version < MIN_BEARER_VERSION {
+                return Err(Error::Unsupported(format!(
+                    "x-ms-version {version} is too old for bearer tokens (needs {MIN_BEARER_VERSION} or later)"
+                )));
+            }
+        }
+        let mut blob = Self {
+            client,
+            url: url.to_string(),
+            auth,
+            version: version.to_string(),
+            size: 0,
+            blob_type: BlobType::BlockBlob,
+            writable: read_write,
+            etag: Mutex::new(String::new()),
+            write_lock: Mutex::new(()),
+        };
+        let target = blob.target(None);
+        let resp = blob.client.retry(|_| {
+            let req = blob.request("HEAD", &target)?;
+            blob.checked(&req, &[200])
+        })?;
+        let header = |n: &str| {
+            resp.header(n).ok_or_else(|| {
+                Error::Protocol(format!("HEAD {}: no {n} header", http::redact_url(url)))
+            })
+        };
+        blob.size = header("content-length")?
+            .trim()
+            .parse()
+            .map_err(|_| Error::Protocol("HEAD: invalid Content-Length".into()))?;
+        blob.blob_type = match header("x-ms-blob-type")? {
+            "PageBlob" => BlobType::PageBlob,
+            "BlockBlob" => BlobType::BlockBlob,
+            "AppendBlob" => BlobType::AppendBlob,
+            other => return Err(Error::Protocol(format!("unknown x-ms-blob-type {other}"))),
+        };
+        *lock(&blob.etag) = header("etag")?.to_string();
+        if read_write && blob.blob_type != BlobType::PageBlob {
+            return Err(Error::Unsupported(format!(
+                "blob {url} is a {:?}: read-write mounts need a page blob (Put Page); mount it read-only \
+                 or convert it to a page blob",
+                blob.blob_type
+            )));
+        }
+        Ok(blob)
+    }
+
+    /// The blob type found at open.
+    pub fn blob_type(&self) -> BlobType {
+        self.blob_type
+    }
+
+    /// The ETag currently expected.
+    pub fn etag(&self) -> String {
+        lock(&self.etag).clone()
+    }
+
+    /// The URL with the SAS and `comp` appended.
+    fn target(&self, comp: Option<&str>) -> String {
+        let mut q: Vec<&str> = Vec::new();
+        if let Some(c) = comp {
+            q.push(c);
+        }
+        if let Auth::Sas(s) = &self.auth {
+            q.push(s.expose());
+        }
+        if q.is_empty() {
+            self.url.clone()
+        } else {
+            format!("{}?{}", self.url, q.join("&"))
+        }
+    }
+
+    fn request<'a>(&self, method: &'static str, target: &'a str) -> http::Result<Request<'a>> {
+        let mut req = Request::new(method, target)
+            .header("x-ms-version", self.version.clone())
+            .header("x-ms-client-request-id", request_id());
+        if let Auth::Bearer(t) = &self.auth {
+            let token = t.token().map_err(|e| http::Error::Transport {
+                method: method.to_string(),
+                url: http::redact_url(target),
+                kind: http::TransportKind::Request,
+                detail: format!("no bearer token: {e}"),
+            })?;
+            req = req.header("authorization", format!("Bearer {}", token.expose()));
+        }
+        Ok(req)
+    }
+
+    /// One attempt with the request-id echo check.
+    fn checked(&self, req: &Request<'_>, accept: &[u16]) -> http::Result<http::Response> {
+        let resp = self.client.send_once(req, accept)?;
+        let sent = req.header_value("x-ms-client-request-id");
+        match resp.header("x-ms-client-request-id") {
+            Some(echo) if Some(echo) != sent => Err(http::Error::BadResponse {
+                method: req.method().to_string(),
+                url: req.shown_url(),
+                detail: "x-ms-client-request-id echo does not match the request".into(),
+            }),
+            _ => Ok(resp),
+        }
+    }
+
+    fn changed(&self, etag: String) -> Error {
+        Error::Changed {
+            url: self.url.clone(),
+            etag,
+        }
+    }
+
+    /// Read `buf.len()` bytes at `offset`, conditional on `etag`. `Ok(None)` = 412.
+    fn get_range(&self, offset: u64, buf: &mut [u8], etag: &str) -> Result<Option<()>> {
+        let len = buf.len() as u64;
+        let target = self.target(None);
+        let range = format!("bytes={}-{}", offset, offset + len - 1);
+        let r = self.client.retry(|_| {
+            let req = self
+                .request("GET", &target)?
+                .header("x-ms-range", range.clone())
+                .header("if-match", etag)
+                .body_limit(len.max(self.size));
+            let resp = self.checked(&req, &[200, 206])?;
+            let body: &[u8] = if resp.status == 200 {
+                // A server that ignores ranges sends the whole blob: take our slice of it.
+                let whole = resp.body.len() as u64;
+                if whole != self.size {
+                    return Err(bad(&target, "200 without the whole blob"));
+                }
+                usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| resp.body.get(o..o + buf.len()))
+                    .ok_or_else(|| bad(&target, "range outside the body"))?
+            } else {
+                if let Some(cr) = resp.header("content-range") {
+                    let start = cr
+                        .trim_start_matches("bytes ")
+                        .split('-')
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok());
+                    if start != Some(offset) {
+                        return Err(bad(&target, &format!("Content-Range {cr} for {range}")));
+                    }
+                }
+                &resp.body
+            };
+            if body.len() != buf.len() {
+                return Err(bad(
+                    &target,
+                    &format!("{} bytes for a {len}-byte range", body.len()),
+                ));
+            }
+            buf.copy_from_slice(body);
+            Ok(())
+        });
+        match r {
+            Ok(()) => Ok(Some(())),
+            Err(e) if e.status() == Some(412) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn put_page(&self, offset: u64, data: &[u8], etag: &mut String) -> Result<()> {
+        let target = self.target(Some("comp=page"));
+        let range = format!("bytes={}-{}", offset, offset + data.len() as u64 - 1);
+        let mut failed_before = false;
+        let r = self.client.retry(|_| {
+            let req = self
+                .request("PUT", &target)?
+                .header("x-ms-page-write", "update")
+                .header("x-ms-range", range.clone())
+                .header("if-match", etag.clone())
+                .body(data);
+            let r = self.checked(&req, &[200, 201]);
+            if let Err(e) = &r {
+                failed_before |= e.is_transient();
+            }
+            r
+        });
+        match r {
+            Ok(resp) => {
+                let new = resp
+                    .header("etag")
+                    .ok_or_else(|| Error::Protocol("Put Page answered without an ETag".into()))?;
+                *etag = new.to_string();
+                Ok(())
+            }
+            Err(e) if e.status() == Some(412) && failed_before => {
+                // An earlier attempt may have landed before its reply was lost: if the blob now holds
+                // exactly our data, adopt its ETag; otherwise someone else wrote to it.
+                self.adopt_if_ours(offset, data, etag)
+            }
+            Err(e) if e.status() == Some(412) => Err(self.changed(etag.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn adopt_if_ours(&self, offset: u64, data: &[u8], etag: &mut String) -> Result<()> {
+        let target = self.target(None);
+        let range = format!("bytes={}-{}", offset, offset + data.len() as u64 - 1);
+        let resp = self.client.retry(|_| {
+            let req = self
+                .request("GET", &target)?
+                .header("x-ms-range", range.clone())
+                .body_limit(data.len() as u64);
+            self.checked(&req, &[206])
+        })?;
+        match resp.header("etag") {
+            Some(new) if resp.body == data => {
+                *etag = new.to_string();
+                Ok(())
+            }
+            _ => Err(self.changed(etag.clone())),
+        }
+    }
+}
+
+fn bad(target: &str, detail: &str) -> http::Error {
+    http::Error::BadResponse {
+        method: "GET".into(),
+        url: http::redact_url(target),
+        detail: detail.to_string(),
+    }
+}
+
+impl BlockSource for AzureBlob {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_only(&self) -> bool {
+        !self.writable
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(offset, buf.len() as u64, self.size)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut etag = self.etag();
+        for _ in 0..4 {
+            if self.get_range(offset, buf, &etag)?.is_some() {
+                return Ok(());
+            }
+            // 412: wait for any write of ours in flight, then see whether it moved the ETag.
+            drop(lock(&self.write_lock));
+            let now = self.etag();
+            if now == etag {
+                return Err(self.changed(etag));
+            }
+            etag = now;
+        }
+        Err(self.changed(etag))
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let len = data.len() as u64;
+        check_range(offset, len, self.size)?;
+        if offset % PAGE != 0 || len % PAGE != 0 {
+            return Err(Error::Unaligned {
+                offset,
+                len,
+                align: PAGE,
+            });
+        }
+        let _serial = lock(&self.write_lock);
+        let mut etag = self.etag();
+        let step = usize::try_from(MAX_PUT_PAGE).unwrap_or(usize::MAX);
+        let mut at = offset;
+        for chunk in data.chunks(step) {
+            let r = self.put_page(at, chunk, &mut etag);
+            *lock(&self.etag) = etag.clone();
+            r?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Put Page is durable when it is acknowledged.
+        Ok(())
+    }
+
+    fn write_alignment(&self) -> u64 {
+        PAGE
+    }
+}
+
+/// A random UUID v4 for `x-ms-client-request-id`.
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    // Without randomness the id is only less useful for tracing; requests still work.
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Whether the URL's host is a loopback address (`127.0.0.0/8`, `[::1]`, `localhost`).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let auth = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = auth.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        auth.rsplit_once(':').map_or(auth, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(id, request_id());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_url("http://127.0.0.1:10000/a/b"));
+        assert!(is_loopback_url("http://localhost/a"));
+        assert!(is_loopback_url("http://[::1]:8/a"));
+        assert!(!is_loopback_url("http://10.0.0.1/a"));
+        assert!(!is_loopback_url("http://example.com/a"));
+    }
+}

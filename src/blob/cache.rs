@@ -1,0 +1,550 @@
+//! The block cache in front of a slow [`BlockSource`] (an HTTP blob): fixed-size blocks, an LRU within a
+//! byte budget, several fetches in flight, sequential readahead, and write-back of dirty data.
+//!
+//! Contract (on top of [`BlockSource`]'s):
+//! - requests may start and end anywhere and cross any number of blocks;
+//! - a miss queues the block for a small pool of fetch workers; all blocks a request touches are queued
+//!   at once, so one large request becomes parallel range GETs;
+//! - when requests look sequential (each starts in or right after the block the previous one ended in),
+//!   up to `readahead` blocks beyond the request are fetched ahead, behind any demand fetch;
+//! - writes modify cached blocks (a partial write to an absent block reads it first) and mark the
+//!   touched byte range dirty; only dirty ranges (widened to the backend's write alignment) are uploaded;
+//! - `flush` uploads every dirty range in parallel and returns after the backend acknowledged all of
+//!   them (then flushes the backend); `write_at_fua` does the same for the blocks it touched. A block
+//!   re-dirtied during its upload stays dirty. Dirty blocks are never evicted;
+//! - a fetch or upload that panics becomes [`Error::Panic`] for its waiters, never a dead process; a
+//!   failed fetch is not cached (the next read tries again).
+#![forbid(unsafe_code)]
+
+use super::{check_range, panic_error, BlockSource, Error, Result};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Cache sizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Block (and range request) size in bytes.
+    pub block_size: u64,
+    /// Byte budget for cached blocks.
+    pub cache_size: u64,
+    /// Fetch workers (range GETs in flight at once).
+    pub workers: usize,
+    /// Blocks to read ahead of a sequential reader (capped at half the cache).
+    pub readahead: u64,
+}
+
+impl CacheConfig {
+    /// Defaults for a budget: 8 fetch workers, readahead of 16 blocks (at most half the cache).
+    pub fn new(block_size: u64, cache_size: u64) -> Self {
+        Self {
+            block_size,
+            cache_size,
+            workers: 8,
+            readahead: 16,
+        }
+    }
+}
+
+/// Counters, for tests and the performance report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Blocks fetched because a request needed them.
+    pub demand_fetches: u64,
+    /// Blocks fetched ahead of the reader.
+    pub prefetches: u64,
+    /// Block lookups answered from the cache.
+    pub hits: u64,
+    /// Upload requests made.
+    pub uploads: u64,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+}
+
+#[derive(Debug)]
+enum SlotState {
+    Loading,
+    Ready(Vec<u8>),
+    Failed(Error),
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: SlotState,
+    tick: u64,
+    /// Dirty byte range inside the block.
+    dirty: Option<(usize, usize)>,
+    /// Bumped on every write, so an upload knows whether it cleaned the latest data.
+    generation: u64,
+    waiters: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<u64, Slot>,
+    lru: BTreeMap<u64, u64>,
+    tick: u64,
+    queue: VecDeque<(u64, bool)>,
+    prefetching: u64,
+    last_block: Option<u64>,
+    shutdown: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    demand: AtomicU64,
+    prefetch: AtomicU64,
+    hits: AtomicU64,
+    uploads: AtomicU64,
+    uploaded: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner<S> {
+    src: S,
+    bs: u64,
+    size: u64,
+    capacity: usize,
+    readahead: u64,
+    workers: usize,
+    state: Mutex<State>,
+    changed: Condvar,
+    work: Condvar,
+    counters: Counters,
+}
+
+/// A caching [`BlockSource`] over `S`.
+#[derive(Debug)]
+pub struct CachedSource<S: BlockSource + 'static> {
+    inner: Arc<Inner<S>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S: BlockSource + 'static> CachedSource<S> {
+    /// Put a cache in front of `src` and start its fetch workers.
+    pub fn new(src: S, config: CacheConfig) -> Result<Self> {
+        let bs = config.block_size;
+        if bs == 0 || bs % src.write_alignment() != 0 || usize::try_from(bs).is_err() {
+            return Err(Error::Unsupported(format!(
+                "block size {bs} must be a non-zero multiple of {}",
+                src.write_alignment()
+            )));
+        }
+        let blocks = (config.cache_size / bs).max(2);
+        let capacity = usize::try_from(blocks).unwrap_or(usize::MAX);
+        let inner = Arc::new(Inner {
+            size: src.size(),
+            src,
+            bs,
+            capacity,
+            readahead: config.readahead.min(blocks / 2),
+            workers: config.workers.max(1),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            work: Condvar::new(),
+            counters: Counters::default(),
+        });
+        let mut threads = Vec::new();
+        for i in 0..inner.workers {
+            let inner = Arc::clone(&inner);
+            let t = std::thread::Builder::new()
+                .name(format!("blob-fetch-{i}"))
+                .spawn(move || inner.worker())
+                .map_err(|e| Error::Unsupported(format!("cannot start fetch worker: {e}")))?;
+            threads.push(t);
+        }
+        Ok(Self { inner, threads })
+    }
+
+    /// The backend.
+    pub fn source(&self) -> &S {
+        &self.inner.src
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        CacheStats {
+            demand_fetches: c.demand.load(Ordering::Relaxed),
+            prefetches: c.prefetch.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            uploads: c.uploads.load(Ordering::Relaxed),
+            uploaded_bytes: c.uploaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Number of blocks holding unflushed data.
+    pub fn dirty_blocks(&self) -> usize {
+        lock(&self.inner.state)
+            .slots
+            .values()
+            .filter(|s| s.dirty.is_some())
+            .count()
+    }
+}
+
+impl<S: BlockSource + 'static> Drop for CachedSource<S> {
+    fn drop(&mut self) {
+        let dirty = self.dirty_blocks();
+        if dirty > 0 {
+            log::warn!("block cache dropped with {dirty} unflushed blocks");
+        }
+        lock(&self.inner.state).shutdown = true;
+        self.inner.work.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<S: BlockSource> Inner<S> {
+    fn block_len(&self, idx: u64) -> usize {
+        let start = idx * self.bs;
+        // Bounded by the block size, which fits in usize (checked in new).
+        usize::try_from(self.bs.min(self.size - start)).unwrap_or(0)
+    }
+
+    fn touch(st: &mut State, idx: u64) {
+        st.tick += 1;
+        let tick = st.tick;
+        if let Some(slot) = st.slots.get_mut(&idx) {
+            st.lru.remove(&slot.tick);
+            slot.tick = tick;
+            st.lru.insert(tick, idx);
+        }
+    }
+
+    fn insert(&self, st: &mut State, idx: u64, state: SlotState) {
+        st.tick += 1;
+        let tick = st.tick;
+        st.slots.insert(
+            idx,
+            Slot {
+                state,
+                tick,
+                dirty: None,
+                generation: 0,
+                waiters: 0,
+            },
+        );
+        st.lru.insert(tick, idx);
+        self.evict(st);
+    }
+
+    fn remove(st: &mut State, idx: u64) {
+        if let Some(slot) = st.slots.remove(&idx) {
+            st.lru.remove(&slot.tick);
+        }
+    }
+
+    /// Drop least recently used clean, ready blocks until within capacity.
+    fn evict(&self, st: &mut State) {
+        if st.slots.len() <= self.capacity {
+            return;
+        }
+        let mut excess = st.slots.len() - self.capacity;
+        let victims: Vec<u64> = st
+            .lru
+            .values()
+            .copied()
+            .filter(|idx| {
+                st.slots.get(idx).is_some_and(|s| {
+                    s.dirty.is_none() && s.waiters == 0 && matches!(s.state, SlotState::Ready(_))
+                })
+            })
+            .take_while(|_| {
+                let go = excess > 0;
+                excess = excess.saturating_sub(1);
+                go
+            })
+            .collect();
+        for idx in victims {
+            Self::remove(st, idx);
+        }
+    }
+
+    fn enqueue(&self, st: &mut State, idx: u64, prefetch: bool) {
+        self.insert(st, idx, SlotState::Loading);
+        if prefetch {
+            st.prefetching += 1;
+            st.queue.push_back((idx, true));
+        } else {
+            st.queue.push_front((idx, false));
+        }
+        self.work.notify_one();
+    }
+
+    fn worker(&self) {
+        crate::nbd::set_io_flusher();
+        loop {
+            let (idx, prefetch) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.shutdown {
+                        return;
+                    }
+                    if let Some(job) = st.queue.pop_front() {
+                        break job;
+                    }
+                    st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let counter = if prefetch {
+                &self.counters.prefetch
+            } else {
+                &self.counters.demand
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut buf = vec![0u8; self.block_len(idx)];
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                self.src.read_at(idx * self.bs, &mut buf)
+            }))
+            .unwrap_or_else(|p| Err(panic_error(&*p)));
+            let mut st = lock(&self.state);
+            if prefetch {
+                st.prefetching = st.prefetching.saturating_sub(1);
+            }
+            if let Some(slot) = st.slots.get_mut(&idx) {
+                match r {
+                    Ok(()) => slot.state = SlotState::Ready(buf),
+                    Err(e) if slot.waiters > 0 => slot.state = SlotState::Failed(e),
+                    Err(_) => Self::remove(&mut st, idx),
+                }
+            }
+            self.evict(&mut st);
+            drop(st);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Queue fetches for every absent block in `first..=last`, and readahead when sequential.
+    fn request_blocks(&self, st: &mut State, first: u64, last: u64) {
+        for idx in (first..=last).rev() {
+            if !st.slots.contains_key(&idx) {
+                self.enqueue(st, idx, false);
+            }
+        }
+        let sequential = st
+            .last_block
+            .is_some_and(|prev| first == prev || first == prev + 1);
+        st.last_block = Some(last);
+        if !sequential || self.readahead == 0 {
+            return;
+        }
+        let nblocks = self.size.div_ceil(self.bs);
+        let end = (last + self.readahead).min(nblocks.saturating_sub(1));
+        for idx in last + 1..=end {
+            if st.prefetching >= self.readahead {
+                break;
+            }
+            if !st.slots.contains_key(&idx) {
+                self.enqueue(st, idx, true);
+            }
+        }
+    }
+
+    /// Wait until block `idx` is ready and run `f` on it (under the lock). Fetches it if absent.
+    fn with_block<'a, T>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        idx: u64,
+        mut f: impl FnMut(&mut Slot) -> T,
+    ) -> (MutexGuard<'a, State>, Result<T>) {
+        let mut counted = false;
+        loop {
+            let Some(slot) = st.slots.get_mut(&idx) else {
+                self.enqueue(&mut st, idx, false);
+                counted = true;
+                continue;
+            };
+            match &slot.state {
+                SlotState::Ready(_) => {
+                    if !counted {
+                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let out = f(slot);
+                    Self::touch(&mut st, idx);
+                    return (st, Ok(out));
+                }
+                SlotState::Failed(e) => {
+                    let e = e.clone();
+                    if slot.waiters == 0 {
+                        Self::remove(&mut st, idx);
+                    }
+                    return (st, Err(e));
+                }
+                SlotState::Loading => {
+                    counted = true;
+                    slot.waiters += 1;
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    if let Some(slot) = st.slots.get_mut(&idx) {
+                        slot.waiters -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn blocks(&self, offset: u64, len: u64) -> (u64, u64) {
+        (offset / self.bs, (offset + len - 1) / self.bs)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(offset, buf.len() as u64, self.size)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (first, last) = self.blocks(offset, buf.len() as u64);
+        let mut st = lock(&self.state);
+        self.request_blocks(&mut st, first, last);
+        let mut done = 0usize;
+        for idx in first..=last {
+            let start = usize::try_from((offset + done as u64) - idx * self.bs).unwrap_or(0);
+            let (g, r) = self.with_block(st, idx, |slot| {
+                let SlotState::Ready(data) = &slot.state else {
+                    return 0;
+                };
+                let n = (data.len() - start).min(buf.len() - done);
+                buf[done..done + n].copy_from_slice(&data[start..start + n]);
+                n
+            });
+            st = g;
+            done += r?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(u64, u64)> {
+        if self.src.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        check_range(offset, data.len() as u64, self.size)?;
+        if data.is_empty() {
+            return Ok((1, 0));
+        }
+        let (first, last) = self.blocks(offset, data.len() as u64);
+        let mut st = lock(&self.state);
+        let mut done = 0usize;
+        for idx in first..=last {
+            let start = usize::try_from((offset + done as u64) - idx * self.bs).unwrap_or(0);
+            let blen = self.block_len(idx);
+            let n = (blen - start).min(data.len() - done);
+            let piece = &data[done..done + n];
+            if n == blen && !st.slots.contains_key(&idx) {
+                // A whole-block write needs no fetch.
+                self.insert(&mut st, idx, SlotState::Ready(vec![0u8; blen]));
+            }
+            let (g, r) = self.with_block(st, idx, |slot| {
+                if let SlotState::Ready(block) = &mut slot.state {
+                    block[start..start + n].copy_from_slice(piece);
+                    let (lo, hi) = slot.dirty.unwrap_or((start, start + n));
+                    slot.dirty = Some((lo.min(start), hi.max(start + n)));
+                    slot.generation += 1;
+                }
+            });
+            st = g;
+            r?;
+            done += n;
+        }
+        let dirty = st.slots.values().filter(|s| s.dirty.is_some()).count();
+        drop(st);
+        if dirty > self.capacity / 2 {
+            // Keep room for clean blocks: write back now rather than grow past the budget.
+            self.write_back(None)?;
+        }
+        Ok((first, last))
+    }
+
+    /// Upload dirty ranges (of `only` blocks, or all), in parallel; then flush the backend.
+    fn write_back(&self, only: Option<(u64, u64)>) -> Result<()> {
+        let align = self.src.write_alignment().max(1);
+        let jobs: Vec<(u64, u64, u64, Vec<u8>)> = {
+            let st = lock(&self.state);
+            st.slots
+                .iter()
+                .filter(|(idx, _)| only.is_none_or(|(a, b)| (a..=b).contains(*idx)))
+                .filter_map(|(idx, slot)| {
+                    let (lo, hi) = slot.dirty?;
+                    let SlotState::Ready(data) = &slot.state else {
+                        return None;
+                    };
+                    let lo = lo as u64 / align * align;
+                    let hi = (hi as u64).div_ceil(align) * align;
+                    let hi = hi.min(data.len() as u64);
+                    let bytes = data[usize::try_from(lo).ok()?..usize::try_from(hi).ok()?].to_vec();
+                    Some((*idx, slot.generation, idx * self.bs + lo, bytes))
+                })
+                .collect()
+        };
+        let jobs = Mutex::new(jobs);
+        let first_err: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.workers {
+                s.spawn(|| loop {
+                    let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some((idx, generation, at, bytes)) = job else {
+                        return;
+                    };
+                    let r = catch_unwind(AssertUnwindSafe(|| self.src.write_at(at, &bytes)))
+                        .unwrap_or_else(|p| Err(panic_error(&*p)));
+                    match r {
+                        Ok(()) => {
+                            self.counters.uploads.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .uploaded
+                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            let mut st = lock(&self.state);
+                            if let Some(slot) = st.slots.get_mut(&idx) {
+                                if slot.generation == generation {
+                                    slot.dirty = None;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let mut fe = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                            fe.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        catch_unwind(AssertUnwindSafe(|| self.src.flush()))
+            .unwrap_or_else(|p| Err(panic_error(&*p)))
+    }
+}
+
+impl<S: BlockSource + 'static> BlockSource for CachedSource<S> {
+    fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    fn read_only(&self) -> bool {
+        self.inner.src.read_only()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.read(offset, buf)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.inner.write(offset, data).map(|_| ())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.write_back(None)
+    }
+
+    fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let range = self.inner.write(offset, data)?;
+        self.inner.write_back(Some(range))
+    }
+}

@@ -1,0 +1,217 @@
+//! Block sources: what the NBD server serves. A [`BlockSource`] is a fixed-size byte array with positioned
+//! reads and writes, implemented by a local file ([`FileSource`]), an Azure blob over HTTP ([`AzureBlob`])
+//! and the caching layer in front of either ([`CachedSource`]).
+//!
+//! Contract of every implementation:
+//! - `size()` never changes while the source is open;
+//! - `read_at` fills the whole buffer or fails; a range past the end is [`Error::OutOfRange`];
+//! - `write_at` on a read-only source is [`Error::ReadOnly`]; writes never grow the source;
+//! - `flush` returns only once every write acknowledged before it is durable at the backend;
+//! - errors are values, never panics: a panic inside a backend is caught where threads are run
+//!   ([`cache`]) and becomes [`Error::Panic`].
+#![forbid(unsafe_code)]
+
+pub mod azure;
+pub mod cache;
+pub mod file;
+pub mod token;
+
+pub use azure::{Auth, AzureBlob, BlobType};
+pub use cache::{CacheConfig, CacheStats, CachedSource};
+pub use file::FileSource;
+pub use token::{StaticToken, TokenSource};
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Result alias for block sources.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A block source failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The range is not inside the source.
+    OutOfRange {
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Source size.
+        size: u64,
+    },
+    /// A write to a read-only source.
+    ReadOnly,
+    /// A write that the backend cannot take at this alignment (page blobs: 512 bytes).
+    Unaligned {
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Required alignment.
+        align: u64,
+    },
+    /// The HTTP layer failed (after its retries).
+    Http(crate::http::Error),
+    /// The blob changed since it was opened (its ETag no longer matches): refusing to mix data.
+    Changed {
+        /// The blob URL (no query).
+        url: String,
+        /// The ETag pinned at open.
+        etag: String,
+    },
+    /// The source cannot be used this way (for example read-write on a block blob).
+    Unsupported(String),
+    /// The backend answered something the protocol does not allow.
+    Protocol(String),
+    /// A local I/O error.
+    Io {
+        /// What was being done (`open`, `read`, ...).
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The error kind.
+        kind: std::io::ErrorKind,
+        /// Its message.
+        detail: String,
+    },
+    /// A worker panicked while serving this request (caught; the process goes on).
+    Panic(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange { offset, len, size } => write!(
+                f,
+                "range {offset}+{len} is outside the source ({size} bytes)"
+            ),
+            Self::ReadOnly => write!(f, "the source is read-only"),
+            Self::Unaligned { offset, len, align } => {
+                write!(f, "write {offset}+{len} is not {align}-byte aligned")
+            }
+            Self::Http(e) => write!(f, "{e}"),
+            Self::Changed { url, etag } => write!(
+                f,
+                "blob {url} was replaced or modified by someone else since it was opened (ETag {etag} no \
+                 longer matches); refusing to serve mixed data: remount to use the new content"
+            ),
+            Self::Unsupported(s) => write!(f, "{s}"),
+            Self::Protocol(s) => write!(f, "unexpected backend response: {s}"),
+            Self::Io {
+                op, path, detail, ..
+            } => write!(f, "{op} {path}: {detail}"),
+            Self::Panic(s) => write!(f, "internal error (worker panicked): {s}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Http(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::http::Error> for Error {
+    fn from(e: crate::http::Error) -> Self {
+        Self::Http(e)
+    }
+}
+
+/// A fixed-size, randomly accessible byte store.
+pub trait BlockSource: Send + Sync {
+    /// Size in bytes (constant while open).
+    fn size(&self) -> u64;
+
+    /// True when writes are refused.
+    fn read_only(&self) -> bool;
+
+    /// Fill `buf` from `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Write `data` at `offset` (not necessarily durable before [`flush`](Self::flush)).
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Make every acknowledged write durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Write `data` and make it durable before returning (NBD FUA).
+    fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_at(offset, data)?;
+        self.flush()
+    }
+
+    /// Writes must start and end on multiples of this (the last one may end at `size()`).
+    fn write_alignment(&self) -> u64 {
+        1
+    }
+}
+
+impl<T: BlockSource + ?Sized> BlockSource for Arc<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write_at(offset, data)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write_at_fua(offset, data)
+    }
+    fn write_alignment(&self) -> u64 {
+        (**self).write_alignment()
+    }
+}
+
+impl<T: BlockSource + ?Sized> BlockSource for Box<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write_at(offset, data)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write_at_fua(offset, data)
+    }
+    fn write_alignment(&self) -> u64 {
+        (**self).write_alignment()
+    }
+}
+
+/// Check that `offset..offset+len` lies inside `size`.
+pub fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::OutOfRange { offset, len, size }),
+    }
+}
+
+/// Turn a caught panic payload into an [`Error::Panic`].
+pub fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    Error::Panic(msg)
+}

@@ -1,0 +1,312 @@
+//! The one HTTP client of the product: ureq over rustls (ring), built from the manifest's
+//! [`NetworkPlan`](crate::manifest::NetworkPlan).
+//!
+//! Contract:
+//! - TLS trusts the compiled-in Mozilla roots plus, when configured, an extra PEM CA bundle (a scratch
+//!   image has no system store). No redirects are followed (a redirect could carry a bearer token to
+//!   another host).
+//! - Every request has the plan's connect timeout and an overall timeout covering headers and body, so a
+//!   stalled server cannot hang a caller. The User-Agent is `encfs-init/<version>`.
+//! - [`Client::send`] retries transient failures ([`Error::is_transient`]) per [`retry::RetryPolicy`];
+//!   [`Client::retry`] does the same for a caller's own attempt closure (to retry on a bad body, too).
+//! - Errors carry the method, the URL with its query redacted, the status and a short body snippet; header
+//!   values never appear in an error or a log line (they may hold a bearer token).
+//!
+//! ureq itself logs request URIs (query included) at `trace` level: the logger must keep the `ureq`
+//! target at `debug` or below wherever SAS URLs are used.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod retry;
+mod tls;
+
+pub use error::{redact_url, Error, Result, TransportKind};
+pub use retry::{RateLimit, RetryPolicy};
+
+use crate::manifest::NetworkPlan;
+use std::fmt;
+use std::io::Read;
+use std::time::Duration;
+
+/// Backoff before the first retry (doubled per retry up to the plan's `retry_backoff_max`).
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Idle keep-alive connections kept per host: enough for the blob cache's parallel range GETs.
+const IDLE_PER_HOST: usize = 32;
+
+/// Default cap on a response body a caller reads into memory.
+pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
+
+/// One request. Header values are private to the request: `Debug` shows names only.
+pub struct Request<'a> {
+    method: &'static str,
+    url: &'a str,
+    headers: Vec<(&'static str, String)>,
+    body: Option<&'a [u8]>,
+    body_limit: u64,
+}
+
+impl<'a> Request<'a> {
+    /// A request with no body. `url` may contain a query (a SAS): it is only ever shown redacted.
+    pub fn new(method: &'static str, url: &'a str) -> Self {
+        Self {
+            method,
+            url,
+            headers: Vec::new(),
+            body: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Send `body` (with its `Content-Length`).
+    pub fn body(mut self, body: &'a [u8]) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Refuse response bodies longer than `limit` bytes (a transport error, retried).
+    pub fn body_limit(mut self, limit: u64) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    /// A header's value as set on this request (not for logging: it may be a secret).
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// The URL, redacted for messages.
+    pub fn shown_url(&self) -> String {
+        redact_url(self.url)
+    }
+}
+
+impl fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &redact_url(self.url))
+            .field("headers", &names)
+            .field("body_len", &self.body.map(<[u8]>::len))
+            .finish()
+    }
+}
+
+/// A response with a 2xx status (or any status the caller accepted) and its whole body.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: ureq::http::HeaderMap,
+    /// The body (empty for HEAD).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header as text, if present and valid.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The HTTP client: an agent (connection pool, TLS config, timeouts) and a retry policy.
+#[derive(Debug, Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    policy: RetryPolicy,
+}
+
+impl Client {
+    /// Build the client from the network plan.
+    pub fn new(plan: &NetworkPlan) -> Result<Self> {
+        let tls = tls::config(plan.ca_bundle.as_deref())?;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(format!("encfs-init/{}", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(plan.connect_timeout))
+            .timeout_global(Some(plan.request_timeout))
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .max_idle_connections(IDLE_PER_HOST * 2)
+            .max_idle_connections_per_host(IDLE_PER_HOST)
+            .tls_config(tls)
+            .build();
+        Ok(Self {
+            agent: config.new_agent(),
+            policy: RetryPolicy {
+                retries: plan.retries,
+                initial: INITIAL_BACKOFF.min(plan.retry_backoff_max),
+                max: plan.retry_backoff_max,
+                deadline: None,
+            },
+        })
+    }
+
+    /// The same client (sharing the pool) with another retry policy.
+    pub fn with_policy(&self, policy: RetryPolicy) -> Self {
+        Self {
+            agent: self.agent.clone(),
+            policy,
+        }
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Send with retries; statuses outside `accept` are errors.
+    pub fn send(&self, req: &Request<'_>, accept: &[u16]) -> Result<Response> {
+        self.retry(|_| self.send_once(req, accept))
+    }
+
+    /// Run `attempt` under this client's retry policy.
+    pub fn retry<T>(&self, attempt: impl FnMut(u32) -> Result<T>) -> Result<T> {
+        retry::retry(&self.policy, attempt)
+    }
+
+    /// One attempt, no retries. Statuses outside `accept` become [`Error::Status`].
+    pub fn send_once(&self, req: &Request<'_>, accept: &[u16]) -> Result<Response> {
+        let transport = |kind, detail: String| Error::Transport {
+            method: req.method.to_string(),
+            url: req.shown_url(),
+            kind,
+            detail,
+        };
+        let mut builder = ureq::http::Request::builder()
+            .method(req.method)
+            .uri(req.url);
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        let body = req.body.unwrap_or(&[]);
+        let http_req = builder
+            .body(body)
+            .map_err(|_| transport(TransportKind::Request, "invalid URL or header".into()))?;
+        let mut resp = self
+            .agent
+            .run(http_req)
+            .map_err(|e| map_ureq(&e, &transport))?;
+        let status = resp.status().as_u16();
+        if !accept.contains(&status) {
+            let mut head = Vec::new();
+            // A short prefix is all an error needs; the rest is dropped with the connection.
+            let _ = resp
+                .body_mut()
+                .as_reader()
+                .take(error::SNIPPET_MAX as u64)
+                .read_to_end(&mut head);
+            let headers = resp.headers();
+            let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+            return Err(Error::Status {
+                method: req.method.to_string(),
+                url: req.shown_url(),
+                status,
+                code: text("x-ms-error-code").map(str::to_string),
+                snippet: error::snippet(&head),
+                retry_after: parse_retry_after(text("retry-after"), text("x-ms-retry-after-ms")),
+            });
+        }
+        let body = if req.method == "HEAD" {
+            Vec::new()
+        } else {
+            resp.body_mut()
+                .with_config()
+                .limit(req.body_limit)
+                .read_to_vec()
+                .map_err(|e| map_ureq(&e, &transport))?
+        };
+        let (parts, _) = resp.into_parts();
+        Ok(Response {
+            status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// `Retry-After: <seconds>` or Azure's `x-ms-retry-after-ms`. HTTP-dates are ignored (backoff applies).
+pub fn parse_retry_after(secs: Option<&str>, ms: Option<&str>) -> Option<Duration> {
+    if let Some(ms) = ms.and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms));
+    }
+    secs.and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn map_ureq(e: &ureq::Error, transport: &impl Fn(TransportKind, String) -> Error) -> Error {
+    use ureq::Error as U;
+    let (kind, detail) = match e {
+        U::Timeout(t) => (TransportKind::Timeout, format!("{t} timeout")),
+        U::HostNotFound => (TransportKind::Resolve, "host not found".to_string()),
+        U::ConnectionFailed => (TransportKind::Connect, "connection failed".to_string()),
+        U::Io(io) => {
+            let kind = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => TransportKind::Connect,
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                    TransportKind::Timeout
+                }
+                _ => TransportKind::Reset,
+            };
+            (kind, io.to_string())
+        }
+        U::BodyExceedsLimit(n) => (TransportKind::TooLarge, format!("over {n} bytes")),
+        U::Tls(_) | U::Rustls(_) | U::Pem(_) | U::TlsRequired => {
+            (TransportKind::Tls, e.to_string())
+        }
+        // These variants embed the URI: keep it out of the message.
+        U::BadUri(_) | U::Http(_) | U::RequireHttpsOnly(_) => {
+            (TransportKind::Request, "invalid URL or request".to_string())
+        }
+        U::BodyStalled => (TransportKind::Timeout, "body stalled".to_string()),
+        U::Protocol(_) | U::LargeResponseHeader(..) => (TransportKind::Protocol, e.to_string()),
+        _ => (TransportKind::Protocol, e.to_string()),
+    };
+    transport(kind, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            parse_retry_after(Some("3"), None),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after(Some("3"), Some("250")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), None),
+            None
+        );
+    }
+
+    #[test]
+    fn request_debug_hides_header_values_and_query() {
+        let r = Request::new("GET", "https://h/c/b?sig=SECRET")
+            .header("authorization", "Bearer SECRET");
+        let s = format!("{r:?}");
+        assert!(!s.contains("SECRET"), "{s}");
+        assert!(s.contains("authorization"), "{s}");
+    }
+}

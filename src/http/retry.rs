@@ -1,0 +1,246 @@
+//! Retries for transient HTTP failures: exponential backoff with jitter, bounded by a number of retries
+//! and an optional deadline, honouring the server's `Retry-After`.
+//!
+//! Policy: attempt `n` (0-based) that fails transiently waits a random time in `[d/2, d]` with
+//! `d = min(initial * 2^n, max)`, or the server's `Retry-After` when that is longer (a throttling service
+//! means it). A wait that would end past the deadline is not started: the last error is returned at once,
+//! wrapped in [`Error::Deadline`]. Non-transient failures (4xx other than 408/429, TLS, bad requests) are
+//! returned immediately.
+#![forbid(unsafe_code)]
+
+use super::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a call is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// First backoff.
+    pub initial: Duration,
+    /// Longest backoff.
+    pub max: Duration,
+    /// Overall budget for all attempts and waits, measured from the first attempt.
+    pub deadline: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        retries: 0,
+        initial: Duration::ZERO,
+        max: Duration::ZERO,
+        deadline: None,
+    };
+
+    /// The backoff before retry number `attempt + 1` (without `Retry-After`), jittered with `rand` in
+    /// `[0, 2^64)`: a value in `[d/2, d]`.
+    pub fn backoff(&self, attempt: u32, rand: u64) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        let d = self.initial.saturating_mul(factor).min(self.max);
+        let half = d / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = if nanos == 0 { 0 } else { rand % (nanos + 1) };
+        half + Duration::from_nanos(jitter)
+    }
+}
+
+/// Run `op` until it succeeds, fails for good, or the policy is exhausted. `op` gets the attempt number.
+pub fn retry<T>(
+    policy: &RetryPolicy,
+    mut op: impl FnMut(u32) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let start = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let err = match op(attempt) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if !err.is_transient() || attempt >= policy.retries {
+            return Err(err);
+        }
+        let mut wait = policy.backoff(attempt, getrandom::u64().unwrap_or(0));
+        if let Some(ra) = err.retry_after() {
+            wait = wait.max(ra);
+        }
+        if let Some(deadline) = policy.deadline {
+            if start.elapsed() + wait >= deadline {
+                return Err(Error::Deadline {
+                    attempts: attempt + 1,
+                    last: Box::new(err),
+                });
+            }
+        }
+        log_retry(&err, attempt + 1, wait);
+        std::thread::sleep(wait);
+        attempt += 1;
+    }
+}
+
+/// Retry messages are triggered by a remote peer: at most one line per second for the whole process,
+/// with a count of the ones left out.
+fn log_retry(err: &Error, attempt: u32, wait: Duration) {
+    static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(1));
+    if let Some(skipped) = LIMIT.check() {
+        log::warn!(
+            "retry {attempt} in {} ms after: {err}{}",
+            wait.as_millis(),
+            if skipped > 0 {
+                format!(" ({skipped} similar messages suppressed)")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// A per-callsite log limiter: `check` says whether to log now and how many were suppressed since.
+#[derive(Debug)]
+pub struct RateLimit {
+    period_ms: u64,
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// One message per `period`.
+    pub const fn new(period: Duration) -> Self {
+        Self {
+            period_ms: period.as_millis() as u64,
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed)` when a message may be logged now.
+    pub fn check(&self) -> Option<u64> {
+        let now = monotonic_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.period_ms {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(s: u16, ra: Option<Duration>) -> Error {
+        Error::Status {
+            method: "GET".into(),
+            url: "http://h/p".into(),
+            status: s,
+            code: None,
+            snippet: String::new(),
+            retry_after: ra,
+        }
+    }
+
+    const FAST: RetryPolicy = RetryPolicy {
+        retries: 3,
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(4),
+        deadline: None,
+    };
+
+    #[test]
+    fn backoff_grows_and_is_capped_with_jitter() {
+        let p = RetryPolicy {
+            retries: 10,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            deadline: None,
+        };
+        assert_eq!(p.backoff(0, 0), Duration::from_millis(50));
+        assert_eq!(p.backoff(0, u64::MAX), p.backoff(0, u64::MAX));
+        assert!(p.backoff(0, u64::MAX - 7) <= Duration::from_millis(100));
+        assert_eq!(p.backoff(3, 0), Duration::from_millis(400));
+        assert_eq!(p.backoff(30, 0), Duration::from_millis(500));
+        assert!(p.backoff(40, 12345) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn transient_errors_are_retried_until_success() {
+        let mut calls = 0;
+        let r = retry(&FAST, |_| {
+            calls += 1;
+            if calls < 3 {
+                Err(status(503, None))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r, Ok(3));
+    }
+
+    #[test]
+    fn permanent_errors_are_not_retried() {
+        let mut calls = 0;
+        let r: Result<(), _> = retry(&FAST, |_| {
+            calls += 1;
+            Err(status(404, None))
+        });
+        assert_eq!(r.map_err(|e| e.status()), Err(Some(404)));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        let mut calls = 0;
+        let r: Result<(), _> = retry(&FAST, |_| {
+            calls += 1;
+            Err(status(500, None))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 4);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_the_deadline_stops_long_waits() {
+        let t = Instant::now();
+        let mut calls = 0;
+        let r = retry(&FAST, |_| {
+            calls += 1;
+            if calls == 1 {
+                Err(status(429, Some(Duration::from_millis(120))))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_ok());
+        assert!(t.elapsed() >= Duration::from_millis(120));
+
+        let p = RetryPolicy {
+            deadline: Some(Duration::from_millis(50)),
+            ..FAST
+        };
+        let t = Instant::now();
+        let r: Result<(), _> = retry(&p, |_| Err(status(503, Some(Duration::from_secs(30)))));
+        assert!(
+            matches!(r, Err(Error::Deadline { attempts: 1, .. })),
+            "{r:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,337 @@
+//! Serving one NBD connection over any byte stream (a socketpair end for the kernel, a Unix or TCP
+//! socket for `nbd serve`).
+//!
+//! Contract: the fixed-newstyle handshake (see [`proto`]), then a reader loop that parses requests and
+//! hands them to a small pool of workers; replies go out as each request completes (out of order, as the
+//! protocol allows: the cookie pairs them), each reply written whole under one lock. A FLUSH is answered
+//! after every write that was answered before it is durable; a FUA write after its own data is. DISC
+//! ends the loop after in-flight requests are answered, then flushes. A malformed request header closes
+//! the connection (the stream cannot be resynchronized). Each request runs behind `catch_unwind`: a
+//! panic becomes an EIO reply.
+#![forbid(unsafe_code)]
+
+use super::proto::{self, tflags, Check, Cmd, Errno, Export, Next, Request};
+use crate::blob::{self, BlockSource};
+use crate::http::RateLimit;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// A connection the server can split into a reading and a writing handle.
+pub trait Stream: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same connection.
+    fn try_clone(&self) -> io::Result<Self>;
+    /// Shut both directions down (unblocks a reader).
+    fn shutdown_both(&self);
+}
+
+impl Stream for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Server tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Requests handled at once.
+    pub workers: usize,
+    /// Preferred block size announced to clients.
+    pub preferred_block: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            preferred_block: 4096,
+        }
+    }
+}
+
+/// Why a connection ended abnormally.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The socket failed.
+    Io(io::Error),
+    /// The client sent something malformed.
+    Protocol(proto::ProtoError),
+    /// The final flush after DISC (or end of stream) failed: data may not be durable.
+    Flush(blob::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "NBD connection: {e}"),
+            Self::Protocol(e) => write!(f, "NBD client protocol error: {e}"),
+            Self::Flush(e) => write!(f, "final flush failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl From<io::Error> for ServeError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<proto::ProtoError> for ServeError {
+    fn from(e: proto::ProtoError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+/// The export a source presents.
+pub fn export_of<S: BlockSource>(src: &S, config: &ServerConfig) -> Export {
+    let mut flags = tflags::HAS_FLAGS | tflags::SEND_FLUSH | tflags::SEND_FUA;
+    if src.read_only() {
+        flags |= tflags::READ_ONLY;
+    } else {
+        flags |= tflags::SEND_WRITE_ZEROES;
+    }
+    Export {
+        size: src.size(),
+        flags,
+        preferred_block: config.preferred_block,
+    }
+}
+
+/// Run the handshake. `Ok(true)` = enter transmission, `Ok(false)` = the client left.
+pub fn negotiate<T: Read + Write>(conn: &mut T, export: &Export) -> Result<bool, ServeError> {
+    conn.write_all(&proto::greeting())?;
+    conn.flush()?;
+    let mut f = [0u8; 4];
+    conn.read_exact(&mut f)?;
+    let no_zeroes = proto::parse_client_flags(f)?;
+    loop {
+        let mut h = [0u8; 16];
+        match conn.read_exact(&mut h) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let (option, len) = proto::parse_option_header(h)?;
+        if len > proto::MAX_OPTION_LEN {
+            // Drain it, say so, and carry on: the length is attacker-controlled, so never allocate it.
+            io::copy(
+                &mut Read::by_ref(conn).take(u64::from(len)),
+                &mut io::sink(),
+            )?;
+            conn.write_all(&proto::option_reply(option, proto::rep::ERR_TOO_BIG, b""))?;
+            continue;
+        }
+        let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        conn.read_exact(&mut data)?;
+        let out = proto::handle_option(option, &data, export, no_zeroes);
+        conn.write_all(&out.reply)?;
+        conn.flush()?;
+        match out.next {
+            Next::Continue => {}
+            Next::Transmit => return Ok(true),
+            Next::Close => return Ok(false),
+        }
+    }
+}
+
+struct Job {
+    req: Request,
+    payload: Vec<u8>,
+}
+
+/// Serve one connection until DISC or end of stream. The source is flushed before returning.
+pub fn serve<S: BlockSource, T: Stream>(
+    src: &S,
+    mut conn: T,
+    config: &ServerConfig,
+) -> Result<(), ServeError> {
+    super::set_io_flusher();
+    let export = export_of(src, config);
+    if !negotiate(&mut conn, &export)? {
+        return Ok(());
+    }
+    let writer = Mutex::new(conn.try_clone()?);
+    let (tx, rx) = sync_channel::<Job>(config.workers.max(1) * 2);
+    let rx = Mutex::new(rx);
+    let result = std::thread::scope(|s| {
+        for _ in 0..config.workers.max(1) {
+            s.spawn(|| worker(src, &rx, &writer));
+        }
+        let r = read_loop(&mut conn, &tx);
+        drop(tx);
+        r
+    });
+    let flushed = if src.read_only() {
+        Ok(())
+    } else {
+        src.flush().map_err(ServeError::Flush)
+    };
+    result.and(flushed)
+}
+
+fn read_loop<T: Stream>(
+    conn: &mut T,
+    tx: &std::sync::mpsc::SyncSender<Job>,
+) -> Result<(), ServeError> {
+    loop {
+        let mut h = [0u8; proto::REQUEST_LEN];
+        match conn.read_exact(&mut h) {
+            Ok(()) => {}
+            // The client went away without DISC: treat like DISC.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let req = match proto::parse_request(&h) {
+            Ok(r) => r,
+            Err(e) => {
+                conn.shutdown_both();
+                return Err(e.into());
+            }
+        };
+        if req.cmd == Cmd::Disc {
+            return Ok(());
+        }
+        let mut payload = Vec::new();
+        if req.cmd == Cmd::Write {
+            if req.len > proto::MAX_PAYLOAD {
+                io::copy(
+                    &mut Read::by_ref(conn).take(u64::from(req.len)),
+                    &mut io::sink(),
+                )?;
+            } else {
+                payload = vec![0u8; usize::try_from(req.len).unwrap_or(0)];
+                conn.read_exact(&mut payload)?;
+            }
+        }
+        if tx.send(Job { req, payload }).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn worker<S: BlockSource, T: Stream>(src: &S, rx: &Mutex<Receiver<Job>>, writer: &Mutex<T>) {
+    super::set_io_flusher();
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+            rx.recv()
+        };
+        let Ok(job) = job else { return };
+        let reply = catch_unwind(AssertUnwindSafe(|| execute(src, &job))).unwrap_or_else(|p| {
+            log_failure(&job.req, &blob::panic_error(&*p));
+            reply_bytes(job.req.cookie, Err(Errno::Io), 0)
+        });
+        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.write_all(&reply).and_then(|()| w.flush()).is_err() {
+            // The reader notices through the shut-down socket.
+            w.shutdown_both();
+            return;
+        }
+    }
+}
+
+/// The full reply for `job`: header, plus data for a successful READ.
+fn execute<S: BlockSource>(src: &S, job: &Job) -> Vec<u8> {
+    let req = &job.req;
+    let fail = |e| reply_bytes(req.cookie, Err(e), 0);
+    if let Check::Fail(e) = proto::check_request(req, src.size(), src.read_only()) {
+        return fail(e);
+    }
+    let fua = req.flags & proto::CMD_FLAG_FUA != 0;
+    let r = match req.cmd {
+        Cmd::Read => {
+            let len = usize::try_from(req.len).unwrap_or(0);
+            let mut out = reply_bytes(req.cookie, Ok(()), len);
+            return match src.read_at(req.offset, &mut out[16..]) {
+                Ok(()) => out,
+                Err(e) => {
+                    log_failure(req, &e);
+                    fail(errno_of(&e, false))
+                }
+            };
+        }
+        Cmd::Write if fua => src.write_at_fua(req.offset, &job.payload),
+        Cmd::Write => src.write_at(req.offset, &job.payload),
+        Cmd::Flush => src.flush(),
+        // Not advertised; advisory anyway: succeed without discarding anything.
+        Cmd::Trim => Ok(()),
+        Cmd::WriteZeroes => write_zeroes(src, req.offset, u64::from(req.len), fua),
+        Cmd::Disc | Cmd::Other(_) => Ok(()),
+    };
+    match r {
+        Ok(()) => reply_bytes(req.cookie, Ok(()), 0),
+        Err(e) => {
+            log_failure(req, &e);
+            fail(errno_of(&e, true))
+        }
+    }
+}
+
+fn write_zeroes<S: BlockSource>(src: &S, offset: u64, len: u64, fua: bool) -> blob::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; usize::try_from(CHUNK.min(len)).unwrap_or(0)];
+    let mut at = offset;
+    while at < offset + len {
+        let n = CHUNK.min(offset + len - at);
+        src.write_at(at, &zeros[..usize::try_from(n).unwrap_or(0)])?;
+        at += n;
+    }
+    if fua {
+        src.flush()?;
+    }
+    Ok(())
+}
+
+fn reply_bytes(cookie: u64, r: Result<(), Errno>, data_len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + data_len);
+    v.extend_from_slice(&proto::simple_reply(cookie, r.err()));
+    v.resize(16 + data_len, 0);
+    v
+}
+
+/// The errno for a backend error.
+pub fn errno_of(e: &blob::Error, write: bool) -> Errno {
+    match e {
+        blob::Error::OutOfRange { .. } if write => Errno::NoSpc,
+        blob::Error::OutOfRange { .. } | blob::Error::Unaligned { .. } => Errno::Inval,
+        blob::Error::ReadOnly => Errno::Perm,
+        _ => Errno::Io,
+    }
+}
+
+fn log_failure(req: &Request, e: &blob::Error) {
+    static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(1));
+    if let Some(skipped) = LIMIT.check() {
+        log::error!(
+            "NBD {:?} {}+{} failed: {e}{}",
+            req.cmd,
+            req.offset,
+            req.len,
+            if skipped > 0 {
+                format!(" ({skipped} more errors suppressed)")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
