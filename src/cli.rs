@@ -28,6 +28,7 @@ Usage:
   encfs-init run   [--manifest PATH | --legacy FILE] [-- COMMAND [ARG...]]
   encfs-init check [--manifest PATH | --legacy FILE | PATH]
   encfs-init probe [--manifest PATH | --readiness-file PATH]
+  encfs-init nbd serve SOURCE (--socket PATH | --listen 127.0.0.1:PORT) [OPTIONS]
   encfs-init version
   encfs-init help [COMMAND]
 
@@ -103,6 +104,8 @@ pub enum Command {
         /// `--readiness-file`.
         readiness_file: Option<PathBuf>,
     },
+    /// `nbd ...` (the arguments after `nbd`).
+    Nbd(Vec<String>),
     /// `version`.
     Version,
     /// `help` or `--help`; the text to print.
@@ -142,6 +145,7 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
         "run" => parse_run(rest),
         "check" => parse_check(rest),
         "probe" => parse_probe(rest),
+        "nbd" => Ok(Command::Nbd(rest.to_vec())),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help(match rest.first().map(String::as_str) {
             Some("run") => RUN_HELP,
@@ -347,6 +351,7 @@ pub fn main(ctx: Context) -> i32 {
             print!("{text}");
             exit::OK
         }
+        Command::Nbd(args) => crate::nbd::cli::main(&args),
         Command::Version => {
             println!(
                 "encfs-init {} ({})",
