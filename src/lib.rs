@@ -13,6 +13,7 @@ pub mod exit;
 pub mod http;
 pub mod init;
 pub mod logging;
+pub mod luks2;
 pub mod manifest;
 pub mod nbd;
 pub mod ready;

@@ -1,0 +1,304 @@
+//! The validated header: the only form in which the rest of the program sees a LUKS2 header.
+
+use super::binary::{self, BinaryHeader};
+use super::error::{Error, Result};
+use super::validate;
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+
+/// A hash allowed for PBKDF2, the AF diffuser and the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    /// SHA-1 (only as HMAC/PBKDF2 PRF and AF diffuser, where it is still sound; cryptsetup < 1.7 default).
+    Sha1,
+    /// SHA-256 (cryptsetup's default).
+    Sha256,
+    /// SHA-512.
+    Sha512,
+}
+
+impl Hash {
+    /// From the header's name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "sha1" => Some(Hash::Sha1),
+            "sha256" => Some(Hash::Sha256),
+            "sha512" => Some(Hash::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hash::Sha1 => "sha1",
+            Hash::Sha256 => "sha256",
+            Hash::Sha512 => "sha512",
+        }
+    }
+
+    /// Output length, bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            Hash::Sha1 => 20,
+            Hash::Sha256 => 32,
+            Hash::Sha512 => 64,
+        }
+    }
+}
+
+/// Argon2 variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Argon2Variant {
+    /// `argon2i`.
+    Argon2i,
+    /// `argon2id` (cryptsetup's LUKS2 default).
+    Argon2id,
+}
+
+/// A keyslot's key derivation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kdf {
+    /// PBKDF2-HMAC.
+    Pbkdf2 {
+        /// PRF hash.
+        hash: Hash,
+        /// Iterations.
+        iterations: u32,
+        /// Salt.
+        salt: Vec<u8>,
+    },
+    /// Argon2 (version 0x13).
+    Argon2 {
+        /// Variant.
+        variant: Argon2Variant,
+        /// Passes.
+        time: u32,
+        /// Memory, KiB.
+        memory_kib: u32,
+        /// Lanes.
+        cpus: u32,
+        /// Salt.
+        salt: Vec<u8>,
+    },
+}
+
+impl fmt::Display for Kdf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kdf::Pbkdf2 {
+                hash, iterations, ..
+            } => {
+                write!(f, "pbkdf2 ({}, {iterations} iterations)", hash.name())
+            }
+            Kdf::Argon2 {
+                variant,
+                time,
+                memory_kib,
+                cpus,
+                ..
+            } => {
+                let name = match variant {
+                    Argon2Variant::Argon2i => "argon2i",
+                    Argon2Variant::Argon2id => "argon2id",
+                };
+                write!(
+                    f,
+                    "{name} (time {time}, memory {memory_kib} KiB, {cpus} threads)"
+                )
+            }
+        }
+    }
+}
+
+/// Keyslot priority: which slots are tried first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// 0: never tried unless named.
+    Ignore,
+    /// 1: the default.
+    Normal,
+    /// 2: tried before normal slots.
+    High,
+}
+
+/// A validated keyslot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyslot {
+    /// Keyslot id (0..32).
+    pub id: u32,
+    /// Priority.
+    pub priority: Priority,
+    /// Volume key size, bytes.
+    pub key_size: usize,
+    /// KDF.
+    pub kdf: Kdf,
+    /// AF stripes (4000).
+    pub stripes: u32,
+    /// AF diffuser hash.
+    pub af_hash: Hash,
+    /// Area offset from the device start, bytes.
+    pub area_offset: u64,
+    /// Area size, bytes.
+    pub area_size: u64,
+    /// Area cipher (allowlisted).
+    pub area_cipher: String,
+    /// Area key size, bytes.
+    pub area_key_size: usize,
+    /// Whether the digest covers this keyslot (an unbound slot is never tried).
+    pub bound: bool,
+}
+
+/// The data segment's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentSize {
+    /// Up to the end of the device.
+    Dynamic,
+    /// Exactly this many bytes.
+    Fixed(u64),
+}
+
+/// What dm-crypt needs about the data segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// dm-crypt cipher string (allowlisted), e.g. `aes-xts-plain64`.
+    pub cipher: String,
+    /// Volume key size, bytes.
+    pub key_size: usize,
+    /// Encryption sector size (512 or 4096).
+    pub sector_size: u32,
+    /// Offset of the data from the device start, bytes.
+    pub offset: u64,
+    /// Size of the data.
+    pub size: SegmentSize,
+    /// dm-crypt `iv_offset`, in 512-byte sectors.
+    pub iv_tweak: u64,
+}
+
+/// The volume key digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VkDigest {
+    /// PRF hash.
+    pub hash: Hash,
+    /// Iterations.
+    pub iterations: u32,
+    /// Salt.
+    pub salt: Vec<u8>,
+    /// Expected PBKDF2 output.
+    pub digest: Vec<u8>,
+}
+
+/// A parsed, validated LUKS2 header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The winning binary header (uuid, label, seqid, hdr_size, which copy).
+    pub binary: BinaryHeader,
+    /// Warnings (a bad or stale copy, unbound keyslots).
+    pub warnings: Vec<String>,
+    /// Size of the keyslots area after the two copies.
+    pub keyslots_size: u64,
+    /// Persistent activation flags (`allow-discards`, ...).
+    pub config_flags: Vec<String>,
+    /// The one data segment.
+    pub segment: Segment,
+    /// Keyslots ordered by id.
+    pub keyslots: Vec<Keyslot>,
+    /// The volume key digest.
+    pub digest: VkDigest,
+    /// SHA-256 of the header area (`[0, 2 * hdr_size)`): what the manifest's `header_sha256` pins.
+    pub header_sha256: [u8; 32],
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `[0, 2 * hdr_size)` of `buf`, or `None` if `buf` is shorter.
+pub fn area_sha256(buf: &[u8], hdr_size: u64) -> Option<[u8; 32]> {
+    let end = usize::try_from(hdr_size.checked_mul(2)?).ok()?;
+    Some(Sha256::digest(buf.get(..end)?).into())
+}
+
+impl Header {
+    /// Parse and validate the header at the start of `buf` (at least both header copies; the keyslot areas
+    /// are needed only to unlock).
+    pub fn parse(buf: &[u8]) -> Result<Header> {
+        Self::parse_pinned(buf, None)
+    }
+
+    /// As [`Header::parse`], but first compare the header area's SHA-256 with `pin` (the manifest's
+    /// `header_sha256`): a mismatch is refused before the JSON is even read.
+    pub fn parse_pinned(buf: &[u8], pin: Option<&[u8; 32]>) -> Result<Header> {
+        let chosen = binary::choose(buf)?;
+        let hdr_size = chosen.header.hdr_size;
+        let header_sha256 = area_sha256(buf, hdr_size).ok_or(Error::Truncated {
+            what: "header area",
+            need: hdr_size.saturating_mul(2),
+            have: buf.len() as u64,
+        })?;
+        if let Some(pin) = pin {
+            if pin != &header_sha256 {
+                return Err(Error::HeaderPin {
+                    expected: hex(pin),
+                    actual: hex(&header_sha256),
+                });
+            }
+        }
+        validate::document(chosen, header_sha256)
+    }
+
+    /// End of the metadata (both copies and the keyslots area), bytes: what [`Header::unlock`] needs.
+    pub fn metadata_end(&self) -> u64 {
+        self.binary.hdr_size * 2 + self.keyslots_size
+    }
+
+    /// The data area on a device of `device_size` bytes: `(offset, length)` in bytes. Refuses a segment
+    /// that starts or ends past the device, or whose length is not a whole number of sectors.
+    pub fn data_range(&self, device_size: u64) -> Result<(u64, u64)> {
+        let s = &self.segment;
+        if s.offset >= device_size {
+            return Err(Error::Offset {
+                field: "segments.0.offset".into(),
+                detail: format!(
+                    "{} is past the end of the {device_size}-byte device",
+                    s.offset
+                ),
+            });
+        }
+        let len = match s.size {
+            SegmentSize::Dynamic => device_size - s.offset,
+            SegmentSize::Fixed(n) if n <= device_size - s.offset => n,
+            SegmentSize::Fixed(n) => {
+                return Err(Error::Offset {
+                    field: "segments.0.size".into(),
+                    detail: format!(
+                        "{n} bytes at {} end past the {device_size}-byte device",
+                        s.offset
+                    ),
+                })
+            }
+        };
+        if len % u64::from(s.sector_size) != 0 {
+            return Err(Error::Offset {
+                field: "segments.0.size".into(),
+                detail: format!(
+                    "data length {len} is not a multiple of the {}-byte sector",
+                    s.sector_size
+                ),
+            });
+        }
+        Ok((s.offset, len))
+    }
+
+    /// Keyslots in the order they are tried: bound, not `ignore`, high priority first, then by id.
+    pub fn try_order(&self) -> Vec<&Keyslot> {
+        let mut v: Vec<&Keyslot> = self
+            .keyslots
+            .iter()
+            .filter(|k| k.bound && k.priority != Priority::Ignore)
+            .collect();
+        v.sort_by_key(|k| (std::cmp::Reverse(k.priority), k.id));
+        v
+    }
+}
