@@ -89,6 +89,7 @@ struct State {
     queue: VecDeque<(u64, bool)>,
     prefetching: u64,
     last_block: Option<u64>,
+    seq_run: u32,
     shutdown: bool,
 }
 
@@ -330,11 +331,14 @@ impl<S: BlockSource> Inner<S> {
                 self.enqueue(st, idx, false);
             }
         }
+        // Sequential: this request starts in (or right after) the block where the previous one ended.
+        // Two in a row start readahead, so random reads that happen to share a block do not.
         let sequential = st
             .last_block
             .is_some_and(|prev| first == prev || first == prev + 1);
+        st.seq_run = if sequential { st.seq_run + 1 } else { 0 };
         st.last_block = Some(last);
-        if !sequential || self.readahead == 0 {
+        if st.seq_run < 2 || self.readahead == 0 {
             return;
         }
         let nblocks = self.size.div_ceil(self.bs);

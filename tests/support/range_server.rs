@@ -1,0 +1,331 @@
+//! A small blob-like HTTP server on 127.0.0.1 for tests: HEAD (Content-Length, x-ms-blob-type, ETag),
+//! GET with `x-ms-range`/`Range` (206), `PUT ?comp=page` (201 + new ETag), `If-Match` (412), keep-alive,
+//! and injectable faults: 503 bursts (with Retry-After), connection resets, stalls and truncated bodies.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Fault probabilities in percent, applied to GET and PUT requests while `on`.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub on: AtomicBool,
+    pub p503: AtomicU64,
+    pub reset: AtomicU64,
+    pub stall: AtomicU64,
+    pub truncate: AtomicU64,
+    /// Stall length in ms.
+    pub stall_ms: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Blob {
+    pub data: Vec<u8>,
+    pub etag: String,
+    pub blob_type: &'static str,
+    generation: u64,
+}
+
+pub struct RangeServer {
+    pub addr: std::net::SocketAddr,
+    pub blob: Arc<Mutex<Blob>>,
+    pub faults: Arc<Faults>,
+    pub requests: Arc<AtomicU64>,
+    pub injected: Arc<AtomicU64>,
+    /// Last headers seen per method (lowercase names).
+    pub last_headers: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RangeServer {
+    pub fn start(data: Vec<u8>, blob_type: &'static str) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let s = Self {
+            addr,
+            blob: Arc::new(Mutex::new(Blob {
+                data,
+                etag: "\"0x1\"".into(),
+                blob_type,
+                generation: 1,
+            })),
+            faults: Arc::new(Faults::default()),
+            requests: Arc::new(AtomicU64::new(0)),
+            injected: Arc::new(AtomicU64::new(0)),
+            last_headers: Arc::new(Mutex::new(HashMap::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (blob, faults, req, inj, stop, lh) = (
+            s.blob.clone(),
+            s.faults.clone(),
+            s.requests.clone(),
+            s.injected.clone(),
+            s.stop.clone(),
+            s.last_headers.clone(),
+        );
+        std::thread::spawn(move || {
+            let seed = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+            for c in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(c) = c else { continue };
+                let ctx = Ctx {
+                    blob: blob.clone(),
+                    faults: faults.clone(),
+                    requests: req.clone(),
+                    injected: inj.clone(),
+                    last_headers: lh.clone(),
+                    rng: seed.fetch_add(0x1234_5678_9abc, Ordering::Relaxed),
+                };
+                std::thread::spawn(move || ctx.serve(c));
+            }
+        });
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/container/disk.img", self.addr)
+    }
+
+    /// Replace the content and the ETag (another writer).
+    pub fn replace(&self, data: Vec<u8>) {
+        let mut b = self.blob.lock().unwrap();
+        b.data = data;
+        b.generation += 1;
+        b.etag = format!("\"0x{:x}\"", b.generation);
+    }
+
+    pub fn set_faults(&self, p503: u64, reset: u64, stall: u64, truncate: u64, stall_ms: u64) {
+        let f = &self.faults;
+        f.p503.store(p503, Ordering::Relaxed);
+        f.reset.store(reset, Ordering::Relaxed);
+        f.stall.store(stall, Ordering::Relaxed);
+        f.truncate.store(truncate, Ordering::Relaxed);
+        f.stall_ms.store(stall_ms, Ordering::Relaxed);
+    }
+
+    pub fn faults_on(&self, on: bool) {
+        self.faults.on.store(on, Ordering::Relaxed);
+    }
+}
+
+impl Drop for RangeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+struct Ctx {
+    blob: Arc<Mutex<Blob>>,
+    faults: Arc<Faults>,
+    requests: Arc<AtomicU64>,
+    injected: Arc<AtomicU64>,
+    last_headers: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    rng: u64,
+}
+
+enum Fault {
+    None,
+    E503,
+    Reset,
+    Stall,
+    Truncate,
+}
+
+impl Ctx {
+    fn roll(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100
+    }
+
+    fn fault(&mut self) -> Fault {
+        if !self.faults.on.load(Ordering::Relaxed) {
+            return Fault::None;
+        }
+        let r = self.roll();
+        let f = self.faults.clone();
+        let mut acc = 0;
+        for (p, kind) in [
+            (f.p503.load(Ordering::Relaxed), 1),
+            (f.reset.load(Ordering::Relaxed), 2),
+            (f.stall.load(Ordering::Relaxed), 3),
+            (f.truncate.load(Ordering::Relaxed), 4),
+        ] {
+            acc += p;
+            if r < acc {
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                return match kind {
+                    1 => Fault::E503,
+                    2 => Fault::Reset,
+                    3 => Fault::Stall,
+                    _ => Fault::Truncate,
+                };
+            }
+        }
+        Fault::None
+    }
+
+    fn serve(mut self, c: TcpStream) {
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut parts = line.split_whitespace();
+            let method = parts.next().unwrap_or("").to_string();
+            let target = parts.next().unwrap_or("").to_string();
+            let mut h = HashMap::new();
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap_or(0) == 0 {
+                    return;
+                }
+                let l = l.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    h.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let clen: usize = h
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; clen];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            self.last_headers
+                .lock()
+                .unwrap()
+                .insert(method.clone(), h.clone());
+            if self.respond(&mut w, &method, &target, &h, &body).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn respond(
+        &mut self,
+        w: &mut TcpStream,
+        method: &str,
+        target: &str,
+        h: &HashMap<String, String>,
+        body: &[u8],
+    ) -> std::io::Result<()> {
+        let fault = if method == "HEAD" {
+            Fault::None
+        } else {
+            self.fault()
+        };
+        match fault {
+            Fault::E503 => {
+                let b = b"<Error><Code>ServerBusy</Code></Error>";
+                write!(
+                    w,
+                    "HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\nRetry-After: 0\r\nContent-Length: {}\r\n\r\n",
+                    b.len()
+                )?;
+                return w.write_all(b);
+            }
+            Fault::Reset => {
+                let _ = w.shutdown(std::net::Shutdown::Both);
+                return Err(std::io::ErrorKind::ConnectionReset.into());
+            }
+            Fault::Stall => {
+                std::thread::sleep(Duration::from_millis(
+                    self.faults.stall_ms.load(Ordering::Relaxed),
+                ));
+                let _ = w.shutdown(std::net::Shutdown::Both);
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            _ => {}
+        }
+        let mut b = self.blob.lock().unwrap();
+        let size = b.data.len() as u64;
+        let etag = b.etag.clone();
+        let echo = h
+            .get("x-ms-client-request-id")
+            .map(|v| format!("x-ms-client-request-id: {v}\r\n"))
+            .unwrap_or_default();
+        if let Some(m) = h.get("if-match") {
+            if *m != etag && method != "HEAD" {
+                drop(b);
+                write!(w, "HTTP/1.1 412 Precondition Failed\r\n{echo}x-ms-error-code: ConditionNotMet\r\nContent-Length: 0\r\n\r\n")?;
+                return Ok(());
+            }
+        }
+        let range = h
+            .get("x-ms-range")
+            .or_else(|| h.get("range"))
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, z)| Some((a.parse::<u64>().ok()?, z.parse::<u64>().ok()?)));
+        match method {
+            "HEAD" => write!(
+                w,
+                "HTTP/1.1 200 OK\r\n{echo}Content-Length: {size}\r\nx-ms-blob-type: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n\r\n",
+                b.blob_type
+            ),
+            "GET" => {
+                let (a, z) = range.unwrap_or((0, size.saturating_sub(1)));
+                if a >= size {
+                    drop(b);
+                    return write!(w, "HTTP/1.1 416 Range Not Satisfiable\r\n{echo}Content-Length: 0\r\n\r\n");
+                }
+                let z = z.min(size - 1);
+                let slice = b.data[a as usize..=z as usize].to_vec();
+                drop(b);
+                write!(
+                    w,
+                    "HTTP/1.1 206 Partial Content\r\n{echo}Content-Length: {}\r\nContent-Range: bytes {a}-{z}/{size}\r\nETag: {etag}\r\n\r\n",
+                    slice.len()
+                )?;
+                if let Fault::Truncate = fault {
+                    w.write_all(&slice[..slice.len() / 2])?;
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                w.write_all(&slice)
+            }
+            "PUT" if target.contains("comp=page") => {
+                let Some((a, z)) = range else {
+                    drop(b);
+                    return write!(w, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                };
+                if b.blob_type != "PageBlob"
+                    || a % 512 != 0
+                    || (z + 1) % 512 != 0
+                    || z >= size
+                    || body.len() as u64 != z - a + 1
+                    || h.get("x-ms-page-write").map(String::as_str) != Some("update")
+                {
+                    drop(b);
+                    return write!(w, "HTTP/1.1 400 Bad Request\r\n{echo}x-ms-error-code: InvalidPageRange\r\nContent-Length: 0\r\n\r\n");
+                }
+                b.data[a as usize..=z as usize].copy_from_slice(body);
+                b.generation += 1;
+                b.etag = format!("\"0x{:x}\"", b.generation);
+                let etag = b.etag.clone();
+                drop(b);
+                write!(w, "HTTP/1.1 201 Created\r\n{echo}ETag: {etag}\r\nContent-Length: 0\r\n\r\n")
+            }
+            _ => {
+                drop(b);
+                write!(w, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            }
+        }
+    }
+}
