@@ -2,6 +2,8 @@
 //! model: data read through the cache equals the source byte for byte while faults come and go; writes
 //! reach the backend only as dirty, aligned ranges; ETag pinning; read-write refused on block blobs;
 //! panics become errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use encfs_init::blob::{

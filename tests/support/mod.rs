@@ -1,5 +1,5 @@
 //! Test helpers for the http, blob and nbd tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod range_server;
 

@@ -1,7 +1,7 @@
 //! A small blob-like HTTP server on 127.0.0.1 for tests: HEAD (Content-Length, x-ms-blob-type, ETag),
 //! GET with `x-ms-range`/`Range` (206), `PUT ?comp=page` (201 + new ETag), `If-Match` (412), keep-alive,
 //! and injectable faults: 503 bursts (with Retry-After), connection resets, stalls and truncated bodies.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
