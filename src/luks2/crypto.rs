@@ -207,3 +207,37 @@ pub fn digest_matches(
     pbkdf2(hash, key, salt, iterations, &mut out);
     bool::from(out.as_slice().ct_eq(expected))
 }
+
+/// Data-segment encryption exactly as dm-crypt does it for a LUKS2 segment (no `iv_large_sectors`): the
+/// IV of the sector at byte `pos` of the segment is `iv_tweak + pos / 512`.
+#[derive(Debug)]
+pub struct DataCipher {
+    xts: Xts,
+    sector_size: usize,
+    iv_tweak: u64,
+}
+
+impl DataCipher {
+    /// A cipher for `segment` with `key`; `None` if the key length is not 32 or 64.
+    pub fn new(key: &[u8], segment: &super::header::Segment) -> Option<Self> {
+        Some(Self {
+            xts: Xts::new(key)?,
+            sector_size: segment.sector_size as usize,
+            iv_tweak: segment.iv_tweak,
+        })
+    }
+
+    fn first_iv(&self, pos: u64) -> u64 {
+        self.iv_tweak.wrapping_add(pos / 512)
+    }
+
+    /// Encrypt whole sectors in place; `pos` is the byte offset of `buf` in the segment (sector aligned).
+    pub fn encrypt(&self, buf: &mut [u8], pos: u64) {
+        self.xts.encrypt(buf, self.sector_size, self.first_iv(pos));
+    }
+
+    /// Decrypt whole sectors in place; `pos` as for [`DataCipher::encrypt`].
+    pub fn decrypt(&self, buf: &mut [u8], pos: u64) {
+        self.xts.decrypt(buf, self.sector_size, self.first_iv(pos));
+    }
+}

@@ -1,0 +1,547 @@
+//! The mutation table: a valid header (made by our writer, which cryptsetup accepts: see
+//! `image_create.rs`) is changed one way at a time, and each change must be refused with its own error
+//! naming the field. Mutations of the JSON rewrite both copies and recompute their checksums, so they get
+//! past the binary checks and reach the semantic ones.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use encfs_init::luks2::binary::fix_checksum;
+use encfs_init::luks2::format::{build, FormatParams, NewKdf};
+use encfs_init::luks2::{self, Copy, Error, Header};
+use serde_json::{json, Value};
+
+const HS: usize = 16384;
+const PASS: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn base() -> Vec<u8> {
+    let mut seed = 1u8;
+    let mut rng = |b: &mut [u8]| -> Result<(), String> {
+        for x in b.iter_mut() {
+            seed = seed.wrapping_mul(31).wrapping_add(7);
+            *x = seed;
+        }
+        Ok(())
+    };
+    let key: Vec<u8> = (0..64u8).collect();
+    let p = FormatParams {
+        kdf: NewKdf::Pbkdf2 { iterations: 1000 },
+        sector_size: 4096,
+    };
+    let mut buf = build(&key, PASS, &p, &mut rng).unwrap();
+    buf.resize(buf.len() + (1 << 20), 0);
+    buf
+}
+
+fn json_of(buf: &[u8], copy: usize) -> Value {
+    let area = &buf[copy * HS + 4096..(copy + 1) * HS];
+    let end = area.iter().position(|&b| b == 0).unwrap();
+    serde_json::from_slice(&area[..end]).unwrap()
+}
+
+fn put_json(buf: &mut [u8], copy: usize, text: &[u8]) {
+    let area = &mut buf[copy * HS + 4096..(copy + 1) * HS];
+    area.fill(0);
+    area[..text.len()].copy_from_slice(text);
+    fix_checksum(buf, copy * HS, HS);
+}
+
+/// Apply `f` to the JSON of both copies.
+fn both(buf: &mut [u8], f: impl Fn(&mut Value)) {
+    for c in 0..2 {
+        let mut v = json_of(buf, c);
+        f(&mut v);
+        put_json(buf, c, &serde_json::to_vec(&v).unwrap());
+    }
+}
+
+fn set_u64(buf: &mut [u8], at: usize, v: u64, fix: bool) {
+    buf[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    if fix {
+        let off = at / HS * HS;
+        fix_checksum(buf, off, HS);
+    }
+}
+
+/// Parse, place on the device, unlock: the first error.
+fn open(buf: &[u8]) -> Result<Header, Error> {
+    let h = Header::parse(buf)?;
+    h.data_range(buf.len() as u64)?;
+    h.unlock(buf, PASS)?;
+    Ok(h)
+}
+
+fn field(e: &Error) -> Option<&str> {
+    match e {
+        Error::Json { field, .. }
+        | Error::Range { field, .. }
+        | Error::Cipher { field, .. }
+        | Error::Hash { field, .. }
+        | Error::Type { field, .. }
+        | Error::KeySize { field, .. }
+        | Error::SectorSize { field, .. }
+        | Error::Stripes { field, .. }
+        | Error::Offset { field, .. }
+        | Error::NotSupported { field, .. }
+        | Error::Reference { field, .. } => Some(field),
+        _ => None,
+    }
+}
+
+type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+type Expect = Box<dyn Fn(&Error) -> bool>;
+
+fn m(f: impl Fn(&mut Vec<u8>) + 'static) -> Mutation {
+    Box::new(f)
+}
+fn j(f: impl Fn(&mut Value) + 'static) -> Mutation {
+    Box::new(move |b: &mut Vec<u8>| both(b, &f))
+}
+fn is(want: Error) -> Expect {
+    Box::new(move |e| *e == want)
+}
+fn at(variant: &'static str, f: &'static str) -> Expect {
+    Box::new(move |e| field(e) == Some(f) && format!("{e:?}").starts_with(variant))
+}
+fn both_bad(p: Error, s: Error) -> Expect {
+    is(Error::BothCopiesBad {
+        primary: Box::new(p),
+        secondary: Box::new(s),
+    })
+}
+
+fn seg(v: &mut Value) -> &mut Value {
+    &mut v["segments"]["0"]
+}
+fn ks(v: &mut Value) -> &mut Value {
+    &mut v["keyslots"]["0"]
+}
+
+fn cases() -> Vec<(&'static str, Mutation, Expect)> {
+    use Copy::{Primary as P, Secondary as S};
+    vec![
+        (
+            "bad magic, both copies",
+            m(|b| {
+                b[0] = b'X';
+                b[HS] = b'X';
+            }),
+            both_bad(Error::BadMagic(P), Error::BadMagic(S)),
+        ),
+        (
+            "version 1, both copies",
+            m(|b| {
+                b[7] = 1;
+                b[HS + 7] = 1;
+                fix_checksum(b, 0, HS);
+                fix_checksum(b, HS, HS);
+            }),
+            both_bad(Error::Version(P, 1), Error::Version(S, 1)),
+        ),
+        (
+            "hdr_size not a power of two, both",
+            m(|b| {
+                set_u64(b, 8, 12345, true);
+                set_u64(b, HS + 8, 12345, true);
+            }),
+            both_bad(Error::HdrSize(P, 12345), Error::HdrSize(S, 12345)),
+        ),
+        (
+            "checksum wrong in both copies",
+            m(|b| {
+                b[200] ^= 1;
+                b[HS + 200] ^= 1;
+            }),
+            both_bad(Error::Checksum(P), Error::Checksum(S)),
+        ),
+        (
+            "hdr_offset wrong in both copies",
+            m(|b| {
+                set_u64(b, 256, 4096, true);
+                set_u64(b, HS + 256, 0, true);
+            }),
+            both_bad(
+                Error::HdrOffset {
+                    copy: P,
+                    expected: 0,
+                    found: 4096,
+                },
+                Error::HdrOffset {
+                    copy: S,
+                    expected: HS as u64,
+                    found: 0,
+                },
+            ),
+        ),
+        (
+            "checksum_alg sha1",
+            m(|b| {
+                for o in [72, HS + 72] {
+                    b[o..o + 6].copy_from_slice(b"sha1\0\0");
+                }
+                fix_checksum(b, 0, HS);
+                fix_checksum(b, HS, HS);
+            }),
+            both_bad(
+                Error::ChecksumAlg(P, "sha1".into()),
+                Error::ChecksumAlg(S, "sha1".into()),
+            ),
+        ),
+        (
+            "copies disagree at equal seqid",
+            m(|b| {
+                let mut v = json_of(b, 1);
+                v["keyslots"]["0"]["priority"] = json!(2);
+                put_json(b, 1, &serde_json::to_vec(&v).unwrap());
+            }),
+            is(Error::SeqidConflict(1)),
+        ),
+        (
+            "JSON unterminated",
+            m(|b| {
+                for c in 0..2 {
+                    let t = vec![b' '; HS - 4096];
+                    put_json(b, c, &t);
+                }
+            }),
+            both_bad(Error::JsonUnterminated(P), Error::JsonUnterminated(S)),
+        ),
+        (
+            "garbage after the JSON's NUL",
+            m(|b| {
+                b[HS - 1] = b'x';
+                b[2 * HS - 1] = b'x';
+                fix_checksum(b, 0, HS);
+                fix_checksum(b, HS, HS);
+            }),
+            both_bad(Error::JsonPadding(P), Error::JsonPadding(S)),
+        ),
+        (
+            "JSON syntax error",
+            m(|b| {
+                for c in 0..2 {
+                    put_json(b, c, b"{\"keyslots\":");
+                }
+            }),
+            at("Json", "json"),
+        ),
+        (
+            "JSON claims a larger area (json_size)",
+            j(|v| v["config"]["json_size"] = json!("65536")),
+            at("Range", "config.json_size"),
+        ),
+        (
+            "keyslots_size beyond 128 MiB",
+            j(|v| v["config"]["keyslots_size"] = json!("268435456")),
+            at("Range", "config.keyslots_size"),
+        ),
+        (
+            "cipher_null in the segment",
+            j(|v| seg(v)["encryption"] = json!("cipher_null-ecb")),
+            at("Cipher", "segments.0.encryption"),
+        ),
+        (
+            "cipher_null in a keyslot area",
+            j(|v| ks(v)["area"]["encryption"] = json!("cipher_null-ecb")),
+            at("Cipher", "keyslots.0.area.encryption"),
+        ),
+        (
+            "aes-cbc-essiv segment",
+            j(|v| seg(v)["encryption"] = json!("aes-cbc-essiv:sha256")),
+            at("Cipher", "segments.0.encryption"),
+        ),
+        (
+            "aes-xts-plain (32-bit IV) segment",
+            j(|v| seg(v)["encryption"] = json!("aes-xts-plain")),
+            at("Cipher", "segments.0.encryption"),
+        ),
+        (
+            "unknown KDF",
+            j(|v| ks(v)["kdf"]["type"] = json!("scrypt")),
+            at("Type", "keyslots.0.kdf.type"),
+        ),
+        (
+            "PBKDF2 with md5",
+            j(|v| ks(v)["kdf"]["hash"] = json!("md5")),
+            at("Hash", "keyslots.0.kdf.hash"),
+        ),
+        (
+            "PBKDF2 with 10 iterations",
+            j(|v| ks(v)["kdf"]["iterations"] = json!(10)),
+            at("Range", "keyslots.0.kdf.iterations"),
+        ),
+        (
+            "argon2id with 8 GiB",
+            j(
+                |v| ks(v)["kdf"] = json!({"type": "argon2id", "time": 4, "memory": 8u64 << 20, "cpus": 1, "salt": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}),
+            ),
+            at("Range", "keyslots.0.kdf.memory"),
+        ),
+        (
+            "salt not base64",
+            j(|v| ks(v)["kdf"]["salt"] = json!("!!!!")),
+            at("Json", "keyslots.0.kdf.salt"),
+        ),
+        (
+            "AF hash whirlpool",
+            j(|v| ks(v)["af"]["hash"] = json!("whirlpool")),
+            at("Hash", "keyslots.0.af.hash"),
+        ),
+        (
+            "stripes 0",
+            j(|v| ks(v)["af"]["stripes"] = json!(0)),
+            at("Stripes", "keyslots.0.af.stripes"),
+        ),
+        (
+            "keyslot key size 48",
+            j(|v| ks(v)["key_size"] = json!(48)),
+            at("KeySize", "keyslots.0.key_size"),
+        ),
+        (
+            "area key size 16",
+            j(|v| ks(v)["area"]["key_size"] = json!(16)),
+            at("KeySize", "keyslots.0.area.key_size"),
+        ),
+        (
+            "keyslot type reencrypt",
+            j(|v| ks(v)["type"] = json!("reencrypt")),
+            at("Type", "keyslots.0.type"),
+        ),
+        (
+            "keyslot area inside the header copies",
+            j(|v| ks(v)["area"]["offset"] = json!("4096")),
+            at("Offset", "keyslots.0.area"),
+        ),
+        (
+            "keyslot area past the keyslots area",
+            j(|v| ks(v)["area"]["offset"] = json!("16773120")),
+            at("Offset", "keyslots.0.area"),
+        ),
+        (
+            "keyslot area too small for the stripes",
+            j(|v| ks(v)["area"]["size"] = json!("4096")),
+            at("Range", "keyslots.0.area.size"),
+        ),
+        (
+            "two keyslot areas overlap",
+            j(|v| {
+                let k = v["keyslots"]["0"].clone();
+                v["keyslots"]["1"] = k;
+            }),
+            is(Error::Overlap {
+                a: "keyslots.0.area".into(),
+                b: "keyslots.1.area".into(),
+            }),
+        ),
+        (
+            "segment inside the metadata",
+            j(|v| seg(v)["offset"] = json!("16384")),
+            at("Offset", "segments.0.offset"),
+        ),
+        (
+            "segment starts past the device",
+            j(|v| seg(v)["offset"] = json!("1073741824")),
+            at("Offset", "segments.0.offset"),
+        ),
+        (
+            "fixed segment size past the device",
+            j(|v| seg(v)["size"] = json!("1073741824")),
+            at("Offset", "segments.0.size"),
+        ),
+        (
+            "segment offset with a sign",
+            j(|v| seg(v)["offset"] = json!("+16777216")),
+            at("Json", "segments.0"),
+        ),
+        (
+            "sector size 1024",
+            j(|v| seg(v)["sector_size"] = json!(1024)),
+            at("SectorSize", "segments.0.sector_size"),
+        ),
+        (
+            "integrity segment",
+            j(
+                |v| seg(v)["integrity"] = json!({"type": "hmac(sha256)", "journal_encryption": "none", "journal_integrity": "none"}),
+            ),
+            at("NotSupported", "segments.0.integrity"),
+        ),
+        (
+            "reencryption segment flag",
+            j(|v| seg(v)["flags"] = json!(["in-reencryption"])),
+            at("NotSupported", "segments.0.flags"),
+        ),
+        (
+            "linear segment",
+            j(|v| seg(v)["type"] = json!("linear")),
+            at("Type", "segments.0.type"),
+        ),
+        (
+            "unknown segment field",
+            j(|v| seg(v)["iv_large_sectors"] = json!(true)),
+            at("Json", "segments.0"),
+        ),
+        (
+            "two segments",
+            j(|v| {
+                let s = v["segments"]["0"].clone();
+                v["segments"]["1"] = s;
+            }),
+            is(Error::SegmentCount(2)),
+        ),
+        (
+            "two digests",
+            j(|v| {
+                let d = v["digests"]["0"].clone();
+                v["digests"]["1"] = d;
+            }),
+            is(Error::DigestCount(2)),
+        ),
+        (
+            "digest of a missing keyslot",
+            j(|v| v["digests"]["0"]["keyslots"] = json!(["0", "7"])),
+            at("Reference", "digests.0.keyslots"),
+        ),
+        (
+            "no keyslot bound to the digest",
+            j(|v| v["digests"]["0"]["keyslots"] = json!([])),
+            at("Reference", "keyslots"),
+        ),
+        (
+            "digest length wrong",
+            j(|v| v["digests"]["0"]["digest"] = json!("AAAA")),
+            at("Range", "digests.0.digest"),
+        ),
+        (
+            "wrong digest",
+            j(|v| {
+                v["digests"]["0"]["digest"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            }),
+            is(Error::NoKeyslotOpened { tried: vec![0] }),
+        ),
+        (
+            "mandatory requirement",
+            j(|v| v["config"]["requirements"] = json!({"mandatory": ["online-reencrypt-v2"]})),
+            at("NotSupported", "config.requirements"),
+        ),
+        (
+            "keyslot priority 7",
+            j(|v| ks(v)["priority"] = json!(7)),
+            at("Range", "keyslots.0.priority"),
+        ),
+        (
+            "truncated to the primary header",
+            m(|b| b.truncate(5000)),
+            both_bad(
+                Error::Truncated {
+                    what: "header area",
+                    need: HS as u64,
+                    have: 5000,
+                },
+                Error::Truncated {
+                    what: "binary header",
+                    need: HS as u64 + 4096,
+                    have: 5000,
+                },
+            ),
+        ),
+        (
+            "device ends inside the metadata",
+            m(|b| b.truncate(2 * HS + 4096)),
+            at("Offset", "segments.0.offset"),
+        ),
+    ]
+}
+
+#[test]
+fn the_base_header_opens() {
+    let buf = base();
+    let h = open(&buf).unwrap();
+    assert!(h.warnings.is_empty());
+    assert_eq!(
+        luks2::unlock(&buf, PASS).unwrap().expose(),
+        (0..64u8).collect::<Vec<_>>().as_slice()
+    );
+}
+
+#[test]
+fn every_mutation_is_refused_with_its_own_error() {
+    let base = base();
+    let cases = cases();
+    assert!(cases.len() >= 25);
+    let mut failures = Vec::new();
+    for (name, mutate, expect) in &cases {
+        let mut b = base.clone();
+        mutate(&mut b);
+        match open(&b) {
+            Ok(_) => failures.push(format!("{name}: accepted")),
+            Err(e) if expect(&e) => {
+                let msg = e.to_string();
+                assert!(!msg.is_empty() && msg.len() < 600, "{name}: {msg}");
+            }
+            Err(e) => failures.push(format!("{name}: wrong error {e:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One bad copy is tolerated with a warning; which copy wins is observable through a JSON difference.
+#[test]
+fn one_bad_copy_is_tolerated_and_the_higher_seqid_wins() {
+    let base = base();
+    // Primary checksum broken: the secondary is used.
+    let mut b = base.clone();
+    b[300] ^= 1;
+    let h = open(&b).unwrap();
+    assert_eq!(h.binary.copy, Copy::Secondary);
+    assert!(
+        h.warnings[0].contains("primary header: checksum mismatch"),
+        "{:?}",
+        h.warnings
+    );
+    // Secondary bad magic: the primary is used.
+    let mut b = base.clone();
+    b[HS] = 0;
+    let h = open(&b).unwrap();
+    assert_eq!(h.binary.copy, Copy::Primary);
+    assert!(h.warnings[0].contains("secondary"), "{:?}", h.warnings);
+    // Primary with an invalid hdr_size: the secondary is found by scanning.
+    let mut b = base.clone();
+    set_u64(&mut b, 8, 999, true);
+    assert_eq!(open(&b).unwrap().binary.copy, Copy::Secondary);
+    // A newer secondary (seqid 2, priority high) wins over the primary (seqid 1).
+    let mut b = base.clone();
+    let mut v = json_of(&b, 1);
+    v["keyslots"]["0"]["priority"] = json!(2);
+    put_json(&mut b, 1, &serde_json::to_vec(&v).unwrap());
+    set_u64(&mut b, HS + 16, 2, true);
+    let h = open(&b).unwrap();
+    assert_eq!((h.binary.copy, h.binary.seqid), (Copy::Secondary, 2));
+    assert_eq!(h.keyslots[0].priority, luks2::Priority::High);
+    assert!(
+        h.warnings[0].contains("primary header is stale"),
+        "{:?}",
+        h.warnings
+    );
+    // A newer primary wins the same way.
+    let mut b = base.clone();
+    set_u64(&mut b, 16, 5, true);
+    assert_eq!(open(&b).unwrap().binary.copy, Copy::Primary);
+}
+
+/// The two header copies are enough to parse; unlocking also needs the keyslot area.
+#[test]
+fn header_only_parses_but_unlock_needs_the_keyslot_area() {
+    let base = base();
+    let short = &base[..2 * HS];
+    let h = Header::parse(short).unwrap();
+    assert_eq!(h.metadata_end(), 16 << 20);
+    match h.unlock(short, PASS).unwrap_err() {
+        Error::Truncated {
+            what: "keyslot area",
+            need,
+            have,
+        } => {
+            assert_eq!((need, have), (2 * HS as u64 + 256_000, 2 * HS as u64))
+        }
+        e => panic!("{e:?}"),
+    }
+}
