@@ -1,6 +1,7 @@
 //! Test helpers for the http, blob and nbd tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod nbd_serve;
 pub mod range_server;
 
 use encfs_init::manifest::NetworkPlan;
