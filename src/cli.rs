@@ -29,6 +29,7 @@ Usage:
   encfs-init check [--manifest PATH | --legacy FILE | PATH]
   encfs-init probe [--manifest PATH | --readiness-file PATH]
   encfs-init nbd serve SOURCE (--socket PATH | --listen 127.0.0.1:PORT) [OPTIONS]
+  encfs-init image create|check --key-file KEY ...   (LUKS2 images; `encfs-init image --help`)
   encfs-init version
   encfs-init help [COMMAND]
 
@@ -106,6 +107,8 @@ pub enum Command {
     },
     /// `nbd ...` (the arguments after `nbd`).
     Nbd(Vec<String>),
+    /// `image ...` (the arguments after `image`).
+    Image(Vec<String>),
     /// `version`.
     Version,
     /// `help` or `--help`; the text to print.
@@ -146,6 +149,7 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
         "check" => parse_check(rest),
         "probe" => parse_probe(rest),
         "nbd" => Ok(Command::Nbd(rest.to_vec())),
+        "image" => Ok(Command::Image(rest.to_vec())),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help(match rest.first().map(String::as_str) {
             Some("run") => RUN_HELP,
@@ -352,6 +356,7 @@ pub fn main(ctx: Context) -> i32 {
             exit::OK
         }
         Command::Nbd(args) => crate::nbd::cli::main(&args),
+        Command::Image(args) => crate::image::main(&args),
         Command::Version => {
             println!(
                 "encfs-init {} ({})",

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod dm;
 pub mod exit;
 pub mod http;
+pub mod image;
 pub mod init;
 pub mod logging;
 pub mod luks2;

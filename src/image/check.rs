@@ -1,0 +1,153 @@
+//! `image check`: the header summary and whether a key opens it.
+
+use super::create::read_key;
+use crate::exit;
+use crate::luks2::{self, Error, Header, Priority, SegmentSize};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+/// Two copies of the largest header: enough to parse any header.
+const PARSE_BYTES: u64 = 8 << 20;
+/// Largest metadata (both copies + the largest keyslots area) that unlocking may need.
+const MAX_METADATA: u64 = PARSE_BYTES + luks2::validate::MAX_KEYSLOTS_SIZE;
+
+const HINT: &str = "\
+hint: the key file must hold the exact bytes used as the LUKS2 passphrase: the raw 32-byte key, not hex,
+      no trailing newline. How upstream (and encfs-init) turns a released key into those bytes:
+  - oct / oct-HSM key: the JWK's \"k\" value, base64url-decoded; it must be exactly 32 bytes.
+  - RSA-HSM key: HKDF-SHA256 with IKM = the RSA private exponent d as minimal big-endian bytes (no
+    leading zeros), salt = hex-decoded key_derivation.salt (empty salt if none), info =
+    key_derivation.label or \"Symmetric Encryption Key\", 32 bytes of output.
+    Known trap (upstream issue #233): `importkey -out` with no salt in its config derives with a RANDOM
+    salt (and prints it), while the sidecar derives with an EMPTY salt, so the image's key and the
+    released key differ. Fix: put the salt importkey printed into the manifest's key_derivation.salt (and
+    the same label), or re-create the image from a key derived with the manifest's salt and label.";
+
+fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    File::open(path)?.take(n).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Print the summary of `h` for a device of `device_size` bytes.
+pub fn summary(h: &Header, device_size: u64) -> String {
+    let b = &h.binary;
+    let s = &h.segment;
+    let mut out = format!(
+        "LUKS2 header (version 2, seqid {}, hdr_size {}, from the {})\n  uuid:          {}\n",
+        b.seqid, b.hdr_size, b.copy, b.uuid
+    );
+    if !b.label.is_empty() {
+        out += &format!("  label:         {}\n", b.label);
+    }
+    out += &format!("  header_sha256: {}\n", luks2::hex(&h.header_sha256));
+    let size = match (s.size, h.data_range(device_size)) {
+        (SegmentSize::Dynamic, Ok((_, len))) => format!("dynamic ({len} bytes on this device)"),
+        (SegmentSize::Dynamic, Err(e)) => format!("dynamic ({e})"),
+        (SegmentSize::Fixed(n), Ok(_)) => format!("{n} bytes"),
+        (SegmentSize::Fixed(n), Err(e)) => format!("{n} bytes ({e})"),
+    };
+    out += &format!(
+        "  data segment:  {}, {}-bit key, {}-byte sectors, offset {}, size {}, iv_tweak {}\n",
+        s.cipher,
+        s.key_size * 8,
+        s.sector_size,
+        s.offset,
+        size,
+        s.iv_tweak
+    );
+    for k in &h.keyslots {
+        let prio = match k.priority {
+            Priority::Ignore => "ignore",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        };
+        out += &format!(
+            "  keyslot {}:     {}{}, priority {prio}, area {}+{} {} ({}-bit)\n",
+            k.id,
+            k.kdf,
+            if k.bound { "" } else { ", UNBOUND" },
+            k.area_offset,
+            k.area_size,
+            k.area_cipher,
+            k.area_key_size * 8
+        );
+    }
+    for w in &h.warnings {
+        out += &format!("  warning: {w}\n");
+    }
+    out
+}
+
+/// Run `image check`; returns the exit code (0 opens, 1 does not or header refused, 2 usage/I/O).
+pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
+    let key = match read_key(key_file) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("encfs-init image check: {e}");
+            return exit::USAGE;
+        }
+    };
+    let device_size = match std::fs::metadata(image) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            eprintln!("encfs-init image check: {}: {e}", image.display());
+            return exit::USAGE;
+        }
+    };
+    let mut buf = match read_head(image, PARSE_BYTES) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("encfs-init image check: {}: {e}", image.display());
+            return exit::USAGE;
+        }
+    };
+    let header = match Header::parse_pinned(&buf, pin) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("{}: LUKS2 header refused: {e}", image.display());
+            return 1;
+        }
+    };
+    print!("{}", summary(&header, device_size));
+    if let Some(p) = pin {
+        println!("  pin:           header_sha256 matches {}", luks2::hex(p));
+    }
+    if header.metadata_end() > buf.len() as u64 {
+        match read_head(image, header.metadata_end().min(MAX_METADATA)) {
+            Ok(b) => buf = b,
+            Err(e) => {
+                eprintln!("encfs-init image check: {}: {e}", image.display());
+                return exit::USAGE;
+            }
+        }
+    }
+    match header.unlock(&buf, key.expose()) {
+        Ok(vk) => {
+            println!("key: {} opens keyslot {}", key_file.display(), vk.keyslot());
+            exit::OK
+        }
+        Err(Error::NoKeyslotOpened { tried }) => {
+            let list: Vec<String> = tried.iter().map(u32::to_string).collect();
+            println!(
+                "key: {} opens none of the keyslots tried ({})",
+                key_file.display(),
+                list.join(", ")
+            );
+            if key.len() != 32 {
+                println!(
+                    "note: the key file has {} bytes; upstream's keys are exactly 32 raw bytes (hex text or a \
+                     trailing newline changes the passphrase)",
+                    key.len()
+                );
+            }
+            println!("{HINT}");
+            1
+        }
+        Err(e) => {
+            println!("key: cannot try the keyslots: {e}");
+            1
+        }
+    }
+}
