@@ -13,6 +13,9 @@
 //! host_tools = ["/usr/sbin/cryptsetup"]       # host binaries copied to the same path, with the shared
 //!                                             # libraries and ld-linux that `ldd` lists (busybox sh
 //!                                             # prefers its applets: call them by full path)
+//! cargo_tests = ["root_dm"]                   # integration tests (tests/<name>.rs) built static for musl
+//!                                             # and packed at /tests/<name>; run them from the manifest's
+//!                                             # [app] (`--include-ignored --test-threads=1`): the T1 tier
 //! busybox = true                              # /bin/busybox + applet links (default true)
 //! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
@@ -83,6 +86,8 @@ pub struct Scenario {
     pub console: Vec<String>,
     /// Console substrings forbidden.
     pub forbid: Vec<String>,
+    /// Integration test binaries to build for musl and pack at `/tests/<name>`.
+    pub cargo_tests: Vec<String>,
     /// Boot timeout.
     pub timeout: Duration,
     /// Guest memory in MiB.
@@ -108,6 +113,7 @@ impl Scenario {
             modules: vec![],
             files: vec![],
             host_tools: vec![],
+            cargo_tests: vec![],
             busybox: true,
             expect: Expect::Status(0),
             console: vec![],
@@ -171,6 +177,12 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         }
         host_tools.push(p);
     }
+    let cargo_tests = str_list(take("cargo_tests"), &ctx("cargo_tests"))?;
+    for t in &cargo_tests {
+        if !dir.join("../..").join(format!("{t}.rs")).is_file() {
+            bail!("{}: no tests/{t}.rs", ctx("cargo_tests"));
+        }
+    }
     let busybox = match take("busybox") {
         None => true,
         Some(Value::Bool(b)) => b,
@@ -212,6 +224,7 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         modules,
         files,
         host_tools,
+        cargo_tests,
         busybox,
         expect,
         console,

@@ -117,6 +117,38 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
             }
         }
     }
+    let mut selected = selected;
+    let wanted: Vec<String> = {
+        let mut v: Vec<String> = selected
+            .iter()
+            .flat_map(|s| s.cargo_tests.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if !wanted.is_empty() && build_error.is_none() {
+        let t = Instant::now();
+        match build_cargo_tests(&paths.root, &wanted) {
+            Ok(built) => {
+                eprintln!(
+                    "vmtest: built test binaries {wanted:?} in {}",
+                    secs(t.elapsed())
+                );
+                for s in &mut selected {
+                    for name in &s.cargo_tests {
+                        if let Some((_, exe)) = built.iter().find(|(n, _)| n == name) {
+                            s.files.push((exe.clone(), format!("/tests/{name}")));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("vmtest: {e}");
+                build_error = Some("the test binaries did not build (see above)".to_string());
+            }
+        }
+    }
     let common = Common::load(binary.as_deref())?;
     let index = ModuleIndex::load(&kernel, &paths.cache)?;
     let logs = paths.cache.join("logs");
@@ -182,6 +214,53 @@ fn build_encfs_init(root: &Path) -> Result<PathBuf> {
         bail!("`{}` failed ({status})", show(&cmd));
     }
     Ok(root.join(ENCFS_INIT))
+}
+
+/// Build integration tests `names` as static musl binaries (dev profile without debug info, to keep the
+/// initramfs small) and return `(name, executable)` pairs, read from cargo's JSON messages.
+fn build_cargo_tests(root: &Path, names: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "test",
+        "--quiet",
+        "--no-run",
+        "--target",
+        "x86_64-unknown-linux-musl",
+        "-p",
+        "encfs-init",
+        "--message-format=json",
+    ]);
+    for n in names {
+        cmd.args(["--test", n]);
+    }
+    cmd.env("CARGO_PROFILE_DEV_DEBUG", "false");
+    cmd.current_dir(root);
+    let out = cmd
+        .output()
+        .map_err(|e| crate::util::Error::msg(format!("running `{}`: {e}", show(&cmd))))?;
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        bail!("`{}` failed ({})", show(&cmd), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut built = Vec::new();
+    for n in names {
+        // A compiler-artifact line for target `n` of kind "test" carries `"executable":"<path>"`.
+        let marker = format!("\"name\":\"{n}\"");
+        let exe = text
+            .lines()
+            .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains(&marker))
+            .find_map(|l| {
+                let rest = l.split("\"executable\":\"").nth(1)?;
+                rest.split('"').next().map(PathBuf::from)
+            });
+        match exe {
+            Some(p) => built.push((n.clone(), p)),
+            None => bail!("cargo built no executable for test `{n}`"),
+        }
+    }
+    Ok(built)
 }
 
 /// Everything a boot needs, shared by the workers.
