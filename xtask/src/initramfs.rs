@@ -253,6 +253,12 @@ pub fn build(
         },
         Init::File(p) => a.file("init", 0o755, read(p)?),
     }
+    if let Some(at) = &scenario.product {
+        match &common.encfs_init {
+            Some(bin) => a.file(at.trim_start_matches('/'), 0o755, bin.clone()),
+            None => bail!("the encfs-init binary was not built"),
+        }
+    }
 
     let mut wanted = scenario.modules.clone();
     let mut notes = Vec::new();

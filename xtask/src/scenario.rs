@@ -16,6 +16,11 @@
 //! cargo_tests = ["root_dm"]                   # integration tests (tests/<name>.rs) built static for musl
 //!                                             # and packed at /tests/<name>; run them from the manifest's
 //!                                             # [app] (`--include-ignored --test-threads=1`): the T1 tier
+//! product = "/bin/encfs-init"                 # also pack the product binary here (with a script /init
+//!                                             # that starts helpers, then `exec`s it to stay PID 1)
+//! prepare = "prepare.sh"                      # run on the host before packing, with ENCFS_INIT (the
+//!                                             # product binary), OUT (an empty dir) and SCENARIO (this dir)
+//! generated = ["fs.img:/blobs/fs.img"]        # files prepare wrote into OUT, SRC:GUEST_PATH
 //! busybox = true                              # /bin/busybox + applet links (default true)
 //! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
@@ -88,6 +93,12 @@ pub struct Scenario {
     pub forbid: Vec<String>,
     /// Integration test binaries to build for musl and pack at `/tests/<name>`.
     pub cargo_tests: Vec<String>,
+    /// Also pack the product binary at this guest path.
+    pub product: Option<String>,
+    /// Host script run before packing.
+    pub prepare: Option<PathBuf>,
+    /// Files the prepare script writes into its OUT dir: (name in OUT, guest path).
+    pub generated: Vec<(String, String)>,
     /// Boot timeout.
     pub timeout: Duration,
     /// Guest memory in MiB.
@@ -99,7 +110,7 @@ pub struct Scenario {
 impl Scenario {
     /// Whether the product binary must be built for this scenario.
     pub fn needs_encfs_init(&self) -> bool {
-        self.init == Init::EncfsInit
+        self.init == Init::EncfsInit || self.product.is_some()
     }
 
     /// A minimal script-init scenario the rig uses to probe an accelerator.
@@ -114,6 +125,9 @@ impl Scenario {
             files: vec![],
             host_tools: vec![],
             cargo_tests: vec![],
+            product: None,
+            prepare: None,
+            generated: vec![],
             busybox: true,
             expect: Expect::Status(0),
             console: vec![],
@@ -183,6 +197,21 @@ pub fn load(dir: &Path) -> Result<Scenario> {
             bail!("{}: no tests/{t}.rs", ctx("cargo_tests"));
         }
     }
+    let product = opt_str(take("product"), &ctx("product"))?;
+    let prepare = match opt_str(take("prepare"), &ctx("prepare"))? {
+        Some(f) => Some(existing(dir, &f)?),
+        None => None,
+    };
+    let mut generated = Vec::new();
+    for spec in str_list(take("generated"), &ctx("generated"))? {
+        let Some((src, dst)) = spec.split_once(':') else {
+            bail!("{}: want NAME:GUEST_PATH, got `{spec}`", ctx("generated"))
+        };
+        generated.push((src.to_string(), dst.to_string()));
+    }
+    if !generated.is_empty() && prepare.is_none() {
+        bail!("{}: `generated` needs a `prepare` script", path.display());
+    }
     let busybox = match take("busybox") {
         None => true,
         Some(Value::Bool(b)) => b,
@@ -225,6 +254,9 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         files,
         host_tools,
         cargo_tests,
+        product,
+        prepare,
+        generated,
         busybox,
         expect,
         console,

@@ -169,6 +169,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
         work,
         keep: opts.keep,
         accel: Accel::Tcg,
+        root: paths.root.clone(),
     };
     let (accel, why) = qemu::pick_accel(|a| probe(&ctx, a));
     let ctx = Ctx { accel, ..ctx };
@@ -272,6 +273,8 @@ struct Ctx<'a> {
     work: PathBuf,
     keep: bool,
     accel: Accel,
+    /// The repository root.
+    root: PathBuf,
 }
 
 /// One scenario's result.
@@ -339,6 +342,37 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
     let _ = fs::create_dir_all(&dir);
     let initrd = dir.join("initramfs.cpio.gz");
     let t = Instant::now();
+    let mut s = s.clone();
+    if let Some(script) = &s.prepare {
+        let out = dir.join("generated");
+        let _ = fs::create_dir_all(&out);
+        let mut cmd = Command::new("bash");
+        cmd.arg(script)
+            .env("ENCFS_INIT", ctx.root.join(ENCFS_INIT))
+            .env("OUT", &out)
+            .env("SCENARIO", script.parent().unwrap_or(Path::new(".")))
+            .current_dir(&dir);
+        match cmd.output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return fail_early(
+                    &s,
+                    &format!(
+                        "prepare: {} failed ({}): {}",
+                        script.display(),
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                )
+            }
+            Err(e) => return fail_early(&s, &format!("prepare: {e}")),
+        }
+        let generated = std::mem::take(&mut s.generated);
+        for (name, guest) in generated {
+            s.files.push((out.join(name), guest));
+        }
+    }
+    let s = &s;
     let built = match initramfs::build(s, ctx.common, ctx.index, &initrd) {
         Ok(b) => b,
         Err(e) => return fail_early(s, &format!("initramfs: {e}")),
@@ -474,6 +508,7 @@ impl Clone for Ctx<'_> {
             work: self.work.clone(),
             keep: self.keep,
             accel: self.accel,
+            root: self.root.clone(),
         }
     }
 }
