@@ -16,6 +16,7 @@ pub mod init;
 pub mod logging;
 pub mod luks2;
 pub mod manifest;
+pub mod mount;
 pub mod nbd;
 pub mod ready;
 pub mod secret;
