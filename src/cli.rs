@@ -298,6 +298,11 @@ fn find_manifest(source: &SourceArg) -> Result<Found, String> {
 
 /// Load the plan named by `source`; `Ok(None)` when there is no manifest anywhere.
 fn load(source: &SourceArg) -> Result<Option<Loaded>, i32> {
+    load_with(source, true)
+}
+
+/// [`load`]; `loud` says whether to warn about test mode (not for `probe`, which only reads a path).
+fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>, i32> {
     let found = find_manifest(source).map_err(|e| {
         log::error!("manifest: {e}");
         exit::USAGE
@@ -315,7 +320,7 @@ fn load(source: &SourceArg) -> Result<Option<Loaded>, i32> {
             for w in &l.warnings {
                 log::warn!("{w}");
             }
-            if l.plan.test_mode {
+            if l.plan.test_mode && loud {
                 log::warn!("TEST MODE IS ON: raw keys, a fake attester and plain http are allowed. Never use test_mode in production.");
             }
             Ok(Some(l))
@@ -402,7 +407,7 @@ fn check(source: &SourceArg) -> i32 {
 fn probe(source: &SourceArg, readiness_file: Option<PathBuf>) -> i32 {
     let path = match readiness_file {
         Some(p) => p,
-        None => match load(source) {
+        None => match load_with(source, false) {
             Ok(Some(l)) => l.plan.readiness_file,
             Ok(None) => PathBuf::from(manifest::validate::DEFAULT_READINESS_FILE),
             Err(code) => return code,

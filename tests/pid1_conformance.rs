@@ -577,7 +577,7 @@ exit $status
     }
 
     #[test]
-    fn a_plan_with_filesystems_fails_closed_until_mounting_exists() {
+    fn a_filesystem_that_cannot_open_fails_closed_with_one_line() {
         let dir = scratch("fs-fail-closed");
         let m = manifest(
             &dir,
@@ -600,7 +600,8 @@ exit $status
         let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("ERROR")).collect();
         assert_eq!(errors.len(), 1, "one error line: {r:?}");
         assert!(
-            errors[0].contains("mounting filesystems is not implemented yet"),
+            errors[0].contains("filesystem[0] (/mnt/remote/model): key:")
+                && errors[0].contains("fix:"),
             "{r:?}"
         );
         assert!(!marker.exists(), "the application ran although boot failed");

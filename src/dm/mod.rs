@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 pub struct CryptParams {
     /// dm-crypt cipher spec, e.g. `aes-xts-plain64`.
     pub cipher: String,
-    /// IV offset (LUKS2 `iv_tweak`), in encryption sectors.
+    /// IV offset (LUKS2 `iv_tweak`), in 512-byte sectors.
     pub iv_offset: u64,
     /// The backing block device, e.g. `/dev/nbd0`.
     pub device: PathBuf,

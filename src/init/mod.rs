@@ -15,6 +15,7 @@
 //! is undone, and the process ends with the documented code ([`crate::exit`]).
 
 pub mod early;
+pub mod filesystems;
 pub mod modules;
 
 use crate::exit;
@@ -48,7 +49,7 @@ pub fn early() -> Context {
 enum BootError {
     Early(String),
     Modules(modules::Error),
-    FilesystemsNotImplemented(usize),
+    Filesystem(filesystems::StepError),
     Readiness(std::path::PathBuf, std::io::Error),
     Signals(supervise::Error),
 }
@@ -57,13 +58,12 @@ impl BootError {
     /// `step: cause[; fix: ...]` on one line.
     fn line(&self) -> String {
         match self {
-            BootError::Early(what) => format!("early setup: {what}; fix: check the kernel config (proc, sysfs, devtmpfs, tmpfs)"),
+            BootError::Early(what) => format!(
+                "early setup: {what}; fix: check the kernel config (proc, sysfs, devtmpfs, tmpfs)"
+            ),
             // The modules error carries its own fix where there is one.
             BootError::Modules(e) => format!("kernel modules: {}", error_chain(e)),
-            BootError::FilesystemsNotImplemented(n) => format!(
-                "filesystems: mounting filesystems is not implemented yet ({n} in the plan); fix: remove \
-                 [[filesystem]] from the manifest until it is"
-            ),
+            BootError::Filesystem(e) => e.to_string(),
             BootError::Readiness(path, e) => format!(
                 "readiness file {}: {e}; fix: make its directory writable or change readiness_file",
                 path.display()
@@ -91,8 +91,8 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
 }
 
 fn run_plan(ctx: Context, plan: Plan) -> i32 {
-    let mut sup = match boot(ctx, &plan) {
-        Ok(sup) => sup,
+    let (mut sup, opened) = match boot(ctx, &plan) {
+        Ok(b) => b,
         Err(e) => {
             log::error!("boot failed: {}", e.line());
             // Nothing is mounted yet, so there is nothing else to undo; make sure no readiness claim stays.
@@ -103,12 +103,15 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     log::info!("ready ({})", plan.readiness_file.display());
     let outcome = sup.run(plan.app.as_ref());
     log::debug!("supervision ended: {outcome:?}");
-    teardown(&plan);
+    let closed = teardown(&plan, opened);
+    if outcome.code == exit::OK && !closed {
+        return exit::BOOT_FAILED;
+    }
     outcome.code
 }
 
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.
-fn boot(ctx: Context, plan: &Plan) -> Result<Supervisor, BootError> {
+fn boot(ctx: Context, plan: &Plan) -> Result<(Supervisor, Vec<filesystems::Opened>), BootError> {
     log::info!("context: {ctx:?}");
     let mut fatal = None;
     for p in early::take_problems() {
@@ -141,8 +144,19 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Supervisor, BootError> {
             );
         }
     }
-    if !plan.filesystems.is_empty() {
-        return Err(BootError::FilesystemsNotImplemented(plan.filesystems.len()));
+    // Opened filesystems close themselves when dropped, so an error below leaves nothing mounted or mapped.
+    let mut opened = Vec::new();
+    for fs in &plan.filesystems {
+        let o = filesystems::open(fs, plan).map_err(BootError::Filesystem)?;
+        log::info!(
+            "filesystem[{}]: {} ready ({} -> {} -> {})",
+            fs.index,
+            fs.mount_point.display(),
+            o.nbd_device.display(),
+            o.dm_device.display(),
+            o.hidden.display()
+        );
+        opened.push(o);
     }
     let sup = Supervisor::new(supervise::Options {
         plan: plan.supervise,
@@ -151,17 +165,24 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Supervisor, BootError> {
     })
     .map_err(BootError::Signals)?;
     crate::ready::mark_ready(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
-    Ok(sup)
+    Ok((sup, opened))
 }
 
-/// Step 7: undo what boot did, in reverse. Errors only warn: we are on the way out.
-fn teardown(plan: &Plan) {
+/// Step 7: undo what boot did, in reverse: the readiness file first (we are no longer ready), then every
+/// filesystem (unpublish, unmount, dm remove, NBD detach with a final flush). Errors are logged; returns
+/// whether everything closed cleanly.
+fn teardown(plan: &Plan, opened: Vec<filesystems::Opened>) -> bool {
     if let Err(e) = crate::ready::clear(&plan.readiness_file) {
         log::warn!(
             "remove the readiness file {}: {e}",
             plan.readiness_file.display()
         );
     }
+    let mut ok = true;
+    for o in opened.into_iter().rev() {
+        ok &= o.close(plan.supervise.grace_period).is_ok();
+    }
+    ok
 }
 
 /// End the process with `code`: exit, or as a VM's PID 1 print the verdict line and power off.

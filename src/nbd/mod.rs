@@ -11,7 +11,7 @@
 //! serve (it needs CAP_SYS_RESOURCE; without it, serving goes on without the mark).
 
 pub mod cli;
-
+pub mod kernel;
 pub mod proto;
 pub mod server;
 mod sys;

@@ -165,11 +165,21 @@ pub fn serve<S: BlockSource, T: Stream>(
     mut conn: T,
     config: &ServerConfig,
 ) -> Result<(), ServeError> {
-    super::set_io_flusher();
     let export = export_of(src, config);
     if !negotiate(&mut conn, &export)? {
         return Ok(());
     }
+    serve_transmission(src, conn, config)
+}
+
+/// Serve the transmission phase only: the kernel's NBD client (attached with ioctls, see [`super::kernel`])
+/// starts there, without a handshake. The source is flushed before returning.
+pub fn serve_transmission<S: BlockSource, T: Stream>(
+    src: &S,
+    mut conn: T,
+    config: &ServerConfig,
+) -> Result<(), ServeError> {
+    super::set_io_flusher();
     let writer = Mutex::new(conn.try_clone()?);
     let (tx, rx) = sync_channel::<Job>(config.workers.max(1) * 2);
     let rx = Mutex::new(rx);

@@ -1,0 +1,281 @@
+//! Opening one filesystem of the plan, and closing it again: the data path of the boot sequence.
+//!
+//! Per filesystem, in order (each step timed and logged; any failure undoes the steps before it):
+//! 1. the disk key (a raw key in test mode; secure key release otherwise);
+//! 2. the blob as a [`BlockSource`]: Azure Blob over HTTP(S) behind the block cache, or a local file in test mode;
+//! 3. the LUKS2 header read from the source, checked (allowlist, optional pin) and unlocked with the key;
+//! 4. the source served to the kernel NBD client over a socketpair: `/dev/nbdN`;
+//! 5. dm-crypt over `/dev/nbdN`, named `remote-crypt-<i>` as upstream: `/dev/dm-M`;
+//! 6. ext4 mounted at `<parent>/.filesystem-<i>`, then published by the `mount_point` symlink.
+
+use crate::blob::{self, BlockSource};
+use crate::dm::{CryptDevice, CryptParams};
+use crate::manifest::{Access, FilesystemPlan, KeyPlan, Plan};
+use crate::secret::SecretBytes;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A failed step of one filesystem: `filesystem[i] (mount point): step: cause; fix: ...`.
+#[derive(Debug)]
+pub struct StepError {
+    /// Which filesystem.
+    pub index: usize,
+    /// Its mount point.
+    pub mount_point: PathBuf,
+    /// The step.
+    pub step: &'static str,
+    /// The cause (already worded for people, with a fix where one is known).
+    pub cause: String,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "filesystem[{}] ({}): {}: {}",
+            self.index,
+            self.mount_point.display(),
+            self.step,
+            self.cause
+        )
+    }
+}
+
+/// An opened, mounted and published filesystem. [`Opened::close`] undoes it in reverse order; dropping one
+/// without closing still removes what it can (the dm device, the NBD attachment).
+#[derive(Debug)]
+pub struct Opened {
+    /// Position in the plan.
+    pub index: usize,
+    /// Where the application finds it.
+    pub mount_point: PathBuf,
+    /// Where it is mounted.
+    pub hidden: PathBuf,
+    /// `/dev/nbdN`.
+    pub nbd_device: PathBuf,
+    /// `/dev/dm-M`.
+    pub dm_device: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// Step timings.
+    pub timings: Vec<(&'static str, Duration)>,
+    mounted: bool,
+    dm: Option<CryptDevice>,
+    nbd: Option<crate::nbd::kernel::Attached>,
+}
+
+struct Steps {
+    index: usize,
+    mount_point: PathBuf,
+    t: Instant,
+    timings: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn done(&mut self, step: &'static str) {
+        let d = self.t.elapsed();
+        log::info!(
+            "filesystem[{}]: {step}: done in {} ms",
+            self.index,
+            d.as_millis()
+        );
+        self.timings.push((step, d));
+        self.t = Instant::now();
+    }
+
+    fn fail(&self, step: &'static str, cause: impl std::fmt::Display) -> StepError {
+        StepError {
+            index: self.index,
+            mount_point: self.mount_point.clone(),
+            step,
+            cause: cause.to_string(),
+        }
+    }
+}
+
+/// The disk key for `fs` (the LUKS2 passphrase, as upstream: the 32-byte released key).
+fn disk_key(fs: &FilesystemPlan, _plan: &Plan) -> Result<SecretBytes, String> {
+    match &fs.key {
+        KeyPlan::Raw(k) => Ok(SecretBytes::new(k.expose().to_vec())),
+        KeyPlan::Release(r) => Err(format!(
+            "secure key release of \"{}\" is not joined into the boot sequence yet; fix: until it is, test with \
+             test_mode and a raw key",
+            r.kid
+        )),
+    }
+}
+
+/// The blob behind its cache.
+fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Arc<dyn BlockSource>, String> {
+    let url = fs.url.url.as_str();
+    let raw: Box<dyn BlockSource> = if let Some(path) = url.strip_prefix("file://") {
+        Box::new(
+            blob::FileSource::open(std::path::Path::new(path), fs.read_write)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        let client = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
+        let auth = match &fs.access {
+            Access::Anonymous => blob::Auth::Anonymous,
+            Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(s.expose().to_string()))),
+            Access::Private => {
+                return Err("a private blob needs an identity token, which is not joined into the boot sequence yet; \
+                            fix: until it is, use a SAS or an anonymous test blob"
+                    .to_string())
+            }
+        };
+        let b = blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)
+            .map_err(|e| e.to_string())?;
+        Box::new(b)
+    };
+    let cached = blob::CachedSource::new(raw, blob::CacheConfig::new(fs.block_size, fs.cache_size))
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(cached))
+}
+
+fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+    let len = len.min(src.size().saturating_sub(offset));
+    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| "header too large".to_string())?];
+    src.read_at(offset, &mut buf).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// Open, map, mount and publish `fs`.
+pub fn open(fs: &FilesystemPlan, plan: &Plan) -> Result<Opened, StepError> {
+    let mut s = Steps {
+        index: fs.index,
+        mount_point: fs.mount_point.clone(),
+        t: Instant::now(),
+        timings: Vec::new(),
+    };
+    let key = disk_key(fs, plan).map_err(|e| s.fail("key", e))?;
+    s.done("key");
+
+    let src = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
+    s.done("blob");
+
+    // The binary header says how large the metadata is; read both copies, then through the keyslots.
+    let first = read_exact_at(&*src, 0, 4096).map_err(|e| s.fail("LUKS2 header", e))?;
+    // hdr_size is the big-endian u64 at offset 8 of the primary binary header; the parser checks it (and
+    // both copies) properly, this only decides how much to read, within LUKS2's bounds.
+    let hdr_size = first
+        .get(8..16)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(16 << 10, u64::from_be_bytes)
+        .clamp(16 << 10, 4 << 20);
+    let head = read_exact_at(&*src, 0, hdr_size * 2).map_err(|e| s.fail("LUKS2 header", e))?;
+    let header = crate::luks2::Header::parse_pinned(&head, fs.header_sha256.as_ref())
+        .map_err(|e| s.fail("LUKS2 header", format!("{e}; fix: check that the blob is a LUKS2 image made by `encfs-init image create` or cryptsetup")))?;
+    for w in &header.warnings {
+        log::warn!("filesystem[{}]: LUKS2 header: {w}", fs.index);
+    }
+    let meta =
+        read_exact_at(&*src, 0, header.metadata_end()).map_err(|e| s.fail("LUKS2 header", e))?;
+    let vk = header.unlock(&meta, key.expose()).map_err(|e| {
+        s.fail("unlock", format!("{e}; fix: the key does not open this image: check kid, and for RSA keys the salt and label (`encfs-init image check` explains)"))
+    })?;
+    drop(key);
+    let (offset, len) = header
+        .data_range(src.size())
+        .map_err(|e| s.fail("LUKS2 header", e))?;
+    s.done("LUKS2 unlock");
+
+    let read_only = !fs.read_write;
+    let nbd = crate::nbd::kernel::attach(src.clone(), read_only).map_err(|e| s.fail("NBD", e))?;
+    let nbd_device = nbd.device().to_path_buf();
+    s.done("NBD attach");
+
+    let name = format!("remote-crypt-{}", fs.index);
+    let uuid = format!("CRYPT-LUKS2-{}-{name}", header.binary.uuid.replace('-', ""));
+    let params = CryptParams {
+        cipher: header.segment.cipher.clone(),
+        iv_offset: header.segment.iv_tweak,
+        device: nbd_device.clone(),
+        offset_sectors: offset / 512,
+        size_sectors: len / 512,
+        sector_size: header.segment.sector_size,
+        read_only,
+    };
+    let vk = SecretBytes::new(vk.expose().to_vec());
+    let mut opened = Opened {
+        index: fs.index,
+        mount_point: fs.mount_point.clone(),
+        hidden: crate::mount::hidden_dir(&fs.mount_point, fs.index),
+        nbd_device,
+        dm_device: PathBuf::new(),
+        read_only,
+        timings: Vec::new(),
+        mounted: false,
+        dm: None,
+        nbd: Some(nbd),
+    };
+    let dm =
+        CryptDevice::open(&name, Some(&uuid), &params, &vk).map_err(|e| s.fail("dm-crypt", e))?;
+    drop(vk);
+    opened.dm_device = dm.node().to_path_buf();
+    opened.dm = Some(dm);
+    s.done("dm-crypt");
+
+    crate::mount::mount_ext4(&opened.dm_device, &opened.hidden, read_only).map_err(|e| {
+        s.fail(
+            "mount",
+            format!("{e}; fix: the image must hold ext4 (as `encfs-init image create` makes)"),
+        )
+    })?;
+    opened.mounted = true;
+    s.done("mount");
+
+    crate::mount::publish(&fs.mount_point, &opened.hidden).map_err(|e| s.fail("publish", e))?;
+    s.done("publish");
+    opened.timings = s.timings;
+    Ok(opened)
+}
+
+impl Opened {
+    /// Undo everything: unpublish, unmount (flushing ext4), remove dm, detach NBD (flushing the cache).
+    /// Every step is attempted; the first error is returned.
+    pub fn close(mut self, patience: Duration) -> Result<(), String> {
+        self.close_inner(patience)
+    }
+
+    fn close_inner(&mut self, patience: Duration) -> Result<(), String> {
+        let mut first: Option<String> = None;
+        let i = self.index;
+        crate::mount::unpublish(&self.mount_point, &self.hidden);
+        if self.mounted {
+            self.mounted = false;
+            if let Err(e) = crate::mount::unmount(&self.hidden, patience) {
+                log::error!("filesystem[{i}]: {e}");
+                first.get_or_insert(e.to_string());
+            }
+        }
+        if let Some(dm) = self.dm.take() {
+            if let Err(e) = dm.remove() {
+                log::error!("filesystem[{i}]: {e}");
+                first.get_or_insert(e.to_string());
+            }
+        }
+        if let Some(nbd) = self.nbd.take() {
+            if let Err(e) = nbd.detach() {
+                log::error!("filesystem[{i}]: NBD detach: {e}");
+                first.get_or_insert(e.to_string());
+            }
+        }
+        match first {
+            None => {
+                log::info!("filesystem[{i}]: closed");
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if self.mounted || self.dm.is_some() || self.nbd.is_some() {
+            let _ = self.close_inner(Duration::from_secs(5));
+        }
+    }
+}
