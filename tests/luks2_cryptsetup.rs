@@ -148,8 +148,17 @@ fn pbkdf2_hashes_key_sizes_and_sectors_match_cryptsetup() {
 
 #[test]
 fn argon2i_and_argon2id_match_cryptsetup() {
-    let mut i = vec!["--pbkdf", "argon2i"];
-    i.extend_from_slice(ARGON_FAST);
+    // argon2i with 4 lanes: the lanes must be honoured even though we compute them on one thread.
+    let i = vec![
+        "--pbkdf",
+        "argon2i",
+        "--pbkdf-memory",
+        "32768",
+        "--pbkdf-force-iterations",
+        "4",
+        "--pbkdf-parallel",
+        "4",
+    ];
     let mut id = vec!["--pbkdf", "argon2id"];
     id.extend_from_slice(ARGON_FAST);
     check_case(&case("argon2i", &i, 256, 4096));

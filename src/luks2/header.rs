@@ -124,6 +124,7 @@ pub enum Priority {
 
 /// A validated keyslot.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Keyslot {
     /// Keyslot id (0..32).
     pub id: u32,
@@ -160,6 +161,7 @@ pub enum SegmentSize {
 
 /// What dm-crypt needs about the data segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Segment {
     /// dm-crypt cipher string (allowlisted), e.g. `aes-xts-plain64`.
     pub cipher: String,
@@ -177,6 +179,7 @@ pub struct Segment {
 
 /// The volume key digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VkDigest {
     /// PRF hash.
     pub hash: Hash,
@@ -190,6 +193,7 @@ pub struct VkDigest {
 
 /// A parsed, validated LUKS2 header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Header {
     /// The winning binary header (uuid, label, seqid, hdr_size, which copy).
     pub binary: BinaryHeader,
