@@ -25,14 +25,21 @@ fn exercise(buf: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     if mode % 2 == 0 {
         if rest.len() >= HS - 4096 || rest.contains(&0) {
             return;
         }
         let mut buf = vec![0u8; 2 * HS + 4096];
         for (copy, at) in [(Copy::Primary, 0), (Copy::Secondary, HS)] {
-            let h = NewBinaryHeader { hdr_size: HS as u64, seqid: 1, uuid: "fuzz", salt: [0; 64] };
+            let h = NewBinaryHeader {
+                hdr_size: HS as u64,
+                seqid: 1,
+                uuid: "fuzz",
+                salt: [0; 64],
+            };
             if write_copy(&mut buf[at..at + HS], copy, &h, rest).is_err() {
                 return;
             }
