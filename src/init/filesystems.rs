@@ -170,8 +170,23 @@ pub fn open(fs: &FilesystemPlan, plan: &Plan) -> Result<Opened, StepError> {
     for w in &header.warnings {
         log::warn!("filesystem[{}]: LUKS2 header: {w}", fs.index);
     }
-    let meta =
-        read_exact_at(&*src, 0, header.metadata_end()).map_err(|e| s.fail("LUKS2 header", e))?;
+    // Unlocking needs the keyslot areas, not the whole keyslots region (16 MiB in cryptsetup's layout):
+    // read the header copies and each keyslot's area into an otherwise zero buffer of the metadata's size.
+    let meta_len = usize::try_from(header.metadata_end())
+        .map_err(|_| s.fail("LUKS2 header", "metadata too large"))?;
+    let mut meta = vec![0u8; meta_len];
+    let copied = head.len().min(meta_len);
+    meta[..copied].copy_from_slice(&head[..copied]);
+    for k in header.try_order() {
+        let (Ok(at), Ok(len)) = (usize::try_from(k.area_offset), usize::try_from(k.area_size))
+        else {
+            continue;
+        };
+        if let Some(dst) = meta.get_mut(at..at.saturating_add(len)) {
+            src.read_at(k.area_offset, dst)
+                .map_err(|e| s.fail("LUKS2 header", e))?;
+        }
+    }
     let vk = header.unlock(&meta, key.expose()).map_err(|e| {
         s.fail("unlock", format!("{e}; fix: the key does not open this image: check kid, and for RSA keys the salt and label (`encfs-init image check` explains)"))
     })?;

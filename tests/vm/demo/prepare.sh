@@ -1,0 +1,7 @@
+# Host side of the demo: `encfs-init image create` turns a directory holding test.txt into a LUKS2 image
+# (upstream's format: aes-xts-plain64, 4096-byte sectors, pbkdf2), keyed with a fresh raw 32-byte key.
+set -euo pipefail
+mkdir -p "$OUT/content"
+printf 'This is a file inside the filesystem.\n' > "$OUT/content/test.txt"
+head -c 32 /dev/urandom > "$OUT/key.bin"
+"$ENCFS_INIT" image create --pbkdf pbkdf2 --key-file "$OUT/key.bin" --from "$OUT/content" "$OUT/fs.img" >&2
