@@ -80,74 +80,80 @@ pub fn summary(h: &Header, device_size: u64) -> String {
     out
 }
 
+/// Write to stdout, ignoring a closed pipe (`image check | head` must not panic).
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+}
+
 /// Run `image check`; returns the exit code (0 opens, 1 does not or header refused, 2 usage/I/O).
 pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
+    let io_error = |what: &dyn std::fmt::Display| {
+        eprintln!("encfs-init image check: {what}");
+        exit::USAGE
+    };
     let key = match read_key(key_file) {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("encfs-init image check: {e}");
-            return exit::USAGE;
-        }
+        Err(e) => return io_error(&e),
     };
     let device_size = match std::fs::metadata(image) {
         Ok(m) => m.len(),
-        Err(e) => {
-            eprintln!("encfs-init image check: {}: {e}", image.display());
-            return exit::USAGE;
-        }
+        Err(e) => return io_error(&format!("{}: {e}", image.display())),
     };
     let mut buf = match read_head(image, PARSE_BYTES) {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("encfs-init image check: {}: {e}", image.display());
-            return exit::USAGE;
-        }
+        Err(e) => return io_error(&format!("{}: {e}", image.display())),
     };
     let header = match Header::parse_pinned(&buf, pin) {
         Ok(h) => h,
         Err(e) => {
-            println!("{}: LUKS2 header refused: {e}", image.display());
+            emit(&format!("{}: LUKS2 header refused: {e}\n", image.display()));
             return 1;
         }
     };
-    print!("{}", summary(&header, device_size));
+    let mut out = summary(&header, device_size);
     if let Some(p) = pin {
-        println!("  pin:           header_sha256 matches {}", luks2::hex(p));
+        out += &format!("  pin:           header_sha256 matches {}\n", luks2::hex(p));
     }
     if header.metadata_end() > buf.len() as u64 {
         match read_head(image, header.metadata_end().min(MAX_METADATA)) {
             Ok(b) => buf = b,
-            Err(e) => {
-                eprintln!("encfs-init image check: {}: {e}", image.display());
-                return exit::USAGE;
-            }
+            Err(e) => return io_error(&format!("{}: {e}", image.display())),
         }
     }
-    match header.unlock(&buf, key.expose()) {
+    let code = match header.unlock(&buf, key.expose()) {
         Ok(vk) => {
-            println!("key: {} opens keyslot {}", key_file.display(), vk.keyslot());
+            out += &format!(
+                "key: {} opens keyslot {}\n",
+                key_file.display(),
+                vk.keyslot()
+            );
             exit::OK
         }
         Err(Error::NoKeyslotOpened { tried }) => {
             let list: Vec<String> = tried.iter().map(u32::to_string).collect();
-            println!(
-                "key: {} opens none of the keyslots tried ({})",
+            out += &format!(
+                "key: {} opens none of the keyslots tried ({})\n",
                 key_file.display(),
                 list.join(", ")
             );
             if key.len() != 32 {
-                println!(
+                out += &format!(
                     "note: the key file has {} bytes; upstream's keys are exactly 32 raw bytes (hex text or a \
-                     trailing newline changes the passphrase)",
+                     trailing newline changes the passphrase)\n",
                     key.len()
                 );
             }
-            println!("{HINT}");
+            out += HINT;
+            out += "\n";
             1
         }
         Err(e) => {
-            println!("key: cannot try the keyslots: {e}");
+            out += &format!("key: cannot try the keyslots: {e}\n");
             1
         }
-    }
+    };
+    emit(&out);
+    code
 }

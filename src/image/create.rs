@@ -253,18 +253,17 @@ pub fn create(a: &CreateArgs) -> Result<(), String> {
     drop(tmp); // renamed away: its removal is a no-op
 
     let total = DATA_OFFSET + fs_size;
-    println!(
-        "image: {} ({} bytes: 16 MiB LUKS2 header + {} MiB ext4)",
+    let report = format!(
+        "image: {} ({total} bytes: 16 MiB LUKS2 header + {} MiB ext4)\nuuid: {}\n\
+         cipher: aes-xts-plain64, 512-bit key, {}-byte sectors, keyslot 0: {}\nheader_sha256 = \"{}\"\n",
         a.out.display(),
-        total,
-        fs_size / MIB
+        fs_size / MIB,
+        header.binary.uuid,
+        a.sector_size,
+        header.keyslots[0].kdf,
+        luks2::hex(&header.header_sha256)
     );
-    println!("uuid: {}", header.binary.uuid);
-    println!(
-        "cipher: aes-xts-plain64, 512-bit key, {}-byte sectors, keyslot 0: {}",
-        a.sector_size, header.keyslots[0].kdf
-    );
-    println!("header_sha256 = \"{}\"", luks2::hex(&header.header_sha256));
+    let _ = std::io::stdout().write_all(report.as_bytes());
     Ok(())
 }
 
