@@ -545,3 +545,31 @@ fn header_only_parses_but_unlock_needs_the_keyslot_area() {
         e => panic!("{e:?}"),
     }
 }
+
+/// `unlock_with` fetches only the material of the keyslots it tries.
+#[test]
+fn unlock_with_reads_only_the_keyslot_material() {
+    let base = base();
+    let h = Header::parse(&base[..2 * HS]).unwrap();
+    let mut reads = Vec::new();
+    let vk = h
+        .unlock_with(PASS, |off, len| {
+            reads.push((off, len));
+            Ok(base[off as usize..(off + len) as usize].to_vec())
+        })
+        .unwrap();
+    assert_eq!(vk.keyslot(), 0);
+    assert_eq!(reads, vec![(2 * HS as u64, 256_000)]);
+    // A short read is refused, not padded.
+    let e = h.unlock_with(PASS, |_, _| Ok(vec![0; 10])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Truncated {
+                what: "keyslot area",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}

@@ -59,12 +59,36 @@ pub fn unlock_pinned(buf: &[u8], passphrase: &[u8], pin: Option<&[u8; 32]>) -> R
 }
 
 impl Header {
-    /// Try the keyslots in [`Header::try_order`]; the first whose key matches the digest wins.
+    /// Try the keyslots in [`Header::try_order`]; the first whose key matches the digest wins. `buf` is
+    /// the device from offset 0 through the keyslot areas.
     pub fn unlock(&self, buf: &[u8], passphrase: &[u8]) -> Result<VolumeKey> {
+        self.unlock_with(passphrase, |offset, len| {
+            slice(buf, offset, len, "keyslot area").map(<[u8]>::to_vec)
+        })
+    }
+
+    /// As [`Header::unlock`], reading each tried keyslot's material (`len` bytes at device offset
+    /// `offset`, at most 256000) through `read`: for a remote device, only what is needed is fetched.
+    pub fn unlock_with(
+        &self,
+        passphrase: &[u8],
+        mut read: impl FnMut(u64, u64) -> Result<Vec<u8>>,
+    ) -> Result<VolumeKey> {
         let mut tried = Vec::new();
         for k in self.try_order() {
             tried.push(k.id);
-            if let Some(key) = self.open_keyslot(k, buf, passphrase)? {
+            // Validated: key_size is 32 or 64 and stripes 4000, so this is 128000 or 256000 bytes, a
+            // whole number of 512-byte sectors inside the area.
+            let len = (k.key_size * k.stripes as usize) as u64;
+            let material = Zeroizing::new(read(k.area_offset, len)?);
+            if material.len() as u64 != len {
+                return Err(Error::Truncated {
+                    what: "keyslot area",
+                    need: k.area_offset.saturating_add(len),
+                    have: k.area_offset.saturating_add(material.len() as u64),
+                });
+            }
+            if let Some(key) = self.open_keyslot(k, material.to_vec(), passphrase)? {
                 log::debug!("LUKS2: keyslot {} opened", k.id);
                 return Ok(VolumeKey {
                     key: SecretBytes::new(key.to_vec()),
@@ -75,17 +99,14 @@ impl Header {
         Err(Error::NoKeyslotOpened { tried })
     }
 
-    /// `Ok(Some(key))` if `passphrase` opens `k`, `Ok(None)` if not.
-    pub fn open_keyslot(
+    /// `Ok(Some(key))` if `passphrase` opens `k` given its encrypted `material`, `Ok(None)` if not.
+    fn open_keyslot(
         &self,
         k: &Keyslot,
-        buf: &[u8],
+        material: Vec<u8>,
         passphrase: &[u8],
     ) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        // Validated: key_size is 32 or 64 and stripes 4000, so this is 128000 or 256000 bytes, a whole
-        // number of 512-byte sectors inside the area.
-        let material_len = (k.key_size * k.stripes as usize) as u64;
-        let area = slice(buf, k.area_offset, material_len, "keyslot area")?;
+        let mut material = Zeroizing::new(material);
         let mut area_key = Zeroizing::new(vec![0u8; k.area_key_size]);
         crypto::derive(&k.kdf, passphrase, &mut area_key).map_err(|detail| Error::Kdf {
             keyslot: k.id,
@@ -95,7 +116,6 @@ impl Header {
             field: format!("keyslots.{}.area.key_size", k.id),
             value: k.area_key_size as u64,
         })?;
-        let mut material = Zeroizing::new(area.to_vec());
         xts.decrypt(&mut material, 512, 0);
         let key = crypto::af_merge(&material, k.key_size, k.stripes as usize, k.af_hash);
         let d = &self.digest;
