@@ -60,6 +60,8 @@ pub struct Opened {
     pub read_only: bool,
     /// Step timings.
     pub timings: Vec<(&'static str, Duration)>,
+    /// The blob's ETag pinned at open.
+    pub etag: Option<String>,
     mounted: bool,
     dm: Option<CryptDevice>,
     nbd: Option<crate::nbd::kernel::Attached>,
@@ -107,7 +109,11 @@ fn disk_key(fs: &FilesystemPlan, _plan: &Plan) -> Result<SecretBytes, String> {
 }
 
 /// The blob behind its cache.
-fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Arc<dyn BlockSource>, String> {
+fn open_source(
+    fs: &FilesystemPlan,
+    plan: &Plan,
+) -> Result<(Arc<dyn BlockSource>, Option<String>), String> {
+    let mut etag = None;
     let url = fs.url.url.as_str();
     let raw: Box<dyn BlockSource> = if let Some(path) = url.strip_prefix("file://") {
         Box::new(
@@ -127,11 +133,12 @@ fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Arc<dyn BlockSource>,
         };
         let b = blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)
             .map_err(|e| e.to_string())?;
+        etag = Some(b.etag());
         Box::new(b)
     };
     let cached = blob::CachedSource::new(raw, blob::CacheConfig::new(fs.block_size, fs.cache_size))
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(cached))
+    Ok((Arc::new(cached), etag))
 }
 
 fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>, String> {
@@ -152,7 +159,7 @@ pub fn open(fs: &FilesystemPlan, plan: &Plan) -> Result<Opened, StepError> {
     let key = disk_key(fs, plan).map_err(|e| s.fail("key", e))?;
     s.done("key");
 
-    let src = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
+    let (src, etag) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
     s.done("blob");
 
     // The binary header says how large the metadata is; read both copies, then through the keyslots.
@@ -221,6 +228,7 @@ pub fn open(fs: &FilesystemPlan, plan: &Plan) -> Result<Opened, StepError> {
         dm_device: PathBuf::new(),
         read_only,
         timings: Vec::new(),
+        etag,
         mounted: false,
         dm: None,
         nbd: Some(nbd),
@@ -248,6 +256,28 @@ pub fn open(fs: &FilesystemPlan, plan: &Plan) -> Result<Opened, StepError> {
 }
 
 impl Opened {
+    /// What the readiness file says about this filesystem.
+    pub fn state(&self) -> crate::ready::FsState {
+        crate::ready::FsState {
+            index: self.index,
+            mount_point: self.mount_point.display().to_string(),
+            device: self.dm_device.display().to_string(),
+            nbd_device: self.nbd_device.display().to_string(),
+            read_only: self.read_only,
+            etag: self.etag.clone(),
+            timings_ms: self
+                .timings
+                .iter()
+                .map(|(k, d)| {
+                    (
+                        k.to_string(),
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// Undo everything: unpublish, unmount (flushing ext4), remove dm, detach NBD (flushing the cache).
     /// Every step is attempted; the first error is returned.
     pub fn close(mut self, patience: Duration) -> Result<(), String> {

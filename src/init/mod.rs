@@ -164,7 +164,10 @@ fn boot(ctx: Context, plan: &Plan) -> Result<(Supervisor, Vec<filesystems::Opene
         subreaper: ctx == Context::Process,
     })
     .map_err(BootError::Signals)?;
-    crate::ready::mark_ready(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
+    let states: Vec<crate::ready::FsState> =
+        opened.iter().map(filesystems::Opened::state).collect();
+    crate::ready::mark_ready_with(ready, &states)
+        .map_err(|e| BootError::Readiness(ready.clone(), e))?;
     Ok((sup, opened))
 }
 
