@@ -6,6 +6,7 @@
 //! the VM harness link against the same code.
 #![warn(missing_docs)]
 
+pub mod attest;
 pub mod cli;
 pub mod exit;
 pub mod init;
