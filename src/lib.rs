@@ -10,6 +10,7 @@ pub mod attest;
 pub mod cli;
 pub mod exit;
 pub mod init;
+pub mod keyrelease;
 pub mod logging;
 pub mod manifest;
 pub mod ready;

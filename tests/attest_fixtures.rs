@@ -1,4 +1,5 @@
 //! The SNP parser and verifier against upstream's real captured data (../shared/fixtures/upstream).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use encfs_init::attest::cert::Cert;
 use encfs_init::attest::report::{hex, Report};
 use encfs_init::attest::uvm::{decode_b64, ThimCerts};

@@ -12,7 +12,7 @@
 //! `report_data` is always 64 bytes; for key release it is SHA-256(runtime JSON) ‖ 32 zero bytes.
 
 pub mod cert;
-// pub mod collateral;
+pub mod collateral;
 pub mod fake;
 pub mod report;
 pub mod sev_guest;
