@@ -179,6 +179,12 @@ pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, E
     let rd = attest::report_data_for(runtime_json.as_bytes());
     let evidence = ctx.attester.report(&rd).map_err(Error::Attest)?;
     let report = Report::parse(&evidence.report).map_err(Error::Report)?;
+    if report.report_data != rd {
+        return Err(Error::Attest(attest::Error::BadReport {
+            provider: evidence.provider,
+            detail: "report_data does not match the runtime data's hash".into(),
+        }));
+    }
     let host = ctx.uvm.host_certs.as_ref();
     let chain: Collateral = collateral::find(
         ctx.transport,

@@ -250,6 +250,10 @@ fn classify(e: ureq::Error) -> TransportError {
         ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
             TransportError::Timeout
         }
+        // rustls reports certificate failures through io::Error (InvalidData wrapping rustls::Error).
+        ureq::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            TransportError::Tls(io.to_string())
+        }
         ureq::Error::Io(io) => TransportError::Connect(io.to_string()),
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
             TransportError::Connect(e.to_string())
@@ -285,6 +289,7 @@ impl Transport for UreqTransport {
         loop {
             let mut r = Self::once(&self.web, req);
             if let (Err(TransportError::Tls(_)), Some(b)) = (&r, &self.bundle) {
+                // Not trusted by the web roots: the bundle's agent may trust it.
                 r = Self::once(b, req);
             }
             let retry = match &r {
