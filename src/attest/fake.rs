@@ -63,13 +63,18 @@ impl FakeAttester {
 
     /// A fresh random key and the default template.
     pub fn ephemeral() -> Self {
+        Self::ephemeral_with(Template::default())
+    }
+
+    /// A fresh random key and `template`.
+    pub fn ephemeral_with(template: Template) -> Self {
         loop {
             let mut b = [0u8; 48];
             if getrandom::fill(&mut b).is_err() {
                 continue;
             }
             if let Ok(key) = p384::ecdsa::SigningKey::from_slice(&b) {
-                return FakeAttester::new(key, Template::default());
+                return FakeAttester::new(key, template);
             }
         }
     }
