@@ -84,33 +84,6 @@ Options:
   -h, --help              this text
 ";
 
-const REPORT_HELP: &str = "\
-encfs-init report [--data HEX] [--raw | --json]
-encfs-init report decode FILE [--raw | --json]
-
-Get an SEV-SNP attestation report from this guest (configfs-tsm, /dev/sev-guest or /dev/sev, VMPL 0) and
-print it decoded as JSON (default) or raw (1184 bytes). --data gives report_data (up to 64 bytes of hex,
-zero-padded). `report decode FILE` decodes a saved report (raw, hex or base64).
-
-Options:
-  --data HEX   report_data
-  --raw        the raw report on stdout
-  --json       decoded JSON (the default)
-  -h, --help   this text
-";
-
-const POLICY_DIGEST_HELP: &str = "\
-encfs-init policy-digest (-p BASE64 | -f FILE)
-
-Print the SHA-256 (hex) of a base64-encoded security policy (the ccePolicy of an ARM template): the
-report's host_data and MAA's x-ms-sevsnpvm-hostdata claim, for release policies.
-
-Options:
-  -p BASE64    the policy, base64
-  -f FILE      a file holding the base64 policy
-  -h, --help   this text
-";
-
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -200,15 +173,15 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
         "run" => parse_run(rest),
         "check" => parse_check(rest),
         "probe" => parse_probe(rest),
-        "report" => parse_report(rest),
-        "policy-digest" => parse_policy_digest(rest),
+        "report" => crate::attest::tool::parse_report(rest),
+        "policy-digest" => crate::attest::tool::parse_policy_digest(rest),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help(match rest.first().map(String::as_str) {
             Some("run") => RUN_HELP,
             Some("check") => CHECK_HELP,
             Some("probe") => PROBE_HELP,
-            Some("report") => REPORT_HELP,
-            Some("policy-digest") => POLICY_DIGEST_HELP,
+            Some("report") => crate::attest::tool::REPORT_HELP,
+            Some("policy-digest") => crate::attest::tool::POLICY_DIGEST_HELP,
             _ => HELP,
         })),
         "--" if pid1 => parse_run(args),
@@ -223,7 +196,10 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
     }
 }
 
-fn value<'a>(opt: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<PathBuf, Usage> {
+pub(crate) fn value<'a>(
+    opt: &str,
+    it: &mut impl Iterator<Item = &'a String>,
+) -> Result<PathBuf, Usage> {
     it.next()
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -307,91 +283,6 @@ fn parse_probe(args: &[String]) -> Result<Command, Usage> {
         source,
         readiness_file,
     })
-}
-
-fn parse_report(args: &[String]) -> Result<Command, Usage> {
-    use crate::attest::tool::Format;
-    let mut data = None;
-    let mut format = Format::Json;
-    let mut decode = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--data" => data = Some(value(a, &mut it)?.display().to_string()),
-            "--raw" => format = Format::Raw,
-            "--json" => format = Format::Json,
-            "-h" | "--help" => return Ok(Command::Help(REPORT_HELP)),
-            "decode" if decode.is_none() && data.is_none() => decode = Some(value(a, &mut it)?),
-            other => {
-                return Err(Usage(format!(
-                    "report: unexpected argument \"{other}\"; see `encfs-init help report`"
-                )))
-            }
-        }
-    }
-    match decode {
-        Some(file) if data.is_none() => Ok(Command::ReportDecode { file, format }),
-        Some(_) => Err(Usage(
-            "report decode: --data makes no sense with decode".into(),
-        )),
-        None => Ok(Command::Report { data, format }),
-    }
-}
-
-fn parse_policy_digest(args: &[String]) -> Result<Command, Usage> {
-    let mut source = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let new = match a.as_str() {
-            "-p" => PolicySource::Inline(value(a, &mut it)?.display().to_string()),
-            "-f" => PolicySource::File(value(a, &mut it)?),
-            "-h" | "--help" => return Ok(Command::Help(POLICY_DIGEST_HELP)),
-            other => {
-                return Err(Usage(format!(
-                    "policy-digest: unexpected argument \"{other}\"; give -p BASE64 or -f FILE"
-                )))
-            }
-        };
-        if source.replace(new).is_some() {
-            return Err(Usage("policy-digest: give one of -p or -f, once".into()));
-        }
-    }
-    source
-        .map(|source| Command::PolicyDigest { source })
-        .ok_or_else(|| Usage("policy-digest: give -p BASE64 or -f FILE".into()))
-}
-
-fn policy_digest(source: &PolicySource) -> i32 {
-    let text = match source {
-        PolicySource::Inline(s) => s.clone(),
-        PolicySource::File(p) => match std::fs::read_to_string(p) {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!("policy-digest: {}: {e}", p.display());
-                return exit::USAGE;
-            }
-        },
-    };
-    match crate::attest::tool::policy_digest(&text) {
-        Ok(d) => {
-            println!("{d}");
-            exit::OK
-        }
-        Err(e) => {
-            log::error!("policy-digest: {e}");
-            exit::USAGE
-        }
-    }
-}
-
-fn tool_result(what: &str, r: Result<(), String>) -> i32 {
-    match r {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            log::error!("{what}: {e}");
-            exit::BOOT_FAILED
-        }
-    }
 }
 
 /// Where the manifest was found, if anywhere.
@@ -508,14 +399,15 @@ pub fn main(ctx: Context) -> i32 {
             readiness_file,
         } => probe(&source, readiness_file),
         Command::Run { source, app } => run(ctx, &source, app),
-        Command::Report { data, format } => tool_result(
+        Command::Report { data, format } => crate::attest::tool::exit_code(
             "report",
             crate::attest::tool::report(data.as_deref(), format),
         ),
-        Command::ReportDecode { file, format } => {
-            tool_result("report decode", crate::attest::tool::decode(&file, format))
-        }
-        Command::PolicyDigest { source } => policy_digest(&source),
+        Command::ReportDecode { file, format } => crate::attest::tool::exit_code(
+            "report decode",
+            crate::attest::tool::decode(&file, format),
+        ),
+        Command::PolicyDigest { source } => crate::attest::tool::policy_digest_cmd(&source),
     }
 }
 

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 use super::report::{hex, unhex, Report, REPORT_LEN};
+use crate::cli::{value, Command, PolicySource, Usage};
+use crate::exit;
 use serde_json::json;
 use sha2::Digest;
 use std::io::Write;
@@ -110,4 +112,122 @@ pub fn decode(path: &Path, format: Format) -> Result<(), String> {
 pub fn policy_digest(b64: &str) -> Result<String, String> {
     let policy = super::uvm::decode_b64(b64).ok_or("the policy is not base64")?;
     Ok(hex(&sha2::Sha256::digest(&policy)))
+}
+
+/// `help report`.
+pub const REPORT_HELP: &str = "\
+encfs-init report [--data HEX] [--raw | --json]
+encfs-init report decode FILE [--raw | --json]
+
+Get an SEV-SNP attestation report from this guest (configfs-tsm, /dev/sev-guest or /dev/sev, VMPL 0) and
+print it decoded as JSON (default) or raw (1184 bytes). --data gives report_data (up to 64 bytes of hex,
+zero-padded). `report decode FILE` decodes a saved report (raw, hex or base64).
+
+Options:
+  --data HEX   report_data
+  --raw        the raw report on stdout
+  --json       decoded JSON (the default)
+  -h, --help   this text
+";
+
+/// `help policy-digest`.
+pub const POLICY_DIGEST_HELP: &str = "\
+encfs-init policy-digest (-p BASE64 | -f FILE)
+
+Print the SHA-256 (hex) of a base64-encoded security policy (the ccePolicy of an ARM template): the
+report's host_data and MAA's x-ms-sevsnpvm-hostdata claim, for release policies.
+
+Options:
+  -p BASE64    the policy, base64
+  -f FILE      a file holding the base64 policy
+  -h, --help   this text
+";
+
+/// Parse `report ...` (after the command word).
+pub fn parse_report(args: &[String]) -> Result<Command, Usage> {
+    use crate::attest::tool::Format;
+    let mut data = None;
+    let mut format = Format::Json;
+    let mut decode = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--data" => data = Some(value(a, &mut it)?.display().to_string()),
+            "--raw" => format = Format::Raw,
+            "--json" => format = Format::Json,
+            "-h" | "--help" => return Ok(Command::Help(REPORT_HELP)),
+            "decode" if decode.is_none() && data.is_none() => decode = Some(value(a, &mut it)?),
+            other => {
+                return Err(Usage(format!(
+                    "report: unexpected argument \"{other}\"; see `encfs-init help report`"
+                )))
+            }
+        }
+    }
+    match decode {
+        Some(file) if data.is_none() => Ok(Command::ReportDecode { file, format }),
+        Some(_) => Err(Usage(
+            "report decode: --data makes no sense with decode".into(),
+        )),
+        None => Ok(Command::Report { data, format }),
+    }
+}
+
+/// Parse `policy-digest ...`.
+pub fn parse_policy_digest(args: &[String]) -> Result<Command, Usage> {
+    let mut source = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let new = match a.as_str() {
+            "-p" => PolicySource::Inline(value(a, &mut it)?.display().to_string()),
+            "-f" => PolicySource::File(value(a, &mut it)?),
+            "-h" | "--help" => return Ok(Command::Help(POLICY_DIGEST_HELP)),
+            other => {
+                return Err(Usage(format!(
+                    "policy-digest: unexpected argument \"{other}\"; give -p BASE64 or -f FILE"
+                )))
+            }
+        };
+        if source.replace(new).is_some() {
+            return Err(Usage("policy-digest: give one of -p or -f, once".into()));
+        }
+    }
+    source
+        .map(|source| Command::PolicyDigest { source })
+        .ok_or_else(|| Usage("policy-digest: give -p BASE64 or -f FILE".into()))
+}
+
+/// Run `policy-digest`; returns the exit code.
+pub fn policy_digest_cmd(source: &PolicySource) -> i32 {
+    let text = match source {
+        PolicySource::Inline(s) => s.clone(),
+        PolicySource::File(p) => match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("policy-digest: {}: {e}", p.display());
+                return exit::USAGE;
+            }
+        },
+    };
+    match crate::attest::tool::policy_digest(&text) {
+        Ok(d) => {
+            println!("{d}");
+            exit::OK
+        }
+        Err(e) => {
+            log::error!("policy-digest: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+/// Log an error and map to an exit code.
+pub fn exit_code(what: &str, r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            log::error!("{what}: {e}");
+            exit::BOOT_FAILED
+        }
+    }
 }
