@@ -30,6 +30,9 @@ Usage:
   encfs-init probe [--manifest PATH | --readiness-file PATH]
   encfs-init nbd serve SOURCE (--socket PATH | --listen 127.0.0.1:PORT) [OPTIONS]
   encfs-init image create|check --key-file KEY ...   (LUKS2 images; `encfs-init image --help`)
+  encfs-init report [--data HEX] [--raw | --json]
+  encfs-init report decode FILE [--raw | --json]
+  encfs-init policy-digest (-p BASE64 | -f FILE)
   encfs-init version
   encfs-init help [COMMAND]
 
@@ -109,6 +112,25 @@ pub enum Command {
     Nbd(Vec<String>),
     /// `image ...` (the arguments after `image`).
     Image(Vec<String>),
+    /// `report`.
+    Report {
+        /// report_data hex.
+        data: Option<String>,
+        /// Output format.
+        format: crate::attest::tool::Format,
+    },
+    /// `report decode FILE`.
+    ReportDecode {
+        /// The file.
+        file: PathBuf,
+        /// Output format.
+        format: crate::attest::tool::Format,
+    },
+    /// `policy-digest`.
+    PolicyDigest {
+        /// The base64 policy, or `@FILE` for a file.
+        source: PolicySource,
+    },
     /// `version`.
     Version,
     /// `help` or `--help`; the text to print.
@@ -125,6 +147,15 @@ pub enum SourceArg {
     Toml(PathBuf),
     /// `--legacy FILE`.
     Legacy(PathBuf),
+}
+
+/// Where `policy-digest` reads the policy.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `-p BASE64`.
+    Inline(String),
+    /// `-f FILE`.
+    File(PathBuf),
 }
 
 /// A usage error's message.
@@ -150,11 +181,15 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
         "probe" => parse_probe(rest),
         "nbd" => Ok(Command::Nbd(rest.to_vec())),
         "image" => Ok(Command::Image(rest.to_vec())),
+        "report" => crate::attest::tool::parse_report(rest),
+        "policy-digest" => crate::attest::tool::parse_policy_digest(rest),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help(match rest.first().map(String::as_str) {
             Some("run") => RUN_HELP,
             Some("check") => CHECK_HELP,
             Some("probe") => PROBE_HELP,
+            Some("report") => crate::attest::tool::REPORT_HELP,
+            Some("policy-digest") => crate::attest::tool::POLICY_DIGEST_HELP,
             _ => HELP,
         })),
         "--" if pid1 => parse_run(args),
@@ -169,7 +204,10 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
     }
 }
 
-fn value<'a>(opt: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<PathBuf, Usage> {
+pub(crate) fn value<'a>(
+    opt: &str,
+    it: &mut impl Iterator<Item = &'a String>,
+) -> Result<PathBuf, Usage> {
     it.next()
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -376,6 +414,15 @@ pub fn main(ctx: Context) -> i32 {
             readiness_file,
         } => probe(&source, readiness_file),
         Command::Run { source, app } => run(ctx, &source, app),
+        Command::Report { data, format } => crate::attest::tool::exit_code(
+            "report",
+            crate::attest::tool::report(data.as_deref(), format),
+        ),
+        Command::ReportDecode { file, format } => crate::attest::tool::exit_code(
+            "report decode",
+            crate::attest::tool::decode(&file, format),
+        ),
+        Command::PolicyDigest { source } => crate::attest::tool::policy_digest_cmd(&source),
     }
 }
 
@@ -521,6 +568,34 @@ mod tests {
         assert!(parse(&s(&["check", "a.toml", "--legacy", "x"]), false).is_err());
         assert!(parse(&s(&["run", "--manifest"]), false).is_err());
         assert!(parse(&s(&["run", "--"]), false).is_err());
+    }
+
+    #[test]
+    fn attestation_commands() {
+        use crate::attest::tool::Format;
+        assert_eq!(
+            parse(&s(&["report", "--data", "ab", "--raw"]), false).unwrap(),
+            Command::Report {
+                data: Some("ab".into()),
+                format: Format::Raw
+            }
+        );
+        assert_eq!(
+            parse(&s(&["report", "decode", "r.bin"]), false).unwrap(),
+            Command::ReportDecode {
+                file: "r.bin".into(),
+                format: Format::Json
+            }
+        );
+        assert_eq!(
+            parse(&s(&["policy-digest", "-p", "YQ=="]), false).unwrap(),
+            Command::PolicyDigest {
+                source: PolicySource::Inline("YQ==".into())
+            }
+        );
+        assert!(parse(&s(&["policy-digest"]), false).is_err());
+        assert!(parse(&s(&["policy-digest", "-p", "a", "-f", "b"]), false).is_err());
+        assert!(parse(&s(&["report", "--bogus"]), false).is_err());
     }
 
     #[test]

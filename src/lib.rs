@@ -6,6 +6,7 @@
 //! the VM harness link against the same code.
 #![warn(missing_docs)]
 
+pub mod attest;
 pub mod blob;
 pub mod cli;
 pub mod dm;
@@ -13,6 +14,7 @@ pub mod exit;
 pub mod http;
 pub mod image;
 pub mod init;
+pub mod keyrelease;
 pub mod logging;
 pub mod luks2;
 pub mod manifest;

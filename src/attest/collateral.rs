@@ -1,0 +1,235 @@
+//! AMD collateral (VCEK + ASK + ARK) for a report (upstream-spec §5.4-5.5), with upstream's bugs fixed:
+//! every fetch has the transport's timeouts and bounded retries; the endpoint's own scheme is used and
+//! `endpoint_type` is honoured (§11, 15: upstream fetched any certcache over `http://` as THIM); the THIM
+//! request carries the chip and TCB (`?tcbVersion=<hex>&platformId=<chip>`); a VCEK's TCB is read as DER
+//! INTEGERs (§11, 14), so SPLs >= 0x80 no longer cause false mismatches.
+//!
+//! Sources, tried in order until one's VCEK matches the report's reported_tcb and chip id:
+//! 1. certificates the provider attached (configfs-tsm `auxblob`);
+//! 2. the UVM's host AMD certificate (THIM JSON) when its `tcbm` equals the reported TCB;
+//! 3. the manifest's certcache: `LocalThim` `GET <endpoint>` (`Metadata: true`) → THIM JSON; `AzCache`
+//!    `GET <endpoint>/<tee_type>/certificates/<chip_id>/<tcb hex>?api-version=..[&clientId=..]` → PEM
+//!    chain; `Amd` → as 5;
+//! 4. THIM at the plan's endpoint (IMDS-hosted), when no certcache is configured;
+//! 5. AMD KDS: `GET <kds>/vcek/v1/<product>/<chip_id>?blSPL=&teeSPL=&snpSPL=&ucodeSPL=` (DER VCEK) and
+//!    `GET <kds>/vcek/v1/<product>/cert_chain` (PEM ASK + ARK).
+#![forbid(unsafe_code)]
+
+use super::cert::Cert;
+use super::report::Report;
+use super::uvm::ThimCerts;
+use super::verify;
+use crate::keyrelease::transport::{Request, Transport};
+use crate::manifest::{CertCacheKind, CertCachePlan, Endpoints};
+use base64::Engine;
+use std::fmt;
+
+/// A chain that fits the report.
+#[derive(Debug, Clone)]
+pub struct Collateral {
+    /// Where it came from.
+    pub source: String,
+    /// PEM text, VCEK first (what MAA takes as `VcekCertChain`).
+    pub pem: String,
+    /// Parsed.
+    pub certs: Vec<Cert>,
+}
+
+/// No source gave a matching chain: what each one said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// `(source, problem)` per attempt.
+    pub attempts: Vec<(String, String)>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no AMD certificate chain matches the report")?;
+        for (s, p) in &self.attempts {
+            write!(f, "; {s}: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// DER → PEM.
+pub fn to_pem(der: &[u8]) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        s.push_str(&String::from_utf8_lossy(chunk));
+        s.push('\n');
+    }
+    s.push_str("-----END CERTIFICATE-----\n");
+    s
+}
+
+fn from_pem(source: &str, pem: String) -> Result<Collateral, String> {
+    let certs = Cert::from_pem_chain(pem.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(Collateral {
+        source: source.to_string(),
+        pem,
+        certs,
+    })
+}
+
+fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
+    let leaf = c
+        .certs
+        .iter()
+        .find(|c| {
+            matches!(
+                c.common_name().as_deref(),
+                Some("SEV-VCEK") | Some("SEV-VLEK")
+            )
+        })
+        .ok_or("no VCEK in the chain")?;
+    verify::check_tcb_and_chip(report, leaf)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn get(t: &dyn Transport, url: String, metadata: bool) -> Result<Vec<u8>, String> {
+    let mut req = Request::get(url.clone());
+    if metadata {
+        req = req.header("Metadata", "true");
+    }
+    let resp = t.send(&req).map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.ok() {
+        return Err(format!(
+            "GET {url}: status {} {}",
+            resp.status,
+            resp.snippet()
+        ));
+    }
+    Ok(resp.body)
+}
+
+fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral, String> {
+    let sep = if endpoint.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{endpoint}{sep}tcbVersion={:x}&platformId={}",
+        report.reported_tcb,
+        report.chip_id_hex()
+    );
+    let body = get(t, url, true)?;
+    let certs = ThimCerts::parse(&body).map_err(|e| e.to_string())?;
+    from_pem("THIM", certs.pem_chain())
+}
+
+fn azcache(t: &dyn Transport, cc: &CertCachePlan, report: &Report) -> Result<Collateral, String> {
+    let tee = cc.tee_type.as_deref().unwrap_or("SevSnpVM");
+    let mut url = format!(
+        "{}/{tee}/certificates/{}/{:x}?api-version={}",
+        cc.endpoint.0,
+        report.chip_id_hex(),
+        report.reported_tcb,
+        cc.api_version.as_deref().unwrap_or("2020-10-15-preview")
+    );
+    if let Some(c) = &cc.client_id {
+        url.push_str(&format!("&clientId={c}"));
+    }
+    let body = get(t, url, false)?;
+    from_pem("AzCache", String::from_utf8_lossy(&body).into_owned())
+}
+
+fn kds(
+    t: &dyn Transport,
+    base: &str,
+    product: Option<&str>,
+    report: &Report,
+) -> Result<Collateral, String> {
+    let base = base.trim_end_matches('/');
+    let base = if base.ends_with("/vcek/v1") {
+        base.to_string()
+    } else {
+        format!("{base}/vcek/v1")
+    };
+    let product = report.product().or(product).unwrap_or("Milan");
+    let tcb = report.reported();
+    let mut url = format!(
+        "{base}/{product}/{}?blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
+        report.chip_id_hex(),
+        tcb.bl,
+        tcb.tee,
+        tcb.snp,
+        tcb.ucode
+    );
+    if let Some(fmc) = tcb.fmc {
+        url.push_str(&format!("&fmcSPL={fmc}"));
+    }
+    let vcek = get(t, url, false)?;
+    let chain = get(t, format!("{base}/{product}/cert_chain"), false)?;
+    let mut pem = to_pem(&vcek);
+    pem.push_str(&String::from_utf8_lossy(&chain));
+    from_pem("AMD KDS", pem)
+}
+
+/// Find a chain for `report`. `host` is the UVM's host certificate, `aux` the provider's certificates.
+pub fn find(
+    t: &dyn Transport,
+    report: &Report,
+    aux: &[Vec<u8>],
+    host: Option<&ThimCerts>,
+    certcache: Option<&CertCachePlan>,
+    endpoints: &Endpoints,
+) -> Result<Collateral, Error> {
+    let mut attempts = Vec::new();
+    let mut consider = |name: &str, r: Result<Collateral, String>| -> Option<Collateral> {
+        match r.and_then(|c| matches(report, &c).map(|_| c)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::info!("collateral: {name}: {e}");
+                attempts.push((name.to_string(), e));
+                None
+            }
+        }
+    };
+    if !aux.is_empty() {
+        let pem: String = aux.iter().map(|d| to_pem(d)).collect();
+        if let Some(c) = consider("provider certificates", from_pem("provider", pem)) {
+            return Ok(c);
+        }
+    }
+    if let Some(h) = host.filter(|h| !h.is_empty()) {
+        let r = match h.tcbm() {
+            Ok(t) if t == report.reported_tcb => from_pem("UVM host certificate", h.pem_chain()),
+            Ok(t) => Err(format!(
+                "tcbm {t:016x} is not the reported TCB {:016x}",
+                report.reported_tcb
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(c) = consider("UVM host certificate", r) {
+            return Ok(c);
+        }
+    }
+    match certcache {
+        Some(cc) => {
+            let (name, r) = match cc.kind {
+                CertCacheKind::LocalThim => {
+                    ("certcache LocalTHIM", thim(t, &cc.endpoint.0, report))
+                }
+                CertCacheKind::AzCache => ("certcache AzCache", azcache(t, cc, report)),
+                CertCacheKind::Amd => (
+                    "certcache AMD",
+                    kds(t, &cc.endpoint.0, cc.tee_type.as_deref(), report),
+                ),
+            };
+            if let Some(c) = consider(name, r) {
+                return Ok(c);
+            }
+        }
+        None => {
+            if let Some(c) = consider("THIM", thim(t, &endpoints.thim.0, report)) {
+                return Ok(c);
+            }
+        }
+    }
+    if let Some(c) = consider("AMD KDS", kds(t, &endpoints.amd_kds.0, None, report)) {
+        return Ok(c);
+    }
+    Err(Error { attempts })
+}

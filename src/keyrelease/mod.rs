@@ -1,0 +1,255 @@
+//! Secure key release: attest with MAA, release the key from Azure Key Vault or a managed HSM, unwrap it,
+//! and turn it into the 32-byte disk key (upstream-spec §6; the order of §6.4):
+//!
+//! 1. a fresh RSA-2048 runtime key; runtime JSON = its public JWK set ([`jwk`]);
+//! 2. a report with report_data = SHA-256(runtime JSON) ‖ 0³² from the [`crate::attest::Attester`];
+//! 3. AMD collateral for the report ([`crate::attest::collateral`]) and, before any network call to MAA,
+//!    local verification of the report (signature, chain to a pinned AMD root, TCB), so a bad report fails
+//!    here with a precise reason instead of as an opaque MAA 400;
+//! 4. MAA attestation → JWT ([`maa`]);
+//! 5. a vault token ([`token`]: static, workload identity or IMDS, cached);
+//! 6. the release ([`akv`]) → a JWS, verified (chain to trusted roots, vault host name, RS256);
+//! 7. unwrap by `enc` and derive the disk key by `kty` ([`unwrap`]).
+//!
+//! Errors say which step failed, with the HTTP status and a body snippet where there is one; none carries
+//! a token or key. The disk key is a [`SecretBytes`].
+#![forbid(unsafe_code)]
+
+pub mod akv;
+pub mod jwk;
+pub mod maa;
+pub mod token;
+pub mod transport;
+pub mod unwrap;
+
+use crate::attest::collateral::{self, Collateral};
+use crate::attest::report::{ParseError, Report};
+use crate::attest::uvm::UvmInfo;
+use crate::attest::verify::{ArkPin, VerifyError};
+use crate::attest::{self, Attester};
+use crate::manifest::{CertCachePlan, Endpoints, ReleasePlan};
+use crate::secret::SecretBytes;
+use std::fmt;
+use std::time::SystemTime;
+use transport::{Transport, TransportError};
+
+/// The step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// MAA attestation.
+    Maa,
+    /// IMDS token.
+    Imds,
+    /// Workload identity token.
+    WorkloadIdentity,
+    /// The release call.
+    Release,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Maa => "MAA attestation",
+            Step::Imds => "IMDS token",
+            Step::WorkloadIdentity => "workload identity token",
+            Step::Release => "key release",
+        })
+    }
+}
+
+/// Key release errors.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Generating the runtime key or a nonce.
+    Internal(String),
+    /// The attester failed.
+    Attest(attest::Error),
+    /// The report does not parse.
+    Report(ParseError),
+    /// No AMD chain fits the report.
+    Collateral(collateral::Error),
+    /// Local verification of the report failed.
+    Verify(VerifyError),
+    /// No response.
+    Transport {
+        /// Step.
+        step: Step,
+        /// Cause.
+        source: TransportError,
+    },
+    /// A non-2xx response.
+    Status {
+        /// Step.
+        step: Step,
+        /// HTTP status.
+        status: u16,
+        /// Body snippet (service error text).
+        body: String,
+    },
+    /// A 2xx response we cannot use.
+    Malformed {
+        /// Step.
+        step: Step,
+        /// What.
+        detail: String,
+    },
+    /// The release JWS is not acceptable.
+    Jws(String),
+    /// Unwrap or derivation.
+    Unwrap(unwrap::UnwrapError),
+}
+
+fn hint(step: Step, status: u16) -> &'static str {
+    match (step, status) {
+        (Step::Release, 401) => "; fix: the vault token is missing or expired, or the identity is not in the vault's tenant",
+        (Step::Release, 403) => "; fix: the release policy did not accept the attestation (a stale host_data/policy hash?) or the identity lacks the release permission",
+        (Step::Release, 404) => "; fix: check the key name (kid) and the vault endpoint",
+        (Step::Maa, 400) => "; fix: MAA rejected the evidence (report, VCEK chain or runtime data)",
+        (Step::Imds, 400) => "; fix: check the managed identity client_id and that an identity is assigned",
+        _ => "",
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Internal(e) => write!(f, "internal: {e}"),
+            Error::Attest(e) => write!(f, "attestation report: {e}"),
+            Error::Report(e) => write!(f, "attestation report: {e}"),
+            Error::Collateral(e) => write!(f, "AMD collateral: {e}"),
+            Error::Verify(e) => write!(f, "report verification: {e}"),
+            Error::Transport { step, source } => write!(f, "{step}: {source}"),
+            Error::Status { step, status, body } => {
+                write!(f, "{step}: HTTP {status}: {body}{}", hint(*step, *status))
+            }
+            Error::Malformed { step, detail } => write!(f, "{step}: {detail}"),
+            Error::Jws(d) => write!(f, "key release response (JWS): {d}"),
+            Error::Unwrap(e) => write!(f, "released key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Attest(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a release needs besides the per-filesystem plan.
+pub struct Context<'a> {
+    /// The evidence provider.
+    pub attester: &'a dyn Attester,
+    /// HTTP.
+    pub transport: &'a dyn Transport,
+    /// UVM information (host certificates, reference info).
+    pub uvm: &'a UvmInfo,
+    /// The manifest's certcache.
+    pub certcache: Option<&'a CertCachePlan>,
+    /// Endpoints (THIM, KDS).
+    pub endpoints: &'a Endpoints,
+    /// MAA api-version.
+    pub maa_api_version: &'a str,
+    /// AKV api-version.
+    pub akv_api_version: &'a str,
+    /// Vault tokens.
+    pub tokens: &'a token::TokenCache,
+    /// Trust for the release JWS.
+    pub jws_trust: &'a akv::JwsTrust,
+    /// Pinned AMD roots for local verification.
+    pub ark_pins: &'a [ArkPin],
+    /// Verify the report locally (off only for the test-mode fake attester with no collateral).
+    pub verify_locally: bool,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "keyrelease::Context({})", self.attester.name())
+    }
+}
+
+/// Release the key of `rp` and return the disk key.
+pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, Error> {
+    let runtime = jwk::RuntimeKey::generate()
+        .map_err(|e| Error::Internal(format!("RSA key generation: {e}")))?;
+    let runtime_json = runtime.runtime_json();
+    let rd = attest::report_data_for(runtime_json.as_bytes());
+    let evidence = ctx.attester.report(&rd).map_err(Error::Attest)?;
+    let report = Report::parse(&evidence.report).map_err(Error::Report)?;
+    if report.report_data != rd {
+        return Err(Error::Attest(attest::Error::BadReport {
+            provider: evidence.provider,
+            detail: "report_data does not match the runtime data's hash".into(),
+        }));
+    }
+    let host = ctx.uvm.host_certs.as_ref();
+    let chain: Collateral = collateral::find(
+        ctx.transport,
+        &report,
+        &evidence.certs,
+        host,
+        ctx.certcache,
+        ctx.endpoints,
+    )
+    .map_err(Error::Collateral)?;
+    log::info!(
+        "key release {}: report from {}, collateral from {}",
+        rp.kid,
+        evidence.provider,
+        chain.source
+    );
+    if ctx.verify_locally {
+        let product = crate::attest::verify::verify_report(
+            &report,
+            &chain.certs,
+            ctx.ark_pins,
+            SystemTime::now(),
+        )
+        .map_err(Error::Verify)?;
+        log::info!(
+            "key release {}: report verified locally ({product}, TCB {})",
+            rp.kid,
+            report.reported()
+        );
+    }
+    let maa_token = maa::attest(
+        ctx.transport,
+        &rp.authority.0,
+        ctx.maa_api_version,
+        &maa::Attestation {
+            report: &evidence.report,
+            vcek_chain_pem: &chain.pem,
+            reference_info: ctx.uvm.reference_info.as_deref(),
+            runtime_json: runtime_json.as_bytes(),
+        },
+    )?;
+    let bearer = ctx.tokens.get(ctx.transport)?;
+    let jws = akv::release(
+        ctx.transport,
+        &rp.vault.0,
+        &rp.kid,
+        ctx.akv_api_version,
+        bearer.expose(),
+        maa_token.expose(),
+    )?;
+    let released = akv::verify_jws(
+        &jws,
+        akv::host_of(&rp.vault.0),
+        ctx.jws_trust,
+        SystemTime::now(),
+    )?;
+    let plaintext =
+        unwrap::unwrap(&released.enc, &released.ciphertext, &runtime).map_err(Error::Unwrap)?;
+    let key =
+        unwrap::disk_key(&released.kty, &plaintext, &rp.salt, &rp.label).map_err(Error::Unwrap)?;
+    log::info!(
+        "key release {}: released a {} key ({}), disk key ready",
+        rp.kid,
+        released.kty,
+        released.enc
+    );
+    Ok(key)
+}

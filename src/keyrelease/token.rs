@@ -1,0 +1,264 @@
+//! Access tokens for the vault (upstream-spec §6.3, §4.5), cached and refreshed before 80 % of their
+//! lifetime (upstream refreshed exactly at expiry and stopped after one failed refresh).
+//!
+//! Sources, in the order [`TokenSource::for_vault`] picks them:
+//! 1. a static bearer token from the manifest;
+//! 2. workload identity when `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and `AZURE_FEDERATED_TOKEN_FILE` are
+//!    set: `POST <AZURE_AUTHORITY_HOST or the plan's login authority>/<tenant>/oauth2/v2.0/token`, form
+//!    `grant_type=client_credentials`, `client_id`, `client_assertion_type=
+//!    urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, `client_assertion=<token file>`,
+//!    `scope=<resource>/.default`; the file is re-read on every fetch (kubelet rotates it);
+//! 3. IMDS: `GET <imds>/metadata/identity/oauth2/token?api-version=<v>&resource=<escaped>[&client_id=]`,
+//!    header `Metadata: true`; `expires_in` is accepted as a string (IMDS) or a number.
+//!
+//! Resources: `https://vault.azure.net` for Key Vault, `https://managedhsm.azure.net` for a managed HSM.
+#![forbid(unsafe_code)]
+
+use super::transport::{Request, Transport};
+use super::{Error, Step};
+use crate::manifest::VaultKind;
+use crate::secret::SecretString;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Where tokens come from.
+#[derive(Debug)]
+pub enum TokenSource {
+    /// Given in the manifest; never refreshed.
+    Static(SecretString),
+    /// Managed identity through IMDS.
+    Imds {
+        /// IMDS base URL.
+        base: String,
+        /// api-version.
+        api_version: String,
+        /// Resource.
+        resource: String,
+        /// User-assigned identity.
+        client_id: Option<String>,
+    },
+    /// AKS workload identity.
+    Workload {
+        /// Authority base URL.
+        authority: String,
+        /// Tenant.
+        tenant: String,
+        /// Client id.
+        client_id: String,
+        /// The projected service-account token.
+        token_file: PathBuf,
+        /// Resource.
+        resource: String,
+    },
+}
+
+/// The AAD resource for a vault kind.
+pub fn vault_resource(kind: VaultKind) -> &'static str {
+    match kind {
+        VaultKind::KeyVault => "https://vault.azure.net",
+        VaultKind::ManagedHsm => "https://managedhsm.azure.net",
+    }
+}
+
+/// Percent-encode a query value (RFC 3986 unreserved kept).
+pub fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl TokenSource {
+    /// Pick the source for a vault: static token, else workload identity (from `env`), else IMDS.
+    pub fn for_vault(
+        static_token: Option<&SecretString>,
+        kind: VaultKind,
+        plan: &crate::manifest::Plan,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let resource = vault_resource(kind).to_string();
+        if let Some(t) = static_token {
+            return TokenSource::Static(SecretString::new(t.expose().to_string()));
+        }
+        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+        if let (Some(client_id), Some(tenant), Some(file)) = (
+            nonempty("AZURE_CLIENT_ID"),
+            nonempty("AZURE_TENANT_ID"),
+            nonempty("AZURE_FEDERATED_TOKEN_FILE"),
+        ) {
+            let authority = nonempty("AZURE_AUTHORITY_HOST")
+                .unwrap_or_else(|| plan.endpoints.login_authority.0.clone());
+            return TokenSource::Workload {
+                authority: authority.trim_end_matches('/').to_string(),
+                tenant,
+                client_id,
+                token_file: PathBuf::from(file),
+                resource,
+            };
+        }
+        TokenSource::Imds {
+            base: plan.endpoints.imds.0.clone(),
+            api_version: plan.api_versions.imds.clone(),
+            resource,
+            client_id: plan.identity.client_id.clone(),
+        }
+    }
+
+    /// Fetch a token and its lifetime.
+    pub fn fetch(&self, t: &dyn Transport) -> Result<(SecretString, Option<Duration>), Error> {
+        match self {
+            TokenSource::Static(s) => Ok((SecretString::new(s.expose().to_string()), None)),
+            TokenSource::Imds {
+                base,
+                api_version,
+                resource,
+                client_id,
+            } => {
+                let mut url = format!(
+                    "{base}/metadata/identity/oauth2/token?api-version={api_version}&resource={}",
+                    pct(resource)
+                );
+                if let Some(c) = client_id {
+                    url.push_str(&format!("&client_id={}", pct(c)));
+                }
+                let resp = t
+                    .send(&Request::get(url).header("Metadata", "true"))
+                    .map_err(|source| Error::Transport {
+                        step: Step::Imds,
+                        source,
+                    })?;
+                parse_token(Step::Imds, resp)
+            }
+            TokenSource::Workload {
+                authority,
+                tenant,
+                client_id,
+                token_file,
+                resource,
+            } => {
+                let assertion =
+                    std::fs::read_to_string(token_file).map_err(|e| Error::Malformed {
+                        step: Step::WorkloadIdentity,
+                        detail: format!(
+                            "cannot read AZURE_FEDERATED_TOKEN_FILE {}: {e}",
+                            token_file.display()
+                        ),
+                    })?;
+                let assertion = SecretString::new(assertion.trim().to_string());
+                let form = SecretString::new(format!(
+                    "grant_type=client_credentials&client_id={}&client_assertion_type={}&client_assertion={}&scope={}",
+                    pct(client_id),
+                    pct("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    pct(assertion.expose()),
+                    pct(&format!("{resource}/.default")),
+                ));
+                let req = Request {
+                    method: "POST",
+                    url: format!("{authority}/{}/oauth2/v2.0/token", pct(tenant)),
+                    headers: vec![(
+                        "Content-Type".into(),
+                        "application/x-www-form-urlencoded".into(),
+                    )],
+                    body: Some(form.expose().as_bytes().to_vec()),
+                };
+                let resp = t.send(&req).map_err(|source| Error::Transport {
+                    step: Step::WorkloadIdentity,
+                    source,
+                })?;
+                parse_token(Step::WorkloadIdentity, resp)
+            }
+        }
+    }
+}
+
+fn parse_token(
+    step: Step,
+    resp: super::transport::Response,
+) -> Result<(SecretString, Option<Duration>), Error> {
+    if !resp.ok() {
+        return Err(Error::Status {
+            step,
+            status: resp.status,
+            body: resp.snippet(),
+        });
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.body).map_err(|e| Error::Malformed {
+            step,
+            detail: format!("token response is not JSON: {e}"),
+        })?;
+    let token = v
+        .get("access_token")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::Malformed {
+            step,
+            detail: "token response has no access_token".into(),
+        })?;
+    let expires_in = match v.get("expires_in") {
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        _ => None,
+    };
+    // Without a lifetime, assume a short one rather than caching forever.
+    Ok((
+        SecretString::new(token.to_string()),
+        Some(Duration::from_secs(expires_in.unwrap_or(300))),
+    ))
+}
+
+struct Cached {
+    token: SecretString,
+    refresh_at: Option<Instant>,
+}
+
+/// A token source with a cache: a token is reused until 80 % of its lifetime has passed.
+pub struct TokenCache {
+    source: TokenSource,
+    cached: Mutex<Option<Cached>>,
+    clock: Box<dyn Fn() -> Instant + Send + Sync>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenCache({:?})", self.source)
+    }
+}
+
+impl TokenCache {
+    /// A cache over `source` with the real clock.
+    pub fn new(source: TokenSource) -> Self {
+        Self::with_clock(source, Box::new(Instant::now))
+    }
+
+    /// A cache with an injected clock (tests).
+    pub fn with_clock(source: TokenSource, clock: Box<dyn Fn() -> Instant + Send + Sync>) -> Self {
+        TokenCache {
+            source,
+            cached: Mutex::new(None),
+            clock,
+        }
+    }
+
+    /// A valid token: the cached one, or a fresh one.
+    pub fn get(&self, t: &dyn Transport) -> Result<SecretString, Error> {
+        let mut guard = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let now = (self.clock)();
+        if let Some(c) = guard.as_ref() {
+            if c.refresh_at.is_none_or(|r| now < r) {
+                return Ok(SecretString::new(c.token.expose().to_string()));
+            }
+            log::info!("token: refreshing before expiry");
+        }
+        let (token, lifetime) = self.source.fetch(t)?;
+        let refresh_at = lifetime.map(|l| now + l.mul_f64(0.8));
+        let out = SecretString::new(token.expose().to_string());
+        *guard = Some(Cached { token, refresh_at });
+        Ok(out)
+    }
+}

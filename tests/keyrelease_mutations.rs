@@ -1,0 +1,604 @@
+//! The mutation table: one bad thing at a time against the fake Azure, each with the error it must give.
+//! Run with `--nocapture` to see the table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use encfs_init::attest::fake::{FakeAttester, Template};
+use encfs_init::attest::{self, Attester, Evidence};
+use encfs_init::keyrelease::token::{TokenCache, TokenSource};
+use encfs_init::keyrelease::transport::TransportError;
+use encfs_init::keyrelease::unwrap::UnwrapError;
+use encfs_init::keyrelease::{Error, Step};
+use encfs_init::manifest::{ReleasePlan, VaultKind};
+use serde_json::json;
+use std::time::Duration;
+use support::azure::{JwsMode, VaultKey};
+use support::rig::{hostdata_claim, static_source, template, Rig};
+use support::Fault;
+
+/// Flips one byte of an otherwise good report.
+#[derive(Debug)]
+struct Tamper(FakeAttester, usize);
+impl Attester for Tamper {
+    fn name(&self) -> &'static str {
+        "tamper"
+    }
+    fn report(&self, rd: &[u8; 64]) -> Result<Evidence, attest::Error> {
+        let mut e = self.0.report(rd)?;
+        e.report[self.1] ^= 1;
+        Ok(e)
+    }
+}
+
+/// Ignores the report_data it is given.
+#[derive(Debug)]
+struct Deaf(FakeAttester);
+impl Attester for Deaf {
+    fn name(&self) -> &'static str {
+        "deaf"
+    }
+    fn report(&self, _: &[u8; 64]) -> Result<Evidence, attest::Error> {
+        self.0.report(&[0; 64])
+    }
+}
+
+fn signer(rig: &Rig, t: Template) -> FakeAttester {
+    FakeAttester::new(rig.amd.vcek_key.clone(), t)
+}
+
+type Setup = fn(&mut Rig) -> ReleasePlan;
+type Check = fn(&Error) -> bool;
+
+fn kv(rig: &mut Rig) -> ReleasePlan {
+    rig.plan("oct", VaultKind::KeyVault)
+}
+
+fn status(step: Step, code: u16) -> impl Fn(&Error) -> bool {
+    move |e| matches!(e, Error::Status { step: s, status, .. } if *s == step && *status == code)
+}
+
+fn cases() -> Vec<(&'static str, Setup, Check)> {
+    vec![
+        (
+            "tampered report byte (measurement)",
+            |r| {
+                r.attester = Box::new(Tamper(signer(r, template()), 0x90));
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Verify(attest::verify::VerifyError::ReportSignature)
+                )
+            },
+        ),
+        (
+            "tampered signature byte",
+            |r| {
+                r.attester = Box::new(Tamper(signer(r, template()), 0x2A5));
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Verify(attest::verify::VerifyError::ReportSignature)
+                )
+            },
+        ),
+        (
+            "report signed by another key (wrong VCEK)",
+            |r| {
+                r.attester = Box::new(FakeAttester::ephemeral_with(template()));
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Verify(attest::verify::VerifyError::ReportSignature)
+                )
+            },
+        ),
+        (
+            "reported TCB differs from the VCEK (ucode)",
+            |r| {
+                let t = Template {
+                    tcb: 0xd218_0000_0000_0004,
+                    ..template()
+                };
+                r.uvm.host_certs = Some(support::rig::host_certs(&r.amd, t.tcb));
+                r.attester = Box::new(signer(r, t));
+                kv(r)
+            },
+            |e| matches!(e, Error::Collateral(c) if c.to_string().contains("TCB field ucode differs")),
+        ),
+        (
+            "no collateral anywhere (THIM and KDS 404)",
+            |r| {
+                r.uvm.host_certs = None;
+                kv(r)
+            },
+            |e| matches!(e, Error::Collateral(c) if c.attempts.len() == 2 && c.to_string().contains("404")),
+        ),
+        (
+            "untrusted ARK (only AMD's pins)",
+            |r| {
+                r.pins = attest::verify::AMD_ARK_PINS.to_vec();
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Verify(attest::verify::VerifyError::UntrustedRoot { .. })
+                )
+            },
+        ),
+        (
+            "report_data not bound to the runtime key",
+            |r| {
+                r.attester = Box::new(Deaf(signer(r, template())));
+                kv(r)
+            },
+            |e| matches!(e, Error::Attest(attest::Error::BadReport { .. })),
+        ),
+        (
+            "report version 1",
+            |r| {
+                r.attester = Box::new(signer(
+                    r,
+                    Template {
+                        version: 1,
+                        ..template()
+                    },
+                ));
+                kv(r)
+            },
+            |e| matches!(e, Error::Report(attest::report::ParseError::Version(1))),
+        ),
+        (
+            "MAA 400",
+            |r| {
+                r.az.https.fault(
+                    "/attest",
+                    Fault {
+                        status: Some(400),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| status(Step::Maa, 400)(e),
+        ),
+        (
+            "MAA 200 without token",
+            |r| {
+                r.az.https.fault(
+                    "/attest",
+                    Fault {
+                        body: Some(b"{\"tokn\":1}".to_vec()),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Malformed {
+                        step: Step::Maa,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "MAA hangs -> timeout",
+            |r| {
+                r.net.retries = 0;
+                r.az.https.fault(
+                    "/attest",
+                    Fault {
+                        delay: Some(Duration::from_secs(4)),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Transport {
+                        step: Step::Maa,
+                        source: TransportError::Timeout
+                    }
+                )
+            },
+        ),
+        (
+            "IMDS 500 three times (retries exhausted)",
+            |r| {
+                for _ in 0..3 {
+                    r.az.http.fault(
+                        "/metadata",
+                        Fault {
+                            status: Some(500),
+                            ..Fault::default()
+                        },
+                    );
+                }
+                kv(r)
+            },
+            |e| status(Step::Imds, 500)(e),
+        ),
+        (
+            "IMDS hangs -> timeout",
+            |r| {
+                r.net.retries = 0;
+                r.az.http.fault(
+                    "/metadata",
+                    Fault {
+                        delay: Some(Duration::from_secs(4)),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Transport {
+                        step: Step::Imds,
+                        source: TransportError::Timeout
+                    }
+                )
+            },
+        ),
+        (
+            "IMDS answers without access_token",
+            |r| {
+                r.az.http.fault(
+                    "/metadata",
+                    Fault {
+                        body: Some(b"{\"expires_in\":\"5\"}".to_vec()),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Malformed {
+                        step: Step::Imds,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "AKV 401 (bad bearer token)",
+            |r| {
+                r.tokens = TokenCache::new(static_source("stolen"));
+                kv(r)
+            },
+            |e| status(Step::Release, 401)(e),
+        ),
+        (
+            "AKV 401 (token for the wrong resource)",
+            |r| {
+                r.tokens = TokenCache::new(support::rig::imds_source(
+                    &r.endpoints,
+                    VaultKind::ManagedHsm,
+                ));
+                kv(r)
+            },
+            |e| status(Step::Release, 401)(e),
+        ),
+        (
+            "AKV 403 release policy not satisfied",
+            |r| {
+                r.az.add_key(
+                    "strict",
+                    VaultKey {
+                        kty: "oct-HSM".into(),
+                        material: vec![1; 32],
+                        policy: vec![("x-ms-sevsnpvm-hostdata".into(), json!("00"))],
+                    },
+                );
+                r.plan("strict", VaultKind::KeyVault)
+            },
+            |e| matches!(e, Error::Status { step: Step::Release, status: 403, body } if body.contains("x-ms-sevsnpvm-hostdata")),
+        ),
+        (
+            "AKV 403 debuggable guest",
+            |r| {
+                r.attester = Box::new(signer(
+                    r,
+                    Template {
+                        policy: 0x3_001f | 1 << 19,
+                        ..template()
+                    },
+                ));
+                r.az.add_key(
+                    "nodebug",
+                    VaultKey {
+                        kty: "oct-HSM".into(),
+                        material: vec![1; 32],
+                        policy: vec![
+                            hostdata_claim(),
+                            ("x-ms-sevsnpvm-is-debuggable".into(), json!(false)),
+                        ],
+                    },
+                );
+                r.plan("nodebug", VaultKind::KeyVault)
+            },
+            |e| status(Step::Release, 403)(e),
+        ),
+        (
+            "AKV 404 unknown kid",
+            |r| r.plan("missing", VaultKind::KeyVault),
+            |e| status(Step::Release, 404)(e),
+        ),
+        (
+            "AKV 500 on every try",
+            |r| {
+                for _ in 0..3 {
+                    r.az.https.fault(
+                        "/keys",
+                        Fault {
+                            status: Some(500),
+                            ..Fault::default()
+                        },
+                    );
+                }
+                kv(r)
+            },
+            |e| status(Step::Release, 500)(e),
+        ),
+        (
+            "AKV truncated JSON",
+            |r| {
+                r.az.https.fault(
+                    "/keys",
+                    Fault {
+                        truncate: Some(40),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Malformed {
+                        step: Step::Release,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "AKV 200 without value",
+            |r| {
+                r.az.https.fault(
+                    "/keys",
+                    Fault {
+                        body: Some(b"{}".to_vec()),
+                        ..Fault::default()
+                    },
+                );
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Malformed {
+                        step: Step::Release,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "JWS bad signature",
+            |r| {
+                r.az.set(|k| k.jws = JwsMode::BadSignature);
+                kv(r)
+            },
+            |e| matches!(e, Error::Jws(d) if d.contains("signature does not verify")),
+        ),
+        (
+            "JWS x5c to an unknown root",
+            |r| {
+                r.az.set(|k| k.jws = JwsMode::UnknownRoot);
+                kv(r)
+            },
+            |e| matches!(e, Error::Jws(d) if d.contains("trusted root")),
+        ),
+        (
+            "JWS with two parts",
+            |r| {
+                r.az.set(|k| k.jws = JwsMode::TwoParts);
+                kv(r)
+            },
+            |e| matches!(e, Error::Jws(d) if d.contains("3 dot-separated parts")),
+        ),
+        (
+            "JWS leaf not valid for the vault host",
+            |r| {
+                let mut p = kv(r);
+                p.vault =
+                    encfs_init::manifest::Endpoint(p.vault.0.replace("127.0.0.1", "localhost"));
+                p
+            },
+            |e| matches!(e, Error::Jws(d) if d.contains("not valid for the vault host")),
+        ),
+        (
+            "unknown enc",
+            |r| {
+                r.az.set(|k| k.enc = "A256KW".into());
+                kv(r)
+            },
+            |e| matches!(e, Error::Unwrap(UnwrapError::UnknownEnc(x)) if x == "A256KW"),
+        ),
+        (
+            "kty EC",
+            |r| {
+                r.az.set(|k| k.kty_override = Some("EC-HSM".into()));
+                kv(r)
+            },
+            |e| matches!(e, Error::Unwrap(UnwrapError::EcKey(_))),
+        ),
+        (
+            "kty unknown",
+            |r| {
+                r.az.set(|k| k.kty_override = Some("oct-XYZ".into()));
+                kv(r)
+            },
+            |e| matches!(e, Error::Unwrap(UnwrapError::UnknownKty(_))),
+        ),
+        (
+            "16-byte oct key",
+            |r| {
+                r.az.add_key(
+                    "short",
+                    VaultKey {
+                        kty: "oct-HSM".into(),
+                        material: vec![1; 16],
+                        policy: vec![hostdata_claim()],
+                    },
+                );
+                r.plan("short", VaultKind::KeyVault)
+            },
+            |e| matches!(e, Error::Unwrap(UnwrapError::OctSize(16))),
+        ),
+        (
+            "RSA-HSM whose plaintext is not PKCS#8",
+            |r| {
+                r.az.add_key(
+                    "notrsa",
+                    VaultKey {
+                        kty: "RSA-HSM".into(),
+                        material: vec![1; 48],
+                        policy: vec![hostdata_claim()],
+                    },
+                );
+                r.plan("notrsa", VaultKind::KeyVault)
+            },
+            |e| matches!(e, Error::Unwrap(UnwrapError::RsaKey)),
+        ),
+        (
+            "workload identity token file missing",
+            |r| {
+                r.tokens = TokenCache::new(TokenSource::Workload {
+                    authority: r.az.https.url(),
+                    tenant: "t".into(),
+                    client_id: "c".into(),
+                    token_file: r.dir.join("nope"),
+                    resource: "https://vault.azure.net".into(),
+                });
+                kv(r)
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::Malformed {
+                        step: Step::WorkloadIdentity,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "workload identity assertion rejected",
+            |r| {
+                std::fs::write(r.dir.join("wrong"), "not-the-token").unwrap();
+                r.tokens = TokenCache::new(TokenSource::Workload {
+                    authority: r.az.https.url(),
+                    tenant: "t".into(),
+                    client_id: "c".into(),
+                    token_file: r.dir.join("wrong"),
+                    resource: "https://vault.azure.net".into(),
+                });
+                kv(r)
+            },
+            |e| status(Step::WorkloadIdentity, 401)(e),
+        ),
+    ]
+}
+
+#[test]
+fn mutation_table() {
+    let cases = cases();
+    assert!(cases.len() >= 25);
+    let mut failed = Vec::new();
+    let mut table = String::new();
+    for (i, (name, setup, check)) in cases.into_iter().enumerate() {
+        let mut rig = Rig::new(&format!("mut{i}"));
+        let plan = setup(&mut rig);
+        let got = rig.release(&plan);
+        let line = match &got {
+            Ok(_) => "released a key!".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let ok = got.as_ref().err().is_some_and(check);
+        table.push_str(&format!(
+            "{:>2} {:<45} {} {line}\n",
+            i + 1,
+            name,
+            if ok { "ok  " } else { "FAIL" }
+        ));
+        if !ok {
+            failed.push(name);
+        }
+        // No secret in any message.
+        assert!(
+            !line.contains("tok-") && !line.contains("stolen"),
+            "{name}: {line}"
+        );
+    }
+    println!("{table}");
+    assert!(failed.is_empty(), "{failed:?}\n{table}");
+}
+
+#[test]
+fn imds_500_then_success() {
+    let rig = Rig::new("imds-retry");
+    rig.az.http.fault(
+        "/metadata",
+        Fault {
+            status: Some(500),
+            body: Some(b"Received invalid token. Please try again.".to_vec()),
+            ..Fault::default()
+        },
+    );
+    assert_eq!(
+        rig.release(&rig.plan("oct", VaultKind::KeyVault))
+            .unwrap()
+            .expose(),
+        &[7; 32]
+    );
+    assert_eq!(rig.az.http.hits("/metadata"), 2);
+}
+
+#[test]
+fn token_expiring_during_a_run_is_refreshed() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut rig = Rig::new("refresh");
+    rig.az.set(|k| k.imds_expires_in = json!(100)); // a number this time
+    let start = std::time::Instant::now();
+    let offset = Arc::new(AtomicU64::new(0));
+    let o2 = offset.clone();
+    rig.tokens = TokenCache::with_clock(
+        support::rig::imds_source(&rig.endpoints, VaultKind::KeyVault),
+        Box::new(move || start + Duration::from_secs(o2.load(Ordering::SeqCst))),
+    );
+    let plan = rig.plan("oct", VaultKind::KeyVault);
+    rig.release(&plan).unwrap();
+    offset.store(79, Ordering::SeqCst);
+    rig.release(&plan).unwrap();
+    assert_eq!(rig.az.http.hits("/metadata"), 1, "reused before 80 %");
+    offset.store(81, Ordering::SeqCst);
+    rig.release(&plan).unwrap();
+    assert_eq!(rig.az.http.hits("/metadata"), 2, "refreshed after 80 %");
+}

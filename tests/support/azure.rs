@@ -1,0 +1,392 @@
+//! A fake Azure on 127.0.0.1: MAA (verifies the report against the fake AMD chain and report_data against
+//! runtimeData, issues an RS256 JWT with x-ms-sevsnpvm-* claims), Key Vault / managed HSM (checks the
+//! bearer token, evaluates a claims-equal release policy on the MAA token, wraps the key to the runtime
+//! JWK, signs a JWS with an x5c chain), IMDS (expiring tokens), Entra ID (workload identity), and 404s
+//! for THIM / AMD KDS. Knobs change the vault's answer; [`Server::fault`] injects status/delay/bodies.
+use super::pki::{self, AmdChain, WebPki};
+use super::{Req, Resp, Server};
+use base64::engine::general_purpose::{
+    STANDARD as B64, URL_SAFE as B64URL_PAD, URL_SAFE_NO_PAD as B64URL,
+};
+use base64::Engine;
+use encfs_init::attest::cert::Cert;
+use encfs_init::attest::report::{hex, Report};
+use encfs_init::attest::verify::{self, ArkPin};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A key in the fake vault.
+#[derive(Clone)]
+pub struct VaultKey {
+    pub kty: String,
+    pub material: Vec<u8>,
+    /// Claims that must equal these values.
+    pub policy: Vec<(String, Value)>,
+}
+
+/// How the JWS comes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwsMode {
+    Good,
+    BadSignature,
+    UnknownRoot,
+    TwoParts,
+}
+
+/// Vault knobs.
+pub struct Knobs {
+    pub enc: String,
+    pub jws: JwsMode,
+    pub kty_override: Option<String>,
+    pub imds_expires_in: Value,
+}
+
+pub struct State {
+    pub pins: Vec<ArkPin>,
+    pub maa_key: rsa::PrivateKey,
+    pub pki: WebPki,
+    pub other_pki: WebPki,
+    pub keys: HashMap<String, VaultKey>,
+    /// token → resource
+    pub tokens: HashMap<String, String>,
+    pub knobs: Knobs,
+    pub assertion: String,
+    pub issued: usize,
+}
+
+pub struct FakeAzure {
+    pub https: Server,
+    pub http: Server,
+    pub state: Arc<Mutex<State>>,
+    pub root_pem: String,
+}
+
+fn jwt_sign(key: &rsa::PrivateKey, header: &Value, claims: &Value) -> String {
+    let signed = format!(
+        "{}.{}",
+        B64URL.encode(header.to_string()),
+        B64URL.encode(claims.to_string())
+    );
+    let sig = key
+        .sign(
+            rsa::Pkcs1v15Sign::new::<Sha256>(),
+            &Sha256::digest(signed.as_bytes()),
+        )
+        .unwrap();
+    format!("{signed}.{}", B64URL.encode(sig))
+}
+
+fn jwt_claims(key: &rsa::PrivateKey, jwt: &str) -> Option<Value> {
+    let (signed, sig) = jwt.rsplit_once('.')?;
+    let sig = B64URL.decode(sig).ok()?;
+    key.to_public_key()
+        .verify(
+            rsa::Pkcs1v15Sign::new::<Sha256>(),
+            &Sha256::digest(signed.as_bytes()),
+            &sig,
+        )
+        .ok()?;
+    serde_json::from_slice(&B64URL.decode(signed.split_once('.')?.1).ok()?).ok()
+}
+
+fn b64url_pad(s: &str) -> Option<Vec<u8>> {
+    B64URL_PAD.decode(s).ok()
+}
+
+fn maa(st: &State, req: &Req, url: &str) -> Resp {
+    let bad = |m: &str| {
+        Resp::json(
+            400,
+            &json!({"error": {"code": "InvalidParameter", "message": m}}),
+        )
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return bad("body is not JSON");
+    };
+    let Some(r) = body["report"]
+        .as_str()
+        .and_then(b64url_pad)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return bad("report is not padded base64url JSON");
+    };
+    let Some(report) = r["SnpReport"].as_str().and_then(b64url_pad) else {
+        return bad("no SnpReport");
+    };
+    let Some(chain) = r["VcekCertChain"].as_str().and_then(b64url_pad) else {
+        return bad("no VcekCertChain");
+    };
+    let Some(runtime) = body["runtimeData"]["data"].as_str().and_then(b64url_pad) else {
+        return bad("no runtimeData");
+    };
+    if body["runtimeData"]["dataType"] != "JSON"
+        || !body["nonce"].is_u64()
+        || body["initTimeData"]["data"] != ""
+    {
+        return bad("runtimeData.dataType, initTimeData or nonce malformed");
+    }
+    let Ok(report) = Report::parse(&report) else {
+        return bad("report does not parse");
+    };
+    let Ok(certs) = Cert::from_pem_chain(&chain) else {
+        return bad("chain does not parse");
+    };
+    if let Err(e) = verify::verify_report(&report, &certs, &st.pins, SystemTime::now()) {
+        return bad(&format!("report: {e}"));
+    }
+    if report.report_data[..32] != Sha256::digest(&runtime)[..] {
+        return bad("report_data is not SHA-256(runtimeData)");
+    }
+    let Ok(runtime_json) = serde_json::from_slice::<Value>(&runtime) else {
+        return bad("runtimeData is not JSON");
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": url, "exp": now + 3600, "x-ms-attestation-type": "sevsnpvm",
+        "x-ms-compliance-status": "azure-compliant-uvm",
+        "x-ms-sevsnpvm-hostdata": hex(&report.host_data),
+        "x-ms-sevsnpvm-is-debuggable": report.is_debuggable(),
+        "x-ms-sevsnpvm-vmpl": report.vmpl,
+        "x-ms-runtime": runtime_json,
+    });
+    Resp::json(
+        200,
+        &json!({ "token": jwt_sign(&st.maa_key, &json!({"alg": "RS256", "typ": "JWT"}), &claims) }),
+    )
+}
+
+fn release(st: &mut State, req: &Req, kid: &str, mhsm: bool) -> Resp {
+    let err = |s: u16, code: &str, m: &str| {
+        Resp::json(s, &json!({"error": {"code": code, "message": m}}))
+    };
+    let bearer = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let want = if mhsm {
+        "https://managedhsm.azure.net"
+    } else {
+        "https://vault.azure.net"
+    };
+    if st.tokens.get(bearer).map(String::as_str) != Some(want) {
+        return err(401, "Unauthorized", "AKV10022: Invalid audience or token.");
+    }
+    let Some(key) = st.keys.get(kid).cloned() else {
+        return err(
+            404,
+            "KeyNotFound",
+            &format!("A key with (name/id) {kid} was not found in this key vault."),
+        );
+    };
+    let Some(target) = serde_json::from_slice::<Value>(&req.body)
+        .ok()
+        .and_then(|b| b["target"].as_str().map(str::to_string))
+    else {
+        return err(400, "BadParameter", "no target");
+    };
+    let Some(claims) = jwt_claims(&st.maa_key, &target) else {
+        return err(403, "Forbidden", "Target attestation token is not valid.");
+    };
+    for (claim, value) in &key.policy {
+        if claims.get(claim) != Some(value) {
+            return err(403, "Forbidden", &format!("Target environment attestation statement cannot be verified: policy claim {claim} not satisfied."));
+        }
+    }
+    let jwk = &claims["x-ms-runtime"]["keys"][0];
+    let n = B64URL
+        .decode(jwk["n"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let e = B64URL
+        .decode(jwk["e"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let pubkey = rsa::PublicKey::new(
+        rsa::BoxedUint::from_be_slice(&n, (n.len() * 8) as u32).unwrap(),
+        rsa::BoxedUint::from_be_slice(&e, 64).unwrap(),
+    )
+    .unwrap();
+    let mut kek = [0u8; 32];
+    getrandom::fill(&mut kek).unwrap();
+    let enc = st.knobs.enc.clone();
+    let head = match enc.as_str() {
+        "CKM_RSA_AES_KEY_WRAP" => pubkey.oaep_encrypt::<sha1::Sha1>(&kek),
+        "RSA_AES_KEY_WRAP_384" => pubkey.oaep_encrypt::<sha2::Sha384>(&kek),
+        _ => pubkey.oaep_encrypt::<sha2::Sha256>(&kek),
+    }
+    .unwrap();
+    use aes_kw::cipher::KeyInit;
+    let mut wrapped = vec![0u8; key.material.len().div_ceil(8) * 8 + 8];
+    let w = aes_kw::KwpAes256::new_from_slice(&kek)
+        .unwrap()
+        .wrap_key(&key.material, &mut wrapped)
+        .unwrap()
+        .to_vec();
+    let ct = [head, w].concat();
+    let kty = st.knobs.kty_override.clone().unwrap_or(key.kty.clone());
+    let key_hsm = json!({"schema_version": "1.0", "header": {"kid": kid, "alg": "dir", "enc": enc}, "ciphertext": B64URL.encode(&ct)});
+    let payload = json!({
+        "request": {"api-version": "7.4", "enc": enc, "kid": kid},
+        "response": {"key": {"key": {"kid": kid, "kty": kty, "key_ops": ["wrapKey"], "key_hsm": B64URL.encode(key_hsm.to_string())},
+                             "attributes": {"exportable": true}, "release_policy": {}}},
+    });
+    let pki = if st.knobs.jws == JwsMode::UnknownRoot {
+        &st.other_pki
+    } else {
+        &st.pki
+    };
+    let x5c = [&pki.jws_leaf_der, &pki.inter_der, &pki.root_der].map(|d| B64.encode(d));
+    let mut jws = jwt_sign(
+        &pki.jws_key,
+        &json!({"alg": "RS256", "kid": "k", "x5c": x5c}),
+        &payload,
+    );
+    match st.knobs.jws {
+        JwsMode::BadSignature => {
+            let (s, sig) = jws.rsplit_once('.').unwrap();
+            let mut sig = B64URL.decode(sig).unwrap();
+            sig[10] ^= 1;
+            jws = format!("{s}.{}", B64URL.encode(sig));
+        }
+        JwsMode::TwoParts => jws = jws.rsplit_once('.').unwrap().0.to_string(),
+        _ => {}
+    }
+    Resp::json(200, &json!({ "value": jws }))
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn issue(st: &mut State, resource: String) -> String {
+    st.issued += 1;
+    let t = format!(
+        "tok-{}-{}",
+        st.issued,
+        hex(&Sha256::digest(resource.as_bytes())[..4])
+    );
+    st.tokens.insert(t.clone(), resource);
+    t
+}
+
+fn imds(st: &mut State, req: &Req) -> Resp {
+    if req.header("metadata") != Some("true") {
+        return Resp::json(
+            400,
+            &json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
+        );
+    }
+    let resource = pct_decode(&req.param("resource").unwrap_or_default());
+    let t = issue(st, resource.clone());
+    Resp::json(
+        200,
+        &json!({"access_token": t, "expires_in": st.knobs.imds_expires_in, "resource": resource, "token_type": "Bearer"}),
+    )
+}
+
+fn login(st: &mut State, req: &Req) -> Resp {
+    let form: HashMap<String, String> = String::from_utf8_lossy(&req.body)
+        .split('&')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), pct_decode(v)))
+        })
+        .collect();
+    if form.get("client_assertion") != Some(&st.assertion)
+        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
+    {
+        return Resp::json(401, &json!({"error": "invalid_client"}));
+    }
+    let Some(resource) = form.get("scope").and_then(|s| s.strip_suffix("/.default")) else {
+        return Resp::json(400, &json!({"error": "invalid_scope"}));
+    };
+    let t = issue(st, resource.to_string());
+    Resp::json(
+        200,
+        &json!({"token_type": "Bearer", "expires_in": 3600, "access_token": t}),
+    )
+}
+
+impl FakeAzure {
+    pub fn start(amd: &AmdChain) -> FakeAzure {
+        let pki = pki::web_pki("Fake Azure", "127.0.0.1");
+        let other_pki = pki::web_pki("Stranger", "127.0.0.1");
+        let root_pem = pki.root_pem.clone();
+        let tls = (pki.tls_chain.clone(), pki.tls_key.clone());
+        let state = Arc::new(Mutex::new(State {
+            pins: vec![pki::pin_of(&amd.ark_der)],
+            maa_key: pki::rsa_key(1),
+            pki,
+            other_pki,
+            keys: HashMap::new(),
+            tokens: HashMap::new(),
+            knobs: Knobs {
+                enc: "CKM_RSA_AES_KEY_WRAP".into(),
+                jws: JwsMode::Good,
+                kty_override: None,
+                imds_expires_in: json!("3600"),
+            },
+            assertion: "federated-token".into(),
+            issued: 0,
+        }));
+        let port = Arc::new(Mutex::new(0u16));
+        let (s2, p2) = (state.clone(), port.clone());
+        let https = Server::start(
+            Some(tls),
+            Arc::new(move |req: &Req| {
+                let url = format!("https://127.0.0.1:{}", p2.lock().unwrap());
+                let mut st = s2.lock().unwrap();
+                let p: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+                match (req.method.as_str(), p.as_slice()) {
+                    ("POST", ["attest", "SevSnpVM"]) => maa(&st, req, &url),
+                    ("POST", ["keys", kid, "release"]) => release(&mut st, req, kid, false),
+                    ("POST", ["mhsm", "keys", kid, "release"]) => release(&mut st, req, kid, true),
+                    ("POST", [_tenant, "oauth2", "v2.0", "token"]) => login(&mut st, req),
+                    _ => Resp::text(404, "no route"),
+                }
+            }),
+        );
+        *port.lock().unwrap() = https.port;
+        let s3 = state.clone();
+        let http = Server::start(
+            None,
+            Arc::new(move |req: &Req| match req.path.as_str() {
+                "/metadata/identity/oauth2/token" => imds(&mut s3.lock().unwrap(), req),
+                _ => Resp::text(404, "not here"),
+            }),
+        );
+        FakeAzure {
+            https,
+            http,
+            state,
+            root_pem,
+        }
+    }
+
+    pub fn add_key(&self, kid: &str, key: VaultKey) {
+        self.state.lock().unwrap().keys.insert(kid.to_string(), key);
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Knobs)) {
+        f(&mut self.state.lock().unwrap().knobs);
+    }
+}
+
+/// 10 ms is plenty for loopback; keeps retries fast.
+pub const FAST: Duration = Duration::from_millis(10);
