@@ -39,8 +39,10 @@ impl BlockSource for Mem {
 /// A socketpair whose server end times out, so a failed assertion cannot leave the server blocked.
 fn pair() -> (UnixStream, UnixStream) {
     let (c, s) = UnixStream::pair().unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     (c, s)
 }
 

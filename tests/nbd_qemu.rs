@@ -158,3 +158,60 @@ fn listening_beyond_loopback_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback"));
 }
+
+/// Throughput of `nbd serve` from a local HTTP range server through qemu-img convert, against the
+/// ceiling of plain sequential 512 KiB range GETs. A measurement, not a check: run it by hand with
+/// `cargo test --release --test nbd_qemu -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run by hand with --release"]
+fn bench_sequential_read_vs_range_get_ceiling() {
+    use encfs_init::http::{Client, Request};
+    let size = 256 << 20;
+    let data = pattern(size, 77);
+    let blob = RangeServer::start(data.clone(), "PageBlob");
+    let client = Client::new(&support::fast_network(3)).unwrap();
+    let url = blob.url();
+    let t = std::time::Instant::now();
+    let mut off = 0;
+    while off < size {
+        let n = (512 << 10).min(size - off);
+        let req = Request::new("GET", &url)
+            .header("x-ms-range", format!("bytes={off}-{}", off + n - 1))
+            .body_limit(n as u64);
+        let r = client.send(&req, &[206]).unwrap();
+        assert_eq!(r.body.len(), n);
+        off += n;
+    }
+    let ceiling = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let out = std::env::temp_dir().join(format!("encfs-bench-{}.raw", std::process::id()));
+    let server = Serve::start(&[&url, "--listen", "127.0.0.1:0", "--read-only", "--once"]);
+    let t = std::time::Instant::now();
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "raw"])
+        .arg(format!("nbd://{}", server.addr))
+        .arg(&out)
+        .status()
+        .unwrap();
+    let nbd = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    assert!(st.success());
+    // The same without the output file's cost: qemu-io sequential 1 MiB reads.
+    let server2 = Serve::start(&[&url, "--listen", "127.0.0.1:0", "--read-only", "--once"]);
+    let t = std::time::Instant::now();
+    let (ok, text) = qemu_io(
+        &format!("nbd://{}", server2.addr),
+        true,
+        &(0..256)
+            .map(|i| format!("read -q {}M 1M", i))
+            .collect::<Vec<_>>(),
+    );
+    let _ = text;
+    assert!(ok);
+    let nbd_io = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    eprintln!("BENCH qemu-io 1MiB sequential reads (one at a time): {nbd_io:.1} MB/s");
+    assert!(sha(&std::fs::read(&out).unwrap()) == sha(&data));
+    let _ = std::fs::remove_file(&out);
+    eprintln!(
+        "BENCH ceiling (sequential 512KiB GETs): {ceiling:.1} MB/s; nbd serve via qemu-img convert: {nbd:.1} MB/s ({:.0}%)",
+        100.0 * nbd / ceiling
+    );
+}
