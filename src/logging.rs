@@ -3,7 +3,8 @@
 //! Level precedence: `RUST_LOG` (full env_logger syntax) > `LogLevel` (upstream's variable, logrus names) >
 //! the manifest's `[log] level` > info. `LogFile` (upstream's variable) or `[log] file` appends to a file
 //! created 0600. The devicemapper crate logs whole dm tables at trace level, so its target is capped at info
-//! whatever the filters say: no table (and so no key) can reach a log.
+//! whatever the filters say: no table (and so no key) can reach a log; ureq (which logs URLs, so SAS
+//! tokens, and headers at trace) and rustls are capped the same way.
 #![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
@@ -52,8 +53,11 @@ pub fn init() {
             b.filter_level(log::LevelFilter::Trace);
         }
     }
-    // Never let the devicemapper crate's trace output (whole tables) through.
-    b.filter_module("devicemapper", log::LevelFilter::Info);
+    // Never let a dependency's trace output through: the devicemapper crate logs whole dm tables, ureq logs
+    // request URLs (a SAS is a query string) and headers. Our own modules log what matters, redacted.
+    for target in ["devicemapper", "ureq", "ureq_proto", "rustls"] {
+        b.filter_module(target, log::LevelFilter::Info);
+    }
     b.target(env_logger::Target::Pipe(Box::new(Tee)));
     b.format(move |f, r| {
         let t = start.elapsed();

@@ -10,7 +10,7 @@
 
 use crate::blob::{self, BlockSource};
 use crate::dm::{CryptDevice, CryptParams};
-use crate::manifest::{Access, FilesystemPlan, KeyPlan, Plan};
+use crate::manifest::{Access, FilesystemPlan, Plan};
 use crate::secret::SecretBytes;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,18 +96,6 @@ impl Steps {
     }
 }
 
-/// The disk key for `fs` (the LUKS2 passphrase, as upstream: the 32-byte released key).
-fn disk_key(fs: &FilesystemPlan, _plan: &Plan) -> Result<SecretBytes, String> {
-    match &fs.key {
-        KeyPlan::Raw(k) => Ok(SecretBytes::new(k.expose().to_vec())),
-        KeyPlan::Release(r) => Err(format!(
-            "secure key release of \"{}\" is not joined into the boot sequence yet; fix: until it is, test with \
-             test_mode and a raw key",
-            r.kid
-        )),
-    }
-}
-
 /// The blob behind its cache.
 fn open_source(
     fs: &FilesystemPlan,
@@ -124,11 +112,11 @@ fn open_source(
         let client = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
         let auth = match &fs.access {
             Access::Anonymous => blob::Auth::Anonymous,
-            Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(s.expose().to_string()))),
+            Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(
+                s.expose().to_string(),
+            ))),
             Access::Private => {
-                return Err("a private blob needs an identity token, which is not joined into the boot sequence yet; \
-                            fix: until it is, use a SAS or an anonymous test blob"
-                    .to_string())
+                blob::Auth::Bearer(Arc::new(super::keys::BlobToken::for_blob(url, plan)?))
             }
         };
         let b = blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)
@@ -149,14 +137,18 @@ fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>
 }
 
 /// Open, map, mount and publish `fs`.
-pub fn open(fs: &FilesystemPlan, plan: &Plan) -> Result<Opened, StepError> {
+pub fn open(
+    fs: &FilesystemPlan,
+    plan: &Plan,
+    keys: Option<&super::keys::Keys>,
+) -> Result<Opened, StepError> {
     let mut s = Steps {
         index: fs.index,
         mount_point: fs.mount_point.clone(),
         t: Instant::now(),
         timings: Vec::new(),
     };
-    let key = disk_key(fs, plan).map_err(|e| s.fail("key", e))?;
+    let key = super::keys::disk_key(&fs.key, keys, plan).map_err(|e| s.fail("key", e))?;
     s.done("key");
 
     let (src, etag) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;

@@ -16,6 +16,7 @@
 
 pub mod early;
 pub mod filesystems;
+pub mod keys;
 pub mod modules;
 
 use crate::exit;
@@ -50,6 +51,7 @@ enum BootError {
     Early(String),
     Modules(modules::Error),
     Filesystem(filesystems::StepError),
+    Attestation(String),
     Readiness(std::path::PathBuf, std::io::Error),
     Signals(supervise::Error),
 }
@@ -64,6 +66,7 @@ impl BootError {
             // The modules error carries its own fix where there is one.
             BootError::Modules(e) => format!("kernel modules: {}", error_chain(e)),
             BootError::Filesystem(e) => e.to_string(),
+            BootError::Attestation(e) => format!("attestation: {e}"),
             BootError::Readiness(path, e) => format!(
                 "readiness file {}: {e}; fix: make its directory writable or change readiness_file",
                 path.display()
@@ -146,8 +149,9 @@ fn boot(ctx: Context, plan: &Plan) -> Result<(Supervisor, Vec<filesystems::Opene
     }
     // Opened filesystems close themselves when dropped, so an error below leaves nothing mounted or mapped.
     let mut opened = Vec::new();
+    let keys = keys::Keys::for_plan(plan).map_err(BootError::Attestation)?;
     for fs in &plan.filesystems {
-        let o = filesystems::open(fs, plan).map_err(BootError::Filesystem)?;
+        let o = filesystems::open(fs, plan, keys.as_ref()).map_err(BootError::Filesystem)?;
         log::info!(
             "filesystem[{}]: {} ready ({} -> {} -> {})",
             fs.index,

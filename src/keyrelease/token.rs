@@ -81,7 +81,18 @@ impl TokenSource {
         plan: &crate::manifest::Plan,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Self {
-        let resource = vault_resource(kind).to_string();
+        Self::for_resource(static_token, vault_resource(kind), plan, env)
+    }
+
+    /// Pick the source for any `resource` (a vault, or a storage account's blob endpoint): static token,
+    /// else workload identity (from `env`), else IMDS.
+    pub fn for_resource(
+        static_token: Option<&SecretString>,
+        resource: &str,
+        plan: &crate::manifest::Plan,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let resource = resource.to_string();
         if let Some(t) = static_token {
             return TokenSource::Static(SecretString::new(t.expose().to_string()));
         }

@@ -1,0 +1,137 @@
+//! The disk keys of the plan: raw keys (test mode) as they are, released keys through attestation and
+//! secure key release ([`crate::keyrelease`]). The evidence provider, the UVM information, the HTTP
+//! transport and the JWS trust are set up once per boot and shared by every filesystem.
+
+use crate::attest::{self, uvm, Attester};
+use crate::keyrelease::akv::JwsTrust;
+use crate::keyrelease::token::{TokenCache, TokenSource};
+use crate::keyrelease::transport::UreqTransport;
+use crate::keyrelease::{self, Context};
+use crate::manifest::{KeyPlan, Plan, ReleasePlan};
+use crate::secret::SecretBytes;
+use std::path::Path;
+
+/// What every release of one boot shares.
+pub struct Keys {
+    attester: Box<dyn Attester>,
+    transport: UreqTransport,
+    uvm: uvm::UvmInfo,
+    trust: JwsTrust,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keys({})", self.attester.name())
+    }
+}
+
+impl Keys {
+    /// Set up attestation for `plan`, or `Ok(None)` when no filesystem needs a key release.
+    pub fn for_plan(plan: &Plan) -> Result<Option<Self>, String> {
+        if !plan
+            .filesystems
+            .iter()
+            .any(|f| matches!(f.key, KeyPlan::Release(_)))
+        {
+            return Ok(None);
+        }
+        let attester =
+            attest::detect(&attest::Paths::default(), plan.test_mode).map_err(|e| e.to_string())?;
+        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
+        let uvm = match uvm::load(&uvm::process_env, Path::new("/")) {
+            Ok(u) => u,
+            Err(e) => {
+                log::warn!(
+                    "UVM information: {e}; going on without it (collateral from THIM / AMD KDS)"
+                );
+                uvm::UvmInfo::default()
+            }
+        };
+        let trust = JwsTrust::from_plan(&plan.network).map_err(|e| e.to_string())?;
+        Ok(Some(Keys {
+            attester,
+            transport,
+            uvm,
+            trust,
+        }))
+    }
+
+    /// Release `rp`'s key.
+    pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, String> {
+        let tokens = TokenCache::new(TokenSource::for_vault(
+            rp.bearer_token.as_ref(),
+            rp.vault_kind,
+            plan,
+            &uvm::process_env,
+        ));
+        // The test-mode fake attester signs with a key of its own, which no pinned AMD root certifies: only
+        // the (fake) MAA can check its reports. Real providers are always verified locally first.
+        let fake = self.attester.name() == "fake";
+        let ctx = Context {
+            attester: self.attester.as_ref(),
+            transport: &self.transport,
+            uvm: &self.uvm,
+            certcache: plan.certcache.as_ref(),
+            endpoints: &plan.endpoints,
+            maa_api_version: &plan.api_versions.maa,
+            akv_api_version: &plan.api_versions.akv,
+            tokens: &tokens,
+            jws_trust: &self.trust,
+            ark_pins: crate::attest::verify::AMD_ARK_PINS,
+            verify_locally: !fake,
+        };
+        keyrelease::release_key(&ctx, rp).map_err(|e| e.to_string())
+    }
+}
+
+/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key).
+pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<SecretBytes, String> {
+    match key {
+        KeyPlan::Raw(k) => Ok(SecretBytes::new(k.expose().to_vec())),
+        KeyPlan::Release(rp) => match keys {
+            Some(k) => k.release(plan, rp),
+            None => {
+                Err("no attestation session (a bug: Keys::for_plan saw no release)".to_string())
+            }
+        },
+    }
+}
+
+/// Bearer tokens for a private blob: the identity's token for the storage account (upstream: IMDS with
+/// `resource=https://<account>.blob.core.windows.net`, or workload identity), cached and refreshed before
+/// 80 % of its lifetime by the token cache.
+pub struct BlobToken {
+    cache: TokenCache,
+    transport: UreqTransport,
+}
+
+impl std::fmt::Debug for BlobToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobToken({:?})", self.cache)
+    }
+}
+
+impl BlobToken {
+    /// A token source for the account that serves `blob_url`.
+    pub fn for_blob(blob_url: &str, plan: &Plan) -> Result<Self, String> {
+        let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
+        let host = rest.split('/').next().unwrap_or_default();
+        let resource = format!("{scheme}://{host}");
+        let cache = TokenCache::new(TokenSource::for_resource(
+            None,
+            &resource,
+            plan,
+            &uvm::process_env,
+        ));
+        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
+        Ok(BlobToken { cache, transport })
+    }
+}
+
+impl crate::blob::TokenSource for BlobToken {
+    fn token(&self) -> crate::blob::Result<crate::secret::SecretString> {
+        self.cache
+            .get(&self.transport)
+            .map_err(|e| crate::blob::Error::Unsupported(format!("blob token: {e}")))
+    }
+}
