@@ -174,10 +174,17 @@ impl Attached {
         &self.device
     }
 
-    /// The device is live once the kernel publishes the connection's pid.
+    /// The device is live once the kernel publishes the connection's pid and the device's size (a device
+    /// used before may still show size 0 for a moment after `DO_IT` starts).
     fn wait_ready(&self, n: u32) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !connected(n) {
+        let sized = || {
+            std::fs::read_to_string(format!("/sys/block/nbd{n}/size"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .is_some_and(|s| s > 0)
+        };
+        while !(connected(n) && sized()) {
             if self.do_it.as_ref().is_some_and(JoinHandle::is_finished) || Instant::now() > deadline
             {
                 return Err(format!("{} did not come up", self.device.display()));

@@ -1,0 +1,172 @@
+//! T1: the kernel NBD client over our server, on a real kernel (run in the VM rig: `cargo xtask vmtest
+//! root-nbd`, where encfs-init is PID 1 and runs this binary as its application). The blob is a page blob on
+//! an in-process HTTP range server (tests/support/range_server.rs) behind our Azure Blob client and cache.
+//! On the host these are ignored: the host kernel has no NBD.
+
+#[path = "support/range_server.rs"]
+mod range_server;
+
+#[cfg(test)]
+mod root {
+    use super::range_server::RangeServer;
+    use encfs_init::blob::{self, AzureBlob, BlockSource, CacheConfig, CachedSource};
+    use encfs_init::dm::{CryptDevice, CryptParams};
+    use encfs_init::manifest::NetworkPlan;
+    use encfs_init::nbd::kernel;
+    use encfs_init::secret::SecretBytes;
+    use sha2::{Digest, Sha256};
+    use std::fs::{self, OpenOptions};
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const MIB: usize = 1 << 20;
+
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn network() -> NetworkPlan {
+        NetworkPlan {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            retries: 3,
+            retry_backoff_max: Duration::from_millis(200),
+            ca_bundle: None,
+        }
+    }
+
+    /// The server's blob behind our client and cache.
+    fn source(server: &RangeServer, read_write: bool) -> Arc<dyn BlockSource> {
+        let client = encfs_init::http::Client::new(&network()).unwrap();
+        let blob = AzureBlob::open(
+            client,
+            &server.url(),
+            blob::Auth::Anonymous,
+            "2020-10-02",
+            read_write,
+        )
+        .unwrap();
+        Arc::new(CachedSource::new(blob, CacheConfig::new(1 << 20, 16 << 20)).unwrap())
+    }
+
+    fn sh(cmd: &str) {
+        let out = Command::new("/bin/sh").arg("-c").arg(cmd).output().unwrap();
+        assert!(
+            out.status.success(),
+            "`{cmd}`: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn blob_bytes(server: &RangeServer) -> Vec<u8> {
+        server.blob.lock().unwrap().data.clone()
+    }
+
+    #[test]
+    #[ignore = "root+kernel: run via cargo xtask vmtest root-nbd"]
+    fn root_nbd_raw_writes_reach_the_blob_and_read_back() {
+        let initial = pattern(32 * MIB, 7);
+        let server = RangeServer::start(initial.clone(), "PageBlob");
+        let att = kernel::attach(source(&server, true), false).unwrap();
+        let dev = att.device().to_path_buf();
+        // Reads see the blob.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dev)
+            .unwrap();
+        let mut head = vec![0u8; 4 * MIB];
+        f.read_exact(&mut head).unwrap();
+        assert!(
+            head == initial[..4 * MIB],
+            "reads through /dev/nbd differ from the blob"
+        );
+        // Unaligned-to-cache-block writes, then fsync: acknowledged only once the blob has them.
+        let data = pattern(3 * MIB + 4096, 9);
+        let at = 5 * MIB as u64 + 8192;
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        let blob = blob_bytes(&server);
+        let at = at as usize;
+        assert!(
+            blob[at..at + data.len()] == data[..],
+            "fsync returned before the blob had the data"
+        );
+        assert!(
+            blob[..at] == initial[..at],
+            "bytes before the write changed"
+        );
+        drop(f);
+        att.detach().unwrap();
+        assert!(
+            !Path::new("/sys/block/nbd0/pid").exists(),
+            "the device is released"
+        );
+    }
+
+    #[test]
+    #[ignore = "root+kernel: run via cargo xtask vmtest root-nbd"]
+    fn root_nbd_dm_crypt_ext4_survives_detach_and_reattach() {
+        let server = RangeServer::start(vec![0u8; 48 * MIB], "PageBlob");
+        let key = SecretBytes::new(pattern(64, 3));
+        let params = |dev: &Path, read_only: bool| CryptParams {
+            cipher: "aes-xts-plain64".into(),
+            iv_offset: 0,
+            device: dev.to_path_buf(),
+            offset_sectors: 0,
+            size_sectors: (48 * MIB / 512) as u64,
+            sector_size: 4096,
+            read_only,
+        };
+        let payload = pattern(16 * MIB, 11);
+        let digest = Sha256::digest(&payload);
+        fs::create_dir_all("/mnt/t").unwrap();
+        {
+            let att = kernel::attach(source(&server, true), false).unwrap();
+            let dm =
+                CryptDevice::open("rw-test", None, &params(att.device(), false), &key).unwrap();
+            let node = dm.node().display().to_string();
+            sh(&format!("/usr/sbin/mke2fs -q -t ext4 {node}"));
+            sh(&format!("mount -t ext4 {node} /mnt/t"));
+            fs::write("/mnt/t/payload", &payload).unwrap();
+            sh("sync");
+            sh("umount /mnt/t");
+            dm.remove().unwrap();
+            att.detach().unwrap();
+        }
+        // The blob now holds ciphertext only: the payload's first MiB appears nowhere in it.
+        let blob = blob_bytes(&server);
+        assert!(
+            !blob
+                .windows(4096)
+                .step_by(4096)
+                .any(|w| w == &payload[..4096]),
+            "plaintext reached the blob"
+        );
+        // A fresh client, cache and device read the file back.
+        let att = kernel::attach(source(&server, false), true).unwrap();
+        let dm = CryptDevice::open("ro-test", None, &params(att.device(), true), &key).unwrap();
+        sh(&format!(
+            "mount -t ext4 -o ro,noload {} /mnt/t",
+            dm.node().display()
+        ));
+        let back = fs::read("/mnt/t/payload").unwrap();
+        assert_eq!(Sha256::digest(&back), digest, "the file read back differs");
+        sh("umount /mnt/t");
+        dm.remove().unwrap();
+        att.detach().unwrap();
+    }
+}
