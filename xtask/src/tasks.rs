@@ -48,6 +48,7 @@ pub fn test(paths: &Paths, rest: &[String]) -> Result<bool> {
             ])
             .current_dir(&paths.root),
     )?;
+    fuzz_smoke(paths)?;
     step(
         "docker/build-image.sh (scratch image holds one static binary)",
         Command::new("bash")
@@ -91,4 +92,31 @@ pub fn demo(paths: &Paths, rest: &[String]) -> Result<bool> {
     }
     println!("--- full log: {} ---", log.display());
     Ok(ok)
+}
+
+/// Fuzz targets and how long each runs in CI (house style: a smoke run per parser).
+const FUZZ_TARGETS: &[&str] = &["luks2_header"];
+
+/// Build and smoke-run every fuzz target for 10 s on the stable toolchain (`-s none`: no sanitizer, which
+/// needs nightly). Installs cargo-fuzz from crates.io when missing.
+fn fuzz_smoke(paths: &Paths) -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        step(
+            "cargo install cargo-fuzz",
+            Command::new("cargo").args(["install", "--quiet", "--locked", "cargo-fuzz"]),
+        )?;
+    }
+    for t in FUZZ_TARGETS {
+        step(
+            &format!("fuzz smoke: {t} for 10 s"),
+            Command::new("cargo")
+                .args(["fuzz", "run", "-s", "none", t, "--", "-max_total_time=10"])
+                .current_dir(paths.root.join("fuzz")),
+        )?;
+    }
+    Ok(())
 }
