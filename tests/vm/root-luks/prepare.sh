@@ -1,0 +1,6 @@
+# Host side: an image made by `encfs-init image create` (upstream's format) and its raw key.
+set -euo pipefail
+mkdir -p "$OUT/content"
+printf 'This is a file inside the filesystem.\n' > "$OUT/content/test.txt"
+head -c 32 /dev/urandom > "$OUT/key.bin"
+"$ENCFS_INIT" image create --pbkdf pbkdf2 --key-file "$OUT/key.bin" --from "$OUT/content" "$OUT/ours.img" >&2
