@@ -2,7 +2,8 @@
 //! root-luks`). An image made by `encfs-init image create` (on the host, by the scenario's prepare.sh) opens
 //! with real cryptsetup, passes `fsck.ext4 -n` and shows its files; an image made by cryptsetup in the guest
 //! (with ext4 written through cryptsetup's own mapping) opens through our path (LUKS2 reader, NBD over a
-//! file source, our dm-crypt) and shows its files; removal leaves no dm device.
+//! file source, our dm-crypt) and shows its files, and so does one made on a virtio disk (our dm-crypt over
+//! /dev/vda); removal leaves no dm device.
 
 #[cfg(test)]
 mod root {
@@ -107,6 +108,70 @@ mod root {
             dm::list().unwrap().is_empty(),
             "no dm device left: {:?}",
             dm::list()
+        );
+    }
+
+    #[test]
+    #[ignore = "root+kernel: run via cargo xtask vmtest root-luks"]
+    fn root_luks_cryptsetup_image_on_a_virtio_disk_opens_with_our_dm() {
+        use std::io::Read;
+        let disk = "/dev/vda";
+        assert!(
+            Path::new(disk).exists(),
+            "the scenario attaches a virtio disk"
+        );
+        let key = [0x3au8; 32];
+        fs::write("/run/vda.key", key).unwrap();
+        sh(&format!(
+            "/usr/sbin/cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+             --sector-size 4096 --key-file /run/vda.key {disk}"
+        ));
+        sh(&format!(
+            "/usr/sbin/cryptsetup open --key-file /run/vda.key {disk} vda-cs"
+        ));
+        sh("/usr/sbin/mke2fs -q -t ext4 /dev/mapper/vda-cs");
+        fs::create_dir_all("/mnt/vda").unwrap();
+        sh("mount -t ext4 /dev/mapper/vda-cs /mnt/vda");
+        fs::write("/mnt/vda/test.txt", TEXT).unwrap();
+        sh("umount /mnt/vda");
+        sh("/usr/sbin/cryptsetup close vda-cs");
+
+        let mut head = vec![0u8; 16 << 20];
+        fs::File::open(disk).unwrap().read_exact(&mut head).unwrap();
+        let header = Header::parse(&head).unwrap();
+        let vk = header.unlock(&head, &key).unwrap();
+        let sectors: u64 = fs::read_to_string("/sys/block/vda/size")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (offset, len) = header.data_range(sectors * 512).unwrap();
+        let params = CryptParams {
+            cipher: header.segment.cipher.clone(),
+            iv_offset: header.segment.iv_tweak,
+            device: disk.into(),
+            offset_sectors: offset / 512,
+            size_sectors: len / 512,
+            sector_size: header.segment.sector_size,
+            read_only: true,
+        };
+        let dev = CryptDevice::open(
+            "ours-vda",
+            None,
+            &params,
+            &SecretBytes::new(vk.expose().to_vec()),
+        )
+        .unwrap();
+        sh(&format!(
+            "mount -t ext4 -o ro,noload {} /mnt/vda",
+            dev.node().display()
+        ));
+        assert_eq!(fs::read_to_string("/mnt/vda/test.txt").unwrap(), TEXT);
+        sh("umount /mnt/vda");
+        dev.remove().unwrap();
+        assert!(
+            !dm::list().unwrap().contains(&"ours-vda".to_string()),
+            "removed"
         );
     }
 }

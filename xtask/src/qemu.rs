@@ -96,6 +96,8 @@ pub struct Boot {
     pub accel: Accel,
     /// Full console log.
     pub log: PathBuf,
+    /// A raw disk image attached as a virtio block device (`/dev/vda` in the guest).
+    pub disk: Option<PathBuf>,
 }
 
 /// What came out of a boot.
@@ -151,6 +153,12 @@ impl Boot {
             .arg("-initrd")
             .arg(&self.initrd);
         c.args(["-device", "virtio-rng-pci"]);
+        if let Some(d) = &self.disk {
+            c.arg("-drive").arg(format!(
+                "file={},format=raw,if=virtio,cache=unsafe",
+                d.display()
+            ));
+        }
         let mut cmdline = String::from("console=ttyS0 quiet panic=-1 oops=panic");
         if !self.append.is_empty() {
             cmdline.push(' ');

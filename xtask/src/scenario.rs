@@ -21,6 +21,7 @@
 //! prepare = "prepare.sh"                      # run on the host before packing, with ENCFS_INIT (the
 //!                                             # product binary), OUT (an empty dir) and SCENARIO (this dir)
 //! generated = ["fs.img:/blobs/fs.img"]        # files prepare wrote into OUT, SRC:GUEST_PATH
+//! disk_mib = 64                               # a blank virtio disk of this size (/dev/vda)
 //! busybox = true                              # /bin/busybox + applet links (default true)
 //! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
@@ -95,6 +96,8 @@ pub struct Scenario {
     pub cargo_tests: Vec<String>,
     /// Also pack the product binary at this guest path.
     pub product: Option<String>,
+    /// A blank virtio disk of this many MiB.
+    pub disk_mib: Option<u64>,
     /// Host script run before packing.
     pub prepare: Option<PathBuf>,
     /// Files the prepare script writes into its OUT dir: (name in OUT, guest path).
@@ -126,6 +129,7 @@ impl Scenario {
             host_tools: vec![],
             cargo_tests: vec![],
             product: None,
+            disk_mib: None,
             prepare: None,
             generated: vec![],
             busybox: true,
@@ -198,6 +202,8 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         }
     }
     let product = opt_str(take("product"), &ctx("product"))?;
+    let disk_mib = opt_int(take("disk_mib"), &ctx("disk_mib"))?
+        .map(|m| u64::try_from(m.clamp(1, 4096)).unwrap_or(64));
     let prepare = match opt_str(take("prepare"), &ctx("prepare"))? {
         Some(f) => Some(existing(dir, &f)?),
         None => None,
@@ -255,6 +261,7 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         host_tools,
         cargo_tests,
         product,
+        disk_mib,
         prepare,
         generated,
         busybox,

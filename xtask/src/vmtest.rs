@@ -378,7 +378,15 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
         Err(e) => return fail_early(s, &format!("initramfs: {e}")),
     };
     let t_image = t.elapsed();
-    let outcome = boot(ctx, s, &initrd);
+    // A blank virtio disk when the scenario asks for one.
+    let disk = s.disk_mib.map(|_| dir.join("vda.img"));
+    if let (Some(path), Some(mib)) = (&disk, s.disk_mib) {
+        let made = fs::File::create(path).and_then(|f| f.set_len(mib * (1 << 20)));
+        if let Err(e) = made {
+            return fail_early(s, &format!("disk: {e}"));
+        }
+    }
+    let outcome = boot(ctx, s, &initrd, disk.as_deref());
     if !ctx.keep {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -419,7 +427,7 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
     }
 }
 
-fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path) -> Result<Outcome> {
+fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>) -> Result<Outcome> {
     Boot {
         kernel: ctx.kernel.vmlinux.clone(),
         initrd: initrd.to_path_buf(),
@@ -430,6 +438,7 @@ fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path) -> Result<Outcome> {
         cpus: 2,
         accel: ctx.accel,
         log: qemu::log_path(&ctx.logs, &s.name),
+        disk: disk.map(Path::to_path_buf),
     }
     .run()
 }
@@ -492,6 +501,7 @@ fn probe(ctx: &Ctx, accel: Accel) -> bool {
             },
             &s,
             &initrd,
+            None,
         )
         .is_ok_and(|o| o.verdict == Ok(0));
     let _ = fs::remove_dir_all(&dir);
