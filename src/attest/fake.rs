@@ -43,6 +43,39 @@ impl Default for Template {
     }
 }
 
+/// The PKCS#8 DER of a P-384 private key given as PEM (`-----BEGIN PRIVATE KEY-----`) or DER; checked.
+pub fn pkcs8_der(bytes: &[u8]) -> Result<crate::secret::SecretBytes, String> {
+    use base64::Engine;
+    let der = match std::str::from_utf8(bytes) {
+        Ok(text) if text.contains("-----BEGIN PRIVATE KEY-----") => {
+            let body: String = text
+                .lines()
+                .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("-----END"))
+                .flat_map(|l| l.trim().chars())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|_| "the PEM body is not base64".to_string())?
+        }
+        Ok(text) if text.contains("-----BEGIN") => {
+            return Err("not a PKCS#8 PEM key (want -----BEGIN PRIVATE KEY-----)".into())
+        }
+        _ => bytes.to_vec(),
+    };
+    let der = crate::secret::SecretBytes::new(der);
+    signing_key(&der)?;
+    Ok(der)
+}
+
+/// The signing key of a PKCS#8 DER P-384 key.
+pub fn signing_key(der: &crate::secret::SecretBytes) -> Result<p384::ecdsa::SigningKey, String> {
+    use p384::pkcs8::DecodePrivateKey;
+    p384::ecdsa::SigningKey::from_pkcs8_der(der.expose())
+        .map_err(|e| format!("not a PKCS#8 P-384 key ({e})"))
+}
+
 /// A report signer.
 pub struct FakeAttester {
     key: p384::ecdsa::SigningKey,
