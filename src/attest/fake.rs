@@ -155,3 +155,34 @@ impl Attester for FakeAttester {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use base64::Engine;
+    use p384::pkcs8::EncodePrivateKey;
+
+    #[test]
+    fn pkcs8_key_from_pem_or_der() {
+        let key = FakeAttester::ephemeral().key;
+        let der = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let pem = format!(
+            "junk before\n-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
+            &b64[..64],
+            &b64[64..]
+        );
+        for input in [der.clone(), pem.into_bytes()] {
+            let got = pkcs8_der(&input).unwrap();
+            assert_eq!(got.expose(), der.as_slice());
+            assert_eq!(signing_key(&got).unwrap(), key);
+        }
+        assert!(
+            pkcs8_der(b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
+                .unwrap_err()
+                .contains("PKCS#8")
+        );
+        assert!(pkcs8_der(&der[..der.len() - 1]).is_err());
+    }
+}

@@ -147,8 +147,12 @@ pub fn detect_with(
     test_mode: bool,
     fake: Option<fake::FakeAttester>,
 ) -> Result<Box<dyn Attester>, Error> {
-    if fake.is_some() && (exists(&paths.tsm) || exists(&paths.sev_guest) || exists(&paths.sev_legacy)) {
-        log::warn!("attestation: an SEV-SNP interface is present: the manifest's fake VCEK key is ignored");
+    if fake.is_some()
+        && (exists(&paths.tsm) || exists(&paths.sev_guest) || exists(&paths.sev_legacy))
+    {
+        log::warn!(
+            "attestation: an SEV-SNP interface is present: the manifest's fake VCEK key is ignored"
+        );
     }
     if exists(&paths.tsm) && tsm::looks_usable(&paths.tsm) {
         log::info!("attestation: configfs-tsm at {}", paths.tsm.display());
