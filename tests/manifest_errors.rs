@@ -249,6 +249,25 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["filesystem[0].header_sha256", "2 bytes"],
         ),
         (
+            "fake VCEK key outside test mode",
+            format!("[attestation]\nfake_vcek_key_file = \"/proc/version\"\n{fs}"),
+            vec![
+                ":2:22:",
+                "attestation.fake_vcek_key_file",
+                "allowed only in test mode",
+            ],
+        ),
+        (
+            "fake VCEK key that is not a key",
+            format!(
+                "test_mode = true\n[attestation]\nfake_vcek_key_file = \"/proc/version\"\n{fs}"
+            ),
+            vec![
+                "attestation.fake_vcek_key_file",
+                "/proc/version is not a P-384 private key",
+            ],
+        ),
+        (
             "relative readiness file",
             format!("readiness_file = \"ready\"\n{fs}"),
             vec![":1:18:", "readiness_file", "absolute"],

@@ -137,6 +137,23 @@ fn exists(p: &Path) -> bool {
 
 /// Pick the first provider present. `test_mode` allows the fake one when nothing is present.
 pub fn detect(paths: &Paths, test_mode: bool) -> Result<Box<dyn Attester>, Error> {
+    detect_with(paths, test_mode, None)
+}
+
+/// [`detect`], with the fake attester to use in test mode when no device is present (one signing with a
+/// fake VCEK key whose chain a fake MAA knows); `None` is a fresh random key. Real providers always win.
+pub fn detect_with(
+    paths: &Paths,
+    test_mode: bool,
+    fake: Option<fake::FakeAttester>,
+) -> Result<Box<dyn Attester>, Error> {
+    if fake.is_some()
+        && (exists(&paths.tsm) || exists(&paths.sev_guest) || exists(&paths.sev_legacy))
+    {
+        log::warn!(
+            "attestation: an SEV-SNP interface is present: the manifest's fake VCEK key is ignored"
+        );
+    }
     if exists(&paths.tsm) && tsm::looks_usable(&paths.tsm) {
         log::info!("attestation: configfs-tsm at {}", paths.tsm.display());
         return Ok(Box::new(tsm::TsmAttester::new(
@@ -158,8 +175,16 @@ pub fn detect(paths: &Paths, test_mode: bool) -> Result<Box<dyn Attester>, Error
         )));
     }
     if test_mode {
-        log::warn!("attestation: TEST MODE: no SEV-SNP device, using a FAKE attester; real MAA rejects its reports");
-        return Ok(Box::new(fake::FakeAttester::ephemeral()));
+        return Ok(Box::new(match fake {
+            Some(f) => {
+                log::warn!("attestation: TEST MODE: no SEV-SNP device, using a FAKE attester with the manifest's fake VCEK key; only a fake MAA accepts its reports");
+                f
+            }
+            None => {
+                log::warn!("attestation: TEST MODE: no SEV-SNP device, using a FAKE attester; real MAA rejects its reports");
+                fake::FakeAttester::ephemeral()
+            }
+        }));
     }
     Err(Error::NoProvider {
         looked: vec![

@@ -35,9 +35,6 @@ impl Keys {
         {
             return Ok(None);
         }
-        let attester =
-            attest::detect(&attest::Paths::default(), plan.test_mode).map_err(|e| e.to_string())?;
-        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
         let uvm = match uvm::load(&uvm::process_env, Path::new("/")) {
             Ok(u) => u,
             Err(e) => {
@@ -47,6 +44,16 @@ impl Keys {
                 uvm::UvmInfo::default()
             }
         };
+        let fake = match &plan.attestation.fake_vcek_key {
+            Some((_, der)) => Some(attest::fake::FakeAttester::new(
+                attest::fake::signing_key(der)?,
+                fake_template(&uvm),
+            )),
+            None => None,
+        };
+        let attester = attest::detect_with(&attest::Paths::default(), plan.test_mode, fake)
+            .map_err(|e| e.to_string())?;
+        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
         let trust = JwsTrust::from_plan(&plan.network).map_err(|e| e.to_string())?;
         Ok(Some(Keys {
             attester,
@@ -82,6 +89,21 @@ impl Keys {
         };
         keyrelease::release_key(&ctx, rp).map_err(|e| e.to_string())
     }
+}
+
+/// The fake attester's report template for a fake VCEK key: host_data is SHA-256 of the UVM's security
+/// policy (what the host puts there), the TCB the host certificate's `tcbm`; the rest (chip id 0x42...)
+/// is the default template, which the test PKI's fake VCEK is made for.
+fn fake_template(uvm: &uvm::UvmInfo) -> attest::fake::Template {
+    use sha2::Digest;
+    let mut t = attest::fake::Template::default();
+    if let Some(p) = &uvm.policy {
+        t.host_data = sha2::Sha256::digest(p).into();
+    }
+    if let Some(tcb) = uvm.host_certs.as_ref().and_then(|h| h.tcbm().ok()) {
+        t.tcb = tcb;
+    }
+    t
 }
 
 /// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key).

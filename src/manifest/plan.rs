@@ -44,8 +44,18 @@ pub struct Plan {
     pub identity: IdentityPlan,
     /// Where fresh AMD collateral comes from when the host's is absent or stale.
     pub certcache: Option<CertCachePlan>,
+    /// Attestation settings (test-mode knobs of the fake attester).
+    pub attestation: AttestationPlan,
     /// The encrypted filesystems, in manifest order.
     pub filesystems: Vec<FilesystemPlan>,
+}
+
+/// Attestation settings.
+#[derive(Debug, Default)]
+pub struct AttestationPlan {
+    /// Test mode only: the key (PKCS#8 DER of a P-384 key, checked) the fake attester signs with, and
+    /// the file it came from. Without it the fake attester signs with a fresh random key.
+    pub fake_vcek_key: Option<(PathBuf, SecretBytes)>,
 }
 
 /// Log settings.

@@ -92,6 +92,13 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
         Some(id) => writeln!(o, "identity:        user-assigned managed identity {id}")?,
         None => writeln!(o, "identity:        system-assigned managed identity, or workload identity from AZURE_* env")?,
     }
+    if let Some((f, _)) = &p.attestation.fake_vcek_key {
+        writeln!(
+            o,
+            "attestation:     TEST MODE: without an SEV-SNP device the fake attester signs with the fake VCEK key in {}",
+            f.display()
+        )?;
+    }
     match &p.certcache {
         Some(c) => writeln!(
             o,

@@ -42,6 +42,9 @@ pub struct Manifest {
     pub identity: Identity,
     /// `[certcache]`
     pub certcache: Option<CertCache>,
+    /// `[attestation]`
+    #[serde(default)]
+    pub attestation: Attestation,
     /// `[[filesystem]]`
     #[serde(default)]
     pub filesystem: Vec<Filesystem>,
@@ -135,6 +138,14 @@ pub struct ApiVersions {
 pub struct Identity {
     /// User-assigned managed identity client id.
     pub client_id: Option<String>,
+}
+
+/// `[attestation]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    /// Test mode only: the fake attester signs with this P-384 key (PKCS#8, PEM or DER), a fake VCEK's.
+    pub fake_vcek_key_file: Option<String>,
 }
 
 /// `[certcache]`

@@ -459,6 +459,8 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         .as_ref()
         .and_then(|c| certcache(&mut v, &root.key("certcache"), c));
 
+    let attestation = attestation(&mut v, &root.key("attestation"), &m.attestation);
+
     let mut filesystems = Vec::new();
     for (i, f) in m.filesystem.into_iter().enumerate() {
         if let Some(fs) = filesystem(&mut v, &root.key("filesystem").index(i), i, f) {
@@ -486,8 +488,41 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         api_versions,
         identity,
         certcache,
+        attestation,
         filesystems,
     })
+}
+
+fn attestation(v: &mut V<'_>, p: &FieldPath, a: &schema::Attestation) -> AttestationPlan {
+    let Some(file) = a.fake_vcek_key_file.as_deref() else {
+        return AttestationPlan::default();
+    };
+    let fp = p.key("fake_vcek_key_file");
+    if !v.test_mode {
+        v.err(
+            &fp,
+            "a fake VCEK key is allowed only in test mode",
+            "remove fake_vcek_key_file (a real SEV-SNP guest signs its own reports), or set test_mode = true for testing",
+        );
+        return AttestationPlan::default();
+    }
+    let full = v.resolve(file);
+    let Some(bytes) = v.read_file(&fp, file, "fake VCEK key") else {
+        return AttestationPlan::default();
+    };
+    match crate::attest::fake::pkcs8_der(&bytes) {
+        Ok(der) => AttestationPlan {
+            fake_vcek_key: Some((full, der)),
+        },
+        Err(e) => {
+            v.err(
+                &fp,
+                format!("{} is not a P-384 private key: {e}", full.display()),
+                "give a PKCS#8 P-384 key, PEM (-----BEGIN PRIVATE KEY-----) or DER",
+            );
+            AttestationPlan::default()
+        }
+    }
 }
 
 /// `error|warn|warning|info|debug|trace` (plus logrus' `fatal`, `panic`) to a level filter.

@@ -17,14 +17,12 @@ fn params(cn: &str, sans: &[&str], ca: bool) -> CertificateParams {
     p
 }
 
-/// RSA-2048 keys are slow to make: a few shared ones per test process.
+/// RSA-2048 keys are slow to make (more so in a TCG VM): a few shared ones per test process, each made
+/// on first use.
 pub fn rsa_key(slot: usize) -> rsa::PrivateKey {
-    static KEYS: OnceLock<Vec<rsa::PrivateKey>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        (0..4)
-            .map(|_| rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap())
-            .collect()
-    })[slot]
+    static KEYS: [OnceLock<rsa::PrivateKey>; 4] = [const { OnceLock::new() }; 4];
+    KEYS[slot]
+        .get_or_init(|| rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap())
         .clone()
 }
 

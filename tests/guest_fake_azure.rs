@@ -1,0 +1,265 @@
+//! A fake Azure for VM scenarios (not a test of its own; `harness = false`): the fake AMD chain and the fake
+//! MAA, Key Vault and IMDS of tests/support, on the guest's 127.0.0.1. The rig builds it static
+//! (`cargo_tests = ["guest_fake_azure"]`).
+//!
+//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX]`: makes the fake AMD chain (ARK →
+//! ASK → VCEK for chip id 0x42.., the default TCB of the product's fake attester) and a fake Azure (IMDS
+//! over http; MAA and the vault over https with a test CA), adds the oct-HSM key `demo` holding the 32 raw
+//! bytes of KEY32 with a release policy on `x-ms-sevsnpvm-hostdata` (SHA-256 of the security policy it
+//! writes, or HEX), then writes into DIR:
+//!
+//! - `ca.pem`: the test CA (the manifest's `[network] ca_bundle`);
+//! - `vcek-key.pem`: the fake VCEK's private key (the manifest's `[attestation] fake_vcek_key_file`);
+//! - `host-amd-cert-base64`, `security-policy-base64`: the UVM information files (a security-context dir);
+//! - `env`, written last (its presence means ready): `IMDS_URL=`, `MAA_URL=`, `VAULT_URL=` lines;
+//!
+//! and serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
+//! checks itself: a full release through the product's key release code against the files it wrote.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the report
+
+mod support;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use encfs_init::attest::fake::FakeAttester;
+use encfs_init::attest::uvm;
+use encfs_init::keyrelease::akv::JwsTrust;
+use encfs_init::keyrelease::token::TokenCache;
+use encfs_init::keyrelease::transport::UreqTransport;
+use encfs_init::keyrelease::Context;
+use encfs_init::manifest::{Endpoint, Endpoints, NetworkPlan, ReleasePlan, VaultKind};
+use p384::pkcs8::EncodePrivateKey;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::azure::{FakeAzure, VaultKey};
+use support::pki;
+use support::rig::{self, CHIP, POLICY, TCB};
+
+/// The key's name in the fake vault.
+const KID: &str = "demo";
+
+struct Options {
+    key: Vec<u8>,
+    out: PathBuf,
+    hostdata: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let (mut key, mut out, mut hostdata) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--key-file" => key = it.next().cloned(),
+            "--out" => out = it.next().cloned(),
+            "--policy-hostdata" => hostdata = it.next().cloned(),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let key_file = key.ok_or("--key-file KEY32 is required")?;
+    let key = std::fs::read(&key_file).map_err(|e| format!("{key_file}: {e}"))?;
+    if key.len() != 32 {
+        return Err(format!("{key_file}: {} bytes, want 32", key.len()));
+    }
+    Ok(Options {
+        key,
+        out: PathBuf::from(out.ok_or("--out DIR is required")?),
+        hostdata,
+    })
+}
+
+/// The running fake and what the guest needs to know about it.
+struct Guest {
+    /// Kept for the whole run (the servers share its state).
+    _az: FakeAzure,
+    imds: String,
+    maa: String,
+    vault: String,
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b = B64.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for line in b.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(line).unwrap());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Start the fake and write DIR.
+fn start(key: &[u8], out: &Path, hostdata: Option<&str>) -> Result<Guest, String> {
+    let amd = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
+    let az = FakeAzure::start(&amd);
+    let want = hostdata
+        .map(str::to_string)
+        .unwrap_or_else(|| encfs_init::attest::report::hex(&Sha256::digest(POLICY)));
+    az.add_key(
+        KID,
+        VaultKey {
+            kty: "oct-HSM".into(),
+            material: key.to_vec(),
+            policy: vec![("x-ms-sevsnpvm-hostdata".into(), json!(want))],
+        },
+    );
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let thim = rig::host_certs(&amd, TCB);
+    let thim_json = json!({
+        "vcekCert": thim.vcek_cert,
+        "tcbm": thim.tcbm,
+        "certificateChain": thim.certificate_chain,
+        "cacheControl": thim.cache_control,
+    });
+    let vcek = amd.vcek_key.to_pkcs8_der().map_err(|e| e.to_string())?;
+    write(out, "ca.pem", az.root_pem.as_bytes())?;
+    write(
+        out,
+        "vcek-key.pem",
+        pem("PRIVATE KEY", vcek.as_bytes()).as_bytes(),
+    )?;
+    write(
+        out,
+        "host-amd-cert-base64",
+        B64.encode(thim_json.to_string()).as_bytes(),
+    )?;
+    write(out, "security-policy-base64", B64.encode(POLICY).as_bytes())?;
+    let g = Guest {
+        imds: az.http.url(),
+        maa: az.https.url(),
+        vault: az.https.url(),
+        _az: az,
+    };
+    write(
+        out,
+        "env",
+        format!(
+            "IMDS_URL={}\nMAA_URL={}\nVAULT_URL={}\n",
+            g.imds, g.maa, g.vault
+        )
+        .as_bytes(),
+    )?;
+    Ok(g)
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let o = parse(args)?;
+    let t = Instant::now();
+    let g = start(&o.key, &o.out, o.hostdata.as_deref())?;
+    eprintln!(
+        "guest_fake_azure: IMDS {}, MAA and Key Vault {} (key \"{KID}\"), files in {} ({} ms)",
+        g.imds,
+        g.maa,
+        o.out.display(),
+        t.elapsed().as_millis()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A release through the product's code, with the attester, UVM information and trust built from DIR the
+/// way a boot builds them from the manifest.
+fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
+    let env_dir = out.display().to_string();
+    let env = move |k: &str| (k == "UVM_SECURITY_CONTEXT_DIR").then(|| env_dir.clone());
+    let info = uvm::load(&env, Path::new("/nonexistent")).map_err(|e| e.to_string())?;
+    let der =
+        encfs_init::attest::fake::pkcs8_der(&std::fs::read(out.join("vcek-key.pem")).unwrap())?;
+    let mut template = rig::template();
+    template.host_data = Sha256::digest(info.policy.as_deref().unwrap_or_default()).into();
+    let attester = FakeAttester::new(encfs_init::attest::fake::signing_key(&der)?, template);
+    let net = NetworkPlan {
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(20),
+        retries: 1,
+        retry_backoff_max: support::azure::FAST,
+        ca_bundle: Some(out.join("ca.pem")),
+    };
+    let transport = UreqTransport::new(&net).map_err(|e| e.to_string())?;
+    let trust = JwsTrust::from_plan(&net).map_err(|e| e.to_string())?;
+    let endpoints = Endpoints {
+        imds: Endpoint(g.imds.clone()),
+        thim: Endpoint(format!("{}/thim", g.imds)),
+        azcache: Endpoint(format!("{}/azcache", g.imds)),
+        amd_kds: Endpoint(format!("{}/kds", g.imds)),
+        login_authority: Endpoint(g.maa.clone()),
+    };
+    let tokens = TokenCache::new(rig::imds_source(&endpoints, VaultKind::KeyVault));
+    let ctx = Context {
+        attester: &attester,
+        transport: &transport,
+        uvm: &info,
+        certcache: None,
+        endpoints: &endpoints,
+        maa_api_version: "2020-10-01",
+        akv_api_version: "7.4",
+        tokens: &tokens,
+        jws_trust: &trust,
+        ark_pins: &[],
+        verify_locally: false,
+    };
+    let rp = ReleasePlan {
+        kid: KID.into(),
+        kty: None,
+        authority: Endpoint(g.maa.clone()),
+        vault: Endpoint(g.vault.clone()),
+        vault_kind: VaultKind::KeyVault,
+        bearer_token: None,
+        salt: vec![],
+        label: String::new(),
+    };
+    encfs_init::keyrelease::release_key(&ctx, &rp)
+        .map(|k| k.expose().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+fn self_check() -> Result<(), String> {
+    let out = std::env::temp_dir().join(format!("guest-fake-azure-{}", std::process::id()));
+    let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let result = (|| {
+        let g = start(&key, &out, None)?;
+        let got = release_from(&g, &out)?;
+        if got != key {
+            return Err("the released key is not the key given".into());
+        }
+        // The twin with a policy on another host_data is refused with 403.
+        let other = out.join("denied");
+        let g = start(&key, &other, Some(&"00".repeat(32)))?;
+        match release_from(&g, &other) {
+            Err(e) if e.contains("HTTP 403") => Ok(()),
+            Err(e) => Err(format!("denied: wrong error: {e}")),
+            Ok(_) => Err("denied: the key was released".into()),
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&out);
+    result
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test` passes harness flags (--quiet, filters); only --key-file selects the server.
+    if args.iter().any(|a| a == "--key-file") {
+        if let Err(e) = serve(&args) {
+            eprintln!("guest_fake_azure: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    match self_check() {
+        Ok(()) => println!("guest_fake_azure self-check: 1 passed, 0 failed"),
+        Err(e) => {
+            println!("guest_fake_azure self-check: 0 passed, 1 failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
