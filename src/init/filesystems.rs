@@ -165,7 +165,7 @@ pub fn open(
         .clamp(16 << 10, 4 << 20);
     let head = read_exact_at(&*src, 0, hdr_size * 2).map_err(|e| s.fail("LUKS2 header", e))?;
     let header = crate::luks2::Header::parse_pinned(&head, fs.header_sha256.as_ref())
-        .map_err(|e| s.fail("LUKS2 header", format!("{e}; fix: check that the blob is a LUKS2 image made by `encfs-init image create` or cryptsetup")))?;
+        .map_err(|e| s.fail("LUKS2 header", format!("{e}; fix: the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"); if it may have been tampered with, restore it and pin header_sha256 in the manifest")))?;
     for w in &header.warnings {
         log::warn!("filesystem[{}]: LUKS2 header: {w}", fs.index);
     }
