@@ -2,5 +2,6 @@
 set -euo pipefail
 mkdir -p "$OUT/content"
 printf 'This is a file inside the filesystem.\n' > "$OUT/content/test.txt"
-head -c 32 /dev/urandom > "$OUT/key.bin"
+# A fixed key, so the scenario can check that it shows up nowhere (console, /proc/*/environ, cmdline).
+printf %s "encfs-init-e2e-raw-key-0123456ab" > "$OUT/key.bin"
 "$ENCFS_INIT" image create --key-file "$OUT/key.bin" --from "$OUT/content" "$OUT/fs.img" >&2
