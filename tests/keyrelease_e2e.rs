@@ -116,3 +116,29 @@ fn workload_identity_token() {
     );
     assert_eq!(rig.az.https.hits("/tenant/oauth2/v2.0/token"), 1);
 }
+
+#[test]
+fn one_attestation_serves_several_releases() {
+    let rig = Rig::new("shared");
+    rig.az.add_key(
+        "second",
+        VaultKey {
+            kty: "oct-HSM".into(),
+            material: vec![9; 32],
+            policy: vec![hostdata_claim()],
+        },
+    );
+    let plans = [
+        rig.plan("oct", VaultKind::KeyVault),
+        rig.plan("second", VaultKind::KeyVault),
+    ];
+    let keys = rig.release_all(&plans).unwrap();
+    assert_eq!(keys[0].expose(), &[7; 32]);
+    assert_eq!(keys[1].expose(), &[9; 32]);
+    assert_eq!(
+        rig.az.https.hits("/attest/SevSnpVM"),
+        1,
+        "one attestation for both releases"
+    );
+    assert_eq!(rig.az.https.hits("/keys/"), 2, "two releases");
+}

@@ -17,6 +17,9 @@ pub struct Keys {
     transport: UreqTransport,
     uvm: uvm::UvmInfo,
     trust: JwsTrust,
+    /// One attestation per attestation authority, shared by every release that names it.
+    attested:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<keyrelease::Attested>>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -60,6 +63,7 @@ impl Keys {
             transport,
             uvm,
             trust,
+            attested: Default::default(),
         }))
     }
 
@@ -87,7 +91,30 @@ impl Keys {
             ark_pins: crate::attest::verify::AMD_ARK_PINS,
             verify_locally: !fake,
         };
-        keyrelease::release_key(&ctx, rp).map_err(|e| e.to_string())
+        let shared = self
+            .attested
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&rp.authority.0).cloned());
+        let attested = match shared {
+            Some(a) => {
+                log::info!(
+                    "key release {}: reusing this boot's attestation by {}",
+                    rp.kid,
+                    rp.authority.0
+                );
+                a
+            }
+            None => {
+                let a =
+                    std::sync::Arc::new(keyrelease::attest(&ctx, rp).map_err(|e| e.to_string())?);
+                if let Ok(mut m) = self.attested.lock() {
+                    m.insert(rp.authority.0.clone(), a.clone());
+                }
+                a
+            }
+        };
+        keyrelease::release_with(&ctx, &attested, rp).map_err(|e| e.to_string())
     }
 }
 

@@ -171,8 +171,28 @@ impl fmt::Debug for Context<'_> {
     }
 }
 
-/// Release the key of `rp` and return the disk key.
+/// What one attestation yields: the runtime key whose public half is bound into the report, and MAA's token
+/// for it. Shared by every release that names the same attestation authority (one attestation per boot).
+pub struct Attested {
+    runtime: jwk::RuntimeKey,
+    maa_token: crate::secret::SecretString,
+}
+
+impl fmt::Debug for Attested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Attested(<runtime key>, <MAA token>)")
+    }
+}
+
+/// Release the key of `rp` and return the disk key (one attestation, one release).
 pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, Error> {
+    let attested = attest(ctx, rp)?;
+    release_with(ctx, &attested, rp)
+}
+
+/// Attest for `rp`'s authority: a fresh runtime key, a report binding it, collateral, local verification,
+/// and MAA's token.
+pub fn attest(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
     let runtime = jwk::RuntimeKey::generate()
         .map_err(|e| Error::Internal(format!("RSA key generation: {e}")))?;
     let runtime_json = runtime.runtime_json();
@@ -226,6 +246,16 @@ pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, E
             runtime_json: runtime_json.as_bytes(),
         },
     )?;
+    Ok(Attested { runtime, maa_token })
+}
+
+/// Release `rp`'s key with an attestation made before (see [`attest`]).
+pub fn release_with(
+    ctx: &Context<'_>,
+    attested: &Attested,
+    rp: &ReleasePlan,
+) -> Result<SecretBytes, Error> {
+    let (runtime, maa_token) = (&attested.runtime, &attested.maa_token);
     let bearer = ctx.tokens.get(ctx.transport)?;
     let jws = akv::release(
         ctx.transport,
@@ -242,7 +272,7 @@ pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, E
         SystemTime::now(),
     )?;
     let plaintext =
-        unwrap::unwrap(&released.enc, &released.ciphertext, &runtime).map_err(Error::Unwrap)?;
+        unwrap::unwrap(&released.enc, &released.ciphertext, runtime).map_err(Error::Unwrap)?;
     let key =
         unwrap::disk_key(&released.kty, &plaintext, &rp.salt, &rp.label).map_err(Error::Unwrap)?;
     log::info!(

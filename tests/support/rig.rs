@@ -126,9 +126,23 @@ impl Rig {
 
     pub fn release(&self, rp: &ReleasePlan) -> Result<SecretBytes, Error> {
         let transport = UreqTransport::new(&self.net).unwrap();
-        let ctx = Context {
+        keyrelease::release_key(&self.context(&transport), rp)
+    }
+
+    /// One attestation, then a release of each plan with it (what a boot with several filesystems does).
+    pub fn release_all(&self, rps: &[ReleasePlan]) -> Result<Vec<SecretBytes>, Error> {
+        let transport = UreqTransport::new(&self.net).unwrap();
+        let ctx = self.context(&transport);
+        let attested = keyrelease::attest(&ctx, &rps[0])?;
+        rps.iter()
+            .map(|rp| keyrelease::release_with(&ctx, &attested, rp))
+            .collect()
+    }
+
+    pub fn context<'a>(&'a self, transport: &'a UreqTransport) -> Context<'a> {
+        Context {
             attester: self.attester.as_ref(),
-            transport: &transport,
+            transport,
             uvm: &self.uvm,
             certcache: None,
             endpoints: &self.endpoints,
@@ -138,8 +152,7 @@ impl Rig {
             jws_trust: &self.trust,
             ark_pins: &self.pins,
             verify_locally: true,
-        };
-        keyrelease::release_key(&ctx, rp)
+        }
     }
 }
 
