@@ -1,0 +1,18 @@
+#!/bin/sh
+# Two in-guest blob servers (one per image) and the fake Azure on 127.0.0.1, the security-context directory,
+# the manifest with their addresses; then become encfs-init (exec keeps PID 1).
+ip link set lo up
+/tests/guest_blob_server --serve /blobs/model.img --port-file /run/model.port &
+/tests/guest_blob_server --serve /blobs/scratch.img --port-file /run/scratch.port &
+/tests/guest_fake_azure --key-file /keys/key.bin --out /fake-azure &
+i=0
+while { [ ! -s /run/model.port ] || [ ! -s /run/scratch.port ] || [ ! -s /fake-azure/env ]; } && [ $i -lt 600 ]; do
+    sleep 0.05; i=$((i+1))
+done
+rm -f /keys/key.bin
+. /fake-azure/env
+mkdir -p /security-context-test
+cp /fake-azure/host-amd-cert-base64 /fake-azure/security-policy-base64 /security-context-test/
+sed -e "s|@MODEL@|$(cat /run/model.port)|" -e "s|@SCRATCH@|$(cat /run/scratch.port)|" -e "s|@IMDS@|$IMDS_URL|" \
+    -e "s|@MAA@|$MAA_URL|" -e "s|@VAULT@|$VAULT_URL|" /etc/encfs-init/manifest.tmpl > /etc/encfs-init/manifest.toml
+exec /bin/encfs-init
