@@ -34,6 +34,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("e2fsprogs", "ext4 images"),
     ("zstd", "unpacks the 6.12 vmlinuz"),
     ("xz-utils", "unpacks .ko.xz modules"),
+    // Building the product on a fresh machine: the devicemapper crate generates its bindings with bindgen.
+    ("libdevmapper-dev", "devicemapper-sys headers (bindgen)"),
+    ("libclang-dev", "bindgen's libclang"),
+    ("pkg-config", "finds libdevmapper for devicemapper-sys"),
 ];
 
 /// Private apt state under the cache directory (see the module docs).

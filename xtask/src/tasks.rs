@@ -31,6 +31,9 @@ pub fn test(paths: &Paths, rest: &[String]) -> Result<bool> {
         bail!("usage: cargo xtask test");
     }
     let t = Instant::now();
+    // A fresh machine first needs the packages the build and the rig use (and the musl target).
+    vmtest::setup(paths, false)?;
+    ensure_musl_target()?;
     // --include-ignored runs the fixture tests a bare clone ignores; the T1 `root_*` tests need the VM's
     // kernel (vmtest runs them) and the benchmarks are not tests.
     step(
@@ -73,6 +76,7 @@ pub fn demo(paths: &Paths, rest: &[String]) -> Result<bool> {
     if !rest.is_empty() {
         bail!("usage: cargo xtask demo");
     }
+    ensure_musl_target()?;
     let ok = vmtest::run(
         paths,
         &Options {
@@ -119,4 +123,20 @@ fn fuzz_smoke(paths: &Paths) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `rustup target add x86_64-unknown-linux-musl` unless it is installed (the static build needs it).
+pub fn ensure_musl_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("x86_64-unknown-linux-musl"))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    step(
+        "rustup target add x86_64-unknown-linux-musl",
+        Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]),
+    )
 }

@@ -98,6 +98,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
         return Ok(true);
     }
     let kernel = setup(paths, opts.refresh)?;
+    crate::tasks::ensure_musl_target()?;
     if !qemu::available() {
         bail!("qemu-system-x86_64 is not installed");
     }
