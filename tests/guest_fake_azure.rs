@@ -2,18 +2,24 @@
 //! MAA, Key Vault and IMDS of tests/support, on the guest's 127.0.0.1. The rig builds it static
 //! (`cargo_tests = ["guest_fake_azure"]`).
 //!
-//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX]`: makes the fake AMD chain (ARK →
+//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest]`: makes the fake AMD chain (ARK →
 //! ASK → VCEK for chip id 0x42.., the default TCB of the product's fake attester) and a fake Azure (IMDS
 //! over http; MAA and the vault over https with a test CA), adds the oct-HSM key `demo` holding the 32 raw
 //! bytes of KEY32 with a release policy on `x-ms-sevsnpvm-hostdata` (SHA-256 of the security policy it
 //! writes, or HEX), then writes into DIR:
 //!
 //! - `ca.pem`: the test CA (the manifest's `[network] ca_bundle`);
+//! - `ark.pem`: the fake ARK (the manifest's `[attestation] test_ark_file`);
 //! - `vcek-key.pem`: the fake VCEK's private key (the manifest's `[attestation] fake_vcek_key_file`);
 //! - `host-amd-cert-base64`, `security-policy-base64`: the UVM information files (a security-context dir);
 //! - `env`, written last (its presence means ready): `IMDS_URL=`, `MAA_URL=`, `VAULT_URL=` lines;
 //!
-//! and serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
+//! With `--sev-guest` it is also the fake AMD secure processor: an emulated `/dev/sev-guest` (CUSE, see
+//! tests/support/cuse.rs; needs `/dev/cuse`) answering `SNP_GET_REPORT` with reports signed by the fake
+//! VCEK, with the VMPL the guest asked for; the release policy then also wants `x-ms-sevsnpvm-vmpl` 0, and
+//! `vcek-key.pem` is not written (nothing but the device can sign). `env` is written once the device exists.
+//!
+//! It serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
 //! checks itself: a full release through the product's key release code against the files it wrote.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the report
@@ -45,16 +51,18 @@ struct Options {
     key: Vec<u8>,
     out: PathBuf,
     hostdata: Option<String>,
+    sev_guest: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let (mut key, mut out, mut hostdata) = (None, None, None);
+    let (mut key, mut out, mut hostdata, mut sev_guest) = (None, None, None, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--key-file" => key = it.next().cloned(),
             "--out" => out = it.next().cloned(),
             "--policy-hostdata" => hostdata = it.next().cloned(),
+            "--sev-guest" => sev_guest = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -67,6 +75,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         key,
         out: PathBuf::from(out.ok_or("--out DIR is required")?),
         hostdata,
+        sev_guest,
     })
 }
 
@@ -97,19 +106,45 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, &p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
+/// Serve the emulated `/dev/sev-guest` from a thread; return once the device node exists.
+fn start_secure_processor(vcek: p384::ecdsa::SigningKey) -> Result<(), String> {
+    std::thread::spawn(move || {
+        let r = support::cuse::serve_sev_guest("sev-guest", |rq| {
+            let mut t = rig::template();
+            t.vmpl = rq.vmpl;
+            FakeAttester::new(vcek.clone(), t).build(&rq.report_data)
+        });
+        eprintln!("guest_fake_azure: /dev/sev-guest server ended: {r:?}");
+    });
+    let t = Instant::now();
+    while !Path::new("/dev/sev-guest").exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err(
+                "/dev/sev-guest did not appear within 10 s (cuse loaded? /dev mounted?)".into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Start the fake and write DIR.
-fn start(key: &[u8], out: &Path, hostdata: Option<&str>) -> Result<Guest, String> {
+fn start(key: &[u8], out: &Path, hostdata: Option<&str>, sev_guest: bool) -> Result<Guest, String> {
     let amd = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
     let az = FakeAzure::start(&amd);
     let want = hostdata
         .map(str::to_string)
         .unwrap_or_else(|| encfs_init::attest::report::hex(&Sha256::digest(POLICY)));
+    let mut policy = vec![("x-ms-sevsnpvm-hostdata".into(), json!(want))];
+    if sev_guest {
+        policy.push(("x-ms-sevsnpvm-vmpl".into(), json!(0)));
+    }
     az.add_key(
         KID,
         VaultKey {
             kty: "oct-HSM".into(),
             material: key.to_vec(),
-            policy: vec![("x-ms-sevsnpvm-hostdata".into(), json!(want))],
+            policy,
         },
     );
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -122,11 +157,16 @@ fn start(key: &[u8], out: &Path, hostdata: Option<&str>) -> Result<Guest, String
     });
     let vcek = amd.vcek_key.to_pkcs8_der().map_err(|e| e.to_string())?;
     write(out, "ca.pem", az.root_pem.as_bytes())?;
-    write(
-        out,
-        "vcek-key.pem",
-        pem("PRIVATE KEY", vcek.as_bytes()).as_bytes(),
-    )?;
+    write(out, "ark.pem", pem("CERTIFICATE", &amd.ark_der).as_bytes())?;
+    if sev_guest {
+        start_secure_processor(amd.vcek_key.clone())?;
+    } else {
+        write(
+            out,
+            "vcek-key.pem",
+            pem("PRIVATE KEY", vcek.as_bytes()).as_bytes(),
+        )?;
+    }
     write(
         out,
         "host-amd-cert-base64",
@@ -154,7 +194,7 @@ fn start(key: &[u8], out: &Path, hostdata: Option<&str>) -> Result<Guest, String
 fn serve(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let t = Instant::now();
-    let g = start(&o.key, &o.out, o.hostdata.as_deref())?;
+    let g = start(&o.key, &o.out, o.hostdata.as_deref(), o.sev_guest)?;
     eprintln!(
         "guest_fake_azure: IMDS {}, MAA and Key Vault {} (key \"{KID}\"), files in {} ({} ms)",
         g.imds,
@@ -227,14 +267,14 @@ fn self_check() -> Result<(), String> {
     let out = std::env::temp_dir().join(format!("guest-fake-azure-{}", std::process::id()));
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     let result = (|| {
-        let g = start(&key, &out, None)?;
+        let g = start(&key, &out, None, false)?;
         let got = release_from(&g, &out)?;
         if got != key {
             return Err("the released key is not the key given".into());
         }
         // The twin with a policy on another host_data is refused with 403.
         let other = out.join("denied");
-        let g = start(&key, &other, Some(&"00".repeat(32)))?;
+        let g = start(&key, &other, Some(&"00".repeat(32)), false)?;
         match release_from(&g, &other) {
             Err(e) if e.contains("HTTP 403") => Ok(()),
             Err(e) => Err(format!("denied: wrong error: {e}")),

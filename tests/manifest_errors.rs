@@ -268,6 +268,23 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "test ARK outside test mode",
+            format!("[attestation]\ntest_ark_file = \"/proc/version\"\n{fs}"),
+            vec![
+                ":2:17:",
+                "attestation.test_ark_file",
+                "allowed only in test mode",
+            ],
+        ),
+        (
+            "test ARK that is not a certificate",
+            format!("test_mode = true\n[attestation]\ntest_ark_file = \"/proc/version\"\n{fs}"),
+            vec![
+                "attestation.test_ark_file",
+                "/proc/version is not one X.509 certificate",
+            ],
+        ),
+        (
             "relative readiness file",
             format!("readiness_file = \"ready\"\n{fs}"),
             vec![":1:18:", "readiness_file", "absolute"],

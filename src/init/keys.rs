@@ -17,6 +17,8 @@ pub struct Keys {
     transport: UreqTransport,
     uvm: uvm::UvmInfo,
     trust: JwsTrust,
+    /// AMD's root keys, plus a test ARK in test mode.
+    ark_pins: Vec<crate::attest::verify::ArkPin>,
     /// One attestation per attestation authority, shared by every release that names it.
     attested:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<keyrelease::Attested>>>,
@@ -58,11 +60,23 @@ impl Keys {
             .map_err(|e| e.to_string())?;
         let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
         let trust = JwsTrust::from_plan(&plan.network).map_err(|e| e.to_string())?;
+        let mut ark_pins = crate::attest::verify::AMD_ARK_PINS.to_vec();
+        if let Some((file, pin)) = &plan.attestation.test_ark_pin {
+            log::warn!(
+                "attestation: TEST MODE: the ARK in {} is trusted as an AMD root",
+                file.display()
+            );
+            ark_pins.push(crate::attest::verify::ArkPin {
+                product: "Test",
+                spki_sha256: *pin,
+            });
+        }
         Ok(Some(Keys {
             attester,
             transport,
             uvm,
             trust,
+            ark_pins,
             attested: Default::default(),
         }))
     }
@@ -88,7 +102,7 @@ impl Keys {
             akv_api_version: &plan.api_versions.akv,
             tokens: &tokens,
             jws_trust: &self.trust,
-            ark_pins: crate::attest::verify::AMD_ARK_PINS,
+            ark_pins: &self.ark_pins,
             verify_locally: !fake,
         };
         let shared = self

@@ -56,6 +56,8 @@ pub struct AttestationPlan {
     /// Test mode only: the key (PKCS#8 DER of a P-384 key, checked) the fake attester signs with, and
     /// the file it came from. Without it the fake attester signs with a fresh random key.
     pub fake_vcek_key: Option<(PathBuf, SecretBytes)>,
+    /// Test mode only: SHA-256 of the SubjectPublicKeyInfo of one more ARK to trust, and its file.
+    pub test_ark_pin: Option<(PathBuf, [u8; 32])>,
 }
 
 /// Log settings.

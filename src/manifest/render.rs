@@ -99,6 +99,13 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             f.display()
         )?;
     }
+    if let Some((f, _)) = &p.attestation.test_ark_pin {
+        writeln!(
+            o,
+            "attestation:     TEST MODE: the ARK in {} is trusted as an AMD root",
+            f.display()
+        )?;
+    }
     match &p.certcache {
         Some(c) => writeln!(
             o,

@@ -146,6 +146,9 @@ pub struct Identity {
 pub struct Attestation {
     /// Test mode only: the fake attester signs with this P-384 key (PKCS#8, PEM or DER), a fake VCEK's.
     pub fake_vcek_key_file: Option<String>,
+    /// Test mode only: also trust this ARK certificate (PEM or DER) as an AMD root, so that a fake secure
+    /// processor's reports go through local verification.
+    pub test_ark_file: Option<String>,
 }
 
 /// `[certcache]`

@@ -494,9 +494,18 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
 }
 
 fn attestation(v: &mut V<'_>, p: &FieldPath, a: &schema::Attestation) -> AttestationPlan {
-    let Some(file) = a.fake_vcek_key_file.as_deref() else {
-        return AttestationPlan::default();
-    };
+    AttestationPlan {
+        fake_vcek_key: fake_vcek_key(v, p, a),
+        test_ark_pin: test_ark_pin(v, p, a),
+    }
+}
+
+fn fake_vcek_key(
+    v: &mut V<'_>,
+    p: &FieldPath,
+    a: &schema::Attestation,
+) -> Option<(PathBuf, SecretBytes)> {
+    let file = a.fake_vcek_key_file.as_deref()?;
     let fp = p.key("fake_vcek_key_file");
     if !v.test_mode {
         v.err(
@@ -504,23 +513,56 @@ fn attestation(v: &mut V<'_>, p: &FieldPath, a: &schema::Attestation) -> Attesta
             "a fake VCEK key is allowed only in test mode",
             "remove fake_vcek_key_file (a real SEV-SNP guest signs its own reports), or set test_mode = true for testing",
         );
-        return AttestationPlan::default();
+        return None;
     }
     let full = v.resolve(file);
-    let Some(bytes) = v.read_file(&fp, file, "fake VCEK key") else {
-        return AttestationPlan::default();
-    };
+    let bytes = v.read_file(&fp, file, "fake VCEK key")?;
     match crate::attest::fake::pkcs8_der(&bytes) {
-        Ok(der) => AttestationPlan {
-            fake_vcek_key: Some((full, der)),
-        },
+        Ok(der) => Some((full, der)),
         Err(e) => {
             v.err(
                 &fp,
                 format!("{} is not a P-384 private key: {e}", full.display()),
                 "give a PKCS#8 P-384 key, PEM (-----BEGIN PRIVATE KEY-----) or DER",
             );
-            AttestationPlan::default()
+            None
+        }
+    }
+}
+
+fn test_ark_pin(
+    v: &mut V<'_>,
+    p: &FieldPath,
+    a: &schema::Attestation,
+) -> Option<(PathBuf, [u8; 32])> {
+    let file = a.test_ark_file.as_deref()?;
+    let fp = p.key("test_ark_file");
+    if !v.test_mode {
+        v.err(
+            &fp,
+            "an extra trusted ARK is allowed only in test mode",
+            "remove test_ark_file (reports are verified against AMD's own root keys), or set test_mode = true for testing",
+        );
+        return None;
+    }
+    let full = v.resolve(file);
+    let bytes = v.read_file(&fp, file, "test ARK certificate")?;
+    let cert = if bytes.starts_with(b"-----") {
+        crate::attest::cert::Cert::from_pem_chain(&bytes)
+            .ok()
+            .and_then(|mut c| (c.len() == 1).then(|| c.remove(0)))
+    } else {
+        crate::attest::cert::Cert::from_der(&bytes).ok()
+    };
+    match cert.map(|c| c.spki_sha256()) {
+        Some(Ok(pin)) => Some((full, pin)),
+        _ => {
+            v.err(
+                &fp,
+                format!("{} is not one X.509 certificate", full.display()),
+                "give the test ARK's certificate, PEM (one -----BEGIN CERTIFICATE----- block) or DER",
+            );
+            None
         }
     }
 }

@@ -5,6 +5,7 @@
 //! ([`pki`]); and a fake Azure (MAA, Key Vault / managed HSM, IMDS, Entra ID, THIM) ([`azure`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod azurite;
 pub mod nbd_serve;
 pub mod range_server;
 
@@ -38,6 +39,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 // ---- HTTP(S) fakes for attestation and key release ----
 
 pub mod azure;
+pub mod cuse;
 pub mod pki;
 pub mod rig;
 
