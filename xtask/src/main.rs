@@ -7,13 +7,15 @@
 //!     Boot every scenario of tests/vm/ (or the named ones) under QEMU with encfs-init, or a scenario's
 //!     script, as PID 1. Installs what it needs on a Debian 12 host (root) on first use.
 //! cargo xtask setup [--refresh]
-//!     Only the host part: packages (QEMU 10 from bookworm-backports, busybox-static, ...) and the kernel.
+//!     Only the host part: packages (QEMU 10 from bookworm-backports, busybox-static, ...), the kernel, and
+//!     Azurite (the Azure Storage emulator, npm) for tests/blob_azurite.rs under `.cache/azurite/`.
 //! cargo xtask demo
 //!     Boot the demo VM (scenario tests/vm/demo) and show what it printed.
 //! ```
 //!
-//! Everything lives under `.cache/vm/` (apt state, the unpacked kernel, logs, images); no network traffic
-//! except apt to the machine's configured Debian mirror. The guest never has a NIC.
+//! Everything lives under `.cache/vm/` (apt state, the unpacked kernel, logs, images), Azurite under
+//! `.cache/azurite/`; no network traffic except apt to the machine's configured Debian mirror and npm to its
+//! registry. The guest never has a NIC.
 
 mod cpio;
 mod initramfs;
@@ -21,6 +23,7 @@ mod kernel;
 mod qemu;
 mod scenario;
 mod setup;
+mod setup_azurite;
 mod tasks;
 mod tomlish;
 mod util;
@@ -61,7 +64,9 @@ fn run(args: Vec<String>) -> Result<bool> {
                 [r] if r == "--refresh" => true,
                 _ => bail!("{USAGE}"),
             };
-            vmtest::setup(&paths, refresh).map(|_| true)
+            vmtest::setup(&paths, refresh)?;
+            setup_azurite::ensure(&paths.root)?;
+            Ok(true)
         }
         "demo" => tasks::demo(&paths, rest),
         "test" => tasks::test(&paths, rest),

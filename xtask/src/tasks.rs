@@ -33,6 +33,7 @@ pub fn test(paths: &Paths, rest: &[String]) -> Result<bool> {
     let t = Instant::now();
     // A fresh machine first needs the packages the build and the rig use (and the musl target).
     vmtest::setup(paths, false)?;
+    let azurite = crate::setup_azurite::ensure(&paths.root)?;
     ensure_musl_target()?;
     // --include-ignored runs the fixture tests a bare clone ignores; the T1 `root_*` tests need the VM's
     // kernel (vmtest runs them) and the benchmarks are not tests.
@@ -49,6 +50,7 @@ pub fn test(paths: &Paths, rest: &[String]) -> Result<bool> {
                 "--skip",
                 "unlock_time_vs_cryptsetup",
             ])
+            .env(crate::setup_azurite::ENV, &azurite)
             .current_dir(&paths.root),
     )?;
     fuzz_smoke(paths)?;
