@@ -2,9 +2,18 @@
 //! the guest's 127.0.0.1 the way Azure Blob answers (HEAD, ranged GET, Put Page, ETag, If-Match), reusing
 //! the range server of tests/support. The rig builds it static (`cargo_tests = ["guest_blob_server"]`).
 //!
-//! `guest_blob_server --serve FILE --port-file PATH [--block-blob]`: serve until killed; the chosen port is
-//! written to PATH once listening. Run without `--serve` (as `cargo test` does) it checks itself: a HEAD and
-//! a ranged GET against a served pattern, and prints the usual test summary line.
+//! `guest_blob_server --serve FILE --port-file PATH [--block-blob] [--path /c/b] [STORM]`: serve until
+//! killed; the chosen port is written to PATH once listening. Without `--path` any path is the blob; with
+//! it only that path is, and any other answers 404 `BlobNotFound` as Azure does.
+//!
+//! STORM (`--storm-secs S [--storm-arm FILE] [--storm-after-bytes N] [--storm-dir DIR]`): once FILE exists
+//! (at once without `--storm-arm`) and N more bytes of range reads have been served, every GET and PUT
+//! answers 503 `ServerBusy` for S seconds. The start and the end are printed on stderr and, with
+//! `--storm-dir`, written to `DIR/started` and `DIR/over` (the number of 503 answers), so that a scenario
+//! can check that the storm happened while it read.
+//!
+//! Run without `--serve` (as `cargo test` does) it checks itself: a HEAD and a ranged GET against a served
+//! pattern, a 404 for another path when `only_path` is set, and prints the usual test summary line.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the report
 
@@ -13,30 +22,100 @@ mod range_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The `--storm-*` options.
+struct Storm {
+    secs: u64,
+    arm: Option<PathBuf>,
+    after_bytes: u64,
+    dir: Option<PathBuf>,
+}
+
+/// Wait for the trigger, then answer 503 to every GET and PUT for `storm.secs` seconds.
+fn run_storm(server: &range_server::RangeServer, storm: &Storm) {
+    if let Some(arm) = &storm.arm {
+        while !arm.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let base = server.served_bytes.load(Ordering::Relaxed);
+    while server.served_bytes.load(Ordering::Relaxed) - base < storm.after_bytes {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = server.injected.load(Ordering::Relaxed);
+    server.set_faults(100, 0, 0, 0, 0);
+    server.faults_on(true);
+    let served = server.served_bytes.load(Ordering::Relaxed) - base;
+    eprintln!(
+        "guest_blob_server: 503 storm started ({served} bytes served since armed), for {} s",
+        storm.secs
+    );
+    if let Some(d) = &storm.dir {
+        let _ = std::fs::write(d.join("started"), format!("{served}\n"));
+    }
+    std::thread::sleep(Duration::from_secs(storm.secs));
+    server.faults_on(false);
+    let answered = server.injected.load(Ordering::Relaxed) - before;
+    eprintln!("guest_blob_server: 503 storm over: {answered} requests answered 503");
+    if let Some(d) = &storm.dir {
+        let _ = std::fs::write(d.join("over"), format!("{answered}\n"));
+    }
+}
 
 fn serve(args: &[String]) -> Result<(), String> {
     let mut file = None;
     let mut port_file = None;
     let mut blob_type = "PageBlob";
+    let mut only_path = None;
+    let mut storm = Storm {
+        secs: 0,
+        arm: None,
+        after_bytes: 0,
+        dir: None,
+    };
+    let number = |v: Option<&String>, what: &str| -> Result<u64, String> {
+        v.and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{what} wants a number"))
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--serve" => file = it.next().cloned(),
             "--port-file" => port_file = it.next().cloned(),
             "--block-blob" => blob_type = "BlockBlob",
+            "--path" => only_path = it.next().cloned(),
+            "--storm-secs" => storm.secs = number(it.next(), a)?,
+            "--storm-after-bytes" => storm.after_bytes = number(it.next(), a)?,
+            "--storm-arm" => storm.arm = it.next().map(PathBuf::from),
+            "--storm-dir" => storm.dir = it.next().map(PathBuf::from),
             other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if let Some(p) = &only_path {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "--path {p}: want an absolute URL path like /c/fs.img"
+            ));
         }
     }
     let file = file.ok_or("--serve FILE is required")?;
     let port_file = port_file.ok_or("--port-file PATH is required")?;
     let data = std::fs::read(&file).map_err(|e| format!("{file}: {e}"))?;
     let server = range_server::RangeServer::start(data, blob_type);
+    *server.faults.only_path.lock().unwrap() = only_path.clone();
     std::fs::write(&port_file, server.addr.port().to_string())
         .map_err(|e| format!("{port_file}: {e}"))?;
     eprintln!(
-        "guest_blob_server: serving {file} ({blob_type}) at http://{}/",
-        server.addr
+        "guest_blob_server: serving {file} ({blob_type}) at http://{}{}",
+        server.addr,
+        only_path.as_deref().unwrap_or("/ (any path)")
     );
+    if storm.secs > 0 {
+        run_storm(&server, &storm);
+    }
     loop {
         std::thread::park();
     }
@@ -76,7 +155,20 @@ fn self_check() -> bool {
         server.addr,
         "GET /c/b HTTP/1.1\r\nHost: x\r\nx-ms-range: bytes=1000-1999\r\nConnection: close\r\n\r\n",
     );
-    head.contains("200") && get.contains("206") && body == data[1000..2000]
+    *server.faults.only_path.lock().unwrap() = Some("/c/b".into());
+    let (served, _) = request(
+        server.addr,
+        "HEAD /c/b?sv=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let (missing, _) = request(
+        server.addr,
+        "HEAD /c/other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    head.contains("200")
+        && get.contains("206")
+        && body == data[1000..2000]
+        && served.contains("200")
+        && missing.contains("404")
 }
 
 fn main() {

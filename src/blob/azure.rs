@@ -117,10 +117,13 @@ impl AzureBlob {
             write_lock: Mutex::new(()),
         };
         let target = blob.target(None);
-        let resp = blob.client.retry(|_| {
-            let req = blob.request("HEAD", &target)?;
-            blob.checked(&req, &[200])
-        })?;
+        let resp = blob
+            .client
+            .retry(|_| {
+                let req = blob.request("HEAD", &target)?;
+                blob.checked(&req, &[200])
+            })
+            .map_err(|e| not_found(e, url))?;
         let header = |n: &str| {
             resp.header(n).ok_or_else(|| {
                 Error::Protocol(format!("HEAD {}: no {n} header", http::redact_url(url)))
@@ -316,6 +319,19 @@ impl AzureBlob {
     }
 }
 
+/// A 404 at open becomes [`Error::NotFound`] (with the fix); anything else stays an HTTP error.
+fn not_found(e: http::Error, url: &str) -> Error {
+    match e {
+        http::Error::Status {
+            status: 404, code, ..
+        } => Error::NotFound {
+            url: http::redact_url(url),
+            code,
+        },
+        e => e.into(),
+    }
+}
+
 fn bad(target: &str, detail: &str) -> http::Error {
     http::Error::BadResponse {
         method: "GET".into(),
@@ -433,6 +449,25 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert_ne!(id, request_id());
+    }
+
+    #[test]
+    fn a_404_at_open_names_the_blob_and_the_fix() {
+        let status = |status| http::Error::Status {
+            method: "HEAD".into(),
+            url: "http://h/c/b?<redacted>".into(),
+            status,
+            code: Some("BlobNotFound".into()),
+            snippet: String::new(),
+            retry_after: None,
+        };
+        let msg = not_found(status(404), "https://acct.blob.core.windows.net/c/b").to_string();
+        assert_eq!(
+            msg.split("; fix:").next(),
+            Some("https://acct.blob.core.windows.net/c/b: no such blob (HTTP 404 BlobNotFound)")
+        );
+        assert!(msg.contains("fix: check the storage account, container and blob names"));
+        assert!(matches!(not_found(status(403), "u"), Error::Http(_)));
     }
 
     #[test]

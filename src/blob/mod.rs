@@ -60,6 +60,14 @@ pub enum Error {
         /// The ETag pinned at open.
         etag: String,
     },
+    /// The blob is not there (HTTP 404 at open): wrong account, container or blob name, or a private
+    /// container read anonymously (Azure answers 404, not 403, to hide it).
+    NotFound {
+        /// The blob URL (no query, so never a SAS).
+        url: String,
+        /// Azure's `x-ms-error-code` (`BlobNotFound`, `ContainerNotFound`, `ResourceNotFound`), if sent.
+        code: Option<String>,
+    },
     /// The source cannot be used this way (for example read-write on a block blob).
     Unsupported(String),
     /// The backend answered something the protocol does not allow.
@@ -96,6 +104,18 @@ impl fmt::Display for Error {
                 "blob {url} was replaced or modified by someone else since it was opened (ETag {etag} no \
                  longer matches); refusing to serve mixed data: remount to use the new content"
             ),
+            Self::NotFound { url, code } => {
+                write!(f, "{url}: no such blob (HTTP 404")?;
+                if let Some(c) = code {
+                    write!(f, " {c}")?;
+                }
+                write!(
+                    f,
+                    "); fix: check the storage account, container and blob names in the filesystem's url \
+                     (they are case-sensitive) and that the blob exists there; with access = \"anonymous\" \
+                     the container must also allow public read access (Azure answers 404 otherwise)"
+                )
+            }
             Self::Unsupported(s) => write!(f, "{s}"),
             Self::Protocol(s) => write!(f, "unexpected backend response: {s}"),
             Self::Io {

@@ -20,6 +20,9 @@ pub struct Faults {
     pub truncate: AtomicU64,
     /// Stall length in ms.
     pub stall_ms: AtomicU64,
+    /// When set, only this path is the blob: any other path answers 404 `BlobNotFound` (always, not only
+    /// while `on`), as Azure does for a blob or container that does not exist.
+    pub only_path: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -36,6 +39,8 @@ pub struct RangeServer {
     pub faults: Arc<Faults>,
     pub requests: Arc<AtomicU64>,
     pub injected: Arc<AtomicU64>,
+    /// Body bytes sent in 206 replies (successful range reads).
+    pub served_bytes: Arc<AtomicU64>,
     /// Last headers seen per method (lowercase names).
     pub last_headers: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
     stop: Arc<AtomicBool>,
@@ -56,9 +61,11 @@ impl RangeServer {
             faults: Arc::new(Faults::default()),
             requests: Arc::new(AtomicU64::new(0)),
             injected: Arc::new(AtomicU64::new(0)),
+            served_bytes: Arc::new(AtomicU64::new(0)),
             last_headers: Arc::new(Mutex::new(HashMap::new())),
             stop: Arc::new(AtomicBool::new(false)),
         };
+        let served = s.served_bytes.clone();
         let (blob, faults, req, inj, stop, lh) = (
             s.blob.clone(),
             s.faults.clone(),
@@ -79,6 +86,7 @@ impl RangeServer {
                     faults: faults.clone(),
                     requests: req.clone(),
                     injected: inj.clone(),
+                    served_bytes: served.clone(),
                     last_headers: lh.clone(),
                     rng: seed.fetch_add(0x1234_5678_9abc, Ordering::Relaxed),
                 };
@@ -126,6 +134,7 @@ struct Ctx {
     faults: Arc<Faults>,
     requests: Arc<AtomicU64>,
     injected: Arc<AtomicU64>,
+    served_bytes: Arc<AtomicU64>,
     last_headers: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
     rng: u64,
 }
@@ -225,6 +234,22 @@ impl Ctx {
         h: &HashMap<String, String>,
         body: &[u8],
     ) -> std::io::Result<()> {
+        let wanted = self.faults.only_path.lock().unwrap().clone();
+        if let Some(only) = wanted {
+            if target.split('?').next() != Some(only.as_str()) {
+                let b: &[u8] = if method == "HEAD" {
+                    b""
+                } else {
+                    b"<Error><Code>BlobNotFound</Code></Error>"
+                };
+                write!(
+                    w,
+                    "HTTP/1.1 404 The specified blob does not exist.\r\nx-ms-error-code: BlobNotFound\r\nContent-Length: {}\r\n\r\n",
+                    b.len()
+                )?;
+                return w.write_all(b);
+            }
+        }
         let fault = if method == "HEAD" {
             Fault::None
         } else {
@@ -298,7 +323,10 @@ impl Ctx {
                     let _ = w.shutdown(std::net::Shutdown::Both);
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                w.write_all(&slice)
+                w.write_all(&slice)?;
+                self.served_bytes
+                    .fetch_add(slice.len() as u64, Ordering::Relaxed);
+                Ok(())
             }
             "PUT" if target.contains("comp=page") => {
                 let Some((a, z)) = range else {
