@@ -19,8 +19,9 @@ mod root {
     use std::io::{Read, Seek, SeekFrom, Write};
     use std::path::Path;
     use std::process::Command;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     const MIB: usize = 1 << 20;
 
@@ -120,18 +121,18 @@ mod root {
     #[test]
     #[ignore = "root+kernel: run via cargo xtask vmtest root-nbd"]
     fn root_nbd_dm_crypt_ext4_survives_detach_and_reattach() {
-        let server = RangeServer::start(vec![0u8; 48 * MIB], "PageBlob");
+        let server = RangeServer::start(vec![0u8; 96 * MIB], "PageBlob");
         let key = SecretBytes::new(pattern(64, 3));
         let params = |dev: &Path, read_only: bool| CryptParams {
             cipher: "aes-xts-plain64".into(),
             iv_offset: 0,
             device: dev.to_path_buf(),
             offset_sectors: 0,
-            size_sectors: (48 * MIB / 512) as u64,
+            size_sectors: (96 * MIB / 512) as u64,
             sector_size: 4096,
             read_only,
         };
-        let payload = pattern(16 * MIB, 11);
+        let payload = pattern(64 * MIB, 11);
         let digest = Sha256::digest(&payload);
         fs::create_dir_all("/mnt/t").unwrap();
         {
@@ -168,5 +169,97 @@ mod root {
         sh("umount /mnt/t");
         dm.remove().unwrap();
         att.detach().unwrap();
+    }
+
+    /// Read the whole device with O_DIRECT (the page cache would hide the server), comparing each MiB.
+    fn read_all_direct(dev: &Path, want: &[u8]) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(dev)
+            .map_err(|e| format!("open {}: {e}", dev.display()))?;
+        // O_DIRECT wants an aligned buffer: take a 4096-aligned MiB out of a larger one.
+        let mut raw = vec![0u8; MIB + 4096];
+        let skew = raw.as_ptr().align_offset(4096);
+        let buf = &mut raw[skew..skew + MIB];
+        for (i, chunk) in want.chunks(MIB).enumerate() {
+            f.read_exact(buf)
+                .map_err(|e| format!("I/O error at MiB {i}: {e}"))?;
+            if buf[..] != chunk[..] {
+                return Err(format!("MiB {i} differs from the blob"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "root+kernel: run via cargo xtask vmtest root-nbd"]
+    fn root_nbd_serving_side_killed_10_times_during_reads_gives_no_io_error() {
+        let _ = env_logger::builder()
+            .filter_level(log::LevelFilter::Info)
+            .try_init();
+        let data = pattern(24 * MIB, 21);
+        let server = RangeServer::start(data.clone(), "PageBlob");
+        // The reader keeps 1 MiB O_DIRECT requests going, so the server dies with requests in flight.
+        let timeouts = kernel::Timeouts {
+            request: Duration::from_secs(2),
+            dead_connection: Duration::from_secs(30),
+        };
+        // No cache to speak of: every pass goes to the server.
+        let client = encfs_init::http::Client::new(&network()).unwrap();
+        let blob = AzureBlob::open(
+            client,
+            &server.url(),
+            blob::Auth::Anonymous,
+            "2020-10-02",
+            false,
+        )
+        .unwrap();
+        let src: Arc<dyn BlockSource> =
+            Arc::new(CachedSource::new(blob, CacheConfig::new(1 << 20, 2 << 20)).unwrap());
+        let att = kernel::attach_with(src, true, timeouts).unwrap();
+        let dev = att.device().to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (stop, dev, data) = (stop.clone(), dev.clone(), data.clone());
+            std::thread::spawn(move || -> Result<u32, String> {
+                let mut passes = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    read_all_direct(&dev, &data)?;
+                    passes += 1;
+                }
+                Ok(passes)
+            })
+        };
+        let t = Instant::now();
+        for k in 1..=10u32 {
+            std::thread::sleep(Duration::from_millis(400));
+            assert!(
+                att.sever(),
+                "the attachment has no restartable serving side"
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while att.restarts() < k {
+                assert!(Instant::now() < deadline, "restart {k} did not happen");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                !reader.is_finished(),
+                "the reader stopped early: {:?}",
+                reader.join()
+            );
+        }
+        // One more full pass after the last restart, then stop.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::SeqCst);
+        let passes = reader.join().unwrap().expect("reads through the restarts");
+        eprintln!(
+            "10 serving-side restarts in {:.1} s, {passes} full passes of 24 MiB, no I/O error",
+            t.elapsed().as_secs_f64()
+        );
+        assert!(passes >= 1);
+        att.detach().unwrap();
+        assert!(!dev.exists() || !Path::new("/sys/block/nbd0/pid").exists());
     }
 }

@@ -67,6 +67,15 @@ pub struct Opened {
     nbd: Option<crate::nbd::kernel::Attached>,
 }
 
+impl Opened {
+    /// Fault injection (test mode): end the NBD serving side abruptly; it is restarted and reconnected.
+    pub fn sever_nbd(&self) -> bool {
+        self.nbd
+            .as_ref()
+            .is_some_and(crate::nbd::kernel::Attached::sever)
+    }
+}
+
 struct Steps {
     index: usize,
     mount_point: PathBuf,
@@ -196,7 +205,12 @@ pub fn open(
     s.done("LUKS2 unlock");
 
     let read_only = !fs.read_write;
-    let nbd = crate::nbd::kernel::attach(src.clone(), read_only).map_err(|e| s.fail("NBD", e))?;
+    let timeouts = crate::nbd::kernel::Timeouts {
+        request: fs.nbd_timeout,
+        dead_connection: (fs.nbd_timeout * 2).max(Duration::from_secs(120)),
+    };
+    let nbd = crate::nbd::kernel::attach_with(src.clone(), read_only, timeouts)
+        .map_err(|e| s.fail("NBD", e))?;
     let nbd_device = nbd.device().to_path_buf();
     s.done("NBD attach");
 

@@ -104,13 +104,40 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
         }
     };
     log::info!("ready ({})", plan.readiness_file.display());
-    let outcome = sup.run(plan.app.as_ref());
+    let outcome = if plan.test_mode {
+        sup.run_with(plan.app.as_ref(), &mut || test_faults(&opened))
+    } else {
+        sup.run(plan.app.as_ref())
+    };
     log::debug!("supervision ended: {outcome:?}");
     let closed = teardown(&plan, opened);
     if outcome.code == exit::OK && !closed {
         return exit::BOOT_FAILED;
     }
     outcome.code
+}
+
+/// Test mode only: the file an application creates to have encfs-init sever the serving side of every
+/// filesystem's NBD connection, as a crash would; encfs-init removes it once done.
+pub const TEST_SEVER_NBD: &str = "/run/encfs-init/test-sever-nbd";
+
+fn test_faults(opened: &[filesystems::Opened]) {
+    let trigger = std::path::Path::new(TEST_SEVER_NBD);
+    if !trigger.exists() {
+        return;
+    }
+    for o in opened {
+        if o.sever_nbd() {
+            log::warn!(
+                "filesystem[{}]: TEST MODE: severed the NBD serving side of {} on request",
+                o.index,
+                o.nbd_device.display()
+            );
+        }
+    }
+    if let Err(e) = std::fs::remove_file(trigger) {
+        log::warn!("TEST MODE: remove {TEST_SEVER_NBD}: {e}");
+    }
 }
 
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.

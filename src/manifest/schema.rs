@@ -186,6 +186,8 @@ pub struct Filesystem {
     pub cache_size: Option<Size>,
     /// Size, e.g. "1MiB".
     pub block_size: Option<Size>,
+    /// The kernel's per-request timeout on /dev/nbdN, e.g. "60s".
+    pub nbd_timeout: Option<Dur>,
     /// Hex SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<String>,
     /// `[filesystem.key]`

@@ -790,6 +790,12 @@ fn filesystem(
             ),
         );
     }
+    let nbd_timeout = v.dur(
+        &p.key("nbd_timeout"),
+        f.nbd_timeout,
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
     let header_sha256 = f
         .header_sha256
         .as_deref()
@@ -812,6 +818,7 @@ fn filesystem(
         read_write: f.read_write,
         cache_size,
         block_size,
+        nbd_timeout,
         key: key?,
         header_sha256,
     })

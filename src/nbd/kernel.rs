@@ -1,18 +1,23 @@
 //! Attaching a [`BlockSource`] to the kernel's NBD client: `/dev/nbdN` with one end of a socketpair, our
 //! server on the other.
 //!
-//! The kernel contract (`include/uapi/linux/nbd.h`, `drivers/block/nbd.c`): the ioctls are `_IO(0xab, n)`
-//! with an integer argument. Configure block size and size, the transmission flags (`HAS_FLAGS`,
-//! `SEND_FLUSH`, `SEND_FUA`, `READ_ONLY`), a request timeout, hand over the socket (`SET_SOCK`), then
-//! `DO_IT` runs the device and blocks its caller until the connection ends, so it gets a thread of its own.
-//! The kernel speaks only the transmission phase (no handshake). `DISCONNECT` makes the kernel send
-//! `NBD_CMD_DISC`; the server then answers what is in flight, flushes, and returns; `DO_IT` returns and
-//! `CLEAR_SOCK` releases the device for reuse.
+//! The kernel speaks only the transmission phase (no handshake). Two ways to set a device up:
 //!
-//! ioctls rather than the netlink interface: they need no generic-netlink family lookup, exist in every
-//! kernel with NBD, and are a handful of integer calls; what netlink adds (reconnect on a dead connection)
-//! is not used yet.
+//! - **Generic netlink** (`nbd-netlink.h`, kernel ≥ 4.12; [`super::netlink`]), preferred: the kernel picks
+//!   a free device, and the connection has a *dead-connection timeout*. When the serving side dies (a
+//!   panic, a severed socket), the kernel keeps the device and its queue; a keeper thread starts a new
+//!   server on a new socketpair and hands it over with `NBD_CMD_RECONFIGURE`. Requests that were in flight
+//!   on the dead connection are re-sent once their per-request timeout passes, queued ones at once: the
+//!   filesystem above sees a pause, not an error.
+//! - **ioctls** (`_IO(0xab, n)`), the fallback when the netlink family is missing: block size, size,
+//!   flags, timeout, `SET_SOCK`, then `DO_IT` blocks a thread of its own until the connection ends. No
+//!   reconnect: a dead server fails the device's I/O.
+//!
+//! Flags: `HAS_FLAGS`, `SEND_FLUSH`, `SEND_FUA`, plus `READ_ONLY` for read-only filesystems. Detaching
+//! makes the kernel send `NBD_CMD_DISC`; the server answers what is in flight, flushes every write to the
+//! source, and returns; the device is then free for reuse.
 
+use super::netlink::{ConnectParams, Nbd};
 use super::server::{serve_transmission, ServerConfig};
 use crate::blob::BlockSource;
 use std::fs::{File, OpenOptions};
@@ -20,7 +25,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,38 +61,257 @@ fn nbd_ioctl(dev: &File, nr: u8, arg: u64) -> io::Result<()> {
     }
 }
 
+/// Kernel-side timeouts of an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Per request: a request unanswered this long is re-sent on a live connection (netlink), or fails
+    /// (ioctls). Also bounds the pause after the serving side died with requests in flight.
+    pub request: Duration,
+    /// Netlink only: how long requests wait for a new connection after the serving side died.
+    pub dead_connection: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: Duration::from_secs(60),
+            dead_connection: Duration::from_secs(120),
+        }
+    }
+}
+
 /// An attached device. [`Attached::detach`] disconnects cleanly; dropping one detaches too (best effort).
 #[derive(Debug)]
 pub struct Attached {
     device: PathBuf,
-    file: Option<File>,
-    do_it: Option<JoinHandle<io::Result<()>>>,
-    server: Option<JoinHandle<Result<(), String>>>,
+    index: u32,
+    link: Link,
+}
+
+#[derive(Debug)]
+enum Link {
+    Netlink {
+        keeper: Option<JoinHandle<Result<(), String>>>,
+        state: Arc<Keeper>,
+    },
+    Ioctl {
+        file: Option<File>,
+        do_it: Option<JoinHandle<io::Result<()>>>,
+        server: Option<JoinHandle<Result<(), String>>>,
+    },
+    Detached,
+}
+
+/// What the keeper thread shares with [`Attached`].
+#[derive(Debug, Default)]
+struct Keeper {
+    /// Set before a disconnect: the server's end is then expected.
+    detaching: AtomicBool,
+    /// Our end of the live connection (a clone), to sever it.
+    current: Mutex<Option<UnixStream>>,
+    /// Serving-side restarts completed so far (new server running, kernel reconnected).
+    restarts: AtomicU32,
 }
 
 fn connected(n: u32) -> bool {
     Path::new(&format!("/sys/block/nbd{n}/pid")).exists()
 }
 
-/// Attach `src` to a free `/dev/nbdN`. `timeout` is the kernel's per-request timeout (our server retries
-/// within it and answers EIO when its own deadline passes).
-pub fn attach(src: Arc<dyn BlockSource>, read_only: bool) -> Result<Attached, String> {
-    attach_with(src, read_only, Duration::from_secs(300))
+fn server_flags(read_only: bool) -> u64 {
+    FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_FUA | if read_only { FLAG_READ_ONLY } else { 0 }
 }
 
-/// [`attach`] with an explicit request timeout.
+/// Run our server on `ours` in a thread of its own.
+fn spawn_server(
+    index: u32,
+    src: Arc<dyn BlockSource>,
+    ours: UnixStream,
+) -> Result<JoinHandle<Result<(), String>>, String> {
+    std::thread::Builder::new()
+        .name(format!("nbd{index}-server"))
+        .spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve_transmission(&src, ours, &ServerConfig::default()).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|p| {
+                Err(format!(
+                    "the NBD server panicked: {}",
+                    crate::blob::panic_error(&*p)
+                ))
+            })
+        })
+        .map_err(|e| format!("spawn the NBD server: {e}"))
+}
+
+/// Attach `src` to a free `/dev/nbdN` with the default [`Timeouts`].
+pub fn attach(src: Arc<dyn BlockSource>, read_only: bool) -> Result<Attached, String> {
+    attach_with(src, read_only, Timeouts::default())
+}
+
+/// [`attach`] with explicit timeouts.
 pub fn attach_with(
     src: Arc<dyn BlockSource>,
     read_only: bool,
-    timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<Attached, String> {
     if !Path::new("/dev/nbd0").exists() {
         return Err("no /dev/nbd0: the kernel has no NBD client loaded; fix: add \"nbd\" to kernel_modules (VM) or \
                     load the nbd module in the utility VM"
             .to_string());
     }
+    match Nbd::open() {
+        Ok(nl) => attach_netlink(nl, src, read_only, timeouts),
+        Err(e) => {
+            log::info!(
+                "nbd: no generic-netlink interface ({e}); attaching by ioctls, without reconnect"
+            );
+            attach_ioctl(src, read_only, timeouts.request)
+        }
+    }
+}
+
+fn block_size(size: u64) -> u64 {
+    if size % 4096 == 0 {
+        4096
+    } else {
+        512
+    }
+}
+
+fn attach_netlink(
+    mut nl: Nbd,
+    src: Arc<dyn BlockSource>,
+    read_only: bool,
+    timeouts: Timeouts,
+) -> Result<Attached, String> {
     let size = src.size();
-    let blksize: u64 = if size % 4096 == 0 { 4096 } else { 512 };
+    let params = ConnectParams {
+        size,
+        block_size: block_size(size),
+        server_flags: server_flags(read_only),
+        timeout: timeouts.request,
+        dead_conn_timeout: timeouts.dead_connection,
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let index = nl
+        .connect(&params, theirs.as_raw_fd())
+        .map_err(|e| format!("netlink NBD connect: {e}"))?;
+    // The kernel holds its own reference to the socket now.
+    drop(theirs);
+    let state = Arc::new(Keeper::default());
+    let device = PathBuf::from(format!("/dev/nbd{index}"));
+    let started = ours
+        .try_clone()
+        .map_err(|e| format!("socket: {e}"))
+        .and_then(|c| {
+            *state.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
+            spawn_server(index, src.clone(), ours)
+        })
+        .and_then(|server| {
+            let st = state.clone();
+            std::thread::Builder::new()
+                .name(format!("nbd{index}-keeper"))
+                .spawn(move || keep(index, src, nl, server, &st))
+                .map_err(|e| format!("spawn the NBD keeper: {e}"))
+        });
+    let mut attached = Attached {
+        device,
+        index,
+        link: Link::Netlink {
+            keeper: None,
+            state,
+        },
+    };
+    match started {
+        Ok(k) => {
+            if let Link::Netlink { keeper, .. } = &mut attached.link {
+                *keeper = Some(k);
+            }
+        }
+        Err(e) => {
+            let _ = attached.detach_inner();
+            return Err(e);
+        }
+    }
+    attached.wait_ready()?;
+    log::info!(
+        "nbd: {} attached by netlink ({size} bytes, {}-byte blocks, {}; request timeout {} s, reconnect within {} s)",
+        attached.device.display(),
+        params.block_size,
+        if read_only { "read-only" } else { "read-write" },
+        timeouts.request.as_secs(),
+        timeouts.dead_connection.as_secs(),
+    );
+    Ok(attached)
+}
+
+/// The keeper: wait for the serving side to end; unless a detach asked for it, start a new one on a new
+/// socketpair and hand the socket to the kernel. Returns the last server's verdict after a detach.
+fn keep(
+    index: u32,
+    src: Arc<dyn BlockSource>,
+    mut nl: Nbd,
+    first: JoinHandle<Result<(), String>>,
+    st: &Keeper,
+) -> Result<(), String> {
+    let mut server = first;
+    let mut last_restart: Option<Instant> = None;
+    loop {
+        let ended = server
+            .join()
+            .unwrap_or_else(|_| Err("the NBD server thread panicked".to_string()));
+        if st.detaching.load(Ordering::SeqCst) {
+            return ended;
+        }
+        let n = st.restarts.load(Ordering::SeqCst) + 1;
+        log::warn!(
+            "nbd: /dev/nbd{index}: the serving side ended ({}); restarting it and reconnecting (restart {n})",
+            ended.err().unwrap_or_else(|| "connection closed".to_string())
+        );
+        // A server that dies at once, again and again, must not spin.
+        if last_restart.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        last_restart = Some(Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        server = loop {
+            let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+            match nl.reconfigure(index, theirs.as_raw_fd()) {
+                Ok(()) => {
+                    drop(theirs);
+                    if let Ok(c) = ours.try_clone() {
+                        *st.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
+                    }
+                    break spawn_server(index, src.clone(), ours)?;
+                }
+                Err(_) if st.detaching.load(Ordering::SeqCst) => return Ok(()),
+                // ENOSPC: the kernel has not marked the old connection dead yet.
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::ENOSPC) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "/dev/nbd{index}: cannot hand the kernel a new connection: {e}; its I/O fails"
+                    );
+                    log::error!("nbd: {msg}");
+                    return Err(msg);
+                }
+            }
+        };
+        st.restarts.fetch_add(1, Ordering::SeqCst);
+        log::info!("nbd: /dev/nbd{index}: reconnected (restart {n})");
+    }
+}
+
+fn attach_ioctl(
+    src: Arc<dyn BlockSource>,
+    read_only: bool,
+    timeout: Duration,
+) -> Result<Attached, String> {
+    let size = src.size();
+    let blksize = block_size(size);
     let mut last_err = String::new();
     for n in 0..MAX_DEVICES {
         let path = PathBuf::from(format!("/dev/nbd{n}"));
@@ -103,15 +328,11 @@ pub fn attach_with(
                 continue;
             }
         };
-        let flags = FLAG_HAS_FLAGS
-            | FLAG_SEND_FLUSH
-            | FLAG_SEND_FUA
-            | if read_only { FLAG_READ_ONLY } else { 0 };
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let setup = nbd_ioctl(&file, NBD_SET_BLKSIZE, blksize)
             .and_then(|()| nbd_ioctl(&file, NBD_SET_SIZE, size))
             .and_then(|()| nbd_ioctl(&file, NBD_SET_TIMEOUT, timeout.as_secs().max(1)))
-            .and_then(|()| nbd_ioctl(&file, NBD_SET_FLAGS, flags))
+            .and_then(|()| nbd_ioctl(&file, NBD_SET_FLAGS, server_flags(read_only)))
             .and_then(|()| {
                 nbd_ioctl(
                     &file,
@@ -130,17 +351,7 @@ pub fn attach_with(
         }
         // The kernel holds its own reference to the socket now.
         drop(theirs);
-        let serving = src.clone();
-        let server = std::thread::Builder::new()
-            .name(format!("nbd{n}-server"))
-            .spawn(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serve_transmission(&serving, ours, &ServerConfig::default())
-                        .map_err(|e| e.to_string())
-                }))
-                .unwrap_or_else(|_| Err("the NBD server panicked".to_string()))
-            })
-            .map_err(|e| format!("spawn the NBD server: {e}"))?;
+        let server = spawn_server(n, src.clone(), ours)?;
         let runner = file
             .try_clone()
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -150,13 +361,16 @@ pub fn attach_with(
             .map_err(|e| format!("spawn the NBD runner: {e}"))?;
         let attached = Attached {
             device: path,
-            file: Some(file),
-            do_it: Some(do_it),
-            server: Some(server),
+            index: n,
+            link: Link::Ioctl {
+                file: Some(file),
+                do_it: Some(do_it),
+                server: Some(server),
+            },
         };
-        attached.wait_ready(n)?;
+        attached.wait_ready()?;
         log::info!(
-            "nbd: {} attached ({} bytes, {blksize}-byte blocks, {})",
+            "nbd: {} attached by ioctls ({} bytes, {blksize}-byte blocks, {})",
             attached.device.display(),
             size,
             if read_only { "read-only" } else { "read-write" }
@@ -174,9 +388,38 @@ impl Attached {
         &self.device
     }
 
+    /// How many times the serving side was restarted and reconnected.
+    pub fn restarts(&self) -> u32 {
+        match &self.link {
+            Link::Netlink { state, .. } => state.restarts.load(Ordering::SeqCst),
+            _ => 0,
+        }
+    }
+
+    /// Fault injection (tests, and test mode): end the serving side abruptly, as a crashed server would:
+    /// our end of the connection is shut down and requests in flight stay unanswered. With the netlink
+    /// link the keeper restarts the server; returns false when there is no such recovery (ioctl link).
+    pub fn sever(&self) -> bool {
+        match &self.link {
+            Link::Netlink { state, .. } => {
+                if let Some(s) = state
+                    .current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The device is live once the kernel publishes the connection's pid and the device's size (a device
-    /// used before may still show size 0 for a moment after `DO_IT` starts).
-    fn wait_ready(&self, n: u32) -> Result<(), String> {
+    /// used before may still show size 0 for a moment after it starts).
+    fn wait_ready(&self) -> Result<(), String> {
+        let n = self.index;
         let deadline = Instant::now() + Duration::from_secs(5);
         let sized = || {
             std::fs::read_to_string(format!("/sys/block/nbd{n}/size"))
@@ -184,9 +427,13 @@ impl Attached {
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .is_some_and(|s| s > 0)
         };
+        let gone = || match &self.link {
+            Link::Ioctl { do_it, .. } => do_it.as_ref().is_some_and(JoinHandle::is_finished),
+            Link::Netlink { keeper, .. } => keeper.as_ref().is_some_and(JoinHandle::is_finished),
+            Link::Detached => true,
+        };
         while !(connected(n) && sized()) {
-            if self.do_it.as_ref().is_some_and(JoinHandle::is_finished) || Instant::now() > deadline
-            {
+            if gone() || Instant::now() > deadline {
                 return Err(format!("{} did not come up", self.device.display()));
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -202,23 +449,58 @@ impl Attached {
     }
 
     fn detach_inner(&mut self) -> Result<(), String> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
+        let served = match std::mem::replace(&mut self.link, Link::Detached) {
+            Link::Detached => return Ok(()),
+            Link::Netlink { keeper, state } => {
+                state.detaching.store(true, Ordering::SeqCst);
+                let disc = Nbd::open().and_then(|mut nl| nl.disconnect(self.index));
+                if let Err(e) = &disc {
+                    log::warn!("nbd: {}: disconnect: {e}", self.device.display());
+                    // Without the kernel's DISC the server would wait forever: end it ourselves.
+                    if let Some(s) = state
+                        .current
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                    {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                let served = match keeper.map(JoinHandle::join) {
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => Err("the NBD keeper thread panicked".to_string()),
+                    None => Ok(()),
+                };
+                // The device is free again once the kernel dropped the configuration.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while connected(self.index) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                served
+            }
+            Link::Ioctl {
+                file,
+                do_it,
+                server,
+            } => {
+                let Some(file) = file else { return Ok(()) };
+                let disc = nbd_ioctl(&file, NBD_DISCONNECT, 0);
+                let do_it = do_it.map(JoinHandle::join);
+                let _ = nbd_ioctl(&file, NBD_CLEAR_SOCK, 0);
+                let served = match server.map(JoinHandle::join) {
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => Err("the NBD server thread panicked".to_string()),
+                    None => Ok(()),
+                };
+                if let Err(e) = disc {
+                    log::warn!("nbd: {}: disconnect: {e}", self.device.display());
+                }
+                if let Some(Ok(Err(e))) = do_it {
+                    log::debug!("nbd: {}: DO_IT ended with {e}", self.device.display());
+                }
+                served
+            }
         };
-        let disc = nbd_ioctl(&file, NBD_DISCONNECT, 0);
-        let do_it = self.do_it.take().map(|h| h.join());
-        let _ = nbd_ioctl(&file, NBD_CLEAR_SOCK, 0);
-        let served = match self.server.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err("the NBD server thread panicked".to_string()),
-            None => Ok(()),
-        };
-        if let Err(e) = disc {
-            log::warn!("nbd: {}: disconnect: {e}", self.device.display());
-        }
-        if let Some(Ok(Err(e))) = do_it {
-            log::debug!("nbd: {}: DO_IT ended with {e}", self.device.display());
-        }
         log::info!("nbd: {} detached", self.device.display());
         served
     }

@@ -2,7 +2,9 @@
 //!
 //! - [`proto`]: the wire format (pure, fuzzable);
 //! - [`server`]: one connection: handshake, then concurrent requests with out-of-order replies;
-//! - [`kernel`]: attaching `/dev/nbdN` to one end of a socketpair (ioctls);
+//! - [`kernel`]: attaching `/dev/nbdN` to one end of a socketpair (generic netlink with reconnect, or
+//!   ioctls), and restarting the serving side when it dies;
+//! - [`netlink`]: the kernel's NBD generic-netlink messages;
 //! - [`cli`]: `encfs-init nbd serve`, the same server on a Unix or loopback TCP socket for real NBD
 //!   clients (qemu-io, qemu-img) without a kernel.
 //!
@@ -12,6 +14,7 @@
 
 pub mod cli;
 pub mod kernel;
+pub mod netlink;
 pub mod proto;
 pub mod server;
 mod sys;

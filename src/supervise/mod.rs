@@ -156,6 +156,11 @@ impl Supervisor {
 
     /// Supervise `app` (or, with none, wait for `SIGTERM`/`SIGINT` while reaping orphans) until the end.
     pub fn run(&mut self, app: Option<&AppPlan>) -> Outcome {
+        self.run_with(app, &mut || {})
+    }
+
+    /// [`Supervisor::run`], calling `housekeeping` after every wake-up (at least once per tick).
+    pub fn run_with(&mut self, app: Option<&AppPlan>, housekeeping: &mut dyn FnMut()) -> Outcome {
         let mut policy = app.map(|a| RestartPolicy::new(a.restart, self.opts.plan));
         if app.is_some() {
             self.state = AppState::Waiting {
@@ -187,6 +192,7 @@ impl Supervisor {
                 }
             }
             self.reap(policy.as_mut());
+            housekeeping();
         };
         if self.opts.sweep {
             self.sweep();
