@@ -183,6 +183,9 @@ impl Ctx {
     }
 
     fn serve(mut self, c: TcpStream) {
+        // Responses go out as a header write then a body write: without TCP_NODELAY, Nagle holds the body
+        // back until the client ACKs the header (delayed ACK: up to 40 ms per request).
+        let _ = c.set_nodelay(true);
         let mut w = c.try_clone().unwrap();
         let mut r = BufReader::new(c);
         loop {
@@ -313,11 +316,12 @@ impl Ctx {
                 let z = z.min(size - 1);
                 let slice = b.data[a as usize..=z as usize].to_vec();
                 drop(b);
-                write!(
-                    w,
+                // One write for the whole header (write! would send each piece as its own segment).
+                let head = format!(
                     "HTTP/1.1 206 Partial Content\r\n{echo}Content-Length: {}\r\nContent-Range: bytes {a}-{z}/{size}\r\nETag: {etag}\r\n\r\n",
                     slice.len()
-                )?;
+                );
+                w.write_all(head.as_bytes())?;
                 if let Fault::Truncate = fault {
                     w.write_all(&slice[..slice.len() / 2])?;
                     let _ = w.shutdown(std::net::Shutdown::Both);

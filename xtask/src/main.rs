@@ -11,12 +11,16 @@
 //!     Azurite (the Azure Storage emulator, npm) for tests/blob_azurite.rs under `.cache/azurite/`.
 //! cargo xtask demo
 //!     Boot the demo VM (scenario tests/vm/demo) and show what it printed.
+//! cargo xtask bench [--size-mib N] [--rounds N] [--diag]
+//!     The issue-6 benchmark in one VM (not part of `test`): cold sequential read through our NBD pipeline,
+//!     nbdkit curl + nbd-client, and a raw range-GET client (the ceiling); MB/s and ratios.
 //! ```
 //!
 //! Everything lives under `.cache/vm/` (apt state, the unpacked kernel, logs, images), Azurite under
 //! `.cache/azurite/`; no network traffic except apt to the machine's configured Debian mirror and npm to its
 //! registry. The guest never has a NIC.
 
+mod bench;
 mod cpio;
 mod initramfs;
 mod kernel;
@@ -37,6 +41,7 @@ use vmtest::{Options, Paths};
 const USAGE: &str =
     "usage: cargo xtask test      (everything CI runs: host tests, fixture tests, image, VM scenarios)
        cargo xtask demo      (boot the demo VM)
+       cargo xtask bench [--size-mib N] [--rounds N] [--diag]   (the NBD read benchmark, one VM)
        cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
        cargo xtask setup [--refresh]";
 
@@ -69,6 +74,7 @@ fn run(args: Vec<String>) -> Result<bool> {
             Ok(true)
         }
         "demo" => tasks::demo(&paths, rest),
+        "bench" => bench::run(&paths, &bench::parse(rest)?),
         "test" => tasks::test(&paths, rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

@@ -40,6 +40,16 @@ const PACKAGES: &[(&str, &str)] = &[
     ("pkg-config", "finds libdevmapper for devicemapper-sys"),
 ];
 
+/// The peers `cargo xtask bench` measures against (issue 6), installed only by the bench. Bookworm's nbdkit
+/// ships the curl plugin in the main package (`/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-curl-plugin.so`).
+pub const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("nbdkit", "peer NBD server (curl plugin) for the benchmark"),
+    (
+        "nbd-client",
+        "peer kernel NBD client setup for the benchmark",
+    ),
+];
+
 /// Private apt state under the cache directory (see the module docs).
 #[derive(Debug)]
 pub struct Apt {
@@ -186,7 +196,16 @@ fn major(version: &str) -> u32 {
 /// Install whatever of [`PACKAGES`] is missing (QEMU older than 8 counts as missing). Returns what was
 /// installed (empty when nothing had to be done).
 pub fn ensure_packages(apt: &Apt, log: &Path) -> Result<Vec<&'static str>> {
-    let missing: Vec<&str> = PACKAGES
+    ensure_listed(apt, log, PACKAGES)
+}
+
+/// Install whatever of `packages` is missing (see [`ensure_packages`]).
+pub fn ensure_listed(
+    apt: &Apt,
+    log: &Path,
+    packages: &[(&'static str, &str)],
+) -> Result<Vec<&'static str>> {
+    let missing: Vec<&str> = packages
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| match installed_version(p) {
@@ -199,7 +218,7 @@ pub fn ensure_packages(apt: &Apt, log: &Path) -> Result<Vec<&'static str>> {
     }
     // Only root may run dpkg; say what to install otherwise.
     if !is_root() {
-        let why: Vec<String> = PACKAGES
+        let why: Vec<String> = packages
             .iter()
             .filter(|(p, _)| missing.contains(p))
             .map(|(p, w)| format!("  {p}: {w}"))
@@ -232,6 +251,7 @@ pub fn ensure_packages(apt: &Apt, log: &Path) -> Result<Vec<&'static str>> {
         );
     }
     match installed_version("qemu-system-x86") {
+        _ if !missing.contains(&"qemu-system-x86") => {}
         Some(v) if major(&v) >= 8 => {}
         v => bail!(
             "qemu-system-x86 is {v:?} after install; the rig needs QEMU >= 8 from {BACKPORTS}"

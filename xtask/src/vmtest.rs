@@ -221,6 +221,15 @@ fn build_encfs_init(root: &Path) -> Result<PathBuf> {
 /// Build integration tests `names` as static musl binaries (dev profile without debug info, to keep the
 /// initramfs small) and return `(name, executable)` pairs, read from cargo's JSON messages.
 fn build_cargo_tests(root: &Path, names: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    build_cargo_tests_in(root, names, false)
+}
+
+/// [`build_cargo_tests`], optimized as the product ships (`--release`) when `release` (the benchmark).
+pub(crate) fn build_cargo_tests_in(
+    root: &Path,
+    names: &[String],
+    release: bool,
+) -> Result<Vec<(String, PathBuf)>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -233,6 +242,9 @@ fn build_cargo_tests(root: &Path, names: &[String]) -> Result<Vec<(String, PathB
         "encfs-init",
         "--message-format=json",
     ]);
+    if release {
+        cmd.arg("--release");
+    }
     for n in names {
         cmd.args(["--test", n]);
     }
