@@ -101,6 +101,23 @@ pub fn unpublish(mount_point: &Path, hidden: &Path) {
     }
 }
 
+/// Remount the filesystem at `dir` read-only: the kernel writes back every dirty page and the journal,
+/// and marks the filesystem clean. Refused (EBUSY) while a file is open for writing.
+pub fn remount_read_only(dir: &Path) -> Result<(), Error> {
+    use nix::mount::{mount, MsFlags};
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| Error {
+        step: format!("remount {} read-only", dir.display()),
+        source: std::io::Error::from_raw_os_error(e as i32),
+    })
+}
+
 /// Unmount `dir` (retrying while busy for up to `patience`), then remove the empty directory.
 pub fn unmount(dir: &Path, patience: std::time::Duration) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + patience;

@@ -2,8 +2,9 @@
 //! the guest's 127.0.0.1 the way Azure Blob answers (HEAD, ranged GET, Put Page, ETag, If-Match), reusing
 //! the range server of tests/support. The rig builds it static (`cargo_tests = ["guest_blob_server"]`).
 //!
-//! `guest_blob_server --serve FILE --port-file PATH [--block-blob] [--path /c/b] [STORM]`: serve until
-//! killed; the chosen port is written to PATH once listening. Without `--path` any path is the blob; with
+//! `guest_blob_server --serve FILE --port-file PATH [--block-blob] [--persist] [--path /c/b] [STORM]`: serve
+//! until killed; the chosen port is written to PATH once listening. With `--persist` every Put Page is
+//! also written to FILE (a disk such as /dev/vda) and synced before it is acknowledged. Without `--path` any path is the blob; with
 //! it only that path is, and any other answers 404 `BlobNotFound` as Azure does.
 //!
 //! STORM (`--storm-secs S [--storm-arm FILE] [--storm-after-bytes N] [--storm-dir DIR]`): once FILE exists
@@ -70,6 +71,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let mut port_file = None;
     let mut blob_type = "PageBlob";
     let mut only_path = None;
+    let mut persist = false;
     let mut storm = Storm {
         secs: 0,
         arm: None,
@@ -86,6 +88,7 @@ fn serve(args: &[String]) -> Result<(), String> {
             "--serve" => file = it.next().cloned(),
             "--port-file" => port_file = it.next().cloned(),
             "--block-blob" => blob_type = "BlockBlob",
+            "--persist" => persist = true,
             "--path" => only_path = it.next().cloned(),
             "--storm-secs" => storm.secs = number(it.next(), a)?,
             "--storm-after-bytes" => storm.after_bytes = number(it.next(), a)?,
@@ -106,6 +109,13 @@ fn serve(args: &[String]) -> Result<(), String> {
     let data = std::fs::read(&file).map_err(|e| format!("{file}: {e}"))?;
     let server = range_server::RangeServer::start(data, blob_type);
     *server.faults.only_path.lock().unwrap() = only_path.clone();
+    if persist {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map_err(|e| format!("{file}: {e}"))?;
+        server.blob.lock().unwrap().persist = Some(f);
+    }
     std::fs::write(&port_file, server.addr.port().to_string())
         .map_err(|e| format!("{port_file}: {e}"))?;
     eprintln!(

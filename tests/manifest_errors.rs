@@ -285,6 +285,18 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "NBD timeout not above the io deadline",
+            fs.replace(
+                "[filesystem.key]",
+                "io_deadline = \"30s\"\nnbd_timeout = \"20s\"\n[filesystem.key]",
+            ),
+            vec![
+                "filesystem[0].nbd_timeout",
+                "is not longer than io_deadline 30s",
+                "make nbd_timeout longer than io_deadline",
+            ],
+        ),
+        (
             "relative readiness file",
             format!("readiness_file = \"ready\"\n{fs}"),
             vec![":1:18:", "readiness_file", "absolute"],

@@ -68,6 +68,38 @@ pub struct Opened {
 }
 
 impl Opened {
+    /// Shutdown, before leftover processes are ended: a read-write filesystem is remounted read-only
+    /// (which writes back everything and the clean superblock), and the device is flushed, so that every
+    /// byte is acknowledged by the blob service now. When the remount is refused (a process still writes),
+    /// unmounting does it later. Read-only filesystems have nothing to do.
+    pub fn quiesce(&self) {
+        if self.read_only || !self.mounted {
+            return;
+        }
+        let i = self.index;
+        let t = Instant::now();
+        if let Err(e) = crate::mount::remount_read_only(&self.hidden) {
+            log::warn!(
+                "filesystem[{i}]: remount read-only: {e}; data is flushed at unmount instead"
+            );
+            return;
+        }
+        let flushed = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.dm_device)
+            .and_then(|f| f.sync_all());
+        match flushed {
+            Ok(()) => log::info!(
+                "filesystem[{i}]: read-only now, all data acknowledged by the blob service ({} ms)",
+                t.elapsed().as_millis()
+            ),
+            Err(e) => log::error!(
+                "filesystem[{i}]: flushing {}: {e}; unmounting tries again",
+                self.dm_device.display()
+            ),
+        }
+    }
+
     /// Fault injection (test mode): end the NBD serving side abruptly; it is restarted and reconnected.
     pub fn sever_nbd(&self) -> bool {
         self.nbd
@@ -118,7 +150,14 @@ fn open_source(
                 .map_err(|e| e.to_string())?,
         )
     } else {
-        let client = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
+        // The data path retries transient failures until the filesystem's deadline rather than a count: a
+        // block request fails only when the blob service has been failing for io_deadline.
+        let base = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
+        let client = base.with_policy(crate::http::RetryPolicy {
+            retries: u32::MAX,
+            deadline: Some(fs.io_deadline),
+            ..*base.policy()
+        });
         let auth = match &fs.access {
             Access::Anonymous => blob::Auth::Anonymous,
             Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(

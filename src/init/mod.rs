@@ -110,6 +110,12 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
         sup.run(plan.app.as_ref())
     };
     log::debug!("supervision ended: {outcome:?}");
+    // Read-write filesystems: remount read-only and flush to the blob service while everything is still
+    // running; then end leftover processes; then unmount and detach (nothing is dirty by then).
+    for o in &opened {
+        o.quiesce();
+    }
+    sup.sweep_leftovers();
     let closed = teardown(&plan, opened);
     if outcome.code == exit::OK && !closed {
         return exit::BOOT_FAILED;

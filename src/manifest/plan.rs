@@ -258,6 +258,9 @@ pub struct FilesystemPlan {
     pub cache_size: u64,
     /// Cache block (and range request) size in bytes.
     pub block_size: u64,
+    /// How long a blob request of the data path retries transient failures (5xx, 429, resets, stalls)
+    /// before it fails.
+    pub io_deadline: Duration,
     /// The kernel's per-request timeout on /dev/nbdN: a request unanswered this long is sent again on a
     /// fresh connection; also how long requests in flight wait after the serving side died.
     pub nbd_timeout: Duration,

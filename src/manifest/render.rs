@@ -153,9 +153,10 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
         writeln!(o, "  blob:          {} ({access})", f.url.url)?;
         writeln!(
             o,
-            "  cache:         {} in {} blocks; NBD request timeout {}",
+            "  cache:         {} in {} blocks; blob requests retried for {}; NBD request timeout {}",
             fmt_size(f.cache_size),
             fmt_size(f.block_size),
+            super::units::fmt_duration(f.io_deadline),
             super::units::fmt_duration(f.nbd_timeout)
         )?;
         match &f.key {

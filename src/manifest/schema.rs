@@ -186,7 +186,9 @@ pub struct Filesystem {
     pub cache_size: Option<Size>,
     /// Size, e.g. "1MiB".
     pub block_size: Option<Size>,
-    /// The kernel's per-request timeout on /dev/nbdN, e.g. "60s".
+    /// How long one block request retries transient blob failures before it fails, e.g. "60s".
+    pub io_deadline: Option<Dur>,
+    /// The kernel's per-request timeout on /dev/nbdN, e.g. "90s".
     pub nbd_timeout: Option<Dur>,
     /// Hex SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<String>,

@@ -790,12 +790,29 @@ fn filesystem(
             ),
         );
     }
-    let nbd_timeout = v.dur(
-        &p.key("nbd_timeout"),
-        f.nbd_timeout,
+    let io_deadline = v.dur(
+        &p.key("io_deadline"),
+        f.io_deadline,
         Duration::from_secs(60),
         Duration::from_secs(3600),
     );
+    let nbd_timeout = v.dur(
+        &p.key("nbd_timeout"),
+        f.nbd_timeout,
+        io_deadline + Duration::from_secs(30),
+        Duration::from_secs(7200),
+    );
+    if nbd_timeout <= io_deadline {
+        v.err(
+            &p.key("nbd_timeout"),
+            format!(
+                "nbd_timeout {} is not longer than io_deadline {}: the kernel would give up on requests the server is still retrying",
+                super::units::fmt_duration(nbd_timeout),
+                super::units::fmt_duration(io_deadline)
+            ),
+            "make nbd_timeout longer than io_deadline (the default is io_deadline + 30s)",
+        );
+    }
     let header_sha256 = f
         .header_sha256
         .as_deref()
@@ -818,6 +835,7 @@ fn filesystem(
         read_write: f.read_write,
         cache_size,
         block_size,
+        io_deadline,
         nbd_timeout,
         key: key?,
         header_sha256,

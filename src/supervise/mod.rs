@@ -194,10 +194,16 @@ impl Supervisor {
             self.reap(policy.as_mut());
             housekeeping();
         };
+        outcome
+    }
+
+    /// After [`Supervisor::run`]: as PID 1 of a namespace, end every process still alive (SIGTERM, the
+    /// grace period, SIGKILL). Separate from `run` so that read-write filesystems can be flushed to the
+    /// blob service first, while every process they may need is still alive.
+    pub fn sweep_leftovers(&mut self) {
         if self.opts.sweep {
             self.sweep();
         }
-        outcome
     }
 
     /// Start the app when its wait is over; SIGKILL its group when the grace period is over.

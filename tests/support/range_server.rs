@@ -31,6 +31,9 @@ pub struct Blob {
     pub etag: String,
     pub blob_type: &'static str,
     generation: u64,
+    /// Write every accepted Put Page through to this file (synced before the 201), so that the blob
+    /// outlives the server.
+    pub persist: Option<std::fs::File>,
 }
 
 pub struct RangeServer {
@@ -57,6 +60,7 @@ impl RangeServer {
                 etag: "\"0x1\"".into(),
                 blob_type,
                 generation: 1,
+                persist: None,
             })),
             faults: Arc::new(Faults::default()),
             requests: Arc::new(AtomicU64::new(0)),
@@ -346,6 +350,13 @@ impl Ctx {
                 {
                     drop(b);
                     return write!(w, "HTTP/1.1 400 Bad Request\r\n{echo}x-ms-error-code: InvalidPageRange\r\nContent-Length: 0\r\n\r\n");
+                }
+                if let Some(f) = &b.persist {
+                    use std::os::unix::fs::FileExt;
+                    if f.write_all_at(body, a).and_then(|()| f.sync_data()).is_err() {
+                        drop(b);
+                        return write!(w, "HTTP/1.1 500 Internal Server Error\r\n{echo}Content-Length: 0\r\n\r\n");
+                    }
                 }
                 b.data[a as usize..=z as usize].copy_from_slice(body);
                 b.generation += 1;

@@ -22,6 +22,10 @@
 //!                                             # product binary), OUT (an empty dir) and SCENARIO (this dir)
 //! generated = ["fs.img:/blobs/fs.img"]        # files prepare wrote into OUT, SRC:GUEST_PATH
 //! disk_mib = 64                               # a blank virtio disk of this size (/dev/vda)
+//! boots = 2                                   # boot this many times in a row with the same disk; the
+//!                                             # kernel command line gets encfs_boot=N (init's
+//!                                             # environment); every boot must meet expect_status, the
+//!                                             # console checks apply to all boots' lines together
 //! busybox = true                              # /bin/busybox + applet links (default true)
 //! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
@@ -98,6 +102,8 @@ pub struct Scenario {
     pub product: Option<String>,
     /// A blank virtio disk of this many MiB.
     pub disk_mib: Option<u64>,
+    /// Boots in a row (the disk is kept between them).
+    pub boots: u32,
     /// Host script run before packing.
     pub prepare: Option<PathBuf>,
     /// Files the prepare script writes into its OUT dir: (name in OUT, guest path).
@@ -130,6 +136,7 @@ impl Scenario {
             cargo_tests: vec![],
             product: None,
             disk_mib: None,
+            boots: 1,
             prepare: None,
             generated: vec![],
             busybox: true,
@@ -204,6 +211,8 @@ pub fn load(dir: &Path) -> Result<Scenario> {
     let product = opt_str(take("product"), &ctx("product"))?;
     let disk_mib = opt_int(take("disk_mib"), &ctx("disk_mib"))?
         .map(|m| u64::try_from(m.clamp(1, 4096)).unwrap_or(64));
+    let boots = opt_int(take("boots"), &ctx("boots"))?
+        .map_or(1, |b| u32::try_from(b.clamp(1, 4)).unwrap_or(1));
     let prepare = match opt_str(take("prepare"), &ctx("prepare"))? {
         Some(f) => Some(existing(dir, &f)?),
         None => None,
@@ -262,6 +271,7 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         cargo_tests,
         product,
         disk_mib,
+        boots,
         prepare,
         generated,
         busybox,

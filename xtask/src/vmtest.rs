@@ -399,7 +399,7 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
             return fail_early(s, &format!("disk: {e}"));
         }
     }
-    let outcome = boot(ctx, s, &initrd, disk.as_deref());
+    let outcome = boot_all(ctx, s, &initrd, disk.as_deref());
     if !ctx.keep {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -440,17 +440,51 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
     }
 }
 
-fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>) -> Result<Outcome> {
+/// Every boot of `s` in a row, sharing the disk; one outcome: the first failing verdict (or the last), all
+/// console lines (each later boot introduced by a marker line), the summed time.
+fn boot_all(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>) -> Result<Outcome> {
+    let mut all: Option<Outcome> = None;
+    for n in 1..=s.boots {
+        let o = boot(ctx, s, initrd, disk, n)?;
+        let Some(acc) = all.as_mut() else {
+            all = Some(o);
+            continue;
+        };
+        acc.console.push(format!("----- vmtest: boot {n} -----"));
+        acc.console.extend(o.console);
+        acc.elapsed += o.elapsed;
+        let failed = match (&s.expect, &acc.verdict) {
+            (Expect::Status(want), Ok(got)) => want != got,
+            _ => true,
+        };
+        if !failed {
+            acc.verdict = o.verdict;
+        }
+    }
+    all.ok_or_else(|| crate::util::Error::msg("no boot"))
+}
+
+fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>, n: u32) -> Result<Outcome> {
+    let append = if s.boots > 1 {
+        format!("{} encfs_boot={n}", s.append).trim().to_string()
+    } else {
+        s.append.clone()
+    };
+    let log_name = if n > 1 {
+        format!("{}.boot{n}", s.name)
+    } else {
+        s.name.clone()
+    };
     Boot {
         kernel: ctx.kernel.vmlinux.clone(),
         initrd: initrd.to_path_buf(),
-        append: s.append.clone(),
+        append,
         init_args: s.init_args.clone(),
         timeout: s.timeout,
         memory_mib: s.memory_mib,
         cpus: 2,
         accel: ctx.accel,
-        log: qemu::log_path(&ctx.logs, &s.name),
+        log: qemu::log_path(&ctx.logs, &log_name),
         disk: disk.map(Path::to_path_buf),
     }
     .run()
@@ -515,6 +549,7 @@ fn probe(ctx: &Ctx, accel: Accel) -> bool {
             &s,
             &initrd,
             None,
+            1,
         )
         .is_ok_and(|o| o.verdict == Ok(0));
     let _ = fs::remove_dir_all(&dir);
