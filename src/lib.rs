@@ -20,6 +20,7 @@ pub mod luks2;
 pub mod manifest;
 pub mod mount;
 pub mod nbd;
+pub mod notify;
 pub mod ready;
 pub mod secret;
 pub mod supervise;

@@ -28,6 +28,25 @@ pub struct FsState {
     pub etag: Option<String>,
     /// Milliseconds per step, in order.
     pub timings_ms: Vec<(String, u64)>,
+    /// The latest health read (none before the first).
+    pub health: Option<Health>,
+}
+
+/// The result of the periodic health reads of one filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// The latest read succeeded.
+    pub ok: bool,
+    /// When it ended, seconds since the Unix epoch.
+    pub checked_unix: u64,
+    /// How long it took.
+    pub latency_ms: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Reads so far.
+    pub checks: u64,
+    /// Failed reads so far.
+    pub failures: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -36,7 +55,8 @@ struct State<'a> {
     filesystems: &'a [FsState],
 }
 
-/// True when `path` says ready: our JSON with `"ready": true`, or upstream's `1`.
+/// True when `path` says ready: our JSON with `"ready": true` and no filesystem whose latest health read
+/// failed, or upstream's `1`.
 pub fn is_ready(path: &Path) -> bool {
     let Ok(text) = fs::read_to_string(path) else {
         return false;
@@ -44,10 +64,18 @@ pub fn is_ready(path: &Path) -> bool {
     if text.trim() == "1" {
         return true;
     }
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("ready").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let ready = v.get("ready").and_then(serde_json::Value::as_bool) == Some(true);
+    let unhealthy = v
+        .get("filesystems")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|fs| {
+            fs.iter()
+                .any(|f| f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false)))
+        });
+    ready && !unhealthy
 }
 
 /// Mark ready with no filesystem details.
@@ -109,11 +137,34 @@ mod tests {
             read_only: true,
             etag: Some("\"0x1\"".into()),
             timings_ms: vec![("key".into(), 3)],
+            health: None,
         };
-        mark_ready_with(&p, &[fs_state]).unwrap();
+        mark_ready_with(&p, std::slice::from_ref(&fs_state)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["ready"], true);
         assert_eq!(v["filesystems"][0]["mount_point"], "/mnt/a");
+        assert!(is_ready(&p));
+        // A failed health read makes the probe fail; a good one does not.
+        let mut sick = fs_state.clone();
+        sick.health = Some(Health {
+            ok: false,
+            checked_unix: 1,
+            latency_ms: 5,
+            error: Some("I/O error".into()),
+            checks: 3,
+            failures: 1,
+        });
+        mark_ready_with(&p, &[fs_state.clone(), sick.clone()]).unwrap();
+        assert!(
+            !is_ready(&p),
+            "a filesystem failing its health read is not ready"
+        );
+        sick.health = sick.health.map(|h| Health {
+            ok: true,
+            error: None,
+            ..h
+        });
+        mark_ready_with(&p, &[fs_state, sick]).unwrap();
         assert!(is_ready(&p));
         clear(&p).unwrap();
         assert!(!is_ready(&p));

@@ -602,3 +602,57 @@ fn token_expiring_during_a_run_is_refreshed() {
     rig.release(&plan).unwrap();
     assert_eq!(rig.az.http.hits("/metadata"), 2, "refreshed after 80 %");
 }
+
+#[test]
+fn a_failed_refresh_keeps_the_current_token_until_it_nears_expiry() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut rig = Rig::new("refresh-fails");
+    rig.az.set(|k| k.imds_expires_in = json!("1000"));
+    let start = std::time::Instant::now();
+    let offset = Arc::new(AtomicU64::new(0));
+    let o2 = offset.clone();
+    rig.tokens = TokenCache::with_clock(
+        support::rig::imds_source(&rig.endpoints, VaultKind::KeyVault),
+        Box::new(move || start + Duration::from_secs(o2.load(Ordering::SeqCst))),
+    );
+    let plan = rig.plan("oct", VaultKind::KeyVault);
+    rig.release(&plan).unwrap();
+    assert_eq!(rig.az.http.hits("/metadata"), 1);
+    // Past 80 %: the refresh fails (first attempt and both retries), the current token still serves.
+    let imds_down = || Fault {
+        status: Some(500),
+        ..Fault::default()
+    };
+    for _ in 0..3 {
+        rig.az.http.fault("/metadata", imds_down());
+    }
+    offset.store(810, Ordering::SeqCst);
+    rig.release(&plan)
+        .expect("the current token is still valid for 190 s");
+    assert_eq!(
+        rig.az.http.hits("/metadata"),
+        4,
+        "one attempt and two retries"
+    );
+    // Within the retry pause: no new attempt.
+    offset.store(815, Ordering::SeqCst);
+    rig.release(&plan).unwrap();
+    assert_eq!(rig.az.http.hits("/metadata"), 4, "no refresh storm");
+    // After the pause the identity endpoint answers again: a fresh token.
+    offset.store(822, Ordering::SeqCst);
+    rig.release(&plan).unwrap();
+    assert_eq!(
+        rig.az.http.hits("/metadata"),
+        5,
+        "refreshed once the endpoint is back"
+    );
+    // A refresh failing when the token is about to expire is an error, not an expired token.
+    for _ in 0..3 {
+        rig.az.http.fault("/metadata", imds_down());
+    }
+    // The new token (from 822 s) expires at 1822 s: at 1800 s it has 22 s left.
+    offset.store(1800, Ordering::SeqCst);
+    let e = rig.release(&plan).unwrap_err();
+    assert!(e.to_string().contains("500"), "{e}");
+}

@@ -123,7 +123,7 @@ impl AzureBlob {
                 let req = blob.request("HEAD", &target)?;
                 blob.checked(&req, &[200])
             })
-            .map_err(|e| not_found(e, url))?;
+            .map_err(|e| open_error(e, url, &blob.auth))?;
         let header = |n: &str| {
             resp.header(n).ok_or_else(|| {
                 Error::Protocol(format!("HEAD {}: no {n} header", http::redact_url(url)))
@@ -194,7 +194,17 @@ impl AzureBlob {
 
     /// One attempt with the request-id echo check.
     fn checked(&self, req: &Request<'_>, accept: &[u16]) -> http::Result<http::Response> {
-        let resp = self.client.send_once(req, accept)?;
+        self.checked_into(req, accept, None).map(|(resp, _)| resp)
+    }
+
+    /// [`checked`](Self::checked) with [`Client::send_once_into`]'s direct body read.
+    fn checked_into(
+        &self,
+        req: &Request<'_>,
+        accept: &[u16],
+        into: Option<(u16, &mut [u8])>,
+    ) -> http::Result<(http::Response, bool)> {
+        let (resp, filled) = self.client.send_once_into(req, accept, into)?;
         let sent = req.header_value("x-ms-client-request-id");
         match resp.header("x-ms-client-request-id") {
             Some(echo) if Some(echo) != sent => Err(http::Error::BadResponse {
@@ -202,7 +212,7 @@ impl AzureBlob {
                 url: req.shown_url(),
                 detail: "x-ms-client-request-id echo does not match the request".into(),
             }),
-            _ => Ok(resp),
+            _ => Ok((resp, filled)),
         }
     }
 
@@ -224,7 +234,23 @@ impl AzureBlob {
                 .header("x-ms-range", range.clone())
                 .header("if-match", etag)
                 .body_limit(len.max(self.size));
-            let resp = self.checked(&req, &[200, 206])?;
+            // A 206 of the right length goes straight into `buf`; anything else into a body first.
+            let (resp, filled) = self.checked_into(&req, &[200, 206], Some((206, &mut *buf)))?;
+            if resp.status == 206 {
+                if let Some(cr) = resp.header("content-range") {
+                    let start = cr
+                        .trim_start_matches("bytes ")
+                        .split('-')
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok());
+                    if start != Some(offset) {
+                        return Err(bad(&target, &format!("Content-Range {cr} for {range}")));
+                    }
+                }
+                if filled {
+                    return Ok(());
+                }
+            }
             let body: &[u8] = if resp.status == 200 {
                 // A server that ignores ranges sends the whole blob: take our slice of it.
                 let whole = resp.body.len() as u64;
@@ -236,16 +262,6 @@ impl AzureBlob {
                     .and_then(|o| resp.body.get(o..o + buf.len()))
                     .ok_or_else(|| bad(&target, "range outside the body"))?
             } else {
-                if let Some(cr) = resp.header("content-range") {
-                    let start = cr
-                        .trim_start_matches("bytes ")
-                        .split('-')
-                        .next()
-                        .and_then(|s| s.parse::<u64>().ok());
-                    if start != Some(offset) {
-                        return Err(bad(&target, &format!("Content-Range {cr} for {range}")));
-                    }
-                }
                 &resp.body
             };
             if body.len() != buf.len() {
@@ -319,14 +335,29 @@ impl AzureBlob {
     }
 }
 
-/// A 404 at open becomes [`Error::NotFound`] (with the fix); anything else stays an HTTP error.
-fn not_found(e: http::Error, url: &str) -> Error {
+/// A 404 at open becomes [`Error::NotFound`], a 401/403 [`Error::Denied`] (each with the fix); anything
+/// else stays an HTTP error.
+fn open_error(e: http::Error, url: &str, auth: &Auth) -> Error {
     match e {
         http::Error::Status {
             status: 404, code, ..
         } => Error::NotFound {
             url: http::redact_url(url),
             code,
+        },
+        http::Error::Status {
+            status: status @ (401 | 403),
+            code,
+            ..
+        } => Error::Denied {
+            url: http::redact_url(url),
+            status,
+            code,
+            how: match auth {
+                Auth::Sas(_) => "SAS",
+                Auth::Bearer(_) => "bearer token",
+                Auth::Anonymous => "anonymous request",
+            },
         },
         e => e.into(),
     }
@@ -461,13 +492,48 @@ mod tests {
             snippet: String::new(),
             retry_after: None,
         };
-        let msg = not_found(status(404), "https://acct.blob.core.windows.net/c/b").to_string();
+        let url = "https://acct.blob.core.windows.net/c/b";
+        let msg = open_error(status(404), url, &Auth::Anonymous).to_string();
         assert_eq!(
             msg.split("; fix:").next(),
             Some("https://acct.blob.core.windows.net/c/b: no such blob (HTTP 404 BlobNotFound)")
         );
         assert!(msg.contains("fix: check the storage account, container and blob names"));
-        assert!(matches!(not_found(status(403), "u"), Error::Http(_)));
+        assert!(matches!(
+            open_error(status(500), "u", &Auth::Anonymous),
+            Error::Http(_)
+        ));
+    }
+
+    #[test]
+    fn a_401_or_403_at_open_says_which_credential_and_what_to_check() {
+        let status = |status, code: &str| http::Error::Status {
+            method: "HEAD".into(),
+            url: "http://h/c/b?<redacted>".into(),
+            status,
+            code: Some(code.into()),
+            snippet: String::new(),
+            retry_after: None,
+        };
+        let url = "https://acct.blob.core.windows.net/c/b";
+        let sas = Auth::Sas(Arc::new(SecretString::new("sv=1&sig=c2VjcmV0".into())));
+        let msg = open_error(status(403, "AuthenticationFailed"), url, &sas).to_string();
+        assert!(
+            msg.starts_with("https://acct.blob.core.windows.net/c/b: the blob service refused our SAS (HTTP 403 AuthenticationFailed); fix: check the SAS: its expiry (se=)"),
+            "{msg}"
+        );
+        assert!(!msg.contains("c2VjcmV0"), "the SAS never appears: {msg}");
+        let msg = open_error(
+            status(401, "NoAuthenticationInformation"),
+            url,
+            &Auth::Anonymous,
+        )
+        .to_string();
+        assert!(
+            msg.contains("refused our anonymous request (HTTP 401"),
+            "{msg}"
+        );
+        assert!(msg.contains("does not allow anonymous reads"), "{msg}");
     }
 
     #[test]

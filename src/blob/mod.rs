@@ -68,6 +68,17 @@ pub enum Error {
         /// Azure's `x-ms-error-code` (`BlobNotFound`, `ContainerNotFound`, `ResourceNotFound`), if sent.
         code: Option<String>,
     },
+    /// The blob service refused the credentials at open (HTTP 401 or 403).
+    Denied {
+        /// The blob URL (no query, so never a SAS).
+        url: String,
+        /// 401 or 403.
+        status: u16,
+        /// Azure's `x-ms-error-code` (`AuthenticationFailed`, `AuthorizationPermissionMismatch`, ...).
+        code: Option<String>,
+        /// How we authenticated: `SAS`, `bearer token` or `anonymous`.
+        how: &'static str,
+    },
     /// The source cannot be used this way (for example read-write on a block blob).
     Unsupported(String),
     /// The backend answered something the protocol does not allow.
@@ -115,6 +126,23 @@ impl fmt::Display for Error {
                      (they are case-sensitive) and that the blob exists there; with access = \"anonymous\" \
                      the container must also allow public read access (Azure answers 404 otherwise)"
                 )
+            }
+            Self::Denied {
+                url,
+                status,
+                code,
+                how,
+            } => {
+                write!(f, "{url}: the blob service refused our {how} (HTTP {status}")?;
+                if let Some(c) = code {
+                    write!(f, " {c}")?;
+                }
+                let fix = match *how {
+                    "SAS" => "check the SAS: its expiry (se=) and start (st=) times, its permissions (sp= needs r, and w for read_write), that it was made for this blob or its container, and that the account key or user delegation key that signed it is still valid",
+                    "bearer token" => "give the identity a data-plane role on the container: Storage Blob Data Reader (Storage Blob Data Contributor for read_write); management roles such as Owner do not grant blob data access",
+                    _ => "the container does not allow anonymous reads: use a SAS (access = \"sas\") or an identity (access = \"private\")",
+                };
+                write!(f, "); fix: {fix}")
             }
             Self::Unsupported(s) => write!(f, "{s}"),
             Self::Protocol(s) => write!(f, "unexpected backend response: {s}"),

@@ -29,6 +29,18 @@ pub struct StepError {
     pub cause: String,
 }
 
+impl StepError {
+    /// The opening thread of `fs` panicked (or could not start): a bug, reported as such.
+    pub fn panicked(fs: &FilesystemPlan, what: &str) -> Self {
+        StepError {
+            index: fs.index,
+            mount_point: fs.mount_point.clone(),
+            step: "open",
+            cause: format!("internal error: {what}; please report it"),
+        }
+    }
+}
+
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -320,6 +332,7 @@ impl Opened {
                     )
                 })
                 .collect(),
+            health: None,
         }
     }
 

@@ -105,27 +105,29 @@ impl Keys {
             ark_pins: &self.ark_pins,
             verify_locally: !fake,
         };
-        let shared = self
-            .attested
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&rp.authority.0).cloned());
-        let attested = match shared {
-            Some(a) => {
-                log::info!(
-                    "key release {}: reusing this boot's attestation by {}",
-                    rp.kid,
-                    rp.authority.0
-                );
-                a
-            }
-            None => {
-                let a =
-                    std::sync::Arc::new(keyrelease::attest(&ctx, rp).map_err(|e| e.to_string())?);
-                if let Ok(mut m) = self.attested.lock() {
-                    m.insert(rp.authority.0.clone(), a.clone());
+        // Filesystems open concurrently: the lock is held while attesting, so that the first release
+        // attests and the others wait for it and reuse it; the releases themselves run in parallel.
+        let attested = {
+            let mut m = self
+                .attested
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match m.get(&rp.authority.0) {
+                Some(a) => {
+                    log::info!(
+                        "key release {}: reusing this boot's attestation by {}",
+                        rp.kid,
+                        rp.authority.0
+                    );
+                    a.clone()
                 }
-                a
+                None => {
+                    let a = std::sync::Arc::new(
+                        keyrelease::attest(&ctx, rp).map_err(|e| e.to_string())?,
+                    );
+                    m.insert(rp.authority.0.clone(), a.clone());
+                    a
+                }
             }
         };
         keyrelease::release_with(&ctx, &attested, rp).map_err(|e| e.to_string())

@@ -16,6 +16,7 @@
 
 pub mod early;
 pub mod filesystems;
+pub mod health;
 pub mod keys;
 pub mod modules;
 
@@ -104,12 +105,29 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
         }
     };
     log::info!("ready ({})", plan.readiness_file.display());
+    crate::notify::notify("READY=1");
+    let monitor = if opened.is_empty() {
+        None
+    } else {
+        let states = opened.iter().map(filesystems::Opened::state).collect();
+        health::Monitor::start(
+            plan.supervise.health_interval,
+            plan.readiness_file.clone(),
+            states,
+        )
+        .map_err(|e| log::warn!("health reads: cannot start: {e}"))
+        .ok()
+    };
     let outcome = if plan.test_mode {
         sup.run_with(plan.app.as_ref(), &mut || test_faults(&opened))
     } else {
         sup.run(plan.app.as_ref())
     };
     log::debug!("supervision ended: {outcome:?}");
+    crate::notify::notify("STOPPING=1");
+    if let Some(m) = monitor {
+        m.stop();
+    }
     // Read-write filesystems: remount read-only and flush to the blob service while everything is still
     // running; then end leftover processes; then unmount and detach (nothing is dirty by then).
     for o in &opened {
@@ -180,20 +198,65 @@ fn boot(ctx: Context, plan: &Plan) -> Result<(Supervisor, Vec<filesystems::Opene
             );
         }
     }
-    // Opened filesystems close themselves when dropped, so an error below leaves nothing mounted or mapped.
-    let mut opened = Vec::new();
+    // Every filesystem opens in a thread of its own (key release, blob, header, NBD, dm, mount). Opened
+    // filesystems close themselves when dropped, so when one fails the others are undone: nothing stays
+    // mounted or mapped.
     let keys = keys::Keys::for_plan(plan).map_err(BootError::Attestation)?;
-    for fs in &plan.filesystems {
-        let o = filesystems::open(fs, plan, keys.as_ref()).map_err(BootError::Filesystem)?;
-        log::info!(
-            "filesystem[{}]: {} ready ({} -> {} -> {})",
-            fs.index,
-            fs.mount_point.display(),
-            o.nbd_device.display(),
-            o.dm_device.display(),
-            o.hidden.display()
-        );
-        opened.push(o);
+    let results: Vec<Result<filesystems::Opened, filesystems::StepError>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = plan
+                .filesystems
+                .iter()
+                .map(|fs| {
+                    let keys = keys.as_ref();
+                    std::thread::Builder::new()
+                        .name(format!("open-fs{}", fs.index))
+                        .spawn_scoped(s, move || filesystems::open(fs, plan, keys))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(&plan.filesystems)
+                .map(|(h, fs)| match h {
+                    Ok(h) => h.join().unwrap_or_else(|p| {
+                        Err(filesystems::StepError::panicked(
+                            fs,
+                            &crate::blob::panic_error(&*p).to_string(),
+                        ))
+                    }),
+                    Err(e) => Err(filesystems::StepError::panicked(
+                        fs,
+                        &format!("cannot start a thread: {e}"),
+                    )),
+                })
+                .collect()
+        });
+    let mut opened = Vec::new();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(o) => {
+                log::info!(
+                    "filesystem[{}]: {} ready ({} -> {} -> {})",
+                    o.index,
+                    o.mount_point.display(),
+                    o.nbd_device.display(),
+                    o.dm_device.display(),
+                    o.hidden.display()
+                );
+                opened.push(o);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        // Undo the filesystems that did open, newest first.
+        while let Some(o) = opened.pop() {
+            drop(o);
+        }
+        return Err(BootError::Filesystem(e));
     }
     let sup = Supervisor::new(supervise::Options {
         plan: plan.supervise,

@@ -226,7 +226,13 @@ fn parse_token(
 struct Cached {
     token: SecretString,
     refresh_at: Option<Instant>,
+    expires_at: Option<Instant>,
 }
+
+/// After a failed refresh, the current token is used for this long before the next attempt.
+const REFRESH_RETRY: Duration = Duration::from_secs(10);
+/// A token this close to its expiry is not handed out when a refresh failed.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 /// A token source with a cache: a token is reused until 80 % of its lifetime has passed.
 pub struct TokenCache {
@@ -266,10 +272,36 @@ impl TokenCache {
             }
             log::info!("token: refreshing before expiry");
         }
-        let (token, lifetime) = self.source.fetch(t)?;
+        let (token, lifetime) = match self.source.fetch(t) {
+            Ok(v) => v,
+            Err(e) => {
+                // The identity endpoint failing must not fail requests while the current token is good:
+                // keep using it, and try again a little later.
+                if let Some(c) = guard.as_mut() {
+                    if let Some(left) = c
+                        .expires_at
+                        .and_then(|x| x.checked_duration_since(now + EXPIRY_MARGIN))
+                    {
+                        log::warn!(
+                            "token: refresh failed ({e}); the current token is valid for {} s more, trying again in {} s",
+                            left.as_secs() + EXPIRY_MARGIN.as_secs(),
+                            REFRESH_RETRY.as_secs()
+                        );
+                        c.refresh_at = Some(now + REFRESH_RETRY);
+                        return Ok(SecretString::new(c.token.expose().to_string()));
+                    }
+                }
+                return Err(e);
+            }
+        };
         let refresh_at = lifetime.map(|l| now + l.mul_f64(0.8));
+        let expires_at = lifetime.map(|l| now + l);
         let out = SecretString::new(token.expose().to_string());
-        *guard = Some(Cached { token, refresh_at });
+        *guard = Some(Cached {
+            token,
+            refresh_at,
+            expires_at,
+        });
         Ok(out)
     }
 }

@@ -102,6 +102,8 @@ pub struct SupervisePlan {
     pub stable_after: Duration,
     /// Restarts allowed in a row (without a stable run) before giving up.
     pub max_restarts: u32,
+    /// How often a block of every filesystem is read through the whole stack (dm-crypt → NBD → blob).
+    pub health_interval: Duration,
 }
 
 /// HTTP behaviour.

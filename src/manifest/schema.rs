@@ -84,6 +84,8 @@ pub struct Supervise {
     pub stable_after: Option<Dur>,
     /// Count.
     pub max_restarts: Option<u32>,
+    /// Duration between health reads, e.g. "30s".
+    pub health_interval: Option<Dur>,
 }
 
 /// `[network]`

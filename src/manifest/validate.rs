@@ -12,6 +12,19 @@ use std::time::Duration;
 
 /// Default readiness file for TOML manifests.
 pub const DEFAULT_READINESS_FILE: &str = "/run/encfs-init/ready";
+
+/// The readiness file's default: on the shared volume, next to the first filesystem's mount point (the
+/// directory that holds the mount points, which an application container sees too); without filesystems
+/// [`DEFAULT_READINESS_FILE`].
+pub fn default_readiness_file(filesystems: &[FilesystemPlan]) -> PathBuf {
+    filesystems
+        .first()
+        .and_then(|f| f.mount_point.parent())
+        .map_or_else(
+            || PathBuf::from(DEFAULT_READINESS_FILE),
+            |dir| dir.join("encfs-init.ready"),
+        )
+}
 /// Default cache block size: 1 MiB (a multiple of every sector size, under Put Page's 4 MiB, and near the
 /// kernel's 1280 KiB max_sectors_kb for NBD so one kernel request maps to about one range GET).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
@@ -241,15 +254,14 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
     };
     let root = FieldPath::root();
 
-    let readiness_file = v
-        .abs_path(
+    let readiness_explicit = m.readiness_file.as_deref().map(|r| {
+        v.abs_path(
             &root.key("readiness_file"),
-            m.readiness_file
-                .as_deref()
-                .unwrap_or(DEFAULT_READINESS_FILE),
-            "/run/encfs-init/ready",
+            r,
+            "/mnt/remote/encfs-init.ready",
         )
-        .unwrap_or_default();
+        .unwrap_or_default()
+    });
 
     let level = match m.log.level.as_deref() {
         None => log::LevelFilter::Info,
@@ -342,6 +354,12 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             24 * hour,
         ),
         max_restarts: m.supervise.max_restarts.unwrap_or(10),
+        health_interval: v.dur(
+            &sp.key("health_interval"),
+            m.supervise.health_interval,
+            Duration::from_secs(30),
+            24 * hour,
+        ),
     };
     if supervise.backoff_initial > supervise.backoff_max {
         v.err(
@@ -468,6 +486,7 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         }
     }
     check_mount_points(&mut v, &filesystems);
+    let readiness_file = readiness_explicit.unwrap_or_else(|| default_readiness_file(&filesystems));
 
     if !v.errors.is_empty() {
         return Err(Errors(v.errors));

@@ -116,6 +116,7 @@ mod tests {
             backoff_max: 1000 * MS,
             stable_after: Duration::from_secs(10),
             max_restarts,
+            health_interval: Duration::from_secs(30),
         }
     }
 

@@ -15,6 +15,7 @@ rm -f /tmp/stop /tmp/bad /tmp/passes
     done
 ) &
 reader=$!
+mkdir -p /run/encfs-init
 for i in 1 2 3 4 5 6 7 8 9 10; do
     sleep 1
     touch /run/encfs-init/test-sever-nbd
