@@ -16,7 +16,12 @@
 //! With `--diag`, two more pipelines without the kernel: `blob-1m` (our blob client alone, sequential 1 MiB
 //! reads, one at a time) and `cache-1m` (the same reads through our cache: fetch workers, readahead).
 //!
-//! `guest_bench --bench [--size-mib N] [--rounds N] [--diag] [--nbdkit PATH --curl-plugin PATH --nbd-client PATH]`.
+//! With `--latency-ms N` the range server waits N ms before every response (a remote round trip). With
+//! `--tune W:R[,W:R...]`, extra `ours-wWrR` pipelines use W fetch workers and a readahead of R blocks. With
+//! `--only NAME[,NAME...]` only those pipelines run.
+//!
+//! `guest_bench --bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R,...] [--only NAMES]
+//! [--nbdkit PATH --curl-plugin PATH --nbd-client PATH]`.
 //! Run without `--bench` (as `cargo test` does) it checks its ceiling client against a small blob and prints
 //! the usual summary line.
 
@@ -263,9 +268,13 @@ impl Bench {
         .map_err(|e| e.to_string())
     }
 
-    fn ours(&self) -> Result<(Run, bool), String> {
+    fn ours(&self, tune: Option<(usize, u64)>) -> Result<(Run, bool), String> {
         let azure = self.open_blob()?;
-        let config = CacheConfig::new(DEFAULT_BLOCK_SIZE, DEFAULT_CACHE_SIZE);
+        let mut config = CacheConfig::new(DEFAULT_BLOCK_SIZE, DEFAULT_CACHE_SIZE);
+        if let Some((workers, readahead)) = tune {
+            config.workers = workers;
+            config.readahead = readahead;
+        }
         let cached = Arc::new(CachedSource::new(azure, config).map_err(|e| e.to_string())?);
         let src: Arc<dyn BlockSource> = cached.clone();
         let att = kernel::attach(src, true)?;
@@ -380,6 +389,9 @@ fn bench(args: &[String]) -> Result<bool, String> {
     let mut size_mib = 256usize;
     let mut rounds = 3usize;
     let mut diag = false;
+    let mut latency_ms = 0u64;
+    let mut tune = Vec::new();
+    let mut only: Option<Vec<String>> = None;
     let (mut nbdkit, mut plugin, mut client) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -389,6 +401,17 @@ fn bench(args: &[String]) -> Result<bool, String> {
             "--diag" => diag = true,
             "--size-mib" => size_mib = val()?.parse().map_err(|_| "bad --size-mib")?,
             "--rounds" => rounds = val()?.parse().map_err(|_| "bad --rounds")?,
+            "--latency-ms" => latency_ms = val()?.parse().map_err(|_| "bad --latency-ms")?,
+            "--tune" => {
+                for pair in val()?.split(',') {
+                    let (w, r) = pair
+                        .split_once(':')
+                        .and_then(|(w, r)| Some((w.parse().ok()?, r.parse().ok()?)))
+                        .ok_or("bad --tune: want WORKERS:READAHEAD[,...]")?;
+                    tune.push((w, r));
+                }
+            }
+            "--only" => only = Some(val()?.split(',').map(str::to_string).collect()),
             "--nbdkit" => nbdkit = Some(val()?),
             "--curl-plugin" => plugin = Some(val()?),
             "--nbd-client" => client = Some(val()?),
@@ -400,11 +423,22 @@ fn bench(args: &[String]) -> Result<bool, String> {
     let data = random_blob(size, BLOB_SEED);
     let digest = Sha256::digest(&data).to_vec();
     println!(
-        "bench: blob {size_mib} MiB of random data, sha256 {} (made in {:.1} s)",
+        "bench: blob {size_mib} MiB of random data, sha256 {} (made in {:.1} s); server latency {latency_ms} ms per request",
         hex(&digest),
         t.elapsed().as_secs_f64()
     );
     drop(data);
+    if latency_ms > 0 {
+        // Timers under TCG on a loaded host can overshoot: say what a sleep of the latency really takes.
+        let t = Instant::now();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(latency_ms));
+        }
+        println!(
+            "bench: a {latency_ms} ms sleep takes {:.1} ms in this guest (mean of 20)",
+            t.elapsed().as_secs_f64() * 1000.0 / 20.0
+        );
+    }
     let port_file = "/tmp/guest_bench.port";
     let _ = std::fs::remove_file(port_file);
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -414,6 +448,8 @@ fn bench(args: &[String]) -> Result<bool, String> {
             &size_mib.to_string(),
             "--port-file",
             port_file,
+            "--latency-ms",
+            &latency_ms.to_string(),
         ])
         .spawn()
         .map_err(|e| format!("starting the blob server: {e}"))?;
@@ -444,6 +480,8 @@ fn bench(args: &[String]) -> Result<bool, String> {
         size_mib,
         rounds,
         diag,
+        &tune,
+        only.as_deref(),
     );
     let _ = child.kill();
     let _ = child.wait();
@@ -460,8 +498,13 @@ fn serve_blob(args: &[String]) -> Result<(), String> {
         Some([flag, path]) if flag == "--port-file" => path,
         _ => return Err("--port-file PATH is required".into()),
     };
+    let latency_ms: u64 = match args.get(4..6) {
+        Some([flag, ms]) if flag == "--latency-ms" => ms.parse().map_err(|_| "bad --latency-ms")?,
+        _ => 0,
+    };
     let server =
         range_server::RangeServer::start(random_blob(size_mib * MIB, BLOB_SEED), "PageBlob");
+    server.set_latency_ms(latency_ms);
     let tmp = format!("{port_file}.tmp");
     std::fs::write(&tmp, server.addr.port().to_string()).map_err(|e| format!("{tmp}: {e}"))?;
     std::fs::rename(&tmp, port_file).map_err(|e| format!("{port_file}: {e}"))?;
@@ -470,13 +513,25 @@ fn serve_blob(args: &[String]) -> Result<(), String> {
     }
 }
 
-fn measure(b: Bench, size_mib: usize, rounds: usize, diag: bool) -> Result<bool, String> {
+fn measure(
+    b: Bench,
+    size_mib: usize,
+    rounds: usize,
+    diag: bool,
+    tune: &[(usize, u64)],
+    only: Option<&[String]>,
+) -> Result<bool, String> {
+    let tuned: Vec<String> = tune.iter().map(|(w, r)| format!("ours-w{w}r{r}")).collect();
     let mut names = vec!["ceiling-512k", "ceiling-4m", "ours"];
+    names.extend(tuned.iter().map(String::as_str));
     if diag {
         names.extend(["blob-1m", "cache-1m"]);
     }
     if b.nbdkit.is_some() {
         names.push("nbdkit");
+    }
+    if let Some(only) = only {
+        names.retain(|n| only.iter().any(|o| o == n));
     }
     let mut results: Vec<(&str, Vec<f64>)> = names.iter().map(|n| (*n, Vec::new())).collect();
     let mut wrong = Vec::new();
@@ -490,7 +545,11 @@ fn measure(b: Bench, size_mib: usize, rounds: usize, diag: bool) -> Result<bool,
             let r = match name {
                 "ceiling-512k" => b.ceiling(512 << 10),
                 "ceiling-4m" => b.ceiling(4 << 20),
-                "ours" => b.ours(),
+                "ours" => b.ours(None),
+                n if n.starts_with("ours-w") => {
+                    let i = tuned.iter().position(|t| t == n).unwrap_or(0);
+                    b.ours(tune.get(i).copied())
+                }
                 "blob-1m" => b.library(false),
                 "cache-1m" => b.library(true),
                 _ => b.nbdkit(),

@@ -20,6 +20,9 @@ pub struct Faults {
     pub truncate: AtomicU64,
     /// Stall length in ms.
     pub stall_ms: AtomicU64,
+    /// A fixed delay in ms before every response (whether or not `on`): a remote service's round trip,
+    /// which loopback does not have (Azure range GETs take about 5-20 ms).
+    pub latency_ms: AtomicU64,
     /// When set, only this path is the blob: any other path answers 404 `BlobNotFound` (always, not only
     /// while `on`), as Azure does for a blob or container that does not exist.
     pub only_path: Mutex<Option<String>>,
@@ -119,6 +122,11 @@ impl RangeServer {
         f.stall.store(stall, Ordering::Relaxed);
         f.truncate.store(truncate, Ordering::Relaxed);
         f.stall_ms.store(stall_ms, Ordering::Relaxed);
+    }
+
+    /// Delay every response by `ms` milliseconds (0: none).
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.faults.latency_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn faults_on(&self, on: bool) {
@@ -227,6 +235,10 @@ impl Ctx {
                 .lock()
                 .unwrap()
                 .insert(method.clone(), h.clone());
+            let latency = self.faults.latency_ms.load(Ordering::Relaxed);
+            if latency > 0 {
+                std::thread::sleep(Duration::from_millis(latency));
+            }
             if self.respond(&mut w, &method, &target, &h, &body).is_err() {
                 return;
             }

@@ -8,6 +8,12 @@
 //! (or could not run); slowness is never a failure. The full console is in `.cache/vm/logs/bench.log`.
 //!
 //! Under TCG absolute numbers are slow and noisy: compare the ratios printed, all from the same boot.
+//!
+//! Options: `--latency-ms N` makes the range server wait N ms before every response (a remote service's
+//! round trip; loopback has none, so only then can parallel fetching show what it buys against Azure's
+//! ~5-20 ms range GETs); `--tune W:R[,W:R...]` adds `ours` runs with W fetch workers and a readahead of R
+//! blocks; `--only NAME[,NAME...]` measures only those pipelines (`ceiling-512k`, `ceiling-4m`, `ours`,
+//! `ours-wWrR`, `blob-1m`, `cache-1m`, `nbdkit`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,12 @@ pub struct Options {
     pub rounds: u32,
     /// Also measure the library without the kernel (blob client alone, cache alone).
     pub diag: bool,
+    /// Delay in ms the range server adds before every response (0: loopback as is).
+    pub latency_ms: u32,
+    /// Extra `ours` runs with other cache tunings, `WORKERS:READAHEAD[,...]`.
+    pub tune: Option<String>,
+    /// Only these pipelines (comma-separated names), when given.
+    pub only: Option<String>,
 }
 
 impl Default for Options {
@@ -42,6 +54,9 @@ impl Default for Options {
             size_mib: 256,
             rounds: 3,
             diag: false,
+            latency_ms: 0,
+            tune: None,
+            only: None,
         }
     }
 }
@@ -65,10 +80,42 @@ pub fn parse(args: &[String]) -> Result<Options> {
                 None => bail!("--rounds wants a number from 1 to 9"),
             },
             "--diag" => o.diag = true,
+            "--latency-ms" => match num(it.next(), 0, 1000) {
+                Some(n) => o.latency_ms = n,
+                None => bail!("--latency-ms wants a number from 0 to 1000"),
+            },
+            "--tune" => match it.next().filter(|v| valid_list(v, true)) {
+                Some(v) => o.tune = Some(v.clone()),
+                None => {
+                    bail!("--tune wants WORKERS:READAHEAD[,WORKERS:READAHEAD...], e.g. 8:16,4:8")
+                }
+            },
+            "--only" => match it.next().filter(|v| valid_list(v, false)) {
+                Some(v) => o.only = Some(v.clone()),
+                None => bail!("--only wants pipeline names, e.g. ceiling-4m,ours,nbdkit"),
+            },
             other => bail!("unknown bench option `{other}`"),
         }
     }
     Ok(o)
+}
+
+/// A comma-separated list of names (`[a-z0-9:-]`), or of `N:M` pairs when `pairs`.
+fn valid_list(v: &str, pairs: bool) -> bool {
+    !v.is_empty()
+        && v.split(',').all(|x| {
+            if pairs {
+                x.split_once(':').is_some_and(|(a, b)| {
+                    a.parse::<u32>().is_ok_and(|a| (1..=64).contains(&a))
+                        && b.parse::<u32>().is_ok()
+                })
+            } else {
+                !x.is_empty()
+                    && x.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b':'
+                    })
+            }
+        })
 }
 
 /// Run the benchmark; `Ok(false)` when the guest reported wrong data or a pipeline that did not run.
@@ -126,17 +173,23 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
     // The blob lives in the server's memory; the page cache, our cache (64 MiB) and each run's buffers
     // come on top.
     s.memory_mib = 3072;
-    s.timeout =
-        Duration::from_secs(600 + 300 * u64::from(opts.rounds) * u64::from(opts.size_mib) / 256);
+    let tunes = opts
+        .tune
+        .as_ref()
+        .map_or(0, |t| t.split(',').count() as u64);
+    s.timeout = Duration::from_secs(
+        600 + 300 * (1 + tunes / 2) * u64::from(opts.rounds) * u64::from(opts.size_mib) / 256,
+    );
 
     let common = Common::load(None)?;
     let index = ModuleIndex::load(&kernel, &paths.cache)?;
     let initrd = work.join("initramfs.cpio.gz");
     initramfs::build(&s, &common, &index, &initrd)?;
     eprintln!(
-        "bench: booting one VM ({} MiB blob, {} round(s), TCG, 2 vCPUs, {} MiB; timeout {})",
+        "bench: booting one VM ({} MiB blob, {} round(s), {} ms latency, TCG, 2 vCPUs, {} MiB; timeout {})",
         opts.size_mib,
         opts.rounds,
+        opts.latency_ms,
         s.memory_mib,
         secs(s.timeout)
     );
@@ -190,7 +243,7 @@ while read -r m; do insmod "/lib/modules/$release/$m" || echo "FAILED insmod $m"
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 echo "bench: guest kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPUs, $(grep MemTotal /proc/meminfo)"
 echo "bench: /dev/nbd0 read_ahead_kb $(cat /sys/block/nbd0/queue/read_ahead_kb), max_sectors_kb $(cat /sys/block/nbd0/queue/max_sectors_kb)"
-/bench/guest_bench --bench --size-mib {size} --rounds {rounds} {diag}\
+/bench/guest_bench --bench --size-mib {size} --rounds {rounds} --latency-ms {latency} {diag}{tune}{only}\
     --nbdkit {NBDKIT} --curl-plugin {CURL_PLUGIN} --nbd-client {NBD_CLIENT}
 status=$?
 echo "{verdict}$status"
@@ -199,6 +252,15 @@ exec poweroff -f
         size = opts.size_mib,
         rounds = opts.rounds,
         diag = if opts.diag { "--diag " } else { "" },
+        latency = opts.latency_ms,
+        tune = opts
+            .tune
+            .as_ref()
+            .map_or(String::new(), |t| format!("--tune {t} ")),
+        only = opts
+            .only
+            .as_ref()
+            .map_or(String::new(), |t| format!("--only {t} ")),
         verdict = qemu::VERDICT,
     )
 }
