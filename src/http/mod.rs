@@ -183,6 +183,20 @@ impl Client {
 
     /// One attempt, no retries. Statuses outside `accept` become [`Error::Status`].
     pub fn send_once(&self, req: &Request<'_>, accept: &[u16]) -> Result<Response> {
+        self.send_once_into(req, accept, None).map(|(resp, _)| resp)
+    }
+
+    /// [`send_once`](Self::send_once), except that a response with status `into.0` whose
+    /// `Content-Length` is exactly `into.1.len()` has its body read straight into `into.1` (no
+    /// intermediate buffer; the returned body is then empty and the flag `true`). Any other accepted
+    /// response is read into [`Response::body`] as usual (flag `false`). A body shorter than announced is
+    /// a transport error, as with `send_once`.
+    pub fn send_once_into(
+        &self,
+        req: &Request<'_>,
+        accept: &[u16],
+        into: Option<(u16, &mut [u8])>,
+    ) -> Result<(Response, bool)> {
         let transport = |kind, detail: String| Error::Transport {
             method: req.method.to_string(),
             url: req.shown_url(),
@@ -223,6 +237,44 @@ impl Client {
                 retry_after: parse_retry_after(text("retry-after"), text("x-ms-retry-after-ms")),
             });
         }
+        let announced = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some((want, dst)) = into {
+            if status == want && req.method != "HEAD" && announced == Some(dst.len() as u64) {
+                let mut reader = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(dst.len() as u64)
+                    .reader();
+                reader.read_exact(dst).map_err(|e| {
+                    transport(TransportKind::Reset, format!("reading the body: {e}"))
+                })?;
+                // One more read sees the end of the body, which hands the connection back to the
+                // pool (stopping at exactly the last byte would close it instead).
+                match reader.read(&mut [0u8; 1]) {
+                    Ok(0) => {}
+                    Ok(_) | Err(_) => {
+                        return Err(transport(
+                            TransportKind::TooLarge,
+                            format!("body longer than its Content-Length {}", dst.len()),
+                        ))
+                    }
+                }
+                drop(reader);
+                let (parts, _) = resp.into_parts();
+                return Ok((
+                    Response {
+                        status,
+                        headers: parts.headers,
+                        body: Vec::new(),
+                    },
+                    true,
+                ));
+            }
+        }
         let body = if req.method == "HEAD" {
             Vec::new()
         } else {
@@ -233,11 +285,14 @@ impl Client {
                 .map_err(|e| map_ureq(&e, &transport))?
         };
         let (parts, _) = resp.into_parts();
-        Ok(Response {
-            status,
-            headers: parts.headers,
-            body,
-        })
+        Ok((
+            Response {
+                status,
+                headers: parts.headers,
+                body,
+            },
+            false,
+        ))
     }
 }
 
