@@ -13,7 +13,11 @@
 //!   them (then flushes the backend); `write_at_fua` does the same for the blocks it touched. A block
 //!   re-dirtied during its upload stays dirty. Dirty blocks are never evicted;
 //! - a fetch or upload that panics becomes [`Error::Panic`] for its waiters, never a dead process; a
-//!   failed fetch is not cached (the next read tries again).
+//!   failed fetch is not cached (the next read tries again);
+//! - block buffers are recycled: an evicted block's buffer goes to a small free list (at most one per
+//!   fetch worker) that the next fetch fills, so a steady stream of reads allocates nothing (a large
+//!   allocation is an mmap, page faults and an munmap with TLB shootdowns, costly under virtualization).
+//!   Memory stays within the budget plus one block per worker.
 #![forbid(unsafe_code)]
 
 use super::{check_range, panic_error, BlockSource, Error, Result};
@@ -91,6 +95,10 @@ struct State {
     last_block: Option<u64>,
     seq_run: u32,
     shutdown: bool,
+    /// Buffers of evicted blocks, for the next fetches.
+    free: Vec<Vec<u8>>,
+    /// Block buffers allocated and not yet dropped (cached, being filled, or free).
+    buffers: usize,
 }
 
 #[derive(Debug, Default)]
@@ -238,9 +246,40 @@ impl<S: BlockSource> Inner<S> {
         self.evict(st);
     }
 
-    fn remove(st: &mut State, idx: u64) {
+    fn remove(&self, st: &mut State, idx: u64) {
         if let Some(slot) = st.slots.remove(&idx) {
             st.lru.remove(&slot.tick);
+            if let SlotState::Ready(buf) = slot.state {
+                self.recycle(st, buf);
+            }
+        }
+    }
+
+    /// Keep `buf` for a later fetch if the free list has room and the buffers stay within the budget;
+    /// else drop it.
+    fn recycle(&self, st: &mut State, buf: Vec<u8>) {
+        if st.free.len() < self.workers
+            && st.buffers <= self.capacity
+            && buf.capacity() >= self.block_len(0)
+        {
+            st.free.push(buf);
+        } else {
+            st.buffers = st.buffers.saturating_sub(1);
+        }
+    }
+
+    /// A buffer of `len` bytes for block data that is about to be overwritten whole: a recycled one
+    /// when there is one (its old content is not cleared, only a grown tail is zeroed), else a new one.
+    fn take_buffer(st: &mut State, len: usize) -> Vec<u8> {
+        match st.free.pop() {
+            Some(mut buf) => {
+                buf.resize(len, 0);
+                buf
+            }
+            None => {
+                st.buffers += 1;
+                vec![0u8; len]
+            }
         }
     }
 
@@ -266,7 +305,7 @@ impl<S: BlockSource> Inner<S> {
             })
             .collect();
         for idx in victims {
-            Self::remove(st, idx);
+            self.remove(st, idx);
         }
     }
 
@@ -284,14 +323,15 @@ impl<S: BlockSource> Inner<S> {
     fn worker(&self) {
         crate::nbd::set_io_flusher();
         loop {
-            let (idx, prefetch) = {
+            let (idx, prefetch, mut buf) = {
                 let mut st = lock(&self.state);
                 loop {
                     if st.shutdown {
                         return;
                     }
-                    if let Some(job) = st.queue.pop_front() {
-                        break job;
+                    if let Some((idx, prefetch)) = st.queue.pop_front() {
+                        let buf = Self::take_buffer(&mut st, self.block_len(idx));
+                        break (idx, prefetch, buf);
                     }
                     st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
@@ -302,7 +342,6 @@ impl<S: BlockSource> Inner<S> {
                 &self.counters.demand
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            let mut buf = vec![0u8; self.block_len(idx)];
             let r = catch_unwind(AssertUnwindSafe(|| {
                 self.src.read_at(idx * self.bs, &mut buf)
             }))
@@ -311,12 +350,17 @@ impl<S: BlockSource> Inner<S> {
             if prefetch {
                 st.prefetching = st.prefetching.saturating_sub(1);
             }
-            if let Some(slot) = st.slots.get_mut(&idx) {
-                match r {
-                    Ok(()) => slot.state = SlotState::Ready(buf),
-                    Err(e) if slot.waiters > 0 => slot.state = SlotState::Failed(e),
-                    Err(_) => Self::remove(&mut st, idx),
+            match (st.slots.get_mut(&idx), r) {
+                (Some(slot), Ok(())) => slot.state = SlotState::Ready(buf),
+                (Some(slot), Err(e)) if slot.waiters > 0 => {
+                    slot.state = SlotState::Failed(e);
+                    self.recycle(&mut st, buf);
                 }
+                (Some(_), Err(_)) => {
+                    self.remove(&mut st, idx);
+                    self.recycle(&mut st, buf);
+                }
+                (None, _) => self.recycle(&mut st, buf),
             }
             self.evict(&mut st);
             drop(st);
@@ -379,7 +423,7 @@ impl<S: BlockSource> Inner<S> {
                 SlotState::Failed(e) => {
                     let e = e.clone();
                     if slot.waiters == 0 {
-                        Self::remove(&mut st, idx);
+                        self.remove(&mut st, idx);
                     }
                     return (st, Err(e));
                 }
@@ -442,7 +486,8 @@ impl<S: BlockSource> Inner<S> {
             let piece = &data[done..done + n];
             if n == blen && !st.slots.contains_key(&idx) {
                 // A whole-block write needs no fetch.
-                self.insert(&mut st, idx, SlotState::Ready(vec![0u8; blen]));
+                let buf = Self::take_buffer(&mut st, blen);
+                self.insert(&mut st, idx, SlotState::Ready(buf));
             }
             let (g, r) = self.with_block(st, idx, |slot| {
                 if let SlotState::Ready(block) = &mut slot.state {
@@ -550,5 +595,80 @@ impl<S: BlockSource + 'static> BlockSource for CachedSource<S> {
     fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
         let range = self.inner.write(offset, data)?;
         self.inner.write_back(Some(range))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory source that counts reads.
+    struct Mem(Mutex<Vec<u8>>, AtomicU64);
+
+    impl BlockSource for Mem {
+        fn size(&self) -> u64 {
+            lock_vec(&self.0).len() as u64
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            let d = lock_vec(&self.0);
+            let o = usize::try_from(offset).unwrap_or(usize::MAX);
+            buf.copy_from_slice(&d[o..o + buf.len()]);
+            Ok(())
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+            let mut d = lock_vec(&self.0);
+            let o = usize::try_from(offset).unwrap_or(usize::MAX);
+            d[o..o + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lock_vec(m: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Recycled buffers never leak old content: many passes through a small cache over a source whose
+    /// last block is short, sequential and strided, reads and whole-block writes mixed.
+    #[test]
+    fn recycled_buffers_hold_only_their_own_block() {
+        let size = 10 * 4096 + 1000;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let mem = Mem(Mutex::new(data.clone()), AtomicU64::new(0));
+        let config = CacheConfig {
+            block_size: 4096,
+            cache_size: 3 * 4096,
+            workers: 2,
+            readahead: 1,
+        };
+        let cache = CachedSource::new(mem, config).expect("cache");
+        let mut expect = data;
+        for pass in 0..6u64 {
+            let step = [1000u64, 4096, 333, 8192, 5000, 1][usize::try_from(pass).unwrap_or(0)];
+            let mut at = 0u64;
+            while at < size as u64 {
+                let n = step.min(size as u64 - at);
+                let mut got = vec![0xAAu8; usize::try_from(n).unwrap_or(0)];
+                cache.read_at(at, &mut got).expect("read");
+                let a = usize::try_from(at).unwrap_or(0);
+                assert_eq!(got, &expect[a..a + got.len()], "pass {pass} at {at}");
+                at += n;
+            }
+            // A whole-block write into an absent block takes a recycled buffer.
+            let blk = 4096 * (pass + 2);
+            let fill = vec![u8::try_from(pass).unwrap_or(0) + 1; 4096];
+            cache.write_at(blk, &fill).expect("write");
+            let b = usize::try_from(blk).unwrap_or(0);
+            expect[b..b + 4096].copy_from_slice(&fill);
+        }
+        cache.flush().expect("flush");
+        assert!(lock(&cache.inner.state).buffers <= cache.inner.capacity + config.workers);
+        assert_eq!(*lock_vec(&cache.source().0), expect);
     }
 }
