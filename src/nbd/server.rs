@@ -239,31 +239,41 @@ fn read_loop<T: Stream>(
     }
 }
 
+/// A worker keeps its reply buffer between requests up to this size (the kernel's requests are at most
+/// `max_sectors_kb`, 1280 KiB by default): no allocation, page faults or zero-filling per READ.
+const KEEP_REPLY_BUFFER: usize = 2 << 20;
+
 fn worker<S: BlockSource, T: Stream>(src: &S, rx: &Mutex<Receiver<Job>>, writer: &Mutex<T>) {
     super::set_io_flusher();
+    let mut buf = Vec::new();
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
             rx.recv()
         };
         let Ok(job) = job else { return };
-        let reply = catch_unwind(AssertUnwindSafe(|| execute(src, &job))).unwrap_or_else(|p| {
-            log_failure(&job.req, &blob::panic_error(&*p));
-            reply_bytes(job.req.cookie, Err(Errno::Io), 0)
-        });
+        let n =
+            catch_unwind(AssertUnwindSafe(|| execute(src, &job, &mut buf))).unwrap_or_else(|p| {
+                log_failure(&job.req, &blob::panic_error(&*p));
+                reply_into(&mut buf, job.req.cookie, Err(Errno::Io), 0)
+            });
         let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if w.write_all(&reply).and_then(|()| w.flush()).is_err() {
+        if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
             // The reader notices through the shut-down socket.
             w.shutdown_both();
             return;
         }
+        drop(w);
+        if buf.len() > KEEP_REPLY_BUFFER {
+            buf = Vec::new();
+        }
     }
 }
 
-/// The full reply for `job`: header, plus data for a successful READ.
-fn execute<S: BlockSource>(src: &S, job: &Job) -> Vec<u8> {
+/// Put the full reply for `job` in `out[..n]` and return `n`: header, plus data for a successful READ.
+fn execute<S: BlockSource>(src: &S, job: &Job, out: &mut Vec<u8>) -> usize {
     let req = &job.req;
-    let fail = |e| reply_bytes(req.cookie, Err(e), 0);
+    let mut fail = |e| reply_into(out, req.cookie, Err(e), 0);
     if let Check::Fail(e) = proto::check_request(req, src.size(), src.read_only()) {
         return fail(e);
     }
@@ -271,12 +281,12 @@ fn execute<S: BlockSource>(src: &S, job: &Job) -> Vec<u8> {
     let r = match req.cmd {
         Cmd::Read => {
             let len = usize::try_from(req.len).unwrap_or(0);
-            let mut out = reply_bytes(req.cookie, Ok(()), len);
-            return match src.read_at(req.offset, &mut out[16..]) {
-                Ok(()) => out,
+            let n = reply_into(out, req.cookie, Ok(()), len);
+            return match src.read_at(req.offset, &mut out[16..n]) {
+                Ok(()) => n,
                 Err(e) => {
                     log_failure(req, &e);
-                    fail(errno_of(&e, false))
+                    reply_into(out, req.cookie, Err(errno_of(&e, false)), 0)
                 }
             };
         }
@@ -289,7 +299,7 @@ fn execute<S: BlockSource>(src: &S, job: &Job) -> Vec<u8> {
         Cmd::Disc | Cmd::Other(_) => Ok(()),
     };
     match r {
-        Ok(()) => reply_bytes(req.cookie, Ok(()), 0),
+        Ok(()) => reply_into(out, req.cookie, Ok(()), 0),
         Err(e) => {
             log_failure(req, &e);
             fail(errno_of(&e, true))
@@ -312,11 +322,15 @@ fn write_zeroes<S: BlockSource>(src: &S, offset: u64, len: u64, fua: bool) -> bl
     Ok(())
 }
 
-fn reply_bytes(cookie: u64, r: Result<(), Errno>, data_len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + data_len);
-    v.extend_from_slice(&proto::simple_reply(cookie, r.err()));
-    v.resize(16 + data_len, 0);
-    v
+/// Write a simple reply header into `out[..16]`, make room for `data_len` bytes of data after it (grown
+/// parts are zeroed; reused parts keep old bytes, which the caller overwrites), and return `16 + data_len`.
+fn reply_into(out: &mut Vec<u8>, cookie: u64, r: Result<(), Errno>, data_len: usize) -> usize {
+    let n = 16 + data_len;
+    if out.len() < n {
+        out.resize(n, 0);
+    }
+    out[..16].copy_from_slice(&proto::simple_reply(cookie, r.err()));
+    n
 }
 
 /// The errno for a backend error.
