@@ -70,7 +70,9 @@ pub struct CacheStats {
 #[derive(Debug)]
 enum SlotState {
     Loading,
-    Ready(Vec<u8>),
+    /// Shared so that a reader can lend it out after the lock is released ([`BlockSource::read_lend`]);
+    /// a write while it is lent copies it first.
+    Ready(Arc<Vec<u8>>),
     Failed(Error),
 }
 
@@ -123,6 +125,9 @@ struct Inner<S> {
     work: Condvar,
     counters: Counters,
 }
+
+/// A block lent to a reader, and the wanted range of it.
+type Lent = (Arc<Vec<u8>>, usize, usize);
 
 /// A caching [`BlockSource`] over `S`.
 #[derive(Debug)]
@@ -250,7 +255,11 @@ impl<S: BlockSource> Inner<S> {
         if let Some(slot) = st.slots.remove(&idx) {
             st.lru.remove(&slot.tick);
             if let SlotState::Ready(buf) = slot.state {
-                self.recycle(st, buf);
+                match Arc::try_unwrap(buf) {
+                    Ok(buf) => self.recycle(st, buf),
+                    // Still lent to a reader: freed when it is done.
+                    Err(_) => st.buffers = st.buffers.saturating_sub(1),
+                }
             }
         }
     }
@@ -351,7 +360,7 @@ impl<S: BlockSource> Inner<S> {
                 st.prefetching = st.prefetching.saturating_sub(1);
             }
             match (st.slots.get_mut(&idx), r) {
-                (Some(slot), Ok(())) => slot.state = SlotState::Ready(buf),
+                (Some(slot), Ok(())) => slot.state = SlotState::Ready(Arc::new(buf)),
                 (Some(slot), Err(e)) if slot.waiters > 0 => {
                     slot.state = SlotState::Failed(e);
                     self.recycle(&mut st, buf);
@@ -468,6 +477,35 @@ impl<S: BlockSource> Inner<S> {
         Ok(())
     }
 
+    /// The blocks holding `offset..offset+len`, each with the range of it that is wanted, once all are
+    /// ready (shared, not copied).
+    fn lend(&self, offset: u64, len: usize) -> Result<Vec<Lent>> {
+        check_range(offset, len as u64, self.size)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (first, last) = self.blocks(offset, len as u64);
+        let mut st = lock(&self.state);
+        self.request_blocks(&mut st, first, last);
+        let mut parts = Vec::new();
+        let mut done = 0usize;
+        for idx in first..=last {
+            let start = usize::try_from((offset + done as u64) - idx * self.bs).unwrap_or(0);
+            let (g, r) = self.with_block(st, idx, |slot| {
+                let SlotState::Ready(data) = &slot.state else {
+                    return None;
+                };
+                let n = (data.len() - start).min(len - done);
+                Some((Arc::clone(data), start, start + n))
+            });
+            st = g;
+            let part = r?.ok_or_else(|| Error::Protocol("block not ready".into()))?;
+            done += part.2 - part.1;
+            parts.push(part);
+        }
+        Ok(parts)
+    }
+
     fn write(&self, offset: u64, data: &[u8]) -> Result<(u64, u64)> {
         if self.src.read_only() {
             return Err(Error::ReadOnly);
@@ -487,11 +525,11 @@ impl<S: BlockSource> Inner<S> {
             if n == blen && !st.slots.contains_key(&idx) {
                 // A whole-block write needs no fetch.
                 let buf = Self::take_buffer(&mut st, blen);
-                self.insert(&mut st, idx, SlotState::Ready(buf));
+                self.insert(&mut st, idx, SlotState::Ready(Arc::new(buf)));
             }
             let (g, r) = self.with_block(st, idx, |slot| {
                 if let SlotState::Ready(block) = &mut slot.state {
-                    block[start..start + n].copy_from_slice(piece);
+                    Arc::make_mut(block)[start..start + n].copy_from_slice(piece);
                     let (lo, hi) = slot.dirty.unwrap_or((start, start + n));
                     slot.dirty = Some((lo.min(start), hi.max(start + n)));
                     slot.generation += 1;
@@ -584,6 +622,19 @@ impl<S: BlockSource + 'static> BlockSource for CachedSource<S> {
         self.inner.read(offset, buf)
     }
 
+    fn read_lend(
+        &self,
+        offset: u64,
+        len: usize,
+        _scratch: &mut Vec<u8>,
+        sink: &mut dyn FnMut(&[&[u8]]),
+    ) -> Result<()> {
+        let parts = self.inner.lend(offset, len)?;
+        let slices: Vec<&[u8]> = parts.iter().map(|(b, lo, hi)| &b[*lo..*hi]).collect();
+        sink(&slices);
+        Ok(())
+    }
+
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.inner.write(offset, data).map(|_| ())
     }
@@ -658,6 +709,14 @@ mod tests {
                 cache.read_at(at, &mut got).expect("read");
                 let a = usize::try_from(at).unwrap_or(0);
                 assert_eq!(got, &expect[a..a + got.len()], "pass {pass} at {at}");
+                // The same through lent blocks.
+                let mut lent = Vec::new();
+                cache
+                    .read_lend(at, got.len(), &mut Vec::new(), &mut |parts| {
+                        lent = parts.concat();
+                    })
+                    .expect("read_lend");
+                assert_eq!(lent, got, "lent, pass {pass} at {at}");
                 at += n;
             }
             // A whole-block write into an absent block takes a recycled buffer.

@@ -183,6 +183,24 @@ pub trait BlockSource: Send + Sync {
     /// Write `data` at `offset` (not necessarily durable before [`flush`](Self::flush)).
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
 
+    /// Read `len` bytes at `offset` and hand them to `sink` once, as consecutive slices in order, only
+    /// when the whole range was read (on `Err`, `sink` was not called). A cache lends its blocks this way
+    /// instead of copying them; the default reads into `scratch` (grown as needed, kept for reuse).
+    fn read_lend(
+        &self,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+        sink: &mut dyn FnMut(&[&[u8]]),
+    ) -> Result<()> {
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        self.read_at(offset, &mut scratch[..len])?;
+        sink(&[&scratch[..len]]);
+        Ok(())
+    }
+
     /// Make every acknowledged write durable.
     fn flush(&self) -> Result<()>;
 
@@ -211,6 +229,15 @@ impl<T: BlockSource + ?Sized> BlockSource for Arc<T> {
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         (**self).write_at(offset, data)
     }
+    fn read_lend(
+        &self,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+        sink: &mut dyn FnMut(&[&[u8]]),
+    ) -> Result<()> {
+        (**self).read_lend(offset, len, scratch, sink)
+    }
     fn flush(&self) -> Result<()> {
         (**self).flush()
     }
@@ -234,6 +261,15 @@ impl<T: BlockSource + ?Sized> BlockSource for Box<T> {
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         (**self).write_at(offset, data)
+    }
+    fn read_lend(
+        &self,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+        sink: &mut dyn FnMut(&[&[u8]]),
+    ) -> Result<()> {
+        (**self).read_lend(offset, len, scratch, sink)
     }
     fn flush(&self) -> Result<()> {
         (**self).flush()

@@ -239,8 +239,9 @@ fn read_loop<T: Stream>(
     }
 }
 
-/// A worker keeps its reply buffer between requests up to this size (the kernel's requests are at most
-/// `max_sectors_kb`, 1280 KiB by default): no allocation, page faults or zero-filling per READ.
+/// A worker keeps its buffer (replies; READ data from a source that does not lend its own) between
+/// requests up to this size (the kernel's requests are at most `max_sectors_kb`, 1280 KiB by default): no
+/// allocation, page faults or zero-filling per request.
 const KEEP_REPLY_BUFFER: usize = 2 << 20;
 
 fn worker<S: BlockSource, T: Stream>(src: &S, rx: &Mutex<Receiver<Job>>, writer: &Mutex<T>) {
@@ -252,28 +253,68 @@ fn worker<S: BlockSource, T: Stream>(src: &S, rx: &Mutex<Receiver<Job>>, writer:
             rx.recv()
         };
         let Ok(job) = job else { return };
-        let n =
-            catch_unwind(AssertUnwindSafe(|| execute(src, &job, &mut buf))).unwrap_or_else(|p| {
+        let out = catch_unwind(AssertUnwindSafe(|| execute(src, &job, &mut buf, writer)))
+            .unwrap_or_else(|p| {
                 log_failure(&job.req, &blob::panic_error(&*p));
-                reply_into(&mut buf, job.req.cookie, Err(Errno::Io), 0)
+                Outcome::Reply(reply_into(&mut buf, job.req.cookie, Err(Errno::Io), 0))
             });
-        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
+        let sent = match out {
+            Outcome::Reply(n) => {
+                let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                w.write_all(&buf[..n]).and_then(|()| w.flush())
+            }
+            Outcome::Sent(r) => r,
+        };
+        if sent.is_err() {
             // The reader notices through the shut-down socket.
-            w.shutdown_both();
+            writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .shutdown_both();
             return;
         }
-        drop(w);
         if buf.len() > KEEP_REPLY_BUFFER {
             buf = Vec::new();
         }
     }
 }
 
-/// Put the full reply for `job` in `out[..n]` and return `n`: header, plus data for a successful READ.
-fn execute<S: BlockSource>(src: &S, job: &Job, out: &mut Vec<u8>) -> usize {
+/// What [`execute`] did.
+enum Outcome {
+    /// The reply is `out[..n]`, still to be sent.
+    Reply(usize),
+    /// The reply was sent (a READ's data straight from the source's buffers), with this result.
+    Sent(io::Result<()>),
+}
+
+/// Write a READ reply: the header, then the data slices, under the writer's lock.
+fn send_read<T: Stream>(writer: &Mutex<T>, header: &[u8; 16], data: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(1 + data.len());
+    slices.push(io::IoSlice::new(header));
+    slices.extend(data.iter().map(|d| io::IoSlice::new(d)));
+    let mut rest = &mut slices[..];
+    let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+    while !rest.is_empty() {
+        match w.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    w.flush()
+}
+
+/// Run `job`: a READ's reply is sent from here (its data lent by the source, not copied); any other
+/// reply is put in `out[..n]` for the caller to send.
+fn execute<S: BlockSource, T: Stream>(
+    src: &S,
+    job: &Job,
+    out: &mut Vec<u8>,
+    writer: &Mutex<T>,
+) -> Outcome {
     let req = &job.req;
-    let mut fail = |e| reply_into(out, req.cookie, Err(e), 0);
+    let mut fail = |e| Outcome::Reply(reply_into(out, req.cookie, Err(e), 0));
     if let Check::Fail(e) = proto::check_request(req, src.size(), src.read_only()) {
         return fail(e);
     }
@@ -281,12 +322,16 @@ fn execute<S: BlockSource>(src: &S, job: &Job, out: &mut Vec<u8>) -> usize {
     let r = match req.cmd {
         Cmd::Read => {
             let len = usize::try_from(req.len).unwrap_or(0);
-            let n = reply_into(out, req.cookie, Ok(()), len);
-            return match src.read_at(req.offset, &mut out[16..n]) {
-                Ok(()) => n,
+            let header = proto::simple_reply(req.cookie, None);
+            let mut sent = Ok(());
+            let r = src.read_lend(req.offset, len, out, &mut |data| {
+                sent = send_read(writer, &header, data);
+            });
+            return match r {
+                Ok(()) => Outcome::Sent(sent),
                 Err(e) => {
                     log_failure(req, &e);
-                    reply_into(out, req.cookie, Err(errno_of(&e, false)), 0)
+                    Outcome::Reply(reply_into(out, req.cookie, Err(errno_of(&e, false)), 0))
                 }
             };
         }
@@ -299,7 +344,7 @@ fn execute<S: BlockSource>(src: &S, job: &Job, out: &mut Vec<u8>) -> usize {
         Cmd::Disc | Cmd::Other(_) => Ok(()),
     };
     match r {
-        Ok(()) => reply_into(out, req.cookie, Ok(()), 0),
+        Ok(()) => Outcome::Reply(reply_into(out, req.cookie, Ok(()), 0)),
         Err(e) => {
             log_failure(req, &e);
             fail(errno_of(&e, true))
