@@ -17,10 +17,11 @@
 //! reads, one at a time) and `cache-1m` (the same reads through our cache: fetch workers, readahead).
 //!
 //! With `--latency-ms N` the range server waits N ms before every response (a remote round trip). With
-//! `--tune W:R[,W:R...]`, extra `ours-wWrR` pipelines use W fetch workers and a readahead of R blocks. With
+//! `--tune W:R[:B][,...]`, extra `ours-wWrR[bB]` pipelines use W fetch workers, a readahead of R blocks and
+//! (when given) B KiB blocks, in the default cache budget. With
 //! `--only NAME[,NAME...]` only those pipelines run.
 //!
-//! `guest_bench --bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R,...] [--only NAMES]
+//! `guest_bench --bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R[:B],...] [--only NAMES]
 //! [--nbdkit PATH --curl-plugin PATH --nbd-client PATH]`.
 //! Run without `--bench` (as `cargo test` does) it checks its ceiling client against a small blob and prints
 //! the usual summary line.
@@ -123,6 +124,9 @@ fn self_check() -> bool {
         ceiling_read(server.addr, range, &mut got).is_ok() && got == data
     })
 }
+
+/// An `ours` variant: fetch workers, readahead blocks, block size in KiB (0: the default).
+type Tune = (usize, u64, u64);
 
 /// One measured run.
 struct Run {
@@ -268,12 +272,15 @@ impl Bench {
         .map_err(|e| e.to_string())
     }
 
-    fn ours(&self, tune: Option<(usize, u64)>) -> Result<(Run, bool), String> {
+    fn ours(&self, tune: Option<Tune>) -> Result<(Run, bool), String> {
         let azure = self.open_blob()?;
         let mut config = CacheConfig::new(DEFAULT_BLOCK_SIZE, DEFAULT_CACHE_SIZE);
-        if let Some((workers, readahead)) = tune {
+        if let Some((workers, readahead, block_kib)) = tune {
             config.workers = workers;
             config.readahead = readahead;
+            if block_kib > 0 {
+                config.block_size = block_kib << 10;
+            }
         }
         let cached = Arc::new(CachedSource::new(azure, config).map_err(|e| e.to_string())?);
         let src: Arc<dyn BlockSource> = cached.clone();
@@ -293,8 +300,8 @@ impl Bench {
                 note: format!(
                     "{} ({} block, {} budget, {} workers, readahead {}; during dd: {} demand fetches, {} prefetches, {} hits)",
                     dev.display(),
-                    DEFAULT_BLOCK_SIZE,
-                    DEFAULT_CACHE_SIZE,
+                    config.block_size,
+                    config.cache_size,
                     config.workers,
                     config.readahead,
                     stats.demand_fetches,
@@ -403,12 +410,19 @@ fn bench(args: &[String]) -> Result<bool, String> {
             "--rounds" => rounds = val()?.parse().map_err(|_| "bad --rounds")?,
             "--latency-ms" => latency_ms = val()?.parse().map_err(|_| "bad --latency-ms")?,
             "--tune" => {
-                for pair in val()?.split(',') {
-                    let (w, r) = pair
-                        .split_once(':')
-                        .and_then(|(w, r)| Some((w.parse().ok()?, r.parse().ok()?)))
-                        .ok_or("bad --tune: want WORKERS:READAHEAD[,...]")?;
-                    tune.push((w, r));
+                for spec in val()?.split(',') {
+                    let f: Vec<&str> = spec.split(':').collect();
+                    let t = match f.as_slice() {
+                        [w, r] => w.parse().ok().zip(r.parse().ok()).map(|(w, r)| (w, r, 0)),
+                        [w, r, b] => w
+                            .parse()
+                            .ok()
+                            .zip(r.parse().ok())
+                            .zip(b.parse().ok())
+                            .map(|((w, r), b)| (w, r, b)),
+                        _ => None,
+                    };
+                    tune.push(t.ok_or("bad --tune: want WORKERS:READAHEAD[:BLOCK_KIB][,...]")?);
                 }
             }
             "--only" => only = Some(val()?.split(',').map(str::to_string).collect()),
@@ -518,10 +532,16 @@ fn measure(
     size_mib: usize,
     rounds: usize,
     diag: bool,
-    tune: &[(usize, u64)],
+    tune: &[Tune],
     only: Option<&[String]>,
 ) -> Result<bool, String> {
-    let tuned: Vec<String> = tune.iter().map(|(w, r)| format!("ours-w{w}r{r}")).collect();
+    let tuned: Vec<String> = tune
+        .iter()
+        .map(|(w, r, b)| match b {
+            0 => format!("ours-w{w}r{r}"),
+            b => format!("ours-w{w}r{r}b{b}"),
+        })
+        .collect();
     let mut names = vec!["ceiling-512k", "ceiling-4m", "ours"];
     names.extend(tuned.iter().map(String::as_str));
     if diag {

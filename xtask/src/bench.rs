@@ -11,9 +11,9 @@
 //!
 //! Options: `--latency-ms N` makes the range server wait N ms before every response (a remote service's
 //! round trip; loopback has none, so only then can parallel fetching show what it buys against Azure's
-//! ~5-20 ms range GETs); `--tune W:R[,W:R...]` adds `ours` runs with W fetch workers and a readahead of R
-//! blocks; `--only NAME[,NAME...]` measures only those pipelines (`ceiling-512k`, `ceiling-4m`, `ours`,
-//! `ours-wWrR`, `blob-1m`, `cache-1m`, `nbdkit`).
+//! ~5-20 ms range GETs); `--tune W:R[:B][,...]` adds `ours` runs with W fetch workers, a readahead of R
+//! blocks and B KiB blocks (default budget); `--only NAME[,NAME...]` measures only those pipelines (`ceiling-512k`, `ceiling-4m`, `ours`,
+//! `ours-wWrR[bB]`, `blob-1m`, `cache-1m`, `nbdkit`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ pub struct Options {
     pub diag: bool,
     /// Delay in ms the range server adds before every response (0: loopback as is).
     pub latency_ms: u32,
-    /// Extra `ours` runs with other cache tunings, `WORKERS:READAHEAD[,...]`.
+    /// Extra `ours` runs with other cache tunings, `WORKERS:READAHEAD[:BLOCK_KIB][,...]`.
     pub tune: Option<String>,
     /// Only these pipelines (comma-separated names), when given.
     pub only: Option<String>,
@@ -84,12 +84,14 @@ pub fn parse(args: &[String]) -> Result<Options> {
                 Some(n) => o.latency_ms = n,
                 None => bail!("--latency-ms wants a number from 0 to 1000"),
             },
-            "--tune" => match it.next().filter(|v| valid_list(v, true)) {
-                Some(v) => o.tune = Some(v.clone()),
-                None => {
-                    bail!("--tune wants WORKERS:READAHEAD[,WORKERS:READAHEAD...], e.g. 8:16,4:8")
+            "--tune" => {
+                match it.next().filter(|v| valid_list(v, true)) {
+                    Some(v) => o.tune = Some(v.clone()),
+                    None => {
+                        bail!("--tune wants WORKERS:READAHEAD[:BLOCK_KIB][,...], e.g. 8:16,4:8,4:4:4096")
+                    }
                 }
-            },
+            }
             "--only" => match it.next().filter(|v| valid_list(v, false)) {
                 Some(v) => o.only = Some(v.clone()),
                 None => bail!("--only wants pipeline names, e.g. ceiling-4m,ours,nbdkit"),
@@ -105,10 +107,12 @@ fn valid_list(v: &str, pairs: bool) -> bool {
     !v.is_empty()
         && v.split(',').all(|x| {
             if pairs {
-                x.split_once(':').is_some_and(|(a, b)| {
-                    a.parse::<u32>().is_ok_and(|a| (1..=64).contains(&a))
-                        && b.parse::<u32>().is_ok()
-                })
+                let f: Vec<&str> = x.split(':').collect();
+                (2..=3).contains(&f.len())
+                    && f[0].parse::<u32>().is_ok_and(|a| (1..=64).contains(&a))
+                    && f[1].parse::<u32>().is_ok()
+                    && f.get(2)
+                        .is_none_or(|b| b.parse::<u32>().is_ok_and(|b| b >= 4 && b % 4 == 0))
             } else {
                 !x.is_empty()
                     && x.bytes().all(|c| {
