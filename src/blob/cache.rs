@@ -101,7 +101,12 @@ struct State {
     free: Vec<Vec<u8>>,
     /// Block buffers allocated and not yet dropped (cached, being filled, or free).
     buffers: usize,
+    /// LRU keys of demoted blocks (below [`HOT`]).
+    cold: u64,
 }
+
+/// LRU keys of blocks in use start here; demoted blocks get keys below.
+const HOT: u64 = 1 << 62;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -224,9 +229,14 @@ impl<S: BlockSource> Inner<S> {
         usize::try_from(self.bs.min(self.size - start)).unwrap_or(0)
     }
 
-    fn touch(st: &mut State, idx: u64) {
+    /// The LRU key of a block used now: above every demoted key.
+    fn next_tick(st: &mut State) -> u64 {
         st.tick += 1;
-        let tick = st.tick;
+        HOT + st.tick
+    }
+
+    fn touch(st: &mut State, idx: u64) {
+        let tick = Self::next_tick(st);
         if let Some(slot) = st.slots.get_mut(&idx) {
             st.lru.remove(&slot.tick);
             slot.tick = tick;
@@ -234,9 +244,21 @@ impl<S: BlockSource> Inner<S> {
         }
     }
 
+    /// Drop-behind: a block a sequential reader has read to its end is the first to evict (before any
+    /// block read ahead and not yet read, which plain LRU would evict first once the readahead window
+    /// nears the cache size). Demoted blocks leave in the order they were consumed.
+    fn demote(st: &mut State, idx: u64) {
+        st.cold += 1;
+        let key = st.cold;
+        if let Some(slot) = st.slots.get_mut(&idx) {
+            st.lru.remove(&slot.tick);
+            slot.tick = key;
+            st.lru.insert(key, idx);
+        }
+    }
+
     fn insert(&self, st: &mut State, idx: u64, state: SlotState) {
-        st.tick += 1;
-        let tick = st.tick;
+        let tick = Self::next_tick(st);
         st.slots.insert(
             idx,
             Slot {
@@ -460,6 +482,7 @@ impl<S: BlockSource> Inner<S> {
         let (first, last) = self.blocks(offset, buf.len() as u64);
         let mut st = lock(&self.state);
         self.request_blocks(&mut st, first, last);
+        let drop_behind = self.drop_behind(&st, offset + buf.len() as u64, last);
         let mut done = 0usize;
         for idx in first..=last {
             let start = usize::try_from((offset + done as u64) - idx * self.bs).unwrap_or(0);
@@ -473,8 +496,24 @@ impl<S: BlockSource> Inner<S> {
             });
             st = g;
             done += r?;
+            if idx < drop_behind {
+                Self::demote(&mut st, idx);
+            }
         }
         Ok(())
+    }
+
+    /// Blocks below the returned index may be demoted after a read ending at `end` (in block `last`):
+    /// all the blocks it read to their end, when the reader is sequential; none otherwise.
+    fn drop_behind(&self, st: &State, end: u64, last: u64) -> u64 {
+        if st.seq_run == 0 {
+            return 0;
+        }
+        if end == ((last + 1) * self.bs).min(self.size) {
+            last + 1
+        } else {
+            last
+        }
     }
 
     /// The blocks holding `offset..offset+len`, each with the range of it that is wanted, once all are
@@ -487,6 +526,7 @@ impl<S: BlockSource> Inner<S> {
         let (first, last) = self.blocks(offset, len as u64);
         let mut st = lock(&self.state);
         self.request_blocks(&mut st, first, last);
+        let drop_behind = self.drop_behind(&st, offset + len as u64, last);
         let mut parts = Vec::new();
         let mut done = 0usize;
         for idx in first..=last {
@@ -502,6 +542,9 @@ impl<S: BlockSource> Inner<S> {
             let part = r?.ok_or_else(|| Error::Protocol("block not ready".into()))?;
             done += part.2 - part.1;
             parts.push(part);
+            if idx < drop_behind {
+                Self::demote(&mut st, idx);
+            }
         }
         Ok(parts)
     }
@@ -729,5 +772,30 @@ mod tests {
         cache.flush().expect("flush");
         assert!(lock(&cache.inner.state).buffers <= cache.inner.capacity + config.workers);
         assert_eq!(*lock_vec(&cache.source().0), expect);
+    }
+
+    /// A sequential reader with the readahead window at half the cache fetches every block once: blocks
+    /// read to their end are evicted before blocks read ahead and not yet read.
+    #[test]
+    fn sequential_reads_fetch_each_block_once() {
+        let bs = 4096u64;
+        let blocks = 64u64;
+        let data: Vec<u8> = (0..bs * blocks).map(|i| (i / 4096 + i) as u8).collect();
+        let mem = Mem(Mutex::new(data.clone()), AtomicU64::new(0));
+        let config = CacheConfig {
+            block_size: bs,
+            cache_size: 8 * bs,
+            workers: 4,
+            readahead: 4,
+        };
+        let cache = CachedSource::new(mem, config).expect("cache");
+        let step = 1024u64;
+        for at in (0..bs * blocks).step_by(usize::try_from(step).unwrap_or(1)) {
+            let mut got = vec![0u8; usize::try_from(step).unwrap_or(0)];
+            cache.read_at(at, &mut got).expect("read");
+            let a = usize::try_from(at).unwrap_or(0);
+            assert_eq!(got, &data[a..a + got.len()]);
+        }
+        assert_eq!(cache.source().1.load(Ordering::Relaxed), blocks);
     }
 }
