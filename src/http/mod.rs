@@ -21,7 +21,7 @@ pub mod retry;
 mod tls;
 
 pub use error::{redact_url, Error, Result, TransportKind};
-pub use retry::{RateLimit, RetryPolicy};
+pub use retry::{stop_retrying, RateLimit, RetryPolicy};
 
 use crate::manifest::NetworkPlan;
 use std::fmt;

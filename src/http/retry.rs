@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use super::error::Error;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a call is retried.
@@ -46,6 +46,15 @@ impl RetryPolicy {
     }
 }
 
+/// Set once shutdown has flushed what it must: from then on nothing is retried, so that a request in flight
+/// (a readahead, say) cannot hold up the teardown for a whole deadline while the service is away.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// No more retries in this process (shutdown); calls in progress fail at their next transient error.
+pub fn stop_retrying() {
+    STOPPED.store(true, Ordering::SeqCst);
+}
+
 /// Run `op` until it succeeds, fails for good, or the policy is exhausted. `op` gets the attempt number.
 pub fn retry<T>(
     policy: &RetryPolicy,
@@ -58,7 +67,7 @@ pub fn retry<T>(
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        if !err.is_transient() || attempt >= policy.retries {
+        if !err.is_transient() || attempt >= policy.retries || STOPPED.load(Ordering::SeqCst) {
             return Err(err);
         }
         let mut wait = policy.backoff(attempt, getrandom::u64().unwrap_or(0));

@@ -83,10 +83,11 @@ impl Opened {
     /// Shutdown, before leftover processes are ended: a read-write filesystem is remounted read-only
     /// (which writes back everything and the clean superblock), and the device is flushed, so that every
     /// byte is acknowledged by the blob service now. When the remount is refused (a process still writes),
-    /// unmounting does it later. Read-only filesystems have nothing to do.
-    pub fn quiesce(&self) {
+    /// unmounting does it later. Read-only filesystems have nothing to do. True when nothing is left to
+    /// send to the blob service.
+    pub fn quiesce(&self) -> bool {
         if self.read_only || !self.mounted {
-            return;
+            return true;
         }
         let i = self.index;
         let t = Instant::now();
@@ -94,21 +95,27 @@ impl Opened {
             log::warn!(
                 "filesystem[{i}]: remount read-only: {e}; data is flushed at unmount instead"
             );
-            return;
+            return false;
         }
         let flushed = std::fs::OpenOptions::new()
             .write(true)
             .open(&self.dm_device)
             .and_then(|f| f.sync_all());
         match flushed {
-            Ok(()) => log::info!(
-                "filesystem[{i}]: read-only now, all data acknowledged by the blob service ({} ms)",
-                t.elapsed().as_millis()
-            ),
-            Err(e) => log::error!(
-                "filesystem[{i}]: flushing {}: {e}; unmounting tries again",
-                self.dm_device.display()
-            ),
+            Ok(()) => {
+                log::info!(
+                    "filesystem[{i}]: read-only now, all data acknowledged by the blob service ({} ms)",
+                    t.elapsed().as_millis()
+                );
+                true
+            }
+            Err(e) => {
+                log::error!(
+                    "filesystem[{i}]: flushing {}: {e}; unmounting tries again",
+                    self.dm_device.display()
+                );
+                false
+            }
         }
     }
 

@@ -130,8 +130,13 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     }
     // Read-write filesystems: remount read-only and flush to the blob service while everything is still
     // running; then end leftover processes; then unmount and detach (nothing is dirty by then).
-    for o in &opened {
-        o.quiesce();
+    // Every filesystem is quiesced (no short circuit), then the verdict.
+    let quiesced: Vec<bool> = opened.iter().map(filesystems::Opened::quiesce).collect();
+    let flushed = quiesced.iter().all(|q| *q);
+    if flushed {
+        // Everything that had to reach the blob service has: a request still retrying now (a readahead)
+        // must not hold up the teardown.
+        crate::http::stop_retrying();
     }
     sup.sweep_leftovers();
     let closed = teardown(&plan, opened);
