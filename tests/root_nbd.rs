@@ -262,4 +262,54 @@ mod root {
         att.detach().unwrap();
         assert!(!dev.exists() || !Path::new("/sys/block/nbd0/pid").exists());
     }
+
+    /// A source whose first read past `at` panics (a bug in the serving side), then works.
+    struct PanicsOnce {
+        inner: Arc<dyn BlockSource>,
+        at: u64,
+        armed: AtomicBool,
+    }
+
+    impl BlockSource for PanicsOnce {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_only(&self) -> bool {
+            true
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> blob::Result<()> {
+            if offset + buf.len() as u64 > self.at && self.armed.swap(false, Ordering::SeqCst) {
+                panic!("injected: a bug in the serving side at {offset}");
+            }
+            self.inner.read_at(offset, buf)
+        }
+        fn write_at(&self, _: u64, _: &[u8]) -> blob::Result<()> {
+            unreachable!("read-only")
+        }
+        fn flush(&self) -> blob::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    #[ignore = "root+kernel: run via cargo xtask vmtest root-nbd"]
+    fn root_nbd_a_panicking_request_is_sent_again_to_a_restarted_server() {
+        let data = pattern(8 * MIB, 33);
+        let server = RangeServer::start(data.clone(), "PageBlob");
+        let src: Arc<dyn BlockSource> = Arc::new(PanicsOnce {
+            inner: source(&server, false),
+            at: 5 * MIB as u64,
+            armed: AtomicBool::new(true),
+        });
+        let timeouts = kernel::Timeouts {
+            request: Duration::from_secs(2),
+            dead_connection: Duration::from_secs(30),
+        };
+        let att = kernel::attach_with(src, true, timeouts).unwrap();
+        // The read through the panicking block succeeds: the kernel sends it again after the request
+        // timeout, to the server the keeper restarted.
+        read_all_direct(att.device(), &data).expect("no I/O error despite the panic");
+        assert_eq!(att.restarts(), 1, "one restart after the panic");
+        att.detach().unwrap();
+    }
 }

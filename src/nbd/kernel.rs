@@ -136,7 +136,11 @@ fn spawn_server(
         .name(format!("nbd{index}-server"))
         .spawn(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve_transmission(&src, ours, &ServerConfig::default()).map_err(|e| e.to_string())
+                let config = ServerConfig {
+                    sever_on_panic: true,
+                    ..ServerConfig::default()
+                };
+                serve_transmission(&src, ours, &config).map_err(|e| e.to_string())
             }))
             .unwrap_or_else(|p| {
                 Err(format!(

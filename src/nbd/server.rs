@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Preferred block size announced to clients.
     pub preferred_block: u32,
+    /// A request that panics ends the connection (the request unanswered) instead of getting EIO: for
+    /// the kernel client with a keeper that restarts the server, so that the kernel sends the request
+    /// again and the filesystem sees no error.
+    pub sever_on_panic: bool,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
         Self {
             workers: 8,
             preferred_block: 4096,
+            sever_on_panic: false,
         }
     }
 }
@@ -185,7 +190,7 @@ pub fn serve_transmission<S: BlockSource, T: Stream>(
     let rx = Mutex::new(rx);
     let result = std::thread::scope(|s| {
         for _ in 0..config.workers.max(1) {
-            s.spawn(|| worker(src, &rx, &writer));
+            s.spawn(|| worker(src, &rx, &writer, config.sever_on_panic));
         }
         let r = read_loop(&mut conn, &tx);
         drop(tx);
@@ -244,7 +249,12 @@ fn read_loop<T: Stream>(
 /// allocation, page faults or zero-filling per request.
 const KEEP_REPLY_BUFFER: usize = 2 << 20;
 
-fn worker<S: BlockSource, T: Stream>(src: &S, rx: &Mutex<Receiver<Job>>, writer: &Mutex<T>) {
+fn worker<S: BlockSource, T: Stream>(
+    src: &S,
+    rx: &Mutex<Receiver<Job>>,
+    writer: &Mutex<T>,
+    sever_on_panic: bool,
+) {
     super::set_io_flusher();
     let mut buf = Vec::new();
     loop {
@@ -253,11 +263,28 @@ fn worker<S: BlockSource, T: Stream>(src: &S, rx: &Mutex<Receiver<Job>>, writer:
             rx.recv()
         };
         let Ok(job) = job else { return };
-        let out = catch_unwind(AssertUnwindSafe(|| execute(src, &job, &mut buf, writer)))
-            .unwrap_or_else(|p| {
+        let out = match catch_unwind(AssertUnwindSafe(|| execute(src, &job, &mut buf, writer))) {
+            Ok(out) => out,
+            Err(p) if sever_on_panic => {
+                log::error!(
+                    "nbd: {:?} of {} bytes at {} panicked ({}); dropping the connection so that the kernel \
+                     sends it again to a restarted server",
+                    job.req.cmd,
+                    job.req.len,
+                    job.req.offset,
+                    blob::panic_error(&*p)
+                );
+                writer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .shutdown_both();
+                return;
+            }
+            Err(p) => {
                 log_failure(&job.req, &blob::panic_error(&*p));
                 Outcome::Reply(reply_into(&mut buf, job.req.cookie, Err(Errno::Io), 0))
-            });
+            }
+        };
         let sent = match out {
             Outcome::Reply(n) => {
                 let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);

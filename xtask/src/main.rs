@@ -11,7 +11,7 @@
 //!     Azurite (the Azure Storage emulator, npm) for tests/blob_azurite.rs under `.cache/azurite/`.
 //! cargo xtask demo
 //!     Boot the demo VM (scenario tests/vm/demo) and show what it printed.
-//! cargo xtask bench [--size-mib N] [--rounds N] [--diag]
+//! cargo xtask bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R[:B]] [--only NAMES]
 //!     The issue-6 benchmark in one VM (not part of `test`): cold sequential read through our NBD pipeline,
 //!     nbdkit curl + nbd-client, and a raw range-GET client (the ceiling); MB/s and ratios.
 //! ```
@@ -41,7 +41,8 @@ use vmtest::{Options, Paths};
 const USAGE: &str =
     "usage: cargo xtask test      (everything CI runs: host tests, fixture tests, image, VM scenarios)
        cargo xtask demo      (boot the demo VM)
-       cargo xtask bench [--size-mib N] [--rounds N] [--diag]   (the NBD read benchmark, one VM)
+       cargo xtask bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R[:B]] [--only NAMES]
+                                                                (the NBD read benchmark, one VM)
        cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
        cargo xtask setup [--refresh]";
 
