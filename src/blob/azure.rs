@@ -155,6 +155,11 @@ impl AzureBlob {
         self.blob_type
     }
 
+    /// Retry every later request with `policy` (the data path's, after an open that used the client's).
+    pub fn set_retry_policy(&mut self, policy: http::RetryPolicy) {
+        self.client = self.client.with_policy(policy);
+    }
+
     /// The ETag currently expected.
     pub fn etag(&self) -> String {
         lock(&self.etag).clone()

@@ -169,14 +169,15 @@ fn open_source(
                 .map_err(|e| e.to_string())?,
         )
     } else {
-        // The data path retries transient failures until the filesystem's deadline rather than a count: a
-        // block request fails only when the blob service has been failing for io_deadline.
-        let base = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
-        let client = base.with_policy(crate::http::RetryPolicy {
+        let client = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
+        // The open at boot retries as [network] says; after it, the data path retries transient failures
+        // until the filesystem's deadline rather than a count: a block request fails only when the blob
+        // service has been failing for io_deadline.
+        let data_policy = crate::http::RetryPolicy {
             retries: u32::MAX,
             deadline: Some(fs.io_deadline),
-            ..*base.policy()
-        });
+            ..*client.policy()
+        };
         let auth = match &fs.access {
             Access::Anonymous => blob::Auth::Anonymous,
             Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(
@@ -186,8 +187,10 @@ fn open_source(
                 blob::Auth::Bearer(Arc::new(super::keys::BlobToken::for_blob(url, plan)?))
             }
         };
-        let b = blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)
-            .map_err(|e| e.to_string())?;
+        let mut b =
+            blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)
+                .map_err(|e| e.to_string())?;
+        b.set_retry_policy(data_policy);
         etag = Some(b.etag());
         Box::new(b)
     };
