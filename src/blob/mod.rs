@@ -216,71 +216,46 @@ pub trait BlockSource: Send + Sync {
     }
 }
 
-impl<T: BlockSource + ?Sized> BlockSource for Arc<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn read_only(&self) -> bool {
-        (**self).read_only()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        (**self).write_at(offset, data)
-    }
-    fn read_lend(
-        &self,
-        offset: u64,
-        len: usize,
-        scratch: &mut Vec<u8>,
-        sink: &mut dyn FnMut(&[&[u8]]),
-    ) -> Result<()> {
-        (**self).read_lend(offset, len, scratch, sink)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
-        (**self).write_at_fua(offset, data)
-    }
-    fn write_alignment(&self) -> u64 {
-        (**self).write_alignment()
-    }
+/// `Arc<T>` and `Box<T>` are block sources when `T` is: every method forwards, including the ones with
+/// default bodies (so that `T`'s overrides, such as a cache's lending `read_lend`, are kept).
+macro_rules! forward_block_source {
+    ($($wrapper:ident),*) => {$(
+        impl<T: BlockSource + ?Sized> BlockSource for $wrapper<T> {
+            fn size(&self) -> u64 {
+                (**self).size()
+            }
+            fn read_only(&self) -> bool {
+                (**self).read_only()
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+                (**self).read_at(offset, buf)
+            }
+            fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+                (**self).write_at(offset, data)
+            }
+            fn read_lend(
+                &self,
+                offset: u64,
+                len: usize,
+                scratch: &mut Vec<u8>,
+                sink: &mut dyn FnMut(&[&[u8]]),
+            ) -> Result<()> {
+                (**self).read_lend(offset, len, scratch, sink)
+            }
+            fn flush(&self) -> Result<()> {
+                (**self).flush()
+            }
+            fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
+                (**self).write_at_fua(offset, data)
+            }
+            fn write_alignment(&self) -> u64 {
+                (**self).write_alignment()
+            }
+        }
+    )*};
 }
 
-impl<T: BlockSource + ?Sized> BlockSource for Box<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn read_only(&self) -> bool {
-        (**self).read_only()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        (**self).write_at(offset, data)
-    }
-    fn read_lend(
-        &self,
-        offset: u64,
-        len: usize,
-        scratch: &mut Vec<u8>,
-        sink: &mut dyn FnMut(&[&[u8]]),
-    ) -> Result<()> {
-        (**self).read_lend(offset, len, scratch, sink)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn write_at_fua(&self, offset: u64, data: &[u8]) -> Result<()> {
-        (**self).write_at_fua(offset, data)
-    }
-    fn write_alignment(&self) -> u64 {
-        (**self).write_alignment()
-    }
-}
+forward_block_source!(Arc, Box);
 
 /// Check that `offset..offset+len` lies inside `size`.
 pub fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {

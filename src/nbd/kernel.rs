@@ -118,6 +118,26 @@ struct Keeper {
     restarts: AtomicU32,
 }
 
+impl Keeper {
+    /// Remember (a clone of) our end of the live connection, so that [`Keeper::sever`] reaches it.
+    fn track(&self, ours: &UnixStream) -> io::Result<()> {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ours.try_clone()?);
+        Ok(())
+    }
+
+    /// Shut down our end of the live connection, as a crashed server would leave it.
+    fn sever(&self) {
+        if let Some(s) = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 fn connected(n: u32) -> bool {
     Path::new(&format!("/sys/block/nbd{n}/pid")).exists()
 }
@@ -209,13 +229,10 @@ fn attach_netlink(
     drop(theirs);
     let state = Arc::new(Keeper::default());
     let device = PathBuf::from(format!("/dev/nbd{index}"));
-    let started = ours
-        .try_clone()
+    let started = state
+        .track(&ours)
         .map_err(|e| format!("socket: {e}"))
-        .and_then(|c| {
-            *state.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
-            spawn_server(index, src.clone(), ours)
-        })
+        .and_then(|()| spawn_server(index, src.clone(), ours))
         .and_then(|server| {
             let st = state.clone();
             std::thread::Builder::new()
@@ -223,24 +240,19 @@ fn attach_netlink(
                 .spawn(move || keep(index, src, nl, server, &st))
                 .map_err(|e| format!("spawn the NBD keeper: {e}"))
         });
+    let (keeper, failed) = match started {
+        Ok(k) => (Some(k), None),
+        Err(e) => (None, Some(e)),
+    };
     let mut attached = Attached {
         device,
         index,
-        link: Link::Netlink {
-            keeper: None,
-            state,
-        },
+        link: Link::Netlink { keeper, state },
     };
-    match started {
-        Ok(k) => {
-            if let Link::Netlink { keeper, .. } = &mut attached.link {
-                *keeper = Some(k);
-            }
-        }
-        Err(e) => {
-            let _ = attached.detach_inner();
-            return Err(e);
-        }
+    if let Some(e) = failed {
+        // The kernel has the device connected: disconnect it again.
+        let _ = attached.detach_inner();
+        return Err(e);
     }
     attached.wait_ready()?;
     log::info!(
@@ -302,9 +314,8 @@ fn keep(
             match nl.reconfigure(index, theirs.as_raw_fd()) {
                 Ok(()) => {
                     drop(theirs);
-                    if let Ok(c) = ours.try_clone() {
-                        *st.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
-                    }
+                    // Without a clone the new server still serves; only fault injection misses it.
+                    let _ = st.track(&ours);
                     break spawn_server(index, src.clone(), ours)?;
                 }
                 Err(_) if st.detaching.load(Ordering::SeqCst) => return Ok(()),
@@ -425,14 +436,7 @@ impl Attached {
     pub fn sever(&self) -> bool {
         match &self.link {
             Link::Netlink { state, .. } => {
-                if let Some(s) = state
-                    .current
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                }
+                state.sever();
                 true
             }
             _ => false,
@@ -480,14 +484,7 @@ impl Attached {
                 if let Err(e) = &disc {
                     log::warn!("nbd: {}: disconnect: {e}", self.device.display());
                     // Without the kernel's DISC the server would wait forever: end it ourselves.
-                    if let Some(s) = state
-                        .current
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .as_ref()
-                    {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }
+                    state.sever();
                 }
                 let served = match keeper.map(JoinHandle::join) {
                     Some(Ok(r)) => r,
