@@ -47,8 +47,13 @@ mod root {
         }
     }
 
-    /// The server's blob behind our client and cache.
+    /// The server's blob behind our client and a 16 MiB cache.
     fn source(server: &RangeServer, read_write: bool) -> Arc<dyn BlockSource> {
+        source_cached(server, read_write, 16 << 20)
+    }
+
+    /// The server's blob behind our client and a cache of `budget` bytes (1 MiB blocks).
+    fn source_cached(server: &RangeServer, read_write: bool, budget: u64) -> Arc<dyn BlockSource> {
         let client = encfs_init::http::Client::new(&network()).unwrap();
         let blob = AzureBlob::open(
             client,
@@ -58,8 +63,14 @@ mod root {
             read_write,
         )
         .unwrap();
-        Arc::new(CachedSource::new(blob, CacheConfig::new(1 << 20, 16 << 20)).unwrap())
+        Arc::new(CachedSource::new(blob, CacheConfig::new(1 << 20, budget)).unwrap())
     }
+
+    /// Short kernel timeouts, so that requests in flight on a dead connection are re-sent after 2 s.
+    const RESTART_TIMEOUTS: kernel::Timeouts = kernel::Timeouts {
+        request: Duration::from_secs(2),
+        dead_connection: Duration::from_secs(30),
+    };
 
     fn sh(cmd: &str) {
         let out = Command::new("/bin/sh").arg("-c").arg(cmd).output().unwrap();
@@ -202,23 +213,9 @@ mod root {
         let data = pattern(24 * MIB, 21);
         let server = RangeServer::start(data.clone(), "PageBlob");
         // The reader keeps 1 MiB O_DIRECT requests going, so the server dies with requests in flight.
-        let timeouts = kernel::Timeouts {
-            request: Duration::from_secs(2),
-            dead_connection: Duration::from_secs(30),
-        };
         // No cache to speak of: every pass goes to the server.
-        let client = encfs_init::http::Client::new(&network()).unwrap();
-        let blob = AzureBlob::open(
-            client,
-            &server.url(),
-            blob::Auth::Anonymous,
-            "2020-10-02",
-            false,
-        )
-        .unwrap();
-        let src: Arc<dyn BlockSource> =
-            Arc::new(CachedSource::new(blob, CacheConfig::new(1 << 20, 2 << 20)).unwrap());
-        let att = kernel::attach_with(src, true, timeouts).unwrap();
+        let src = source_cached(&server, false, 2 << 20);
+        let att = kernel::attach_with(src, true, RESTART_TIMEOUTS).unwrap();
         let dev = att.device().to_path_buf();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -301,11 +298,7 @@ mod root {
             at: 5 * MIB as u64,
             armed: AtomicBool::new(true),
         });
-        let timeouts = kernel::Timeouts {
-            request: Duration::from_secs(2),
-            dead_connection: Duration::from_secs(30),
-        };
-        let att = kernel::attach_with(src, true, timeouts).unwrap();
+        let att = kernel::attach_with(src, true, RESTART_TIMEOUTS).unwrap();
         // The read through the panicking block succeeds: the kernel sends it again after the request
         // timeout, to the server the keeper restarted.
         read_all_direct(att.device(), &data).expect("no I/O error despite the panic");

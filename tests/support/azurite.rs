@@ -84,10 +84,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::header_in(&self.headers, name)
     }
 }
 
@@ -429,17 +426,8 @@ fn string_to_sign(
     s
 }
 
-/// Percent-encode a query value (unreserved characters kept).
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// Percent-encode a query value (unreserved characters kept): the product's own encoder.
+pub use encfs_init::keyrelease::token::pct as encode;
 
 /// (year, month, day, hour, minute, second, weekday 0 = Sunday) in UTC.
 fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {

@@ -58,12 +58,17 @@ pub struct Req {
     pub body: Vec<u8>,
 }
 
+/// The value of header `name` (case-insensitive) in a list of (name, value) pairs.
+pub fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
     pub fn param(&self, name: &str) -> Option<String> {
         self.query.split('&').find_map(|kv| {
