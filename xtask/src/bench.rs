@@ -210,9 +210,12 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
         log: log.clone(),
         disk: None,
     }
-    .run();
+    .run_retrying(qemu::EMULATOR_RETRIES);
     let _ = fs::remove_dir_all(&work);
     let outcome = outcome?;
+    for n in &outcome.notes {
+        println!("bench: note: {n}");
+    }
     for l in outcome.console.iter().filter(|l| l.contains("bench:")) {
         println!("{}", l.trim_start());
     }

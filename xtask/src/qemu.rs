@@ -111,6 +111,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// When the first console line arrived: with `quiet`, about when `/init` started writing.
     pub first_output: Option<Duration>,
+    /// What the rig did about this boot that the report should mention (such as running it again).
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
@@ -194,6 +196,7 @@ impl Boot {
                     )),
                     elapsed: start.elapsed(),
                     first_output: None,
+                    notes: Vec::new(),
                 })
             }
         };
@@ -216,9 +219,40 @@ impl Boot {
             verdict,
             elapsed,
             first_output,
+            notes: Vec::new(),
         })
     }
 }
+
+impl Boot {
+    /// [`Boot::run`], run again up to `retries` times when QEMU itself aborted ([`emulator_aborted`]): that is
+    /// the emulator's fault, not a verdict. Each rerun is named in the outcome's notes; every other failure
+    /// stands as it is.
+    pub fn run_retrying(&self, retries: usize) -> Result<Outcome> {
+        retry_aborts(retries, || self.run())
+    }
+}
+
+/// Call `run` until its outcome is not [`emulator_aborted`], at most `retries` extra times; the reruns are
+/// named in the returned outcome's notes.
+fn retry_aborts(retries: usize, mut run: impl FnMut() -> Result<Outcome>) -> Result<Outcome> {
+    let mut notes = Vec::new();
+    loop {
+        let mut o = run()?;
+        let aborted = match &o.verdict {
+            Err((_, why)) if emulator_aborted(&o.verdict) => why.clone(),
+            _ => String::new(),
+        };
+        if aborted.is_empty() || notes.len() >= retries {
+            o.notes.extend(notes);
+            return Ok(o);
+        }
+        notes.push(format!("run again after QEMU aborted: {aborted}"));
+    }
+}
+
+/// How many times the rig runs one boot again after QEMU itself aborted.
+pub const EMULATOR_RETRIES: usize = 2;
 
 /// QEMU's exit code, or `None` when it was killed at the deadline.
 fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<i32> {
@@ -320,6 +354,13 @@ pub fn judge(
     }
 }
 
+/// QEMU's own crash, not the guest's doing: it died of SIGABRT (an internal assertion, such as the multi-threaded
+/// TCG race in `iotlb_to_section`, QEMU issue 1921) before any verdict. Such a boot says nothing about the
+/// product and may be run again.
+pub fn emulator_aborted(verdict: &std::result::Result<i32, (FailureKind, String)>) -> bool {
+    matches!(verdict, Err((FailureKind::Qemu, why)) if why.starts_with("qemu exited with 134"))
+}
+
 /// TCG, unless `VMTEST_ACCEL` says otherwise or the host has VT-x/AMD-V and `probe` (a short boot that must
 /// succeed) works under KVM.
 pub fn pick_accel(probe: impl FnOnce(Accel) -> bool) -> (Accel, String) {
@@ -403,6 +444,70 @@ mod tests {
         let (k, why) = judge(&exited, &[], Some(0), T).unwrap_err();
         assert_eq!(k, FailureKind::Panic);
         assert!(why.contains("must power off"));
+    }
+
+    #[test]
+    fn only_an_abort_of_qemu_itself_counts_as_emulator_fault() {
+        let assertion =
+            lines(&["qemu-system-x86_64: physmem.c:2678: iotlb_to_section: Assertion failed."]);
+        assert!(emulator_aborted(&judge(&[], &assertion, Some(134), T)));
+        assert!(!emulator_aborted(&judge(&[], &assertion, Some(1), T)));
+        assert!(!emulator_aborted(&judge(&[], &[], None, T)));
+        let panicked = lines(&["Kernel panic - not syncing: Attempted to kill init!"]);
+        assert!(!emulator_aborted(&judge(&panicked, &[], Some(134), T)));
+        let fine = lines(&["encfs-init: exit status 0"]);
+        assert!(!emulator_aborted(&judge(&fine, &[], Some(0), T)));
+    }
+
+    fn outcome_of(stderr: &[&str], exit: Option<i32>) -> Outcome {
+        let console = lines(&["encfs-init: exit status 0"]);
+        let verdict = if exit == Some(0) {
+            judge(&console, &[], exit, T)
+        } else {
+            judge(&[], &lines(stderr), exit, T)
+        };
+        Outcome {
+            console,
+            verdict,
+            elapsed: Duration::ZERO,
+            first_output: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn aborts_are_rerun_a_bounded_number_of_times_and_named() {
+        let abort = ["qemu: iotlb_to_section: Assertion failed."];
+        // Two aborts, then a clean boot: the clean boot is the result, with both reruns noted.
+        let mut runs = 0;
+        let o = retry_aborts(2, || {
+            runs += 1;
+            Ok(outcome_of(
+                &abort,
+                if runs <= 2 { Some(134) } else { Some(0) },
+            ))
+        })
+        .unwrap();
+        assert_eq!((runs, o.verdict.clone()), (3, Ok(0)));
+        assert_eq!(o.notes.len(), 2);
+        assert!(o.notes[0].contains("iotlb_to_section"));
+        // Aborting every time: the last abort stands as the failure.
+        let mut runs = 0;
+        let o = retry_aborts(2, || {
+            runs += 1;
+            Ok(outcome_of(&abort, Some(134)))
+        })
+        .unwrap();
+        assert_eq!(runs, 3);
+        assert!(emulator_aborted(&o.verdict));
+        // Any other failure is not run again.
+        let mut runs = 0;
+        let o = retry_aborts(2, || {
+            runs += 1;
+            Ok(outcome_of(&["boom"], Some(1)))
+        })
+        .unwrap();
+        assert_eq!((runs, o.notes.len()), (1, 0));
     }
 
     #[test]

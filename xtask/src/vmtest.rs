@@ -418,6 +418,7 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
         built.modules.len()
     );
     let mut details: Vec<String> = built.notes.iter().map(|n| format!("note: {n}")).collect();
+    details.extend(outcome.notes.iter().map(|n| format!("note: {n}")));
     let (pass, line) = match evaluate(s, &outcome) {
         Ok(note) => (true, format!("PASS {} ({timing}{note})", s.name)),
         Err(reason) => {
@@ -453,6 +454,7 @@ fn boot_all(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>) -> Resu
         acc.console.push(format!("----- vmtest: boot {n} -----"));
         acc.console.extend(o.console);
         acc.elapsed += o.elapsed;
+        acc.notes.extend(o.notes);
         let failed = match (&s.expect, &acc.verdict) {
             (Expect::Status(want), Ok(got)) => want != got,
             _ => true,
@@ -487,7 +489,7 @@ fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>, n: u32) -> 
         log: qemu::log_path(&ctx.logs, &log_name),
         disk: disk.map(Path::to_path_buf),
     }
-    .run()
+    .run_retrying(qemu::EMULATOR_RETRIES)
 }
 
 /// `Ok(note)` when the outcome is what the scenario expects, `Err(reason)` otherwise.
@@ -585,6 +587,7 @@ mod tests {
             verdict,
             elapsed: Duration::ZERO,
             first_output: None,
+            notes: Vec::new(),
         }
     }
 
