@@ -460,3 +460,26 @@ fn no_manifest_anywhere_is_a_usage_error() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("nothing to do"), "{}", out.stderr);
 }
+
+#[test]
+fn a_malformed_rust_log_is_reported_and_ignored_and_a_text_filter_applies() {
+    let out = run(&["check"], &[("RUST_LOG", "encfs_init=loud")], "");
+    assert_eq!(out.code, 2);
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("RUST_LOG"))
+        .unwrap_or_else(|| panic!("no RUST_LOG warning in {}", out.stderr));
+    assert!(
+        warning.contains("\"encfs_init=loud\"") && warning.contains("ignored"),
+        "{warning}"
+    );
+    // The next level source applies: the usage error still shows.
+    assert!(out.stderr.contains("none found"), "{}", out.stderr);
+    // `/text` keeps only messages containing it: the usage error goes, a matching one would stay.
+    let out = run(&["check"], &[("RUST_LOG", "info/no such words")], "");
+    assert_eq!(out.code, 2);
+    assert!(!out.stderr.contains("none found"), "{}", out.stderr);
+    let out = run(&["check"], &[("RUST_LOG", "info/none found")], "");
+    assert!(out.stderr.contains("none found"), "{}", out.stderr);
+}

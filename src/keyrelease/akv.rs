@@ -150,6 +150,13 @@ pub fn verify_jws(
     parse_payload(&payload)
 }
 
+/// The Mozilla roots as trust anchors: the same list the TLS client trusts, so the binary carries it once.
+fn web_anchors() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+}
+
 fn verify_chain(
     leaf: &[u8],
     rest: &[Vec<u8>],
@@ -163,7 +170,9 @@ fn verify_chain(
         .map_err(|e| jws_err(format!("x5c leaf: {e}")))?;
     let mut anchors: Vec<rustls::pki_types::TrustAnchor<'_>> = Vec::new();
     if trust.web_roots {
-        anchors.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for a in web_anchors() {
+            anchors.push(a);
+        }
     }
     let extra: Vec<CertificateDer<'_>> = trust
         .extra_roots
@@ -273,4 +282,16 @@ pub fn release(
             step: Step::Release,
             detail: "response has no value".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mozilla_root_becomes_a_trust_anchor() {
+        let n = web_anchors().count();
+        assert!(n > 100, "only {n} anchors");
+        assert_eq!(n, webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+    }
 }
