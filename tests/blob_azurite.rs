@@ -4,14 +4,18 @@
 //! product does: page and block blobs opened from their properties, ranged reads including a short last
 //! block, Put Page read back two ways, SAS (valid, wrong signature, expired), the pinned ETag catching a blob
 //! replaced under a running mount, read-write refused on a block blob, anonymous access to a public
-//! container. Without Azurite installed these tests fail, naming `cargo xtask setup`.
+//! container, and bearer tokens over HTTPS (Azurite's `--oauth basic` checks their lifetime, issuer and
+//! audience). Without Azurite installed these tests fail, naming `cargo xtask setup`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use encfs_init::blob::{Auth, AzureBlob, BlobType, BlockSource, CacheConfig, CachedSource, Error};
+use encfs_init::blob::{
+    Auth, AzureBlob, BlobType, BlockSource, CacheConfig, CachedSource, Error, TokenSource,
+};
 use encfs_init::http::Client;
 use encfs_init::secret::SecretString;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::azurite::{self, Azurite};
@@ -308,6 +312,152 @@ fn anonymous_access_to_a_public_container_reads_and_a_private_one_is_refused() {
     let err = open(&az, "private", "p.img", Auth::Anonymous, false).unwrap_err();
     let shown = err.to_string();
     assert!(shown.contains("403") || shown.contains("404"), "{shown}");
+}
+
+/// A token source as the identity module is to the blob client: asked for a token before every request. It
+/// mints `mint(n)` for the n-th call (from 0) and counts the calls.
+struct MintedTokens {
+    calls: AtomicUsize,
+    mint: Box<dyn Fn(usize) -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for MintedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MintedTokens")
+    }
+}
+
+impl TokenSource for MintedTokens {
+    fn token(&self) -> encfs_init::blob::Result<SecretString> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(SecretString::new((self.mint)(n)))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+const STORAGE: &str = "https://storage.azure.com";
+const ENTRA: &str = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/";
+
+fn bearer(mint: impl Fn(usize) -> String + Send + Sync + 'static) -> (Auth, Arc<MintedTokens>) {
+    let source = Arc::new(MintedTokens {
+        calls: AtomicUsize::new(0),
+        mint: Box::new(mint),
+    });
+    (Auth::Bearer(source.clone()), source)
+}
+
+/// The client as the product builds it for an HTTPS blob endpoint with the manifest's CA bundle.
+fn open_https(az: &Azurite, blob: &str, auth: Auth, rw: bool) -> Result<AzureBlob, Error> {
+    let mut plan = fast_network(2);
+    plan.ca_bundle = az.ca_bundle().map(|p| p.to_path_buf());
+    let client = Client::new(&plan).unwrap();
+    AzureBlob::open(client, &az.blob_url("images", blob), auth, VERSION, rw)
+}
+
+#[test]
+fn bearer_tokens_over_https_read_and_write_and_each_request_asks_for_a_current_token() {
+    let az = Azurite::start_oauth();
+    az.create_container("images", false);
+    let data = pattern(5 * 512 + 4096, 91);
+    az.put_page_blob("images", "p.img", &data);
+
+    let (auth, source) = bearer(|_| {
+        let t = now_secs();
+        azurite::bearer_jwt(STORAGE, ENTRA, t - 60, t + 3600)
+    });
+    let blob = open_https(&az, "p.img", auth, true).unwrap();
+    assert_eq!(blob.size(), data.len() as u64);
+    let mut buf = vec![0u8; 3000];
+    blob.read_at(700, &mut buf).unwrap();
+    assert!(buf == data[700..3700]);
+    // Put Page under the bearer token, read back independently with Shared Key.
+    let page = pattern(512, 92);
+    blob.write_at(1024, &page).unwrap();
+    assert!(az.get_blob("images", "p.img")[1024..1536] == page[..]);
+    // Open (properties), one read, one write: each asked the source, none reused a token it kept.
+    assert!(source.calls.load(Ordering::SeqCst) >= 3);
+}
+
+#[test]
+fn bearer_token_with_the_wrong_audience_issuer_or_lifetime_is_refused_at_open_naming_it() {
+    let az = Azurite::start_oauth();
+    az.create_container("images", false);
+    az.put_page_blob("images", "p.img", &pattern(1024, 93));
+    let t = now_secs();
+    let cases = [
+        (
+            "expired",
+            azurite::bearer_jwt(STORAGE, ENTRA, t - 7200, t - 3600),
+        ),
+        (
+            "not yet valid",
+            azurite::bearer_jwt(STORAGE, ENTRA, t + 3600, t + 7200),
+        ),
+        (
+            "vault audience",
+            azurite::bearer_jwt("https://vault.azure.net", ENTRA, t - 60, t + 3600),
+        ),
+        (
+            "foreign issuer",
+            azurite::bearer_jwt(STORAGE, "https://evil.example/", t - 60, t + 3600),
+        ),
+    ];
+    for (what, jwt) in cases {
+        let (auth, _) = bearer(move |_| jwt.clone());
+        let err = open_https(&az, "p.img", auth, false).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::Denied {
+                    status: 401 | 403,
+                    ..
+                }
+            ),
+            "{what}: {shown}"
+        );
+        assert!(shown.contains("bearer token"), "{what}: {shown}");
+        // The fix is about the token (audience, issuer, clock), not the identity's role.
+        assert!(
+            shown.contains("not accepted") && shown.contains("https://storage.azure.com/"),
+            "{what}: {shown}"
+        );
+        assert!(
+            !shown.contains("not checked") && !shown.contains("eyJ"),
+            "{what}: token in {shown}"
+        );
+    }
+}
+
+#[test]
+fn a_token_that_expires_under_a_running_mount_fails_the_request_it_is_sent_with() {
+    // The source hands out a valid token for the open and the first read, then only expired ones: the
+    // client must send what the source gives it now (a refreshing source keeps it valid), not a token
+    // kept from open, and must fail that request rather than return data.
+    let az = Azurite::start_oauth();
+    az.create_container("images", false);
+    let data = pattern(4096, 94);
+    az.put_page_blob("images", "p.img", &data);
+    let (auth, _) = bearer(|n| {
+        let t = now_secs();
+        if n < 2 {
+            azurite::bearer_jwt(STORAGE, ENTRA, t - 60, t + 3600)
+        } else {
+            azurite::bearer_jwt(STORAGE, ENTRA, t - 7200, t - 3600)
+        }
+    });
+    let blob = open_https(&az, "p.img", auth, false).unwrap();
+    let mut buf = vec![0u8; 512];
+    blob.read_at(0, &mut buf).unwrap();
+    assert!(buf == data[..512]);
+    let err = blob.read_at(512, &mut buf).unwrap_err().to_string();
+    assert!(err.contains("401") || err.contains("403"), "{err}");
 }
 
 #[test]

@@ -139,6 +139,16 @@ impl fmt::Display for Error {
                 }
                 let fix = match *how {
                     "SAS" => "check the SAS: its expiry (se=) and start (st=) times, its permissions (sp= needs r, and w for read_write), that it was made for this blob or its container, and that the account key or user delegation key that signed it is still valid",
+                    // Azure says which half failed: the token itself (authentication) or the identity's
+                    // rights (authorization).
+                    "bearer token" if code.as_deref().is_some_and(|c| {
+                        matches!(
+                            c,
+                            "AuthenticationFailed"
+                                | "InvalidAuthenticationInfo"
+                                | "NoAuthenticationInformation"
+                        )
+                    }) => "the token itself was not accepted: it must be for the storage audience (https://storage.azure.com/), issued by the storage account's tenant, and current (its nbf/exp against this machine's clock); check the identity's client_id or the workload identity's tenant and audience",
                     "bearer token" => "give the identity a data-plane role on the container: Storage Blob Data Reader (Storage Blob Data Contributor for read_write); management roles such as Owner do not grant blob data access",
                     _ => "the container does not allow anonymous reads: use a SAS (access = \"sas\") or an identity (access = \"private\")",
                 };
@@ -273,4 +283,35 @@ pub fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_string());
     Error::Panic(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied(code: &str, how: &'static str) -> String {
+        Error::Denied {
+            url: "https://a.blob.core.windows.net/c/b".into(),
+            status: 403,
+            code: Some(code.into()),
+            how,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_refused_bearer_token_gets_the_fix_for_the_half_that_failed() {
+        // Authentication: the token itself.
+        for code in ["AuthenticationFailed", "InvalidAuthenticationInfo"] {
+            let shown = denied(code, "bearer token");
+            assert!(shown.contains("not accepted"), "{shown}");
+            assert!(!shown.contains("Storage Blob Data Reader"), "{shown}");
+        }
+        // Authorization: the identity's role.
+        let shown = denied("AuthorizationPermissionMismatch", "bearer token");
+        assert!(shown.contains("Storage Blob Data Reader"), "{shown}");
+        assert!(!shown.contains("not accepted"), "{shown}");
+        // A SAS is a SAS whatever the code.
+        assert!(denied("AuthenticationFailed", "SAS").contains("se="));
+    }
 }

@@ -27,6 +27,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The emulator's account.
@@ -66,6 +67,8 @@ pub struct Azurite {
     child: Child,
     pub port: u16,
     workdir: PathBuf,
+    /// With [`Azurite::start_oauth`]: the setup client's TLS configuration and the test CA's PEM file.
+    tls: Option<(Arc<rustls::ClientConfig>, PathBuf)>,
 }
 
 impl std::fmt::Debug for Azurite {
@@ -91,6 +94,18 @@ impl Resp {
 impl Azurite {
     /// Start on a free loopback port and wait (up to 60 s) until it answers.
     pub fn start() -> Azurite {
+        Self::launch(false)
+    }
+
+    /// Start over HTTPS (a certificate for 127.0.0.1 from a test CA, see [`Azurite::ca_bundle`]) with
+    /// `--oauth basic`: Azurite then also accepts `Authorization: Bearer` tokens, checking what it documents
+    /// (HTTPS only; a JWT with `iat`, `nbf` and `exp`, the lifetime current, an Entra issuer, a storage
+    /// audience), not the signature.
+    pub fn start_oauth() -> Azurite {
+        Self::launch(true)
+    }
+
+    fn launch(oauth: bool) -> Azurite {
         let bin = executable();
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let mut last = String::new();
@@ -111,10 +126,17 @@ impl Azurite {
             let log = workdir.join("azurite.log");
             let out = File::create(&log).expect("creating azurite.log");
             let err = out.try_clone().expect("cloning the log handle");
+            let tls = oauth.then(|| write_tls_files(&workdir));
             let mut cmd = Command::new(&bin);
             cmd.args(["--blobHost", "127.0.0.1", "--blobPort"])
-                .arg(port.to_string())
-                .args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
+                .arg(port.to_string());
+            if oauth {
+                cmd.args(["--oauth", "basic", "--cert"])
+                    .arg(workdir.join("cert.pem"))
+                    .arg("--key")
+                    .arg(workdir.join("key.pem"));
+            }
+            cmd.args(["--inMemoryPersistence", "--disableTelemetry", "--silent"])
                 // No --location: Azurite refuses it with in-memory persistence; the cwd holds its log only.
                 .current_dir(&workdir)
                 .stdin(Stdio::null())
@@ -131,6 +153,7 @@ impl Azurite {
                 child,
                 port,
                 workdir: workdir.clone(),
+                tls,
             };
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
@@ -164,9 +187,15 @@ impl Azurite {
         panic!("{last}");
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when started with [`Azurite::start_oauth`].
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The test CA (PEM) to trust for an HTTPS emulator: the manifest's `[network] ca_bundle`.
+    pub fn ca_bundle(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, p)| p.as_path())
     }
 
     /// The blob's URL (no query).
@@ -202,7 +231,14 @@ impl Azurite {
         let to_sign = string_to_sign(method, path_query, &all, body.len());
         let sig = sign(&to_sign);
         all.push(("authorization".into(), format!("SharedKey {ACCOUNT}:{sig}")));
-        http(self.port, method, path_query, &all, body)
+        http(
+            self.port,
+            self.tls.as_ref().map(|(c, _)| c),
+            method,
+            path_query,
+            &all,
+            body,
+        )
     }
 
     /// Create a container; `public` gives anonymous read access to its blobs.
@@ -289,6 +325,58 @@ impl Drop for Azurite {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.workdir);
     }
+}
+
+/// A byte stream, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Write `cert.pem` (a 127.0.0.1 leaf and its intermediate), `key.pem` and `ca.pem` (the root) into `dir`
+/// for Azurite's `--cert`/`--key`; return the setup client's TLS configuration and the CA file.
+fn write_tls_files(dir: &Path) -> (Arc<rustls::ClientConfig>, PathBuf) {
+    let pki = super::pki::web_pki("Azurite test", "unused.invalid");
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    let chain: String = pki
+        .tls_chain
+        .iter()
+        .map(|c| pem("CERTIFICATE", c))
+        .collect();
+    std::fs::write(dir.join("cert.pem"), chain).unwrap();
+    std::fs::write(dir.join("key.pem"), pem("PRIVATE KEY", &pki.tls_key)).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki.root_pem).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.root_der.clone().into()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (Arc::new(config), ca)
+}
+
+/// An Entra-style access token (a JWT) as Azurite's OAuth check reads it: `aud`, `iss`, `iat`, `nbf`, `exp`
+/// (Unix seconds). The signature is a placeholder: Azurite does not verify it, and neither may the client.
+pub fn bearer_jwt(aud: &str, iss: &str, nbf: u64, exp: u64) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let header = b64(r#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = b64(&format!(
+        r#"{{"aud":"{aud}","iss":"{iss}","iat":{nbf},"nbf":{nbf},"exp":{exp},"oid":"00000000-0000-0000-0000-000000000001"}}"#
+    ));
+    format!("{header}.{claims}.{}", b64("not checked"))
 }
 
 /// Kill Azurite if the test process dies without running `Drop` (SIGKILL, abort).
@@ -479,13 +567,24 @@ pub fn rfc1123(t: SystemTime) -> String {
 /// since Shared Key signs them.
 fn http(
     port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path_query: &str,
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut s: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+                .map_err(std::io::Error::other)?;
+            let conn = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let mut head = format!(
         "{method} {path_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
     );
