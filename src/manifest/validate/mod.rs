@@ -1,0 +1,532 @@
+//! From the user's [`Manifest`] to the typed [`Plan`]: defaults applied, every value checked once, secret files
+//! read into redacting types. Every problem found is reported (not only the first), each naming its place.
+#![forbid(unsafe_code)]
+
+use super::error::{did_you_mean, Error, Errors, FieldPath, Locate};
+use super::plan::*;
+use super::schema::{self, Manifest};
+use super::units::Dur;
+use crate::secret::{SecretBytes, SecretString};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+mod attestation;
+mod filesystem;
+use attestation::{attestation, certcache};
+pub use filesystem::redact_query;
+use filesystem::{check_mount_points, filesystem};
+
+/// Default readiness file for TOML manifests.
+pub const DEFAULT_READINESS_FILE: &str = "/run/encfs-init/ready";
+
+/// The readiness file's default: on the shared volume, next to the first filesystem's mount point (the
+/// directory that holds the mount points, which an application container sees too); without filesystems
+/// [`DEFAULT_READINESS_FILE`].
+pub fn default_readiness_file(filesystems: &[FilesystemPlan]) -> PathBuf {
+    filesystems
+        .first()
+        .and_then(|f| f.mount_point.parent())
+        .map_or_else(
+            || PathBuf::from(DEFAULT_READINESS_FILE),
+            |dir| dir.join("encfs-init.ready"),
+        )
+}
+/// Default cache block size: 1 MiB (a multiple of every sector size, under Put Page's 4 MiB, and near the
+/// kernel's 1280 KiB max_sectors_kb for NBD so one kernel request maps to about one range GET).
+pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+/// Default cache budget per filesystem.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
+/// Default HKDF label, as upstream.
+pub const DEFAULT_LABEL: &str = "Symmetric Encryption Key";
+
+const MIN_BLOCK: u64 = 64 << 10;
+const MAX_BLOCK: u64 = 4 << 20;
+const MAX_CACHE: u64 = 64 << 30;
+const MIN_CACHE_BLOCKS: u64 = 4;
+
+/// Inputs besides the manifest itself.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Directory relative secret-file paths are resolved against (the manifest's directory).
+    pub base_dir: Option<PathBuf>,
+    /// Where the plan came from.
+    pub origin: Option<Origin>,
+}
+
+struct V<'a> {
+    loc: &'a dyn Locate,
+    errors: Vec<Error>,
+    base_dir: Option<PathBuf>,
+    test_mode: bool,
+}
+
+impl V<'_> {
+    fn err(&mut self, path: &FieldPath, problem: impl Into<String>, fix: impl Into<String>) {
+        let (at, field) = self.loc.locate(path);
+        self.errors.push(Error {
+            source: self.loc.source().to_string(),
+            at,
+            field,
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        match (&self.base_dir, path.is_absolute()) {
+            (Some(base), false) => base.join(path),
+            _ => path,
+        }
+    }
+
+    fn read_file(&mut self, path: &FieldPath, p: &str, what: &str) -> Option<Vec<u8>> {
+        let full = self.resolve(p);
+        match std::fs::read(&full) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("cannot read {what} file {}: {e}", full.display()),
+                    "point it at a readable file (relative paths are relative to the manifest)",
+                );
+                None
+            }
+        }
+    }
+
+    fn abs_path(&mut self, path: &FieldPath, p: &str, example: &str) -> Option<PathBuf> {
+        if !p.starts_with('/') {
+            self.err(
+                path,
+                format!("\"{p}\" is not an absolute path"),
+                format!("use an absolute path such as {example}"),
+            );
+            return None;
+        }
+        let pb = PathBuf::from(p);
+        if pb
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+            || p.contains("//")
+            || (p.len() > 1 && p.ends_with('/'))
+        {
+            self.err(
+                path,
+                format!(
+                    "\"{p}\" is not a normalized path (no \".\", \"..\", \"//\" or trailing \"/\")"
+                ),
+                format!("write it plainly, e.g. {example}"),
+            );
+            return None;
+        }
+        Some(pb)
+    }
+
+    fn dur(
+        &mut self,
+        path: &FieldPath,
+        v: Option<Dur>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
+        let d = v.map_or(default, |d| d.0);
+        if d.is_zero() || d > max {
+            self.err(
+                path,
+                format!("{} is out of range", super::units::fmt_duration(d)),
+                format!(
+                    "use a value above 0 and at most {}",
+                    super::units::fmt_duration(max)
+                ),
+            );
+        }
+        d
+    }
+
+    /// A service endpoint: `host`, `host:port` or `https://host[:port][/path]`; http only in test mode.
+    fn endpoint(&mut self, path: &FieldPath, raw: &str) -> Option<Endpoint> {
+        let raw = raw.trim();
+        let (scheme, rest) = match raw.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            None => ("https".to_string(), raw),
+        };
+        let rest = rest.trim_end_matches('/');
+        let host = rest.split('/').next().unwrap_or_default();
+        let bad_host = host.is_empty()
+            || !host.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
+            });
+        if bad_host || rest.contains(['?', '#', ' ']) {
+            self.err(
+                path,
+                format!("\"{raw}\" is not a valid endpoint"),
+                "write a host name such as myvault.vault.azure.net or an https:// URL",
+            );
+            return None;
+        }
+        match scheme.as_str() {
+            "https" => {}
+            "http" if self.test_mode => {}
+            "http" => {
+                self.err(
+                    path,
+                    format!("\"{raw}\" uses plain http"),
+                    "use https (plain http is allowed only with test_mode = true)",
+                );
+                return None;
+            }
+            other => {
+                self.err(
+                    path,
+                    format!("unsupported scheme \"{other}\" in \"{raw}\""),
+                    "use https://",
+                );
+                return None;
+            }
+        }
+        Some(Endpoint(format!("{scheme}://{rest}")))
+    }
+
+    /// A fixed-default endpoint that may use http (IMDS is http by design, on a link-local address).
+    fn service_url(&mut self, path: &FieldPath, raw: Option<&str>, default: &str) -> Endpoint {
+        let Some(raw) = raw else {
+            return Endpoint(default.to_string());
+        };
+        let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
+            && raw
+                .split_once("://")
+                .is_some_and(|(_, r)| !r.is_empty() && !r.starts_with('/'))
+            && !raw.contains([' ', '?', '#']);
+        if !ok {
+            self.err(
+                path,
+                format!("\"{raw}\" is not an http(s) URL"),
+                format!("write a URL such as {default}"),
+            );
+        }
+        Endpoint(raw.trim_end_matches('/').to_string())
+    }
+
+    fn hex(
+        &mut self,
+        path: &FieldPath,
+        s: &str,
+        len: Option<usize>,
+        what: &str,
+    ) -> Option<Vec<u8>> {
+        let s = s.trim();
+        let bytes = s.as_bytes();
+        if bytes.len() % 2 != 0 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            self.err(
+                path,
+                format!("{what} is not hex"),
+                "write hex digits only (0-9, a-f), an even number of them",
+            );
+            return None;
+        }
+        let out: Vec<u8> = bytes
+            .chunks(2)
+            .map(|c| {
+                let h = |b: u8| match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => b - b'A' + 10,
+                };
+                (h(c[0]) << 4) | h(c[1])
+            })
+            .collect();
+        if let Some(n) = len {
+            if out.len() != n {
+                self.err(
+                    path,
+                    format!("{what} has {} bytes", out.len()),
+                    format!("give exactly {n} bytes ({} hex digits)", n * 2),
+                );
+                return None;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Validate `m` into a plan. `loc` locates fields for messages.
+pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Errors> {
+    let mut v = V {
+        loc,
+        errors: Vec::new(),
+        base_dir: cx.base_dir.clone(),
+        test_mode: m.test_mode,
+    };
+    let root = FieldPath::root();
+
+    let readiness_explicit = m.readiness_file.as_deref().map(|r| {
+        v.abs_path(
+            &root.key("readiness_file"),
+            r,
+            "/mnt/remote/encfs-init.ready",
+        )
+        .unwrap_or_default()
+    });
+
+    let level = match m.log.level.as_deref() {
+        None => log::LevelFilter::Info,
+        Some(l) => parse_level(l).unwrap_or_else(|| {
+            v.err(
+                &root.key("log").key("level"),
+                format!("unknown log level \"{l}\""),
+                "use one of error, warn, info, debug, trace",
+            );
+            log::LevelFilter::Info
+        }),
+    };
+    let log_file = m
+        .log
+        .file
+        .as_deref()
+        .and_then(|f| v.abs_path(&root.key("log").key("file"), f, "/var/log/encfs-init.log"));
+
+    let mut kernel_modules = Vec::new();
+    for (i, name) in m.kernel_modules.iter().enumerate() {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            v.err(
+                &root.key("kernel_modules").index(i),
+                format!("\"{name}\" is not a module name"),
+                "write the module name without path or .ko, e.g. dm-crypt",
+            );
+        } else {
+            kernel_modules.push(name.clone());
+        }
+    }
+
+    let app = m.app.as_ref().and_then(|a| {
+        let p = root.key("app");
+        if a.command.is_empty() || a.command[0].is_empty() {
+            v.err(
+                &p.key("command"),
+                "the command is empty",
+                "give the program and its arguments, e.g. [\"/usr/bin/myapp\", \"--serve\"]",
+            );
+            return None;
+        }
+        let restart = match a.restart.as_deref() {
+            None | Some("never") => RestartMode::Never,
+            Some("on-failure") => RestartMode::OnFailure,
+            Some("always") => RestartMode::Always,
+            Some(o) => {
+                v.err(
+                    &p.key("restart"),
+                    format!("unknown restart mode \"{o}\""),
+                    "use \"never\", \"on-failure\" or \"always\"",
+                );
+                RestartMode::Never
+            }
+        };
+        Some(AppPlan {
+            argv: a.command.clone(),
+            restart,
+        })
+    });
+
+    let sp = root.key("supervise");
+    let hour = Duration::from_secs(3600);
+    let supervise = SupervisePlan {
+        grace_period: v.dur(
+            &sp.key("grace_period"),
+            m.supervise.grace_period,
+            Duration::from_secs(10),
+            hour,
+        ),
+        backoff_initial: v.dur(
+            &sp.key("backoff_initial"),
+            m.supervise.backoff_initial,
+            Duration::from_millis(500),
+            hour,
+        ),
+        backoff_max: v.dur(
+            &sp.key("backoff_max"),
+            m.supervise.backoff_max,
+            Duration::from_secs(30),
+            hour,
+        ),
+        stable_after: v.dur(
+            &sp.key("stable_after"),
+            m.supervise.stable_after,
+            Duration::from_secs(60),
+            24 * hour,
+        ),
+        max_restarts: m.supervise.max_restarts.unwrap_or(10),
+        health_interval: v.dur(
+            &sp.key("health_interval"),
+            m.supervise.health_interval,
+            Duration::from_secs(30),
+            24 * hour,
+        ),
+    };
+    if supervise.backoff_initial > supervise.backoff_max {
+        v.err(
+            &sp.key("backoff_initial"),
+            "backoff_initial is larger than backoff_max",
+            "make backoff_initial <= backoff_max",
+        );
+    }
+
+    let np = root.key("network");
+    let network = NetworkPlan {
+        connect_timeout: v.dur(
+            &np.key("connect_timeout"),
+            m.network.connect_timeout,
+            Duration::from_secs(10),
+            10 * 60 * Duration::from_secs(1),
+        ),
+        request_timeout: v.dur(
+            &np.key("request_timeout"),
+            m.network.request_timeout,
+            Duration::from_secs(60),
+            hour,
+        ),
+        retries: m.network.retries.unwrap_or(5),
+        retry_backoff_max: v.dur(
+            &np.key("retry_backoff_max"),
+            m.network.retry_backoff_max,
+            Duration::from_secs(10),
+            hour,
+        ),
+        ca_bundle: m.network.ca_bundle.as_deref().map(|p| v.resolve(p)),
+    };
+    if network.retries > 100 {
+        v.err(
+            &np.key("retries"),
+            format!("{} retries is not a sane budget", network.retries),
+            "use at most 100",
+        );
+    }
+    if let Some(ca) = &network.ca_bundle {
+        match std::fs::read_to_string(ca) {
+            Ok(t) if t.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => v.err(
+                &np.key("ca_bundle"),
+                format!("{} holds no PEM certificate", ca.display()),
+                "give a PEM file with -----BEGIN CERTIFICATE----- blocks",
+            ),
+            Err(e) => v.err(
+                &np.key("ca_bundle"),
+                format!("cannot read {}: {e}", ca.display()),
+                "point it at a readable PEM file",
+            ),
+        }
+    }
+
+    let ep = root.key("endpoints");
+    let endpoints = Endpoints {
+        imds: v.service_url(
+            &ep.key("imds"),
+            m.endpoints.imds.as_deref(),
+            "http://169.254.169.254",
+        ),
+        thim: v.service_url(
+            &ep.key("thim"),
+            m.endpoints.thim.as_deref(),
+            "http://169.254.169.254/metadata/THIM/amd/certification",
+        ),
+        azcache: v.service_url(
+            &ep.key("azcache"),
+            m.endpoints.azcache.as_deref(),
+            "https://global.acccache.azure.net",
+        ),
+        amd_kds: v.service_url(
+            &ep.key("amd_kds"),
+            m.endpoints.amd_kds.as_deref(),
+            "https://kdsintf.amd.com",
+        ),
+        login_authority: v.service_url(
+            &ep.key("login_authority"),
+            m.endpoints.login_authority.as_deref(),
+            "https://login.microsoftonline.com",
+        ),
+    };
+
+    let ap = root.key("api_versions");
+    let api = |name: &'static str, val: &Option<String>, default: &str, v: &mut V<'_>| -> String {
+        let s = val.as_deref().unwrap_or(default);
+        let s = s.strip_prefix("api-version=").unwrap_or(s);
+        if s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            v.err(
+                &ap.key(name),
+                format!("\"{s}\" is not an API version"),
+                format!("write it like \"{default}\""),
+            );
+        }
+        s.to_string()
+    };
+    let api_versions = ApiVersions {
+        maa: api("maa", &m.api_versions.maa, "2020-10-01", &mut v),
+        akv: api("akv", &m.api_versions.akv, "7.4", &mut v),
+        imds: api("imds", &m.api_versions.imds, "2018-02-01", &mut v),
+        blob: api("blob", &m.api_versions.blob, "2020-10-02", &mut v),
+    };
+
+    let identity = IdentityPlan {
+        client_id: m.identity.client_id.clone().filter(|s| !s.is_empty()),
+    };
+
+    let certcache = m
+        .certcache
+        .as_ref()
+        .and_then(|c| certcache(&mut v, &root.key("certcache"), c));
+
+    let attestation = attestation(&mut v, &root.key("attestation"), &m.attestation);
+
+    let mut filesystems = Vec::new();
+    for (i, f) in m.filesystem.into_iter().enumerate() {
+        if let Some(fs) = filesystem(&mut v, &root.key("filesystem").index(i), i, f) {
+            filesystems.push(fs);
+        }
+    }
+    check_mount_points(&mut v, &filesystems);
+    let readiness_file = readiness_explicit.unwrap_or_else(|| default_readiness_file(&filesystems));
+
+    if !v.errors.is_empty() {
+        return Err(Errors(v.errors));
+    }
+    Ok(Plan {
+        origin: cx.origin.clone().unwrap_or(Origin::None),
+        test_mode: m.test_mode,
+        log: LogPlan {
+            level,
+            file: log_file,
+        },
+        readiness_file,
+        kernel_modules,
+        app,
+        supervise,
+        network,
+        endpoints,
+        api_versions,
+        identity,
+        certcache,
+        attestation,
+        filesystems,
+    })
+}
+
+/// `error|warn|warning|info|debug|trace` (plus logrus' `fatal`, `panic`) to a level filter.
+pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "off" => log::LevelFilter::Off,
+        "error" | "fatal" | "panic" => log::LevelFilter::Error,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        _ => return None,
+    })
+}
