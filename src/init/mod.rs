@@ -95,7 +95,7 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
 }
 
 fn run_plan(ctx: Context, plan: Plan) -> i32 {
-    let (mut sup, opened) = match boot(ctx, &plan) {
+    let (mut sup, opened, states) = match boot(ctx, &plan) {
         Ok(b) => b,
         Err(e) => {
             log::error!("boot failed: {}", e.line());
@@ -109,7 +109,6 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     let monitor = if opened.is_empty() {
         None
     } else {
-        let states = opened.iter().map(filesystems::Opened::state).collect();
         health::Monitor::start(
             plan.supervise.health_interval,
             plan.readiness_file.clone(),
@@ -169,8 +168,16 @@ fn test_faults(opened: &[filesystems::Opened]) {
     }
 }
 
+/// What a successful boot hands to supervision: the supervisor, the open filesystems, and what the readiness
+/// file said about each.
+type Booted = (
+    Supervisor,
+    Vec<filesystems::Opened>,
+    Vec<crate::ready::FsState>,
+);
+
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.
-fn boot(ctx: Context, plan: &Plan) -> Result<(Supervisor, Vec<filesystems::Opened>), BootError> {
+fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     log::info!("context: {ctx:?}");
     let mut fatal = None;
     for p in early::take_problems() {
@@ -273,7 +280,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<(Supervisor, Vec<filesystems::Opene
         opened.iter().map(filesystems::Opened::state).collect();
     crate::ready::mark_ready_with(ready, &states)
         .map_err(|e| BootError::Readiness(ready.clone(), e))?;
-    Ok((sup, opened))
+    Ok((sup, opened, states))
 }
 
 /// Step 7: undo what boot did, in reverse: the readiness file first (we are no longer ready), then every
