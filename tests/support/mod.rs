@@ -23,6 +23,24 @@ pub fn fast_network(retries: u32) -> NetworkPlan {
     }
 }
 
+/// HTTP/1.1 header lines up to the blank line, as `(name, value)` trimmed (names as sent).
+pub fn read_headers(r: &mut impl std::io::BufRead) -> std::io::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Ok(headers);
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Ok(headers);
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -231,18 +249,7 @@ fn exchange<S: Read + Write>(
         .map_or((target.clone(), String::new()), |(p, q)| {
             (p.to_string(), q.to_string())
         });
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
+    let headers = read_headers(&mut r)?;
     let len: usize = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
