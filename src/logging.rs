@@ -1,10 +1,11 @@
 //! Logging through `log` + env_logger, on stderr (the console as PID 1), optionally teed to a file.
 //!
 //! Level precedence: `RUST_LOG` (env_logger's directive syntax, parsed here: see [`parse_rust_log`]) >
-//! `LogLevel` (upstream's variable, logrus names) > the manifest's `[log] level` > info. `LogFile` (upstream's variable) or `[log] file` appends to a file
-//! created 0600. The devicemapper crate logs whole dm tables at trace level, so its target is capped at info
-//! whatever the filters say: no table (and so no key) can reach a log; ureq (which logs URLs, so SAS
-//! tokens, and headers at trace) and rustls are capped the same way.
+//! `LogLevel` (upstream's variable, logrus names) > the manifest's `[log] level` > info. `LogFile`
+//! (upstream's variable) or `[log] file` appends to a file created 0600. The devicemapper crate logs whole dm
+//! tables at trace level, so its target is capped at info whatever the filters say: no table (and so no key)
+//! can reach a log; ureq (which logs URLs, so SAS tokens, and headers at trace) and rustls are capped the
+//! same way.
 #![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
