@@ -190,6 +190,15 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     if let Some(what) = fatal {
         return Err(BootError::Early(what));
     }
+    // The attestation's RSA key takes the longest of any single step; generate it while the modules load
+    // and the rest of boot runs.
+    let releases = plan
+        .filesystems
+        .iter()
+        .any(|f| matches!(f.key, crate::manifest::KeyPlan::Release(_)));
+    if releases {
+        crate::keyrelease::jwk::RuntimeKey::prepare();
+    }
     let ready = &plan.readiness_file;
     crate::ready::clear(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
     if !plan.kernel_modules.is_empty() {

@@ -193,7 +193,7 @@ pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, E
 /// Attest for `rp`'s authority: a fresh runtime key, a report binding it, collateral, local verification,
 /// and MAA's token.
 pub fn attest(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
-    let runtime = jwk::RuntimeKey::generate()
+    let runtime = jwk::RuntimeKey::take_or_generate()
         .map_err(|e| Error::Internal(format!("RSA key generation: {e}")))?;
     let runtime_json = runtime.runtime_json();
     let rd = attest::report_data_for(runtime_json.as_bytes());
