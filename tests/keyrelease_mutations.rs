@@ -656,3 +656,52 @@ fn a_failed_refresh_keeps_the_current_token_until_it_nears_expiry() {
     let e = rig.release(&plan).unwrap_err();
     assert!(e.to_string().contains("500"), "{e}");
 }
+
+/// Reports only once the vault's token has been asked for (giving up after 10 s): a release that fetched
+/// the token after attesting, not during, fails with this attester.
+struct WaitsForToken(
+    FakeAttester,
+    std::sync::Arc<std::sync::Mutex<Vec<support::Req>>>,
+);
+impl std::fmt::Debug for WaitsForToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitsForToken")
+    }
+}
+impl Attester for WaitsForToken {
+    fn name(&self) -> &'static str {
+        "waits-for-token"
+    }
+    fn report(&self, rd: &[u8; 64]) -> Result<Evidence, attest::Error> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let asked = || {
+            self.1
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.path.starts_with("/metadata"))
+        };
+        while !asked() {
+            if std::time::Instant::now() > deadline {
+                return Err(attest::Error::BadReport {
+                    provider: "waits-for-token",
+                    detail: "the vault token was not requested while attesting".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.0.report(rd)
+    }
+}
+
+#[test]
+fn the_vault_token_is_fetched_while_attesting_and_reused_by_the_release() {
+    let mut rig = Rig::new("token-overlap");
+    rig.attester = Box::new(WaitsForToken(
+        signer(&rig, template()),
+        rig.az.http.log.clone(),
+    ));
+    let key = rig.release(&rig.plan("oct", VaultKind::KeyVault)).unwrap();
+    assert_eq!(key.expose(), &[7; 32]);
+    assert_eq!(rig.az.http.hits("/metadata"), 1, "one token, fetched once");
+}
