@@ -609,4 +609,42 @@ exit $status
             "stale readiness file left behind"
         );
     }
+
+    #[test]
+    fn the_applications_whole_group_is_stopped_before_the_run_ends() {
+        let dir = scratch("group-drain");
+        let m = manifest(&dir, "[supervise]\ngrace_period = \"5s\"");
+        let marker = dir.join("child-stopped");
+        // A background child of the app (same process group) that takes a moment to stop, as a writer
+        // finishing a write would; the leader exits at once on SIGTERM.
+        let script = format!(
+            "( trap 'sleep 0.5; echo stopped > {}; exit 0' TERM; while :; do sleep 0.1; done ) &\n\
+             sleep 0.3\n\
+             trap 'exit 0' TERM\n\
+             kill -TERM 1\n\
+             sleep 10 & wait\n\
+             exit 1",
+            marker.display()
+        );
+        let r = sh(
+            &script,
+            &Opts {
+                manifest: Some(&m),
+                ..Opts::default()
+            },
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(marker.exists(), "the child did not stop cleanly: {r:?}");
+        // The supervisor waited for the group itself; the final sweep found nobody left.
+        assert!(
+            r.stderr
+                .contains("SIGTERM to the rest of the application's process group"),
+            "{r:?}"
+        );
+        assert!(
+            !r.stderr
+                .contains("sending SIGTERM to the remaining processes"),
+            "{r:?}"
+        );
+    }
 }

@@ -130,6 +130,8 @@ pub struct Supervisor {
     shutdown: Option<Shutdown>,
     last: Option<Termination>,
     outcome: Option<Outcome>,
+    /// The process group of the application started last.
+    app_group: Option<Pid>,
 }
 
 impl Supervisor {
@@ -151,6 +153,7 @@ impl Supervisor {
             shutdown: None,
             last: None,
             outcome: None,
+            app_group: None,
         })
     }
 
@@ -194,7 +197,62 @@ impl Supervisor {
             self.reap(policy.as_mut());
             housekeeping();
         };
+        if let Some(pgid) = self.app_group {
+            if self.shutdown.is_some() || self.opts.sweep {
+                self.drain_group(pgid);
+            }
+        }
         outcome
+    }
+
+    /// The application's leader has ended for good, but processes it started in its group (a background
+    /// writer, say) may live on and keep files open, which would make the read-only remount before the
+    /// final flush fail. Stop them too: SIGTERM, the grace period (what is left of it when shutting down),
+    /// SIGKILL, then at most [`KILL_WAIT`] for processes stuck in uninterruptible sleep.
+    fn drain_group(&mut self, pgid: Pid) {
+        let alive = |pgid: Pid| killpg(pgid, None).is_ok();
+        self.reap_all();
+        if !alive(pgid) {
+            return;
+        }
+        // SIGTERM even when shutting down: the signal forwarded then may have been one that background
+        // jobs of a shell ignore (SIGINT, SIGQUIT).
+        let (mut deadline, mut killed) = match self.shutdown {
+            Some(sd) => (sd.deadline, sd.killed),
+            None => (Instant::now() + self.opts.plan.grace_period, false),
+        };
+        log::info!(
+            "sending SIGTERM to the rest of the application's process group ({pgid}) and waiting for it to exit"
+        );
+        let _ = killpg(pgid, Signal::SIGTERM);
+        loop {
+            self.reap_all();
+            if !alive(pgid) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if killed {
+                    log::warn!(
+                        "processes of the application's group survived SIGKILL for {KILL_WAIT:?} \
+                         (uninterruptible sleep?): going on without them"
+                    );
+                    return;
+                }
+                log::warn!(
+                    "the application's group did not exit within the grace period: sending SIGKILL"
+                );
+                let _ = killpg(pgid, Signal::SIGKILL);
+                killed = true;
+                deadline = now + KILL_WAIT;
+            }
+            // Only SIGCHLD matters now; other signals are dropped.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = self.signals.wait(left.min(TICK)) {
+                log::warn!("supervisor: {}", error_chain(&e));
+                return;
+            }
+        }
     }
 
     /// After [`Supervisor::run`]: as PID 1 of a namespace, end every process still alive (SIGTERM, the
@@ -256,6 +314,7 @@ impl Supervisor {
                     started: Instant::now(),
                 };
                 self.children.insert(s.pid, entry);
+                self.app_group = Some(s.pgid);
                 self.state = AppState::Running {
                     pid: s.pid,
                     pgid: s.pgid,
