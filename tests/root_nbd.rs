@@ -122,11 +122,9 @@ mod root {
             "bytes before the write changed"
         );
         drop(f);
+        let pid = sys_pid(att.device());
         att.detach().unwrap();
-        assert!(
-            !Path::new("/sys/block/nbd0/pid").exists(),
-            "the device is released"
-        );
+        assert!(!pid.exists(), "the device is released");
     }
 
     #[test]
@@ -180,6 +178,13 @@ mod root {
         sh("umount /mnt/t");
         dm.remove().unwrap();
         att.detach().unwrap();
+    }
+
+    /// `/sys/block/nbdN/pid` for `/dev/nbdN`: present while the device is connected. (Other tests attach
+    /// devices concurrently, so a test checks its own device, never a fixed one.)
+    fn sys_pid(dev: &Path) -> std::path::PathBuf {
+        let name = dev.file_name().unwrap().to_str().unwrap();
+        Path::new("/sys/block").join(name).join("pid")
     }
 
     /// Read the whole device with O_DIRECT (the page cache would hide the server), comparing each MiB.
@@ -256,8 +261,9 @@ mod root {
             t.elapsed().as_secs_f64()
         );
         assert!(passes >= 1);
+        let pid = sys_pid(&dev);
         att.detach().unwrap();
-        assert!(!dev.exists() || !Path::new("/sys/block/nbd0/pid").exists());
+        assert!(!pid.exists(), "the device is released");
     }
 
     /// A source whose first read past `at` panics (a bug in the serving side), then works.
