@@ -133,6 +133,10 @@ struct Inner<S> {
     changed: Condvar,
     work: Condvar,
     counters: Counters,
+    /// Held by a write-back from its snapshot of the dirty ranges until every upload is acknowledged: two
+    /// write-backs must not overlap, or an older snapshot of a block could reach the blob after a newer one
+    /// (which already marked it clean), and the newer data would be lost.
+    writing_back: Mutex<()>,
 }
 
 /// A block lent to a reader, and the wanted range of it.
@@ -172,6 +176,7 @@ impl<S: BlockSource + 'static> CachedSource<S> {
             changed: Condvar::new(),
             work: Condvar::new(),
             counters: Counters::default(),
+            writing_back: Mutex::new(()),
         });
         let mut threads = Vec::new();
         for i in 0..inner.workers {
@@ -346,6 +351,94 @@ mod tests {
         cache.flush().expect("flush");
         assert!(lock(&cache.inner.state).buffers <= cache.inner.capacity + config.workers);
         assert_eq!(*lock_vec(&cache.source().0), expect);
+    }
+
+    /// A source whose first write blocks until the test opens the gate.
+    struct Gated {
+        data: Mutex<Vec<u8>>,
+        writes: AtomicU64,
+        gate: (Mutex<bool>, std::sync::Condvar),
+    }
+
+    impl BlockSource for Gated {
+        fn size(&self) -> u64 {
+            lock_vec(&self.data).len() as u64
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            let d = lock_vec(&self.data);
+            let o = usize::try_from(offset).unwrap_or(usize::MAX);
+            buf.copy_from_slice(&d[o..o + buf.len()]);
+            Ok(())
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+            if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
+                let (m, cv) = &self.gate;
+                let mut open = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while !*open {
+                    open = cv
+                        .wait(open)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+            let mut d = lock_vec(&self.data);
+            let o = usize::try_from(offset).unwrap_or(usize::MAX);
+            d[o..o + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Two flushes of the same block, the first one's upload slow: the blob must end with the newer data.
+    /// (With overlapping write-backs the newer upload finished first, marked the block clean, and the
+    /// older upload then overwrote it: a lost write.)
+    #[test]
+    fn a_slow_older_upload_never_overwrites_a_newer_one() {
+        let src = Gated {
+            data: Mutex::new(vec![0u8; 4 * 4096]),
+            writes: AtomicU64::new(0),
+            gate: (Mutex::new(false), std::sync::Condvar::new()),
+        };
+        let config = CacheConfig {
+            block_size: 4096,
+            cache_size: 4 * 4096,
+            workers: 2,
+            readahead: 0,
+        };
+        let cache = Arc::new(CachedSource::new(src, config).expect("cache"));
+        cache.write_at(0, &[1u8; 512]).expect("write v1");
+        let first = {
+            let c = Arc::clone(&cache);
+            std::thread::spawn(move || c.flush())
+        };
+        // The first flush's upload (v1) is now held at the gate.
+        while cache.source().writes.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        cache.write_at(0, &[2u8; 512]).expect("write v2");
+        let second = {
+            let c = Arc::clone(&cache);
+            std::thread::spawn(move || c.flush())
+        };
+        // Give the second flush time to run ahead if it could; then let v1 through.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        {
+            let (m, cv) = &cache.source().gate;
+            *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            cv.notify_all();
+        }
+        first.join().expect("join").expect("flush 1");
+        second.join().expect("join").expect("flush 2");
+        assert_eq!(
+            lock_vec(&cache.source().data)[..512],
+            [2u8; 512],
+            "the blob lost the newer write"
+        );
+        assert_eq!(cache.dirty_blocks(), 0);
     }
 
     /// A sequential reader with the readahead window at half the cache fetches every block once: blocks

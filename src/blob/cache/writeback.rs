@@ -47,6 +47,11 @@ impl<S: BlockSource> Inner<S> {
 
     /// Upload dirty ranges (of `only` blocks, or all), in parallel; then flush the backend.
     pub(super) fn write_back(&self, only: Option<(u64, u64)>) -> Result<()> {
+        // One write-back at a time (see `writing_back`): a later one snapshots after this one's uploads.
+        let _serial = self
+            .writing_back
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let align = self.src.write_alignment().max(1);
         let jobs: Vec<(u64, u64, u64, Vec<u8>)> = {
             let st = lock(&self.state);
