@@ -207,51 +207,65 @@ impl Supervisor {
 
     /// The application's leader has ended for good, but processes it started in its group (a background
     /// writer, say) may live on and keep files open, which would make the read-only remount before the
-    /// final flush fail. Stop them too: SIGTERM, the grace period (what is left of it when shutting down),
-    /// SIGKILL, then at most [`KILL_WAIT`] for processes stuck in uninterruptible sleep.
+    /// final flush fail. Stop them too, as the final sweep stops everything: SIGTERM (also when shutting
+    /// down: the signal forwarded then may have been one that a shell's background jobs ignore, SIGINT or
+    /// SIGQUIT), the grace period (what is left of it when shutting down), SIGKILL.
     fn drain_group(&mut self, pgid: Pid) {
-        let alive = |pgid: Pid| killpg(pgid, None).is_ok();
-        self.reap_all();
-        if !alive(pgid) {
-            return;
-        }
-        // SIGTERM even when shutting down: the signal forwarded then may have been one that background
-        // jobs of a shell ignore (SIGINT, SIGQUIT).
-        let (mut deadline, mut killed) = match self.shutdown {
-            Some(sd) => (sd.deadline, sd.killed),
-            None => (Instant::now() + self.opts.plan.grace_period, false),
+        let term_deadline = match self.shutdown {
+            Some(sd) => sd.deadline,
+            None => Instant::now() + self.opts.plan.grace_period,
         };
-        log::info!(
-            "sending SIGTERM to the rest of the application's process group ({pgid}) and waiting for it to exit"
+        self.escalate(
+            Pid::from_raw(-pgid.as_raw()),
+            &format!("the rest of the application's process group ({pgid})"),
+            term_deadline,
+            &|s: &mut Self| {
+                s.reap_all();
+                killpg(pgid, None).is_ok()
+            },
         );
-        let _ = killpg(pgid, Signal::SIGTERM);
-        loop {
-            self.reap_all();
-            if !alive(pgid) {
+    }
+
+    /// Stop `target` (a `kill` target: -1 for every process, -PGID for a group), politely then not:
+    /// SIGTERM, wait until `term_deadline`, SIGKILL, wait at most [`KILL_WAIT`]. Ends as soon as `remaining`
+    /// (which also reaps) says nobody is left. Only SIGCHLD matters meanwhile; other signals are dropped.
+    fn escalate(
+        &mut self,
+        target: Pid,
+        who: &str,
+        term_deadline: Instant,
+        remaining: &dyn Fn(&mut Self) -> bool,
+    ) {
+        for sig in [Signal::SIGTERM, Signal::SIGKILL] {
+            if !remaining(self) {
                 return;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                if killed {
-                    log::warn!(
-                        "processes of the application's group survived SIGKILL for {KILL_WAIT:?} \
-                         (uninterruptible sleep?): going on without them"
-                    );
+            log::info!("sending {sig} to {who}");
+            if let Err(e) = kill(target, sig) {
+                if e == Errno::ESRCH {
                     return;
                 }
-                log::warn!(
-                    "the application's group did not exit within the grace period: sending SIGKILL"
-                );
-                let _ = killpg(pgid, Signal::SIGKILL);
-                killed = true;
-                deadline = now + KILL_WAIT;
+                log::warn!("kill({target}, {sig}): {e}");
             }
-            // Only SIGCHLD matters now; other signals are dropped.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(e) = self.signals.wait(left.min(TICK)) {
-                log::warn!("supervisor: {}", error_chain(&e));
-                return;
+            let deadline = match sig {
+                Signal::SIGTERM => term_deadline,
+                _ => Instant::now() + KILL_WAIT,
+            };
+            while Instant::now() < deadline {
+                if !remaining(self) {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Err(e) = self.signals.wait(left.min(TICK)) {
+                    log::warn!("supervisor: {}", error_chain(&e));
+                    return;
+                }
             }
+        }
+        if remaining(self) {
+            log::warn!(
+                "{who}: survived SIGKILL for {KILL_WAIT:?} (uninterruptible sleep?): going on without them"
+            );
         }
     }
 
@@ -430,34 +444,13 @@ impl Supervisor {
 
     /// As PID 1 of a namespace: stop everything still running, politely then not.
     fn sweep(&mut self) {
-        let grace = self.opts.plan.grace_period;
-        for (sig, wait) in [(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)] {
-            if !self.reap_all() {
-                return;
-            }
-            log::info!("sending {sig} to the remaining processes");
-            if let Err(e) = kill(Pid::from_raw(-1), sig) {
-                if e == Errno::ESRCH {
-                    return;
-                }
-                log::warn!("kill(-1, {sig}): {e}");
-            }
-            let deadline = Instant::now() + wait;
-            while Instant::now() < deadline {
-                if !self.reap_all() {
-                    return;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                // Only SIGCHLD matters now; other signals are dropped.
-                if let Err(e) = self.signals.wait(left.min(TICK)) {
-                    log::warn!("supervisor: {}", error_chain(&e));
-                    return;
-                }
-            }
-        }
-        if self.reap_all() {
-            log::warn!("processes survived SIGKILL for {KILL_WAIT:?} (uninterruptible sleep?): leaving them");
-        }
+        let term_deadline = Instant::now() + self.opts.plan.grace_period;
+        self.escalate(
+            Pid::from_raw(-1),
+            "the remaining processes",
+            term_deadline,
+            &Self::reap_all,
+        );
     }
 
     /// Reap without routing (during the final sweep); true while children remain.
