@@ -335,25 +335,13 @@ impl<T: Read + Write> ReadWrite for T {}
 /// for Azurite's `--cert`/`--key`; return the setup client's TLS configuration and the CA file.
 fn write_tls_files(dir: &Path) -> (Arc<rustls::ClientConfig>, PathBuf) {
     let pki = super::pki::web_pki("Azurite test", "unused.invalid");
-    let pem = |label: &str, der: &[u8]| {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    };
     let chain: String = pki
         .tls_chain
         .iter()
-        .map(|c| pem("CERTIFICATE", c))
+        .map(|c| encfs_init::attest::collateral::to_pem(c))
         .collect();
     std::fs::write(dir.join("cert.pem"), chain).unwrap();
-    std::fs::write(dir.join("key.pem"), pem("PRIVATE KEY", &pki.tls_key)).unwrap();
+    std::fs::write(dir.join("key.pem"), &pki.tls_key_pem).unwrap();
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &pki.root_pem).unwrap();
     let mut roots = rustls::RootCertStore::empty();

@@ -34,6 +34,8 @@ pub struct WebPki {
     /// TLS server chain (leaf, intermediate) and key for 127.0.0.1.
     pub tls_chain: Vec<Vec<u8>>,
     pub tls_key: Vec<u8>,
+    /// The same key, PKCS#8 PEM (for servers that read files, such as Azurite).
+    pub tls_key_pem: String,
     /// JWS signing leaf (RSA) for `jws_host`, and its key.
     pub jws_leaf_der: Vec<u8>,
     pub jws_key: rsa::PrivateKey,
@@ -68,6 +70,7 @@ pub fn web_pki(name: &str, jws_host: &str) -> WebPki {
         inter_der: inter.der().to_vec(),
         tls_chain: vec![tls.der().to_vec(), inter.der().to_vec()],
         tls_key: tls_key.serialize_der(),
+        tls_key_pem: tls_key.serialize_pem(),
         jws_leaf_der: jws_leaf.der().to_vec(),
         jws_key,
     }
