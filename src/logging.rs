@@ -88,9 +88,10 @@ pub fn parse_rust_log(spec: &str) -> Result<(Vec<Directive>, Option<String>), St
     }
     for d in &mut out {
         let capped = d.module.as_deref().is_some_and(|m| {
-            CAPPED
-                .iter()
-                .any(|c| m == *c || m.starts_with(&format!("{c}::")))
+            CAPPED.iter().any(|c| {
+                m.strip_prefix(c)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+            })
         });
         if capped {
             d.level = d.level.min(log::LevelFilter::Info);

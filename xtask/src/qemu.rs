@@ -239,15 +239,15 @@ fn retry_aborts(retries: usize, mut run: impl FnMut() -> Result<Outcome>) -> Res
     let mut notes = Vec::new();
     loop {
         let mut o = run()?;
-        let aborted = match &o.verdict {
-            Err((_, why)) if emulator_aborted(&o.verdict) => why.clone(),
-            _ => String::new(),
-        };
-        if aborted.is_empty() || notes.len() >= retries {
-            o.notes.extend(notes);
-            return Ok(o);
+        match &o.verdict {
+            Err((_, why)) if emulator_aborted(&o.verdict) && notes.len() < retries => {
+                notes.push(format!("run again after QEMU aborted: {why}"));
+            }
+            _ => {
+                o.notes.extend(notes);
+                return Ok(o);
+            }
         }
-        notes.push(format!("run again after QEMU aborted: {aborted}"));
     }
 }
 
