@@ -353,25 +353,22 @@ mod tests {
         assert_eq!(*lock_vec(&cache.source().0), expect);
     }
 
-    /// A source whose first write blocks until the test opens the gate.
+    /// [`Mem`] whose first write blocks until the test opens the gate.
     struct Gated {
-        data: Mutex<Vec<u8>>,
+        mem: Mem,
         writes: AtomicU64,
         gate: (Mutex<bool>, std::sync::Condvar),
     }
 
     impl BlockSource for Gated {
         fn size(&self) -> u64 {
-            lock_vec(&self.data).len() as u64
+            self.mem.size()
         }
         fn read_only(&self) -> bool {
             false
         }
         fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-            let d = lock_vec(&self.data);
-            let o = usize::try_from(offset).unwrap_or(usize::MAX);
-            buf.copy_from_slice(&d[o..o + buf.len()]);
-            Ok(())
+            self.mem.read_at(offset, buf)
         }
         fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
             if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -383,10 +380,7 @@ mod tests {
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
             }
-            let mut d = lock_vec(&self.data);
-            let o = usize::try_from(offset).unwrap_or(usize::MAX);
-            d[o..o + data.len()].copy_from_slice(data);
-            Ok(())
+            self.mem.write_at(offset, data)
         }
         fn flush(&self) -> Result<()> {
             Ok(())
@@ -399,7 +393,7 @@ mod tests {
     #[test]
     fn a_slow_older_upload_never_overwrites_a_newer_one() {
         let src = Gated {
-            data: Mutex::new(vec![0u8; 4 * 4096]),
+            mem: Mem(Mutex::new(vec![0u8; 4 * 4096]), AtomicU64::new(0)),
             writes: AtomicU64::new(0),
             gate: (Mutex::new(false), std::sync::Condvar::new()),
         };
@@ -434,7 +428,7 @@ mod tests {
         first.join().expect("join").expect("flush 1");
         second.join().expect("join").expect("flush 2");
         assert_eq!(
-            lock_vec(&cache.source().data)[..512],
+            lock_vec(&cache.source().mem.0)[..512],
             [2u8; 512],
             "the blob lost the newer write"
         );
