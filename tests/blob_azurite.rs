@@ -26,8 +26,12 @@ const VERSION: &str = "2020-10-02";
 /// Cache block size in these tests; blob sizes are chosen not to be multiples of it.
 const BLOCK: usize = 64 << 10;
 
-fn client() -> Client {
-    Client::new(&fast_network(2)).unwrap()
+/// The client as the product builds it for this emulator: over HTTPS, the test CA is the manifest's
+/// `ca_bundle`.
+fn client(az: &Azurite) -> Client {
+    let mut plan = fast_network(2);
+    plan.ca_bundle = az.ca_bundle().map(|p| p.to_path_buf());
+    Client::new(&plan).unwrap()
 }
 
 fn open(
@@ -37,7 +41,7 @@ fn open(
     auth: Auth,
     rw: bool,
 ) -> Result<AzureBlob, Error> {
-    AzureBlob::open(client(), &az.blob_url(container, blob), auth, VERSION, rw)
+    AzureBlob::open(client(az), &az.blob_url(container, blob), auth, VERSION, rw)
 }
 
 fn sas(token: String) -> Auth {
@@ -352,14 +356,6 @@ fn bearer(mint: impl Fn(usize) -> String + Send + Sync + 'static) -> (Auth, Arc<
     (Auth::Bearer(source.clone()), source)
 }
 
-/// The client as the product builds it for an HTTPS blob endpoint with the manifest's CA bundle.
-fn open_https(az: &Azurite, blob: &str, auth: Auth, rw: bool) -> Result<AzureBlob, Error> {
-    let mut plan = fast_network(2);
-    plan.ca_bundle = az.ca_bundle().map(|p| p.to_path_buf());
-    let client = Client::new(&plan).unwrap();
-    AzureBlob::open(client, &az.blob_url("images", blob), auth, VERSION, rw)
-}
-
 #[test]
 fn bearer_tokens_over_https_read_and_write_and_each_request_asks_for_a_current_token() {
     let az = Azurite::start_oauth();
@@ -371,7 +367,7 @@ fn bearer_tokens_over_https_read_and_write_and_each_request_asks_for_a_current_t
         let t = now_secs();
         azurite::bearer_jwt(STORAGE, ENTRA, t - 60, t + 3600)
     });
-    let blob = open_https(&az, "p.img", auth, true).unwrap();
+    let blob = open(&az, "images", "p.img", auth, true).unwrap();
     assert_eq!(blob.size(), data.len() as u64);
     let mut buf = vec![0u8; 3000];
     blob.read_at(700, &mut buf).unwrap();
@@ -410,7 +406,7 @@ fn bearer_token_with_the_wrong_audience_issuer_or_lifetime_is_refused_at_open_na
     ];
     for (what, jwt) in cases {
         let (auth, _) = bearer(move |_| jwt.clone());
-        let err = open_https(&az, "p.img", auth, false).unwrap_err();
+        let err = open(&az, "images", "p.img", auth, false).unwrap_err();
         let shown = err.to_string();
         assert!(
             matches!(
@@ -452,7 +448,7 @@ fn a_token_that_expires_under_a_running_mount_fails_the_request_it_is_sent_with(
             azurite::bearer_jwt(STORAGE, ENTRA, t - 7200, t - 3600)
         }
     });
-    let blob = open_https(&az, "p.img", auth, false).unwrap();
+    let blob = open(&az, "images", "p.img", auth, false).unwrap();
     let mut buf = vec![0u8; 512];
     blob.read_at(0, &mut buf).unwrap();
     assert!(buf == data[..512]);
