@@ -6,10 +6,13 @@
 //! 1. report problems met by [`early`] (a failed required mount fails the boot);
 //! 2. remove a stale readiness file;
 //! 3. as a VM's PID 1, load the plan's kernel modules (in a container the utility VM has done it);
-//! 4. filesystems: not implemented yet, so a plan with any fails closed;
-//! 5. open the supervisor (signals), write the readiness file;
+//! 4. release the disk keys ([`keys`]: one attestation per authority) and open every filesystem concurrently
+//!    ([`filesystems`]: blob, LUKS2, NBD, dm-crypt, mount, publish);
+//! 5. open the supervisor (signals), write the readiness file, start the health reads ([`health`]);
 //! 6. supervise the application, or wait for `SIGTERM` with none;
-//! 7. teardown: remove the readiness file (later: unmount, remove dm devices), return the exit code.
+//! 7. teardown: remount read-write filesystems read-only and flush them to the blob service, end leftover
+//!    processes, then unpublish, unmount, remove the dm devices and disconnect NBD in reverse order, remove the
+//!    readiness file, and return the exit code.
 //!
 //! Fail closed: any error before readiness is logged once, as `step: cause; fix: ...`, whatever was set up
 //! is undone, and the process ends with the documented code ([`crate::exit`]).

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask test
-//!     Everything CI runs after fmt and clippy: cargo test (with the fixture tests), the image, vmtest.
+//!     Every test: host tests, the fixture tests (when ../shared is there), fuzz smoke, the image, vmtest.
+//!     Installs everything it needs first (packages, musl target, Azurite, kernel).
 //! cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
 //!     Boot every scenario of tests/vm/ (or the named ones) under QEMU with encfs-init, or a scenario's
 //!     script, as PID 1. Installs what it needs on a Debian 12 host (root) on first use.
@@ -10,7 +11,7 @@
 //!     Only the host part: packages (QEMU 10 from bookworm-backports, busybox-static, ...), the kernel, and
 //!     Azurite (the Azure Storage emulator, npm) for tests/blob_azurite.rs under `.cache/azurite/`.
 //! cargo xtask demo
-//!     Boot the demo VM (scenario tests/vm/demo) and show what it printed.
+//!     Install what the VM rig needs, then boot the demo VM (scenario tests/vm/demo) and show what it printed.
 //! cargo xtask bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R[:B]] [--only NAMES]
 //!     The issue-6 benchmark in one VM (not part of `test`): cold sequential read through our NBD pipeline,
 //!     nbdkit curl + nbd-client, and a raw range-GET client (the ceiling); MB/s and ratios.
@@ -22,6 +23,7 @@
 
 mod bench;
 mod cpio;
+mod ignored;
 mod initramfs;
 mod kernel;
 mod qemu;
@@ -70,8 +72,7 @@ fn run(args: Vec<String>) -> Result<bool> {
                 [r] if r == "--refresh" => true,
                 _ => bail!("{USAGE}"),
             };
-            vmtest::setup(&paths, refresh)?;
-            setup_azurite::ensure(&paths.root)?;
+            tasks::prepare(&paths, true, refresh)?;
             Ok(true)
         }
         "demo" => tasks::demo(&paths, rest),

@@ -23,21 +23,52 @@ pub const BASE_SUITE: &str = "bookworm";
 /// See the module docs.
 pub const BACKPORTS: &str = "bookworm-backports";
 
-/// Packages the rig uses, and why.
-const PACKAGES: &[(&str, &str)] = &[
+/// Every Debian package `cargo xtask test` and `cargo xtask demo` need on a fresh Debian 12 machine (which has
+/// only the Rust toolchain, gcc, Python and git), and why. One list: the build, the host tests, the image, the VM
+/// rig and every scenario's `host_tools` (a test checks that each of those paths belongs to a package listed
+/// here). Node.js and npm for Azurite are not in it: see [`NODE_PACKAGES`].
+pub const PACKAGES: &[(&str, &str)] = &[
+    // Building the product: the devicemapper crate generates its bindings with bindgen.
+    ("libdevmapper-dev", "devicemapper-sys headers (bindgen)"),
+    ("libclang-dev", "bindgen's libclang"),
+    ("pkg-config", "finds libdevmapper for devicemapper-sys"),
+    ("g++", "libfuzzer-sys (cargo fuzz) compiles libFuzzer's C++"),
+    // Host tests and the image.
+    (
+        "cryptsetup-bin",
+        "LUKS2 oracle (host tests, image building, scenarios' /usr/sbin/cryptsetup)",
+    ),
+    (
+        "e2fsprogs",
+        "ext4 images (mke2fs, fsck.ext4; scenarios' host tools too)",
+    ),
+    (
+        "qemu-utils",
+        "qemu-io and qemu-img drive `nbd serve` in tests/nbd_qemu.rs",
+    ),
+    (
+        "buildah",
+        "docker/build-image.sh builds the scratch image without a Docker engine",
+    ),
+    ("cpio", "docker/build-image.sh copies rootfs/"),
+    ("file", "docker/build-image.sh checks the binary is static"),
+    ("dmsetup", "scenario root-dm's /usr/sbin/dmsetup"),
+    ("mount", "scenario root-dm's /usr/sbin/losetup"),
+    // The VM rig.
     (
         "qemu-system-x86",
         "boots the guest (must be >= 8, i.e. backports' 10.x)",
     ),
     ("busybox-static", "guest shell and tools; host depmod"),
-    ("cryptsetup-bin", "LUKS2 oracle for image building"),
-    ("e2fsprogs", "ext4 images"),
     ("zstd", "unpacks the 6.12 vmlinuz"),
     ("xz-utils", "unpacks .ko.xz modules"),
-    // Building the product on a fresh machine: the devicemapper crate generates its bindings with bindgen.
-    ("libdevmapper-dev", "devicemapper-sys headers (bindgen)"),
-    ("libclang-dev", "bindgen's libclang"),
-    ("pkg-config", "finds libdevmapper for devicemapper-sys"),
+];
+
+/// Node.js and npm run Azurite (tests/blob_azurite.rs). Installed from Debian only when `node` or `npm` is not on
+/// PATH: a machine may carry its own Node.js (NodeSource's package bundles npm and conflicts with Debian's).
+pub const NODE_PACKAGES: &[(&str, &str)] = &[
+    ("nodejs", "runs Azurite"),
+    ("npm", "installs Azurite from the npm registry"),
 ];
 
 /// The peers `cargo xtask bench` measures against (issue 6), installed only by the bench. Bookworm's nbdkit
@@ -116,24 +147,30 @@ impl Apt {
 /// The system's Debian sources with the backports suite added: `(file name, contents)`.
 ///
 /// deb822 (`/etc/apt/sources.list.d/debian.sources`, Debian 12's default) and one-line
-/// (`/etc/apt/sources.list`) formats are both understood; only stanzas that carry the base suite are copied,
-/// so third-party repositories configured on the machine are not consulted.
+/// (`/etc/apt/sources.list`) formats are both understood. Stanzas of the base suite and of its companions
+/// (`bookworm-updates`, `bookworm-security`) are copied, so a machine whose packages came from security
+/// updates can still install their `-dev` twins at the same version; third-party repositories configured on
+/// the machine are not consulted.
 fn private_sources() -> Result<(&'static str, String)> {
+    let ours = |suite: &str| suite == BASE_SUITE || suite.starts_with(&format!("{BASE_SUITE}-"));
     let deb822 = Path::new("/etc/apt/sources.list.d/debian.sources");
     if let Ok(text) = fs::read_to_string(deb822) {
         let mut out = String::new();
         for stanza in text.split("\n\n") {
-            let has_base = stanza.lines().any(|l| {
-                l.strip_prefix("Suites:")
-                    .is_some_and(|s| s.split_whitespace().any(|w| w == BASE_SUITE))
-            });
-            if !has_base {
+            let suites: Vec<&str> = stanza
+                .lines()
+                .filter_map(|l| l.strip_prefix("Suites:"))
+                .flat_map(str::split_whitespace)
+                .collect();
+            if !suites.iter().any(|s| ours(s)) {
                 continue;
             }
+            let has_base = suites.contains(&BASE_SUITE);
             for line in stanza.lines() {
                 out.push_str(line);
                 let suites = line.strip_prefix("Suites:");
-                if suites.is_some_and(|s| !s.split_whitespace().any(|w| w == BACKPORTS)) {
+                if has_base && suites.is_some_and(|s| !s.split_whitespace().any(|w| w == BACKPORTS))
+                {
                     out.push(' ');
                     out.push_str(BACKPORTS);
                 }
@@ -141,7 +178,10 @@ fn private_sources() -> Result<(&'static str, String)> {
             }
             out.push('\n');
         }
-        if out.is_empty() {
+        if !out.lines().any(|l| {
+            l.strip_prefix("Suites:")
+                .is_some_and(|s| s.split_whitespace().any(|w| w == BASE_SUITE))
+        }) {
             bail!("{} has no stanza for suite {BASE_SUITE}", deb822.display());
         }
         return Ok(("debian.sources", out));
@@ -150,23 +190,27 @@ fn private_sources() -> Result<(&'static str, String)> {
     let text = fs::read_to_string(list)
         .with_context(|| format!("no Debian mirror: reading {}", list.display()))?;
     let mut out = String::new();
+    let mut base = false;
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         // deb [options] URI SUITE COMPONENTS...
-        let Some(pos) = words.iter().position(|w| *w == BASE_SUITE) else {
-            continue;
-        };
         if words.first() != Some(&"deb") {
             continue;
         }
+        let Some(pos) = words.iter().position(|w| ours(w)) else {
+            continue;
+        };
         out.push_str(line);
         out.push('\n');
-        let mut bpo = words.clone();
-        bpo[pos] = BACKPORTS;
-        out.push_str(&bpo.join(" "));
-        out.push('\n');
+        if words[pos] == BASE_SUITE {
+            base = true;
+            let mut bpo = words.clone();
+            bpo[pos] = BACKPORTS;
+            out.push_str(&bpo.join(" "));
+            out.push('\n');
+        }
     }
-    if out.is_empty() {
+    if !base {
         bail!("{} has no `deb … {BASE_SUITE} …` line", list.display());
     }
     Ok(("debian.list", out))
@@ -267,7 +311,60 @@ fn is_root() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::major;
+    use super::*;
+    use crate::vmtest::Paths;
+
+    /// The Debian package that owns `path`, by `dpkg -S`. Debian 12 merged `/usr`: a file dpkg installed as
+    /// `/sbin/x` is found at `/usr/sbin/x`, so the path without `/usr` is asked too.
+    pub fn owner(path: &Path) -> Option<String> {
+        let text = path.to_string_lossy();
+        let mut asks = vec![text.to_string()];
+        if let Some(short) = text.strip_prefix("/usr") {
+            asks.push(short.to_string());
+        }
+        asks.into_iter().find_map(|p| {
+            let out = Command::new("dpkg").args(["-S", &p]).output().ok()?;
+            let line = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()?
+                .to_string();
+            // `pkg[:arch][, pkg2]: /path`
+            let pkgs = line.rsplit_once(": ")?.0.to_string();
+            let first = pkgs.split(", ").next()?;
+            Some(first.split(':').next()?.to_string())
+        })
+    }
+
+    /// A scenario's `host_tools` are installed by the README's commands: every path belongs to a package of
+    /// [`PACKAGES`], so a new scenario cannot need a tool that a
+    /// fresh machine lacks.
+    #[test]
+    fn every_host_tool_comes_from_a_listed_package() {
+        let paths = Paths::discover();
+        let scenarios = crate::scenario::load_all(&paths.root.join("tests/vm")).unwrap();
+        let mut checked = 0;
+        for s in &scenarios {
+            for tool in &s.host_tools {
+                let pkg = owner(tool).unwrap_or_else(|| {
+                    panic!("{}: dpkg knows no package for {}", s.name, tool.display())
+                });
+                assert!(
+                    PACKAGES.iter().any(|(p, _)| *p == pkg),
+                    "{}: {} comes from {pkg}, which setup::PACKAGES does not install",
+                    s.name,
+                    tool.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4, "only {checked} host tools found");
+    }
+
+    #[test]
+    fn owner_finds_a_merged_usr_path_and_nothing_for_a_stranger() {
+        assert_eq!(owner(Path::new("/usr/bin/dpkg")).as_deref(), Some("dpkg"));
+        assert_eq!(owner(Path::new("/usr/sbin/no-such-tool-here")), None);
+    }
 
     #[test]
     fn qemu_versions() {

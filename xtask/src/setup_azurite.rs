@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::setup::Apt;
 use crate::util::{bail, on_path, secs, tail, Context, Result};
 
 /// The pinned Azurite release (npm package `azurite`). Its newest blob API version (2025-11-05) is newer than
@@ -39,14 +40,18 @@ fn installed(prefix: &Path) -> Option<String> {
     rest.split('"').next().map(str::to_string)
 }
 
-/// Install Azurite [`VERSION`] under [`prefix`] unless it is already there. Returns the prefix.
-pub fn ensure(root: &Path) -> Result<PathBuf> {
+/// Install Azurite [`VERSION`] under [`prefix`] unless it is already there (and Debian's Node.js and npm first
+/// when the machine has none). Returns the prefix.
+pub fn ensure(root: &Path, apt: &Apt, log: &Path) -> Result<PathBuf> {
     let dir = prefix(root);
     if installed(&dir).as_deref() == Some(VERSION) {
         return Ok(dir);
     }
     if !on_path("npm") || !on_path("node") {
-        bail!("Azurite {VERSION} is needed for tests/blob_azurite.rs, but node/npm are not on PATH (install Node.js 20)");
+        crate::setup::ensure_listed(apt, log, crate::setup::NODE_PACKAGES)?;
+    }
+    if !on_path("npm") || !on_path("node") {
+        bail!("Azurite {VERSION} is needed for tests/blob_azurite.rs, but node/npm are still not on PATH after installing {:?}", crate::setup::NODE_PACKAGES.iter().map(|p| p.0).collect::<Vec<_>>());
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!(
