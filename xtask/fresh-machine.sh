@@ -58,7 +58,17 @@ for p in libdevmapper-dev libclang-dev pkg-config cryptsetup-bin qemu-system-x86
     fi
 done
 
+# The machine's network, not the project: its resolver and any local CAs it trusts (a TLS-inspecting egress
+# proxy's, say), and the environment variables that point tools at that trust store.
 cp /etc/resolv.conf "$r/etc/resolv.conf"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$r/usr/local/share/ca-certificates/"
+    chroot "$r" update-ca-certificates >/dev/null
+fi
+trust_env=()
+for v in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE GIT_SSL_CAINFO NODE_EXTRA_CA_CERTS; do
+    [ -n "${!v:-}" ] && trust_env+=("$v=${!v}")
+done
 mount -t proc proc "$r/proc"
 mount --rbind /sys "$r/sys" && mount --make-rslave "$r/sys"
 mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev"
@@ -76,7 +86,7 @@ git clone -q "$top" "$r/root/src/encfs-init"
 echo "fresh-machine: clone of $(git -C "$top" rev-parse --short HEAD) at /root/src/encfs-init, no ../shared"
 
 inside() {
-    chroot "$r" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    chroot "$r" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${trust_env[@]}" \
         PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         bash -c "cd /root/src/encfs-init && $1"
 }
