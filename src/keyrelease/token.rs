@@ -216,12 +216,18 @@ fn parse_token(
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         _ => None,
     };
-    // Without a lifetime, assume a short one rather than caching forever.
+    // Without a lifetime, assume a short one rather than caching forever. The lifetime is the server's
+    // number: anything past a day (AAD's longest) is cut to a day, so no clock arithmetic can overflow.
     Ok((
         SecretString::new(token.to_string()),
-        Some(Duration::from_secs(expires_in.unwrap_or(300))),
+        Some(Duration::from_secs(
+            expires_in.unwrap_or(300).min(MAX_TOKEN_LIFETIME.as_secs()),
+        )),
     ))
 }
+
+/// Longest token lifetime believed (AAD tokens live at most 24 hours).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 struct Cached {
     token: SecretString,
@@ -294,8 +300,10 @@ impl TokenCache {
                 return Err(e);
             }
         };
-        let refresh_at = lifetime.map(|l| now + l.mul_f64(0.8));
-        let expires_at = lifetime.map(|l| now + l);
+        // Checked: `lifetime` comes from a server (bounded by parse_token, but never trusted to be).
+        let lifetime = lifetime.map(|l| l.min(MAX_TOKEN_LIFETIME));
+        let refresh_at = lifetime.and_then(|l| now.checked_add(l / 5 * 4));
+        let expires_at = lifetime.and_then(|l| now.checked_add(l));
         let out = SecretString::new(token.expose().to_string());
         *guard = Some(Cached {
             token,
@@ -303,5 +311,58 @@ impl TokenCache {
             expires_at,
         });
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyrelease::transport::{Response, TransportError};
+
+    /// IMDS answering one fixed `expires_in`.
+    struct Imds(serde_json::Value);
+
+    impl Transport for Imds {
+        fn send(&self, _req: &Request) -> Result<Response, TransportError> {
+            let body = serde_json::json!({"access_token": "t0k", "expires_in": self.0});
+            Ok(Response {
+                status: 200,
+                headers: Vec::new(),
+                body: body.to_string().into_bytes(),
+            })
+        }
+    }
+
+    fn imds() -> TokenSource {
+        TokenSource::Imds {
+            base: "http://169.254.169.254".into(),
+            api_version: "2018-02-01".into(),
+            resource: "https://vault.azure.net".into(),
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn hostile_expires_in_values_neither_panic_nor_cache_forever() {
+        let max = u64::MAX.to_string();
+        let cases = [
+            (serde_json::json!(max), MAX_TOKEN_LIFETIME),
+            (serde_json::json!(u64::MAX), MAX_TOKEN_LIFETIME),
+            (serde_json::json!("86401"), MAX_TOKEN_LIFETIME),
+            (serde_json::json!(1e300), Duration::from_secs(300)),
+            (serde_json::json!(-1), Duration::from_secs(300)),
+            (serde_json::json!("-1"), Duration::from_secs(300)),
+            (serde_json::json!("soon"), Duration::from_secs(300)),
+            (serde_json::json!(null), Duration::from_secs(300)),
+            (serde_json::json!("3599"), Duration::from_secs(3599)),
+        ];
+        for (v, want) in cases {
+            let cache = TokenCache::new(imds());
+            assert_eq!(cache.get(&Imds(v.clone())).unwrap().expose(), "t0k", "{v}");
+            // The cached token is reused, not refetched on every call.
+            assert_eq!(cache.get(&Imds(v.clone())).unwrap().expose(), "t0k");
+            let (_, life) = imds().fetch(&Imds(v.clone())).unwrap();
+            assert_eq!(life, Some(want), "{v}");
+        }
     }
 }
