@@ -22,6 +22,7 @@ mod tls;
 
 pub use error::{redact_url, Error, Result, TransportKind};
 pub use retry::{stop_retrying, RateLimit, RetryPolicy};
+pub use tls::{check_ca_bundle_pin, read_ca_bundle};
 
 use crate::manifest::NetworkPlan;
 use std::fmt;
@@ -138,7 +139,7 @@ pub struct Client {
 impl Client {
     /// Build the client from the network plan.
     pub fn new(plan: &NetworkPlan) -> Result<Self> {
-        let tls = tls::config(plan.ca_bundle.as_deref())?;
+        let tls = tls::config(plan)?;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(format!("encfs-init/{}", env!("CARGO_PKG_VERSION")))

@@ -421,6 +421,10 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             hour,
         ),
         ca_bundle: m.network.ca_bundle.as_deref().map(|p| v.resolve(p)),
+        ca_bundle_sha256: m.network.ca_bundle_sha256.as_deref().and_then(|h| {
+            let pin = v.hex(&np.key("ca_bundle_sha256"), h, Some(32), "ca_bundle_sha256")?;
+            <[u8; 32]>::try_from(pin.as_slice()).ok()
+        }),
     };
     if network.retries > 100 {
         v.err(
@@ -429,14 +433,32 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             "use at most 100",
         );
     }
+    if m.network.ca_bundle_sha256.is_some() && network.ca_bundle.is_none() {
+        v.err(
+            &np.key("ca_bundle_sha256"),
+            "ca_bundle_sha256 is set but there is no ca_bundle to check",
+            "set [network] ca_bundle to the PEM file it pins, or remove ca_bundle_sha256",
+        );
+    }
     if let Some(ca) = &network.ca_bundle {
-        match std::fs::read_to_string(ca) {
-            Ok(t) if t.contains("-----BEGIN CERTIFICATE-----") => {}
-            Ok(_) => v.err(
+        match std::fs::read(ca) {
+            Ok(b) if !String::from_utf8_lossy(&b).contains("-----BEGIN CERTIFICATE-----") => v.err(
                 &np.key("ca_bundle"),
                 format!("{} holds no PEM certificate", ca.display()),
                 "give a PEM file with -----BEGIN CERTIFICATE----- blocks",
             ),
+            Ok(b) => {
+                let pinned = network.ca_bundle_sha256.as_ref();
+                if let Some(Err(why)) = pinned.map(|pin| crate::http::check_ca_bundle_pin(&b, pin))
+                {
+                    let (problem, fix) = why.split_once("; fix: ").unwrap_or((&why, ""));
+                    v.err(
+                        &np.key("ca_bundle_sha256"),
+                        format!("CA bundle {}: {problem}", ca.display()),
+                        fix,
+                    );
+                }
+            }
             Err(e) => v.err(
                 &np.key("ca_bundle"),
                 format!("cannot read {}: {e}", ca.display()),
