@@ -223,6 +223,7 @@ fn azcache_chain_with_ucode_0xdb_matches_the_v3_report() {
         retries: 0,
         retry_backoff_max: std::time::Duration::from_millis(1),
         ca_bundle: None,
+        ca_bundle_sha256: None,
     };
     let t = encfs_init::keyrelease::transport::UreqTransport::new(&net).unwrap();
     let c = collateral::find(&t, &report, &[], None, Some(&cc), &endpoints).unwrap();

@@ -319,3 +319,102 @@ fn a_panicking_backend_becomes_an_error_and_the_cache_keeps_working() {
     cache.read_at(0, &mut b).unwrap();
     assert!(b[..] == pattern(8 * 4096, 5)[..100]);
 }
+
+/// Run `read` on a thread; its result, or `None` if it has not finished within `limit`.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_503_with_retry_after_2_pow_64_fails_within_the_io_deadline_instead_of_sleeping() {
+    let server = RangeServer::start(pattern(16 * 4096, 3), "PageBlob");
+    *server.faults.retry_after.lock().unwrap() = Some(u64::MAX.to_string());
+    server.set_faults(100, 0, 0, 0, 0);
+    server.faults_on(true);
+
+    // The data path: retries until the filesystem's io_deadline (as init/filesystems.rs sets it).
+    let mut blob = open(&server, false, 5);
+    let io_deadline = Duration::from_secs(2);
+    blob.set_retry_policy(encfs_init::http::RetryPolicy {
+        retries: u32::MAX,
+        deadline: Some(io_deadline),
+        ..*Client::new(&fast_network(5)).unwrap().policy()
+    });
+    let t = Instant::now();
+    let r = within(Duration::from_secs(20), move || {
+        blob.read_at(4096, &mut [0u8; 4096])
+            .map_err(|e| e.to_string())
+    });
+    let msg = r
+        .expect("the read ends (no panic, no endless sleep)")
+        .unwrap_err();
+    assert!(
+        t.elapsed() < io_deadline + Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        msg.contains("within the 2 s deadline (the server asked to retry after 3600 s or more)"),
+        "{msg}"
+    );
+    assert!(msg.contains("HTTP 503"), "{msg}");
+
+    // A client without a deadline (as `nbd serve` and the boot's open use): the server's wait counts
+    // only up to retry_backoff_max, so the retries run out promptly.
+    let blob = open(&server, false, 3);
+    let t = Instant::now();
+    let r = within(Duration::from_secs(20), move || {
+        blob.read_at(0, &mut [0u8; 4096]).map_err(|e| e.to_string())
+    });
+    let msg = r.expect("the read ends (no endless sleep)").unwrap_err();
+    assert!(msg.contains("HTTP 503"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_range_reply_longer_than_the_range_is_refused_without_buffering_it() {
+    let size = 4 << 20;
+    let server = RangeServer::start(pattern(size, 4), "PageBlob");
+    let blob = open(&server, false, 1);
+    server.faults.extra_body.store(64 << 10, Ordering::Relaxed);
+    let mut buf = vec![0u8; 4096];
+    let msg = blob.read_at(8192, &mut buf).unwrap_err().to_string();
+    // Refused by the body limit (the range), not read up to the blob's size and compared afterwards.
+    assert!(
+        msg.contains("response body too large: over 4096 bytes"),
+        "{msg}"
+    );
+    server.faults.extra_body.store(0, Ordering::Relaxed);
+    blob.read_at(8192, &mut buf).unwrap();
+    assert_eq!(buf, pattern(size, 4)[8192..8192 + 4096]);
+}
+
+#[test]
+fn a_content_range_total_other_than_the_size_at_open_is_refused_at_once() {
+    let size = 16 * 4096;
+    let server = RangeServer::start(pattern(size, 5), "PageBlob");
+    let blob = open(&server, false, 3);
+    *server.faults.claimed_size.lock().unwrap() = Some(2 * size as u64);
+    let before = server.requests.load(Ordering::Relaxed);
+    let err = blob.read_at(0, &mut [0u8; 4096]).unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&server.url()), "names the blob: {msg}");
+    assert!(
+        msg.contains("the blob is 131072 bytes, but it was 65536 bytes at open"),
+        "{msg}"
+    );
+    assert!(msg.contains("; fix: "), "{msg}");
+    assert_eq!(
+        server.requests.load(Ordering::Relaxed) - before,
+        1,
+        "not retried: retrying cannot make the sizes agree"
+    );
+}

@@ -24,6 +24,7 @@ fn a_missing_blob_is_not_found_with_the_url_and_a_fix() {
         retries: 3,
         retry_backoff_max: Duration::from_millis(20),
         ca_bundle: None,
+        ca_bundle_sha256: None,
     })
     .unwrap();
     let url = format!("http://{}/c/missing.img", server.addr);

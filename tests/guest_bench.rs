@@ -260,6 +260,7 @@ impl Bench {
             retries: 3,
             retry_backoff_max: Duration::from_millis(500),
             ca_bundle: None,
+            ca_bundle_sha256: None,
         };
         let client = encfs_init::http::Client::new(&plan).map_err(|e| e.to_string())?;
         AzureBlob::open(

@@ -224,6 +224,7 @@ fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
         retries: 1,
         retry_backoff_max: support::azure::FAST,
         ca_bundle: Some(out.join("ca.pem")),
+        ca_bundle_sha256: None,
     };
     let transport = UreqTransport::new(&net).map_err(|e| e.to_string())?;
     let trust = JwsTrust::from_plan(&net).map_err(|e| e.to_string())?;

@@ -105,7 +105,7 @@ fn workload_identity_token() {
     };
     let mut plan = encfs_init::manifest::empty_plan().unwrap();
     plan.endpoints = rig.endpoints.clone();
-    let src = TokenSource::for_vault(None, VaultKind::KeyVault, &plan, &env);
+    let src = TokenSource::for_vault(None, VaultKind::KeyVault, &plan, &env).unwrap();
     assert!(matches!(src, TokenSource::Workload { .. }), "{src:?}");
     rig.tokens = TokenCache::new(src);
     assert_eq!(

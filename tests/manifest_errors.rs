@@ -297,6 +297,64 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "http login authority without test_mode",
+            format!("[endpoints]\nlogin_authority = \"http://login.example\"\n{fs}"),
+            vec![
+                ":2:19:",
+                "endpoints.login_authority",
+                "plain http",
+                "allowed only with test_mode = true",
+            ],
+        ),
+        (
+            "http azcache without test_mode",
+            format!("[endpoints]\nazcache = \"http://global.acccache.azure.net\"\n{fs}"),
+            vec![":2:11:", "endpoints.azcache", "plain http", "test_mode"],
+        ),
+        (
+            "http AMD KDS without test_mode",
+            format!("[endpoints]\namd_kds = \"http://kdsintf.amd.com\"\n{fs}"),
+            vec![":2:11:", "endpoints.amd_kds", "plain http", "test_mode"],
+        ),
+        (
+            "http IMDS off the link-local address without test_mode",
+            format!("[endpoints]\nimds = \"http://10.0.0.5\"\n{fs}"),
+            vec![
+                ":2:8:",
+                "endpoints.imds",
+                "plain http",
+                "only to Azure's link-local 169.254.169.254",
+            ],
+        ),
+        (
+            "http THIM off the link-local address without test_mode",
+            format!("[endpoints]\nthim = \"http://169.254.169.253/metadata/THIM\"\n{fs}"),
+            vec![":2:8:", "endpoints.thim", "plain http"],
+        ),
+        (
+            "CA bundle pin that is not hex",
+            format!("[network]\nca_bundle = \"/proc/version\"\nca_bundle_sha256 = \"xyz\"\n{fs}"),
+            vec![":3:20:", "network.ca_bundle_sha256", "is not hex"],
+        ),
+        (
+            "CA bundle pin of the wrong length",
+            format!("[network]\nca_bundle = \"/proc/version\"\nca_bundle_sha256 = \"abcd\"\n{fs}"),
+            vec!["network.ca_bundle_sha256", "2 bytes", "64 hex digits"],
+        ),
+        (
+            "CA bundle pin without a CA bundle",
+            format!(
+                "[network]\nca_bundle_sha256 = \"{}\"\n{fs}",
+                "ab".repeat(32)
+            ),
+            vec![
+                ":2:20:",
+                "network.ca_bundle_sha256",
+                "no ca_bundle to check",
+                "set [network] ca_bundle",
+            ],
+        ),
+        (
             "relative readiness file",
             format!("readiness_file = \"ready\"\n{fs}"),
             vec![":1:18:", "readiness_file", "absolute"],
@@ -337,6 +395,72 @@ fn bad_toml_manifests_exit_2_with_a_located_error() {
                 "{name}: the error says how to fix it: {line}"
             );
         }
+    }
+}
+
+#[test]
+fn plain_http_is_allowed_to_azures_link_local_address_and_in_test_mode() {
+    let dir = scratch("http-ok");
+    let link_local = "[endpoints]\nimds = \"http://169.254.169.254\"\nthim = \"http://169.254.169.254/metadata/THIM/amd/certification\"\n";
+    let test_mode = "test_mode = true\n[endpoints]\nlogin_authority = \"http://127.0.0.1:1\"\nazcache = \"http://127.0.0.1:2\"\namd_kds = \"http://127.0.0.1:3\"\nimds = \"http://127.0.0.1:4\"\n";
+    for (name, text) in [("link-local", link_local), ("test-mode", test_mode)] {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, format!("{text}{FS}")).unwrap();
+        let out = run(&["check", path.to_str().unwrap()], &[], "");
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn a_pinned_ca_bundle_loads_when_its_digest_matches_and_fails_closed_when_not() {
+    use sha2::Digest;
+    let dir = scratch("ca-pin");
+    let ca = dir.join("ca.pem");
+    let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca, pem).unwrap();
+    let digest: String = sha2::Sha256::digest(pem.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join("m.toml");
+    let manifest = |pin: &str| {
+        format!(
+            "[network]\nca_bundle = \"{}\"\nca_bundle_sha256 = \"{pin}\"\n{FS}",
+            ca.display()
+        )
+    };
+
+    std::fs::write(&path, manifest(&digest.to_uppercase())).unwrap();
+    let out = run(&["check", path.to_str().unwrap()], &[], "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "trust: web roots + {} (sha256 {digest})",
+            ca.display()
+        )),
+        "check shows the pin: {}",
+        out.stdout
+    );
+
+    let other = "0".repeat(64);
+    std::fs::write(&path, manifest(&other)).unwrap();
+    let out = run(&["check", path.to_str().unwrap()], &[], "");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("manifest:"))
+        .unwrap();
+    for w in [
+        ":3:20:",
+        "network.ca_bundle_sha256",
+        &format!(
+            "CA bundle {}: its SHA-256 is {digest} but [network] ca_bundle_sha256 pins {other}",
+            ca.display()
+        ),
+        "; fix: ship the bundle the manifest was written for",
+    ] {
+        assert!(line.contains(w), "expected {w:?} in: {line}");
     }
 }
 

@@ -44,6 +44,7 @@ mod root {
             retries: 3,
             retry_backoff_max: Duration::from_millis(200),
             ca_bundle: None,
+            ca_bundle_sha256: None,
         }
     }
 

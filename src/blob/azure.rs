@@ -229,57 +229,61 @@ impl AzureBlob {
     }
 
     /// Read `buf.len()` bytes at `offset`, conditional on `etag`. `Ok(None)` = 412.
+    ///
+    /// The body is bounded by the range asked for (a reply of another length is refused before more is
+    /// read), and a `Content-Range` must name our range and the size seen at open: a blob that changed
+    /// size is refused at once (defence in depth for a server that ignores `If-Match`).
     fn get_range(&self, offset: u64, buf: &mut [u8], etag: &str) -> Result<Option<()>> {
         let len = buf.len() as u64;
         let target = self.target(None);
-        let range = format!("bytes={}-{}", offset, offset + len - 1);
+        let last = offset + len - 1;
+        let range = format!("bytes={offset}-{last}");
         let r = self.client.retry(|_| {
             let req = self
                 .request("GET", &target)?
                 .header("x-ms-range", range.clone())
                 .header("if-match", etag)
-                .body_limit(len.max(self.size));
-            // A 206 of the right length goes straight into `buf`; anything else into a body first.
+                .body_limit(len);
+            // A 206 of the right length goes straight into `buf`; anything else into a body first, at most
+            // `len` bytes of it.
             let (resp, filled) = self.checked_into(&req, &[200, 206], Some((206, &mut *buf)))?;
             if resp.status == 206 {
                 if let Some(cr) = resp.header("content-range") {
-                    let start = cr
-                        .trim_start_matches("bytes ")
-                        .split('-')
-                        .next()
-                        .and_then(|s| s.parse::<u64>().ok());
-                    if start != Some(offset) {
-                        return Err(bad(&target, &format!("Content-Range {cr} for {range}")));
+                    match parse_content_range(cr) {
+                        Some((a, z, total)) if a == offset && z == last => {
+                            if let Some(total) = total.filter(|t| *t != self.size) {
+                                return Ok(Err(total));
+                            }
+                        }
+                        _ => return Err(bad(&target, &format!("Content-Range {cr} for {range}"))),
                     }
                 }
                 if filled {
-                    return Ok(());
+                    return Ok(Ok(()));
                 }
+            } else if resp.body.len() as u64 != self.size {
+                // A server that ignores ranges sends the whole blob: usable only when that is what we
+                // asked for (the body limit refuses any longer one).
+                return Err(bad(&target, "200 without the whole blob"));
             }
-            let body: &[u8] = if resp.status == 200 {
-                // A server that ignores ranges sends the whole blob: take our slice of it.
-                let whole = resp.body.len() as u64;
-                if whole != self.size {
-                    return Err(bad(&target, "200 without the whole blob"));
-                }
-                usize::try_from(offset)
-                    .ok()
-                    .and_then(|o| resp.body.get(o..o + buf.len()))
-                    .ok_or_else(|| bad(&target, "range outside the body"))?
-            } else {
-                &resp.body
-            };
-            if body.len() != buf.len() {
+            if resp.body.len() != buf.len() {
                 return Err(bad(
                     &target,
-                    &format!("{} bytes for a {len}-byte range", body.len()),
+                    &format!("{} bytes for a {len}-byte range", resp.body.len()),
                 ));
             }
-            buf.copy_from_slice(body);
-            Ok(())
+            buf.copy_from_slice(&resp.body);
+            Ok(Ok(()))
         });
         match r {
-            Ok(()) => Ok(Some(())),
+            Ok(Ok(())) => Ok(Some(())),
+            Ok(Err(total)) => Err(Error::Protocol(format!(
+                "GET {}: the blob service says the blob is {total} bytes, but it was {} bytes at open; \
+                 fix: the blob was replaced or resized while in use (or the service ignores If-Match): \
+                 restart to use the new blob, and stop whoever else writes to it",
+                http::redact_url(&self.url),
+                self.size
+            ))),
             Err(e) if e.status() == Some(412) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -366,6 +370,18 @@ fn open_error(e: http::Error, url: &str, auth: &Auth) -> Error {
         },
         e => e.into(),
     }
+}
+
+/// `Content-Range: bytes a-z/total` (total may be `*`) → `(a, z, total)`; `None` when malformed.
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let (span, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (a, z) = span.split_once('-')?;
+    let num = |s: &str| s.trim().parse::<u64>().ok();
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(num(t)?),
+    };
+    Some((num(a)?, num(z)?, total))
 }
 
 fn bad(target: &str, detail: &str) -> http::Error {
@@ -539,6 +555,25 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("does not allow anonymous reads"), "{msg}");
+    }
+
+    #[test]
+    fn content_ranges_parse_or_are_refused() {
+        assert_eq!(
+            parse_content_range("bytes 0-511/4096"),
+            Some((0, 511, Some(4096)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9, None)));
+        for bad in [
+            "bytes 0-511",
+            "0-511/4096",
+            "bytes 0-/4096",
+            "bytes -1-5/4096",
+            "bytes 0-511/18446744073709551616",
+            "bytes 0-511/x",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
     }
 
     #[test]

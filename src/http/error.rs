@@ -98,10 +98,15 @@ pub enum Error {
         /// Why.
         detail: String,
     },
-    /// Retrying stopped because the overall deadline passed; carries the last failure.
+    /// Retrying stopped because the overall deadline passed (or the next wait would end past it); carries
+    /// the last failure.
     Deadline {
         /// Attempts made.
         attempts: u32,
+        /// The policy's deadline.
+        deadline: Duration,
+        /// The server's `Retry-After` on the last failure, when it sent one.
+        retry_after: Option<Duration>,
         /// The last error.
         last: Box<Error>,
     },
@@ -171,8 +176,30 @@ impl fmt::Display for Error {
                 detail,
             } => write!(f, "{method} {url}: unexpected response: {detail}"),
             Self::CaBundle { path, detail } => write!(f, "CA bundle {path}: {detail}"),
-            Self::Deadline { attempts, last } => {
-                write!(f, "gave up after {attempts} attempts: {last}")
+            Self::Deadline {
+                attempts,
+                deadline,
+                retry_after,
+                last,
+            } => {
+                write!(
+                    f,
+                    "gave up after {attempts} attempts within the {} s deadline",
+                    deadline.as_secs_f64()
+                )?;
+                if let Some(ra) = retry_after {
+                    let more = if *ra >= super::MAX_RETRY_AFTER {
+                        " or more"
+                    } else {
+                        ""
+                    };
+                    write!(
+                        f,
+                        " (the server asked to retry after {} s{more})",
+                        ra.as_secs_f64()
+                    )?;
+                }
+                write!(f, ": {last}")
             }
         }
     }

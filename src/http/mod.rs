@@ -22,6 +22,7 @@ mod tls;
 
 pub use error::{redact_url, Error, Result, TransportKind};
 pub use retry::{stop_retrying, RateLimit, RetryPolicy};
+pub use tls::{check_ca_bundle_pin, read_ca_bundle};
 
 use crate::manifest::NetworkPlan;
 use std::fmt;
@@ -33,6 +34,9 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Idle keep-alive connections kept per host: enough for the blob cache's parallel range GETs.
 const IDLE_PER_HOST: usize = 32;
+
+/// Longest `Retry-After` taken from a server: the longest deadline or backoff the manifest allows.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Default cap on a response body a caller reads into memory.
 pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
@@ -135,7 +139,7 @@ pub struct Client {
 impl Client {
     /// Build the client from the network plan.
     pub fn new(plan: &NetworkPlan) -> Result<Self> {
-        let tls = tls::config(plan.ca_bundle.as_deref())?;
+        let tls = tls::config(plan)?;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(format!("encfs-init/{}", env!("CARGO_PKG_VERSION")))
@@ -296,13 +300,15 @@ impl Client {
     }
 }
 
-/// `Retry-After: <seconds>` or Azure's `x-ms-retry-after-ms`. HTTP-dates are ignored (backoff applies).
+/// `Retry-After: <seconds>` or Azure's `x-ms-retry-after-ms`. HTTP-dates, negative numbers and garbage are
+/// ignored (backoff applies). The value is the server's choice: it is cut to [`MAX_RETRY_AFTER`] here, and
+/// the retry loop bounds it further by the deadline or `retry_backoff_max`.
 pub fn parse_retry_after(secs: Option<&str>, ms: Option<&str>) -> Option<Duration> {
-    if let Some(ms) = ms.and_then(|v| v.trim().parse::<u64>().ok()) {
-        return Some(Duration::from_millis(ms));
-    }
-    secs.and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let ra = match ms.and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::from_secs(secs.and_then(|v| v.trim().parse::<u64>().ok())?),
+    };
+    Some(ra.min(MAX_RETRY_AFTER))
 }
 
 fn map_ureq(e: &ureq::Error, transport: &impl Fn(TransportKind, String) -> Error) -> Error {
@@ -354,6 +360,33 @@ mod tests {
             parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), None),
             None
         );
+    }
+
+    #[test]
+    fn retry_after_from_a_hostile_server_is_bounded_or_ignored() {
+        let max = "18446744073709551615";
+        assert_eq!(parse_retry_after(Some(max), None), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after(None, Some(max)), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after(Some("3"), Some(max)),
+            Some(MAX_RETRY_AFTER)
+        );
+        for garbage in [
+            "-1",
+            "-0.5",
+            "1e9",
+            "99999999999999999999999",
+            "",
+            " x",
+            "0x10",
+        ] {
+            assert_eq!(parse_retry_after(Some(garbage), None), None, "{garbage:?}");
+            assert_eq!(
+                parse_retry_after(Some("2"), Some(garbage)),
+                Some(Duration::from_secs(2)),
+                "{garbage:?}"
+            );
+        }
     }
 
     #[test]

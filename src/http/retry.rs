@@ -3,9 +3,10 @@
 //!
 //! Policy: attempt `n` (0-based) that fails transiently waits a random time in `[d/2, d]` with
 //! `d = min(initial * 2^n, max)`, or the server's `Retry-After` when that is longer (a throttling service
-//! means it). A wait that would end past the deadline is not started: the last error is returned at once,
-//! wrapped in [`Error::Deadline`]. Non-transient failures (4xx other than 408/429, TLS, bad requests) are
-//! returned immediately.
+//! means it). `Retry-After` is a number the server chooses, so it is bounded: with a deadline, a wait that
+//! would end past the deadline is not started (the last error is returned at once, wrapped in
+//! [`Error::Deadline`], which says what the server asked for); without one, it is honoured only up to
+//! `max`. Non-transient failures (4xx other than 408/429, TLS, bad requests) are returned immediately.
 #![forbid(unsafe_code)]
 
 use super::error::Error;
@@ -44,6 +45,18 @@ impl RetryPolicy {
         let jitter = if nanos == 0 { 0 } else { rand % (nanos + 1) };
         half + Duration::from_nanos(jitter)
     }
+
+    /// The wait before retry number `attempt + 1`: the backoff, or the server's `retry_after` when that is
+    /// longer. Without a deadline the server's value counts only up to `max` (it is the server's choice,
+    /// and nothing else would bound it); with one, the caller compares the result with the time left.
+    pub fn wait(&self, attempt: u32, retry_after: Option<Duration>, rand: u64) -> Duration {
+        let backoff = self.backoff(attempt, rand);
+        match (retry_after, self.deadline) {
+            (None, _) => backoff,
+            (Some(ra), Some(_)) => backoff.max(ra),
+            (Some(ra), None) => backoff.max(ra.min(self.max)),
+        }
+    }
 }
 
 /// Set once shutdown has flushed what it must: from then on nothing is retried, so that a request in flight
@@ -70,14 +83,14 @@ pub fn retry<T>(
         if !err.is_transient() || attempt >= policy.retries || STOPPED.load(Ordering::SeqCst) {
             return Err(err);
         }
-        let mut wait = policy.backoff(attempt, getrandom::u64().unwrap_or(0));
-        if let Some(ra) = err.retry_after() {
-            wait = wait.max(ra);
-        }
+        let wait = policy.wait(attempt, err.retry_after(), getrandom::u64().unwrap_or(0));
         if let Some(deadline) = policy.deadline {
-            if start.elapsed() + wait >= deadline {
+            // Saturating: the wait may be a server's 2^64-1 seconds.
+            if wait >= deadline.saturating_sub(start.elapsed()) {
                 return Err(Error::Deadline {
                     attempts: attempt + 1,
+                    deadline,
+                    retry_after: err.retry_after(),
                     last: Box::new(err),
                 });
             }
@@ -227,18 +240,29 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_and_the_deadline_stops_long_waits() {
-        let t = Instant::now();
-        let mut calls = 0;
-        let r = retry(&FAST, |_| {
-            calls += 1;
-            if calls == 1 {
-                Err(status(429, Some(Duration::from_millis(120))))
-            } else {
-                Ok(())
-            }
-        });
-        assert!(r.is_ok());
-        assert!(t.elapsed() >= Duration::from_millis(120));
+        // Within a deadline, or up to `max` without one.
+        let within = RetryPolicy {
+            deadline: Some(Duration::from_secs(10)),
+            ..FAST
+        };
+        let capped = RetryPolicy {
+            max: Duration::from_millis(200),
+            ..FAST
+        };
+        for p in [within, capped] {
+            let t = Instant::now();
+            let mut calls = 0;
+            let r = retry(&p, |_| {
+                calls += 1;
+                if calls == 1 {
+                    Err(status(429, Some(Duration::from_millis(120))))
+                } else {
+                    Ok(())
+                }
+            });
+            assert!(r.is_ok());
+            assert!(t.elapsed() >= Duration::from_millis(120));
+        }
 
         let p = RetryPolicy {
             deadline: Some(Duration::from_millis(50)),
@@ -251,5 +275,56 @@ mod tests {
             "{r:?}"
         );
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_bounded_by_max_without_a_deadline() {
+        let huge = [
+            Duration::from_secs(u64::MAX),
+            Duration::from_millis(u64::MAX),
+            Duration::MAX,
+        ];
+        for ra in huge {
+            assert!(FAST.wait(0, Some(ra), u64::MAX) <= FAST.max, "{ra:?}");
+            let t = Instant::now();
+            let mut calls = 0;
+            let r: Result<(), _> = retry(&FAST, |_| {
+                calls += 1;
+                Err(status(503, Some(ra)))
+            });
+            assert_eq!(r.map_err(|e| e.status()), Err(Some(503)));
+            assert_eq!(calls, 4);
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        }
+    }
+
+    #[test]
+    fn a_retry_after_past_the_deadline_ends_the_retries_at_once_with_a_clear_error() {
+        let p = RetryPolicy {
+            retries: u32::MAX,
+            deadline: Some(Duration::from_secs(2)),
+            ..FAST
+        };
+        for ra in [
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+            Duration::from_secs(5),
+        ] {
+            let t = Instant::now();
+            let r: Result<(), _> = retry(&p, |_| Err(status(503, Some(ra))));
+            let e = r.unwrap_err();
+            assert!(matches!(e, Error::Deadline { attempts: 1, .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("gave up after 1 attempts within the 2 s deadline (the server asked to retry after "),
+                "{msg}"
+            );
+            assert!(msg.contains("HTTP 503"), "{msg}");
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                t.elapsed()
+            );
+        }
     }
 }

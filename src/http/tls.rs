@@ -6,19 +6,55 @@
 #![forbid(unsafe_code)]
 
 use super::error::{Error, Result};
-use std::path::Path;
+use crate::manifest::NetworkPlan;
+use sha2::Digest;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
-/// The TLS configuration for a bundle (or none).
-pub fn config(ca_bundle: Option<&Path>) -> Result<TlsConfig> {
-    let Some(path) = ca_bundle else {
-        return Ok(TlsConfig::builder().root_certs(RootCerts::WebPki).build());
+/// Read the plan's CA bundle (`Ok(None)` without one), checked against `ca_bundle_sha256` when that is
+/// set: the one way every user of the bundle (TLS here, the key-release transport and JWS check) reads it,
+/// so a file swapped after the manifest was checked fails closed.
+pub fn read_ca_bundle(net: &NetworkPlan) -> Result<Option<Vec<u8>>> {
+    let Some(path) = &net.ca_bundle else {
+        return Ok(None);
     };
-    let shown = path.display().to_string();
+    let shown = || path.display().to_string();
     let pem = std::fs::read(path).map_err(|e| Error::CaBundle {
-        path: shown.clone(),
+        path: shown(),
         detail: e.to_string(),
     })?;
+    if let Some(pin) = &net.ca_bundle_sha256 {
+        check_ca_bundle_pin(&pem, pin).map_err(|detail| Error::CaBundle {
+            path: shown(),
+            detail,
+        })?;
+    }
+    Ok(Some(pem))
+}
+
+/// `Err(why, with both digests and the fix)` when `bytes` does not hash to `pin`.
+pub fn check_ca_bundle_pin(bytes: &[u8], pin: &[u8; 32]) -> std::result::Result<(), String> {
+    let got: [u8; 32] = sha2::Sha256::digest(bytes).into();
+    if got == *pin {
+        return Ok(());
+    }
+    Err(format!(
+        "its SHA-256 is {} but [network] ca_bundle_sha256 pins {}; fix: ship the bundle the manifest was \
+         written for at this path in the image, or set ca_bundle_sha256 to the new file's sha256sum",
+        crate::luks2::hex(&got),
+        crate::luks2::hex(pin)
+    ))
+}
+
+/// The TLS configuration for the plan's bundle (or none).
+pub fn config(net: &NetworkPlan) -> Result<TlsConfig> {
+    let Some(pem) = read_ca_bundle(net)? else {
+        return Ok(TlsConfig::builder().root_certs(RootCerts::WebPki).build());
+    };
+    let shown = net
+        .ca_bundle
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let mut extra = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
@@ -46,4 +82,53 @@ pub fn config(ca_bundle: Option<&Path>) -> Result<TlsConfig> {
     Ok(TlsConfig::builder()
         .root_certs(RootCerts::new_with_certs(&roots))
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn plan(path: &std::path::Path, pin: Option<[u8; 32]>) -> NetworkPlan {
+        let mut net = crate::manifest::empty_plan().unwrap().network;
+        net.ca_bundle = Some(path.to_path_buf());
+        net.ca_bundle_sha256 = pin;
+        net
+    }
+
+    #[test]
+    fn a_pinned_bundle_is_read_only_when_its_digest_matches() {
+        let dir = std::env::temp_dir().join(format!("encfs-tls-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        let pem = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(&path, pem).unwrap();
+        let good: [u8; 32] = sha2::Sha256::digest(pem).into();
+        assert_eq!(
+            read_ca_bundle(&plan(&path, Some(good))).unwrap().as_deref(),
+            Some(&pem[..])
+        );
+        assert_eq!(
+            read_ca_bundle(&plan(&path, None)).unwrap().as_deref(),
+            Some(&pem[..])
+        );
+
+        // The file changed after the manifest was checked: every reader fails closed, in one line.
+        let e = read_ca_bundle(&plan(&path, Some([7; 32])))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "CA bundle {}: its SHA-256 is {} but [network] ca_bundle_sha256 pins {}; fix: ship the bundle \
+                 the manifest was written for at this path in the image, or set ca_bundle_sha256 to the new \
+                 file's sha256sum",
+                path.display(),
+                crate::luks2::hex(&good),
+                "07".repeat(32)
+            )
+        );
+        assert!(config(&plan(&path, Some([7; 32]))).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

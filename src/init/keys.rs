@@ -83,12 +83,15 @@ impl Keys {
 
     /// Release `rp`'s key.
     pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, String> {
-        let tokens = TokenCache::new(TokenSource::for_vault(
-            rp.bearer_token.as_ref(),
-            rp.vault_kind,
-            plan,
-            &uvm::process_env,
-        ));
+        let tokens = TokenCache::new(
+            TokenSource::for_vault(
+                rp.bearer_token.as_ref(),
+                rp.vault_kind,
+                plan,
+                &uvm::process_env,
+            )
+            .map_err(|e| e.to_string())?,
+        );
         // The test-mode fake attester signs with a key of its own, which no pinned AMD root certifies: only
         // the (fake) MAA can check its reports. Real providers are always verified locally first.
         let fake = self.attester.name() == "fake";
@@ -182,12 +185,10 @@ impl BlobToken {
         let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
         let host = rest.split('/').next().unwrap_or_default();
         let resource = format!("{scheme}://{host}");
-        let cache = TokenCache::new(TokenSource::for_resource(
-            None,
-            &resource,
-            plan,
-            &uvm::process_env,
-        ));
+        let cache = TokenCache::new(
+            TokenSource::for_resource(None, &resource, plan, &uvm::process_env)
+                .map_err(|e| e.to_string())?,
+        );
         let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
         Ok(BlobToken { cache, transport })
     }

@@ -33,9 +33,8 @@ impl JwsTrust {
     /// Web roots plus the PEM bundle at `path`, if any.
     pub fn from_plan(net: &crate::manifest::NetworkPlan) -> Result<Self, Error> {
         let mut extra_roots = Vec::new();
-        if let Some(p) = &net.ca_bundle {
-            let pem = std::fs::read(p)
-                .map_err(|e| Error::Internal(format!("CA bundle {}: {e}", p.display())))?;
+        let pem = crate::http::read_ca_bundle(net).map_err(|e| Error::Internal(e.to_string()))?;
+        if let (Some(p), Some(pem)) = (&net.ca_bundle, pem) {
             for c in Cert::from_pem_chain(&pem)
                 .map_err(|e| Error::Internal(format!("CA bundle {}: {e}", p.display())))?
             {

@@ -80,21 +80,24 @@ impl TokenSource {
         kind: VaultKind,
         plan: &crate::manifest::Plan,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
         Self::for_resource(static_token, vault_resource(kind), plan, env)
     }
 
     /// Pick the source for any `resource` (a vault, or a storage account's blob endpoint): static token,
-    /// else workload identity (from `env`), else IMDS.
+    /// else workload identity (from `env`), else IMDS. `AZURE_AUTHORITY_HOST` comes from the environment,
+    /// not the manifest, and the client assertion goes to it: it must be https unless in test mode.
     pub fn for_resource(
         static_token: Option<&SecretString>,
         resource: &str,
         plan: &crate::manifest::Plan,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
         let resource = resource.to_string();
         if let Some(t) = static_token {
-            return TokenSource::Static(SecretString::new(t.expose().to_string()));
+            return Ok(TokenSource::Static(SecretString::new(
+                t.expose().to_string(),
+            )));
         }
         let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
         if let (Some(client_id), Some(tenant), Some(file)) = (
@@ -102,22 +105,24 @@ impl TokenSource {
             nonempty("AZURE_TENANT_ID"),
             nonempty("AZURE_FEDERATED_TOKEN_FILE"),
         ) {
-            let authority = nonempty("AZURE_AUTHORITY_HOST")
-                .unwrap_or_else(|| plan.endpoints.login_authority.0.clone());
-            return TokenSource::Workload {
+            let authority = match nonempty("AZURE_AUTHORITY_HOST") {
+                Some(a) => checked_authority_host(&a, plan.test_mode)?,
+                None => plan.endpoints.login_authority.0.clone(),
+            };
+            return Ok(TokenSource::Workload {
                 authority: authority.trim_end_matches('/').to_string(),
                 tenant,
                 client_id,
                 token_file: PathBuf::from(file),
                 resource,
-            };
+            });
         }
-        TokenSource::Imds {
+        Ok(TokenSource::Imds {
             base: plan.endpoints.imds.0.clone(),
             api_version: plan.api_versions.imds.clone(),
             resource,
             client_id: plan.identity.client_id.clone(),
-        }
+        })
     }
 
     /// Fetch a token and its lifetime.
@@ -187,6 +192,37 @@ impl TokenSource {
     }
 }
 
+/// `AZURE_AUTHORITY_HOST` as the workload identity webhook sets it (`https://login.microsoftonline.com/`):
+/// an https URL with a host, no query; plain http only in test mode (the client assertion travels to it).
+fn checked_authority_host(raw: &str, test_mode: bool) -> Result<String, Error> {
+    let raw = raw.trim();
+    let refuse = |why: &str| Error::Malformed {
+        step: Step::WorkloadIdentity,
+        detail: format!(
+            "AZURE_AUTHORITY_HOST \"{}\" {why}; fix: set it to an https:// URL such as \
+             https://login.microsoftonline.com/ or unset it to use [endpoints] login_authority",
+            raw.chars().take(120).collect::<String>()
+        ),
+    };
+    let (scheme, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| refuse("is not a URL"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => {}
+        "http" if test_mode => {}
+        "http" => {
+            return Err(refuse(
+                "uses plain http, which would send the client assertion in clear text (allowed only with test_mode = true)",
+            ))
+        }
+        _ => return Err(refuse("is not an https URL")),
+    }
+    if rest.is_empty() || rest.starts_with('/') || raw.contains(['?', '#', ' ', '@']) {
+        return Err(refuse("is not an https URL with a host"));
+    }
+    Ok(raw.to_string())
+}
+
 fn parse_token(
     step: Step,
     resp: super::transport::Response,
@@ -216,12 +252,18 @@ fn parse_token(
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         _ => None,
     };
-    // Without a lifetime, assume a short one rather than caching forever.
+    // Without a lifetime, assume a short one rather than caching forever. The lifetime is the server's
+    // number: anything past a day (AAD's longest) is cut to a day, so no clock arithmetic can overflow.
     Ok((
         SecretString::new(token.to_string()),
-        Some(Duration::from_secs(expires_in.unwrap_or(300))),
+        Some(Duration::from_secs(
+            expires_in.unwrap_or(300).min(MAX_TOKEN_LIFETIME.as_secs()),
+        )),
     ))
 }
+
+/// Longest token lifetime believed (AAD tokens live at most 24 hours).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 struct Cached {
     token: SecretString,
@@ -294,8 +336,10 @@ impl TokenCache {
                 return Err(e);
             }
         };
-        let refresh_at = lifetime.map(|l| now + l.mul_f64(0.8));
-        let expires_at = lifetime.map(|l| now + l);
+        // Checked: `lifetime` comes from a server (bounded by parse_token, but never trusted to be).
+        let lifetime = lifetime.map(|l| l.min(MAX_TOKEN_LIFETIME));
+        let refresh_at = lifetime.and_then(|l| now.checked_add(l / 5 * 4));
+        let expires_at = lifetime.and_then(|l| now.checked_add(l));
         let out = SecretString::new(token.expose().to_string());
         *guard = Some(Cached {
             token,
@@ -303,5 +347,104 @@ impl TokenCache {
             expires_at,
         });
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyrelease::transport::{Response, TransportError};
+
+    /// IMDS answering one fixed `expires_in`.
+    struct Imds(serde_json::Value);
+
+    impl Transport for Imds {
+        fn send(&self, _req: &Request) -> Result<Response, TransportError> {
+            let body = serde_json::json!({"access_token": "t0k", "expires_in": self.0});
+            Ok(Response {
+                status: 200,
+                headers: Vec::new(),
+                body: body.to_string().into_bytes(),
+            })
+        }
+    }
+
+    fn imds() -> TokenSource {
+        TokenSource::Imds {
+            base: "http://169.254.169.254".into(),
+            api_version: "2018-02-01".into(),
+            resource: "https://vault.azure.net".into(),
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn azure_authority_host_must_be_https_outside_test_mode() {
+        let mut plan = crate::manifest::empty_plan().unwrap();
+        let env = |host: &'static str| {
+            move |k: &str| match k {
+                "AZURE_CLIENT_ID" => Some("cid".to_string()),
+                "AZURE_TENANT_ID" => Some("tenant".to_string()),
+                "AZURE_FEDERATED_TOKEN_FILE" => Some("/var/run/token".to_string()),
+                "AZURE_AUTHORITY_HOST" => Some(host.to_string()),
+                _ => None,
+            }
+        };
+        let pick = |plan: &crate::manifest::Plan, host| {
+            TokenSource::for_resource(None, "https://vault.azure.net", plan, &env(host))
+        };
+        let e = pick(&plan, "http://login.example/")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "workload identity token: AZURE_AUTHORITY_HOST \"http://login.example/\" uses plain http, which \
+             would send the client assertion in clear text (allowed only with test_mode = true); fix: set it \
+             to an https:// URL such as https://login.microsoftonline.com/ or unset it to use [endpoints] \
+             login_authority"
+        );
+        for bad in [
+            "login.example",
+            "ftp://login.example",
+            "https://",
+            "https://h/?x=1",
+        ] {
+            assert!(pick(&plan, bad).is_err(), "{bad}");
+        }
+        match pick(&plan, "https://login.microsoftonline.com/") {
+            Ok(TokenSource::Workload { authority, .. }) => {
+                assert_eq!(authority, "https://login.microsoftonline.com")
+            }
+            other => panic!("{other:?}"),
+        }
+        plan.test_mode = true;
+        assert!(matches!(
+            pick(&plan, "http://127.0.0.1:8080"),
+            Ok(TokenSource::Workload { .. })
+        ));
+    }
+
+    #[test]
+    fn hostile_expires_in_values_neither_panic_nor_cache_forever() {
+        let max = u64::MAX.to_string();
+        let cases = [
+            (serde_json::json!(max), MAX_TOKEN_LIFETIME),
+            (serde_json::json!(u64::MAX), MAX_TOKEN_LIFETIME),
+            (serde_json::json!("86401"), MAX_TOKEN_LIFETIME),
+            (serde_json::json!(1e300), Duration::from_secs(300)),
+            (serde_json::json!(-1), Duration::from_secs(300)),
+            (serde_json::json!("-1"), Duration::from_secs(300)),
+            (serde_json::json!("soon"), Duration::from_secs(300)),
+            (serde_json::json!(null), Duration::from_secs(300)),
+            (serde_json::json!("3599"), Duration::from_secs(3599)),
+        ];
+        for (v, want) in cases {
+            let cache = TokenCache::new(imds());
+            assert_eq!(cache.get(&Imds(v.clone())).unwrap().expose(), "t0k", "{v}");
+            // The cached token is reused, not refetched on every call.
+            assert_eq!(cache.get(&Imds(v.clone())).unwrap().expose(), "t0k");
+            let (_, life) = imds().fetch(&Imds(v.clone())).unwrap();
+            assert_eq!(life, Some(want), "{v}");
+        }
     }
 }

@@ -179,11 +179,10 @@ fn agent(net: &NetworkPlan, roots: ureq::tls::RootCerts) -> ureq::Agent {
 impl UreqTransport {
     /// From the plan. Reads the CA bundle now (an unreadable bundle is an error).
     pub fn new(net: &NetworkPlan) -> Result<Self, TransportError> {
-        let bundle = match &net.ca_bundle {
-            Some(p) => {
-                let pem = std::fs::read(p).map_err(|e| {
-                    TransportError::Other(format!("CA bundle {}: {e}", p.display()))
-                })?;
+        let pem =
+            crate::http::read_ca_bundle(net).map_err(|e| TransportError::Other(e.to_string()))?;
+        let bundle = match (&net.ca_bundle, pem) {
+            (Some(p), Some(pem)) => {
                 let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
                     .filter_map(|i| match i {
                         Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -198,7 +197,7 @@ impl UreqTransport {
                 }
                 Some(agent(net, ureq::tls::RootCerts::Specific(Arc::new(certs))))
             }
-            None => None,
+            _ => None,
         };
         Ok(UreqTransport {
             web: agent(net, ureq::tls::RootCerts::WebPki),

@@ -117,8 +117,11 @@ pub struct NetworkPlan {
     pub retries: u32,
     /// Longest delay between retries (exponential backoff with jitter up to this).
     pub retry_backoff_max: Duration,
-    /// Extra PEM CA bundle trusted in addition to the compiled-in web roots.
+    /// Extra PEM CA bundle trusted in addition to the compiled-in web roots (for TLS and for the key-release
+    /// JWS chain).
     pub ca_bundle: Option<PathBuf>,
+    /// SHA-256 the `ca_bundle` file must have, checked every time it is read.
+    pub ca_bundle_sha256: Option<[u8; 32]>,
 }
 
 /// An endpoint base URL, normalized: scheme, host, optional port and path, no trailing slash.

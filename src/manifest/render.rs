@@ -74,7 +74,16 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
         d(n.request_timeout),
         n.retries,
         d(n.retry_backoff_max),
-        n.ca_bundle.as_ref().map(|c| format!(" + {}", c.display())).unwrap_or_default()
+        n.ca_bundle
+            .as_ref()
+            .map(|c| {
+                let pin = n.ca_bundle_sha256.as_ref().map_or_else(
+                    || " (not pinned)".to_string(),
+                    |h| format!(" (sha256 {})", crate::luks2::hex(h)),
+                );
+                format!(" + {}{pin}", c.display())
+            })
+            .unwrap_or_default()
     )?;
     let e = &p.endpoints;
     writeln!(

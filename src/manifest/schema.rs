@@ -102,6 +102,8 @@ pub struct Network {
     pub retry_backoff_max: Option<Dur>,
     /// PEM file.
     pub ca_bundle: Option<String>,
+    /// Hex SHA-256 of the `ca_bundle` file.
+    pub ca_bundle_sha256: Option<String>,
 }
 
 /// `[endpoints]`

@@ -20,6 +20,7 @@ pub fn fast_network(retries: u32) -> NetworkPlan {
         retries,
         retry_backoff_max: Duration::from_millis(40),
         ca_bundle: None,
+        ca_bundle_sha256: None,
     }
 }
 

@@ -26,6 +26,13 @@ pub struct Faults {
     /// When set, only this path is the blob: any other path answers 404 `BlobNotFound` (always, not only
     /// while `on`), as Azure does for a blob or container that does not exist.
     pub only_path: Mutex<Option<String>>,
+    /// The `Retry-After` value of injected 503s (default `0`).
+    pub retry_after: Mutex<Option<String>>,
+    /// Extra bytes appended to every 206 body (its Content-Length counts them): a reply longer than the
+    /// range asked for. Always applied, not only while `on`.
+    pub extra_body: AtomicU64,
+    /// When set, the total every 206 `Content-Range` claims instead of the real size. Always applied.
+    pub claimed_size: Mutex<Option<u64>>,
 }
 
 #[derive(Debug)]
@@ -277,9 +284,11 @@ impl Ctx {
         match fault {
             Fault::E503 => {
                 let b = b"<Error><Code>ServerBusy</Code></Error>";
+                let ra = self.faults.retry_after.lock().unwrap().clone();
                 write!(
                     w,
-                    "HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\nRetry-After: 0\r\nContent-Length: {}\r\n\r\n",
+                    "HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\nRetry-After: {}\r\nContent-Length: {}\r\n\r\n",
+                    ra.as_deref().unwrap_or("0"),
                     b.len()
                 )?;
                 return w.write_all(b);
@@ -330,11 +339,14 @@ impl Ctx {
                     return write!(w, "HTTP/1.1 416 Range Not Satisfiable\r\n{echo}Content-Length: 0\r\n\r\n");
                 }
                 let z = z.min(size - 1);
-                let slice = b.data[a as usize..=z as usize].to_vec();
+                let mut slice = b.data[a as usize..=z as usize].to_vec();
                 drop(b);
+                let extra = self.faults.extra_body.load(Ordering::Relaxed);
+                slice.resize(slice.len() + extra as usize, 0xEE);
+                let total = self.faults.claimed_size.lock().unwrap().unwrap_or(size);
                 // One write for the whole header (write! would send each piece as its own segment).
                 let head = format!(
-                    "HTTP/1.1 206 Partial Content\r\n{echo}Content-Length: {}\r\nContent-Range: bytes {a}-{z}/{size}\r\nETag: {etag}\r\n\r\n",
+                    "HTTP/1.1 206 Partial Content\r\n{echo}Content-Length: {}\r\nContent-Range: bytes {a}-{z}/{total}\r\nETag: {etag}\r\n\r\n",
                     slice.len()
                 );
                 w.write_all(head.as_bytes())?;

@@ -64,6 +64,7 @@ impl Rig {
             retries: 2,
             retry_backoff_max: FAST,
             ca_bundle: Some(ca),
+            ca_bundle_sha256: None,
         };
         let endpoints = Endpoints {
             imds: Endpoint(az.http.url()),

@@ -100,7 +100,8 @@ pub(super) fn certcache(
     };
     let endpoint = if kind == CertCacheKind::LocalThim && !c.endpoint.contains("://") {
         // THIM is served over plain http on the host-local address (upstream fetches it with http://).
-        Endpoint(format!("http://{}", c.endpoint.trim_end_matches('/')))
+        let url = format!("http://{}", c.endpoint.trim_end_matches('/'));
+        v.service_url(&p.key("endpoint"), Some(&url), &url, true)
     } else {
         v.endpoint(&p.key("endpoint"), &c.endpoint)?
     };

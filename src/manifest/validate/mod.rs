@@ -16,6 +16,9 @@ use attestation::{attestation, certcache};
 pub use filesystem::redact_query;
 use filesystem::{check_mount_points, filesystem};
 
+/// Azure's link-local address: IMDS and THIM are served there over plain http.
+pub const AZURE_LINK_LOCAL: &str = "169.254.169.254";
+
 /// Default readiness file for TOML manifests.
 pub const DEFAULT_READINESS_FILE: &str = "/run/encfs-init/ready";
 
@@ -188,8 +191,16 @@ impl V<'_> {
         Some(Endpoint(format!("{scheme}://{rest}")))
     }
 
-    /// A fixed-default endpoint that may use http (IMDS is http by design, on a link-local address).
-    fn service_url(&mut self, path: &FieldPath, raw: Option<&str>, default: &str) -> Endpoint {
+    /// A fixed-default endpoint given as an http(s) URL. Tokens and assertions travel to (or from) these:
+    /// https only, unless `test_mode`; with `link_local`, plain http is allowed to Azure's link-local
+    /// address too ([`AZURE_LINK_LOCAL`]: IMDS and THIM are served there over http by design).
+    fn service_url(
+        &mut self,
+        path: &FieldPath,
+        raw: Option<&str>,
+        default: &str,
+        link_local: bool,
+    ) -> Endpoint {
         let Some(raw) = raw else {
             return Endpoint(default.to_string());
         };
@@ -203,6 +214,19 @@ impl V<'_> {
                 path,
                 format!("\"{raw}\" is not an http(s) URL"),
                 format!("write a URL such as {default}"),
+            );
+        } else if raw.starts_with("http://")
+            && !self.test_mode
+            && !(link_local && crate::keyrelease::akv::host_of(raw) == AZURE_LINK_LOCAL)
+        {
+            self.err(
+                path,
+                format!("\"{raw}\" uses plain http"),
+                if link_local {
+                    format!("use https, or http only to Azure's link-local {AZURE_LINK_LOCAL} (any other plain http needs test_mode = true)")
+                } else {
+                    "use https (plain http is allowed only with test_mode = true)".to_string()
+                },
             );
         }
         Endpoint(raw.trim_end_matches('/').to_string())
@@ -397,6 +421,10 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             hour,
         ),
         ca_bundle: m.network.ca_bundle.as_deref().map(|p| v.resolve(p)),
+        ca_bundle_sha256: m.network.ca_bundle_sha256.as_deref().and_then(|h| {
+            let pin = v.hex(&np.key("ca_bundle_sha256"), h, Some(32), "ca_bundle_sha256")?;
+            <[u8; 32]>::try_from(pin.as_slice()).ok()
+        }),
     };
     if network.retries > 100 {
         v.err(
@@ -405,14 +433,32 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             "use at most 100",
         );
     }
+    if m.network.ca_bundle_sha256.is_some() && network.ca_bundle.is_none() {
+        v.err(
+            &np.key("ca_bundle_sha256"),
+            "ca_bundle_sha256 is set but there is no ca_bundle to check",
+            "set [network] ca_bundle to the PEM file it pins, or remove ca_bundle_sha256",
+        );
+    }
     if let Some(ca) = &network.ca_bundle {
-        match std::fs::read_to_string(ca) {
-            Ok(t) if t.contains("-----BEGIN CERTIFICATE-----") => {}
-            Ok(_) => v.err(
+        match std::fs::read(ca) {
+            Ok(b) if !String::from_utf8_lossy(&b).contains("-----BEGIN CERTIFICATE-----") => v.err(
                 &np.key("ca_bundle"),
                 format!("{} holds no PEM certificate", ca.display()),
                 "give a PEM file with -----BEGIN CERTIFICATE----- blocks",
             ),
+            Ok(b) => {
+                let pinned = network.ca_bundle_sha256.as_ref();
+                if let Some(Err(why)) = pinned.map(|pin| crate::http::check_ca_bundle_pin(&b, pin))
+                {
+                    let (problem, fix) = why.split_once("; fix: ").unwrap_or((&why, ""));
+                    v.err(
+                        &np.key("ca_bundle_sha256"),
+                        format!("CA bundle {}: {problem}", ca.display()),
+                        fix,
+                    );
+                }
+            }
             Err(e) => v.err(
                 &np.key("ca_bundle"),
                 format!("cannot read {}: {e}", ca.display()),
@@ -427,26 +473,31 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             &ep.key("imds"),
             m.endpoints.imds.as_deref(),
             "http://169.254.169.254",
+            true,
         ),
         thim: v.service_url(
             &ep.key("thim"),
             m.endpoints.thim.as_deref(),
             "http://169.254.169.254/metadata/THIM/amd/certification",
+            true,
         ),
         azcache: v.service_url(
             &ep.key("azcache"),
             m.endpoints.azcache.as_deref(),
             "https://global.acccache.azure.net",
+            false,
         ),
         amd_kds: v.service_url(
             &ep.key("amd_kds"),
             m.endpoints.amd_kds.as_deref(),
             "https://kdsintf.amd.com",
+            false,
         ),
         login_authority: v.service_url(
             &ep.key("login_authority"),
             m.endpoints.login_authority.as_deref(),
             "https://login.microsoftonline.com",
+            false,
         ),
     };
 
