@@ -252,3 +252,32 @@ fn header_pin_accepts_the_right_digest_and_refuses_another() {
         e => panic!("{e}"),
     }
 }
+
+/// The unlock budget (finding 4 of issue 12) takes what cryptsetup writes by default: argon2id benchmarked
+/// to its 2 s target (up to 1 GiB), and PBKDF2-sha256 benchmarked the same way, each with a digest
+/// benchmarked by cryptsetup. Only the cost is checked (deriving 1 GiB of argon2 in a debug build takes
+/// minutes): `check_limits` runs before any derivation.
+#[test]
+fn cryptsetup_default_costs_fit_the_unlock_budget() {
+    for (name, extra) in [
+        ("default-argon2id", &[][..]),
+        ("default-pbkdf2", &["--pbkdf", "pbkdf2"][..]),
+    ] {
+        let s = Scratch::new(name);
+        let (img, key) = (s.path("img"), s.path("key"));
+        sparse(&img, 20);
+        key_file(&key, 32);
+        luks_format(&img, &key, extra);
+        let h = Header::parse(&head(&img, 16 << 20)).unwrap();
+        let cost = luks2::cost::unlock_ns(&h);
+        println!(
+            "{name}: {} and digest {} iterations: {} of the {} budget",
+            h.keyslots[0].kdf,
+            h.digest.iterations,
+            luks2::cost::secs(cost),
+            luks2::cost::secs(luks2::cost::WORK_BUDGET_NS)
+        );
+        h.check_limits(&luks2::Limits::for_this_machine())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -5,10 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod luks2_util;
+
 use encfs_init::luks2::binary::fix_checksum;
-use encfs_init::luks2::format::{build, FormatParams, NewKdf};
-use encfs_init::luks2::{self, Copy, Error, Header};
+use encfs_init::luks2::cost::{Memory, WORK_BUDGET_NS};
+use encfs_init::luks2::format::{build, FormatParams, NewKdf, AREA_OFFSET};
+use encfs_init::luks2::{self, Copy, Error, Header, Limits};
+use luks2_util::Scratch;
 use serde_json::{json, Value};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 const HS: usize = 16384;
 const PASS: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -62,11 +69,16 @@ fn set_u64(buf: &mut [u8], at: usize, v: u64, fix: bool) {
     }
 }
 
-/// Parse, place on the device, unlock: the first error.
+/// Parse, then what the boot and `image check` do (place on the device, unlock within the limits): the
+/// first error.
 fn open(buf: &[u8]) -> Result<Header, Error> {
     let h = Header::parse(buf)?;
-    h.data_range(buf.len() as u64)?;
-    h.unlock(buf, PASS)?;
+    h.open_device(
+        buf.len() as u64,
+        PASS,
+        &Limits::for_this_machine(),
+        |off, len| luks2::reader::slice(buf, off, len, "keyslot area").map(<[u8]>::to_vec),
+    )?;
     Ok(h)
 }
 
@@ -572,4 +584,218 @@ fn unlock_with_reads_only_the_keyslot_material() {
         ),
         "{e:?}"
     );
+}
+
+/// Keyslot 0 copied into keyslots 1..n (each its own area after the one before), all bound to the digest.
+fn with_keyslots(buf: &mut [u8], n: u64) {
+    both(buf, |v| {
+        let k = v["keyslots"]["0"].clone();
+        let size: u64 = k["area"]["size"].as_str().unwrap().parse().unwrap();
+        let mut bound = vec![json!("0")];
+        for i in 1..n {
+            let mut c = k.clone();
+            c["area"]["offset"] = json!((AREA_OFFSET + i * size).to_string());
+            v["keyslots"][i.to_string()] = c;
+            bound.push(json!(i.to_string()));
+        }
+        v["digests"]["0"]["keyslots"] = json!(bound);
+    });
+}
+
+/// `f` on another thread; panics if it takes `limit` or more (the thread is left to the process's end).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let t = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    let out = rx
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}: it derives before checking"));
+    assert!(t.elapsed() < limit);
+    out
+}
+
+/// The audit's header: 8 bound keyslots and a digest at 10^8 PBKDF2 iterations, every field inside the
+/// allowlist (it kept a wrong key busy for over 400 s).
+fn eight_heavy_keyslots() -> Vec<u8> {
+    let mut b = base();
+    with_keyslots(&mut b, 8);
+    both(&mut b, |v| {
+        v["digests"]["0"]["iterations"] = json!(100_000_000)
+    });
+    b
+}
+
+/// Finding 4: the total unlock work is bounded, before anything is derived.
+#[test]
+fn unlock_work_over_the_budget_is_refused_before_deriving() {
+    let buf = eight_heavy_keyslots();
+    let h = Header::parse(&buf).unwrap();
+    assert_eq!(h.try_order().len(), 8);
+    let e = within(Duration::from_secs(1), move || {
+        h.unlock(&buf, b"wrong key").unwrap_err()
+    });
+    match &e {
+        Error::Work { fields, .. } => {
+            assert_eq!(fields, "keyslots.0,1,2,3,4,5,6,7.kdf, digests.0.iterations")
+        }
+        e => panic!("{e:?}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains("digest checks at 100000000 iterations")
+            && msg.contains("80.0 s of work, over the budget of 60.0 s"),
+        "{msg}"
+    );
+    // The same header with one keyslot is inside the budget and opens.
+    let mut one = base();
+    both(&mut one, |v| v["digests"]["0"]["iterations"] = json!(1000));
+    assert_eq!(luks2::unlock(&one, PASS).unwrap().keyslot(), 0);
+    assert!(
+        luks2::cost::unlock_ns(&Header::parse(&eight_heavy_keyslots()).unwrap()) > WORK_BUDGET_NS
+    );
+}
+
+/// Finding 4: an Argon2 keyslot that needs more memory than the machine can spare is refused before the
+/// allocation (which, for PID 1, ends in an abort or the machine's OOM).
+#[test]
+fn argon2_memory_beyond_the_machine_is_refused_before_allocating() {
+    let mut buf = base();
+    both(&mut buf, |v| {
+        v["keyslots"]["0"]["kdf"] = json!({"type": "argon2id", "time": 4, "memory": 262144, "cpus": 1,
+            "salt": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+    });
+    let h = Header::parse(&buf).unwrap();
+    let limits = Limits {
+        memory: Memory::Fixed(131072),
+        ..Limits::for_this_machine()
+    };
+    let e = within(Duration::from_secs(1), move || {
+        h.unlock_within(PASS, &limits, |off, len| {
+            luks2::reader::slice(&buf, off, len, "keyslot area").map(<[u8]>::to_vec)
+        })
+        .unwrap_err()
+    });
+    assert_eq!(
+        e,
+        Error::Memory {
+            field: "keyslots.0.kdf.memory".into(),
+            need_kib: 262144,
+            have_kib: 131072
+        }
+    );
+    assert!(
+        e.to_string()
+            .starts_with("keyslots.0.kdf.memory: argon2 needs 262144 KiB"),
+        "{e}"
+    );
+}
+
+/// Finding 4: no keyslot is started after the unlock's deadline; the ones left are named.
+#[test]
+fn no_keyslot_is_started_after_the_deadline() {
+    let mut buf = base();
+    with_keyslots(&mut buf, 3);
+    let h = Header::parse(&buf).unwrap();
+    let read = |off: u64, len: u64| {
+        luks2::reader::slice(&buf, off, len, "keyslot area").map(<[u8]>::to_vec)
+    };
+    let late = Limits {
+        deadline: Duration::ZERO,
+        ..Limits::for_this_machine()
+    };
+    let e = h.unlock_within(b"wrong key", &late, read).unwrap_err();
+    assert_eq!(
+        e,
+        Error::Deadline {
+            tried: vec![0],
+            untried: vec![1, 2],
+            secs: 0
+        }
+    );
+    assert!(
+        e.to_string()
+            .starts_with("keyslots: the key opened none of keyslots 0 within"),
+        "{e}"
+    );
+    // Within the deadline every keyslot is tried.
+    let e = h.unlock_with(b"wrong key", read).unwrap_err();
+    assert_eq!(
+        e,
+        Error::NoKeyslotOpened {
+            tried: vec![0, 1, 2]
+        }
+    );
+}
+
+fn image_check(s: &Scratch, buf: &[u8]) -> (Option<i32>, String, Duration) {
+    let (img, key) = (s.path("img"), s.path("key"));
+    std::fs::write(&img, buf).unwrap();
+    std::fs::write(&key, PASS).unwrap();
+    let t = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_encfs-init"))
+        .args(["image", "check", "--key-file"])
+        .arg(&key)
+        .arg(&img)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.code(), text, t.elapsed())
+}
+
+/// Finding 12: `image check` refuses what the boot refuses, with the boot's error (both call
+/// `Header::open_device`): here a data segment at 2^50 on a 32 MiB device, checksums valid.
+#[test]
+fn image_check_refuses_a_segment_past_the_device_as_the_boot_does() {
+    let s = Scratch::new("check-offset");
+    let mut buf = base();
+    both(&mut buf, |v| {
+        v["segments"]["0"]["offset"] = json!((1u64 << 50).to_string())
+    });
+    buf.resize(32 << 20, 0);
+    let boot_error = Header::parse(&buf)
+        .unwrap()
+        .open_device(
+            buf.len() as u64,
+            PASS,
+            &Limits::for_this_machine(),
+            |_, _| panic!("nothing is read for a header the device cannot hold"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        boot_error,
+        "segments.0.offset: 1125899906842624 is past the end of the 33554432-byte device"
+    );
+    let (code, text, _) = image_check(&s, &buf);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("LUKS2 header refused: {boot_error}"))
+            && !text.contains("opens keyslot"),
+        "{text}"
+    );
+}
+
+/// Finding 4 through the tool: `image check` refuses the audit's header at once, not after minutes.
+#[test]
+fn image_check_refuses_the_heavy_header_quickly() {
+    let s = Scratch::new("check-heavy");
+    let (code, text, took) = image_check(&s, &eight_heavy_keyslots());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("LUKS2 header refused: keyslots.0,1,2,3,4,5,6,7.kdf, digests.0.iterations: unlocking costs too much"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

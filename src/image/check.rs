@@ -122,8 +122,15 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
             Err(e) => return io_error(&format!("{}: {e}", image.display())),
         }
     }
-    let code = match header.unlock(&buf, key.expose()) {
-        Ok(vk) => {
+    // The boot's own call (src/init/filesystems.rs): the same checks, the same refusals.
+    let opened = header.open_device(
+        device_size,
+        key.expose(),
+        &luks2::Limits::for_this_machine(),
+        |offset, len| luks2::reader::slice(&buf, offset, len, "keyslot area").map(<[u8]>::to_vec),
+    );
+    let code = match opened {
+        Ok((vk, _)) => {
             out += &format!(
                 "key: {} opens keyslot {}\n",
                 key_file.display(),
@@ -149,8 +156,12 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
             out += "\n";
             1
         }
+        Err(e @ Error::Deadline { .. }) => {
+            out += &format!("key: {}: {e}\n", key_file.display());
+            1
+        }
         Err(e) => {
-            out += &format!("key: cannot try the keyslots: {e}\n");
+            out += &format!("{}: LUKS2 header refused: {e}\n", image.display());
             1
         }
     };

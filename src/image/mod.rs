@@ -8,8 +8,10 @@
 //! upstream's sidecar, and with encfs-init. The key file is the raw 32-byte key (upstream's rule: the key
 //! released by SKR is used as the LUKS2 passphrase as is).
 //!
-//! `image check` prints the header summary and says whether the key opens a keyslot; when it does not,
-//! it explains how upstream turns a released key into the passphrase (the oct and RSA-HSM rules).
+//! `image check` prints the header summary and says whether the key opens a keyslot, through the boot's
+//! own call ([`crate::luks2::Header::open_device`]): what the boot refuses, it refuses with the same error.
+//! When the key opens nothing, it explains how upstream turns a released key into the passphrase (the oct
+//! and RSA-HSM rules).
 #![forbid(unsafe_code)]
 
 mod check;
@@ -35,8 +37,10 @@ create: ext4 from DIR (mkfs.ext4 -d, e2fsprogs >= 1.43), then LUKS2 (aes-xts-pla
         used as the passphrase, as upstream. SIZE (e.g. 256MiB) is the whole image; default: computed from
         DIR. Prints the header_sha256 to pin in the manifest. --pbkdf: pbkdf2 (sha256, 1000 iterations,
         upstream's format) or argon2id (4 passes, 64 MiB).
-check:  prints the header and whether KEY opens a keyslot. Exit 0 if it does, 1 if not (or if the header
-        is refused), 2 on usage or I/O errors.
+check:  prints the header and whether KEY opens a keyslot, with every check the boot makes (the data
+        segment must lie on IMAGE; the unlock must fit the work budget, this machine's memory and the
+        deadline). Exit 0 if it opens, 1 if not or if the header is refused (the boot's error line), 2 on
+        usage or I/O errors.
 ";
 
 /// A parsed `image` command.

@@ -240,29 +240,37 @@ pub fn open(
         log::warn!("filesystem[{}]: LUKS2 header: {w}", fs.index);
     }
     // Only the tried keyslots' material is fetched (about 256 KB each), not the 16 MiB keyslots region.
+    // `image check` makes the same call: the data segment must lie on the device, the unlock must fit the
+    // work budget, the machine's memory and the deadline, and the key must open a keyslot.
     let mut read_error = None;
-    let unlocked = header.unlock_with(key.expose(), |offset, len| {
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        src.read_at(offset, &mut buf).map(|()| buf).map_err(|e| {
-            read_error = Some(e.to_string());
-            crate::luks2::Error::Truncated {
-                what: "keyslot area",
-                need: offset.saturating_add(len),
-                have: offset,
-            }
-        })
-    });
-    let vk = match (unlocked, read_error) {
-        (Ok(vk), _) => vk,
+    let opened = header.open_device(
+        src.size(),
+        key.expose(),
+        &crate::luks2::Limits::for_this_machine(),
+        |offset, len| {
+            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            src.read_at(offset, &mut buf).map(|()| buf).map_err(|e| {
+                read_error = Some(e.to_string());
+                crate::luks2::Error::Truncated {
+                    what: "keyslot area",
+                    need: offset.saturating_add(len),
+                    have: offset,
+                }
+            })
+        },
+    );
+    let (vk, (offset, len)) = match (opened, read_error) {
+        (Ok(opened), _) => opened,
         (Err(_), Some(e)) => return Err(s.fail("LUKS2 header", format!("reading a keyslot: {e}"))),
-        (Err(e), None) => {
+        (Err(e @ crate::luks2::Error::NoKeyslotOpened { .. }), None) => {
             return Err(s.fail("unlock", format!("{e}; fix: the key does not open this image: check kid, and for RSA keys the salt and label (`encfs-init image check` explains)")))
         }
+        (Err(e @ crate::luks2::Error::Deadline { .. }), None) => {
+            return Err(s.fail("unlock", e))
+        }
+        (Err(e), None) => return Err(s.fail("LUKS2 header", e)),
     };
     drop(key);
-    let (offset, len) = header
-        .data_range(src.size())
-        .map_err(|e| s.fail("LUKS2 header", e))?;
     s.done("LUKS2 unlock");
 
     let read_only = !fs.read_write;

@@ -183,6 +183,31 @@ pub enum Error {
         /// What the KDF said.
         detail: String,
     },
+    /// Trying every keyslot (each KDF and its digest check) would cost more than the work budget.
+    Work {
+        /// The fields that set the cost (`keyslots.0,1.kdf, digests.0.iterations`).
+        fields: String,
+        /// What makes up the cost, in words with numbers.
+        detail: String,
+    },
+    /// An Argon2 keyslot needs more memory than the machine can spare.
+    Memory {
+        /// The field (`keyslots.N.kdf.memory`).
+        field: String,
+        /// What it asks for, KiB.
+        need_kib: u64,
+        /// What may be allocated, KiB (`MemAvailable` less headroom).
+        have_kib: u64,
+    },
+    /// The unlock's wall-time deadline passed before every keyslot was tried.
+    Deadline {
+        /// The keyslots tried, in order (none opened).
+        tried: Vec<u32>,
+        /// The keyslots not started.
+        untried: Vec<u32>,
+        /// The deadline, seconds.
+        secs: u64,
+    },
     /// The passphrase opens none of the keyslots that were tried.
     NoKeyslotOpened {
         /// The keyslots tried, in order.
@@ -249,12 +274,37 @@ impl fmt::Display for Error {
                 "LUKS2 header does not match the pinned header_sha256: expected {expected}, actual {actual}"
             ),
             Error::Kdf { keyslot, detail } => write!(f, "keyslots.{keyslot}.kdf: {detail}"),
+            Error::Work { fields, detail } => write!(
+                f,
+                "{fields}: unlocking costs too much: {detail}; fix: re-create the image with cryptsetup's default \
+                 KDF costs or `encfs-init image create` (or remove keyslots), and pin header_sha256: a header \
+                 you did not make this way may have been tampered with"
+            ),
+            Error::Memory { field, need_kib, have_kib } => write!(
+                f,
+                "{field}: argon2 needs {need_kib} KiB, this machine can spare {have_kib} KiB (MemAvailable less \
+                 headroom); fix: give the VM more memory or re-create the keyslot with less memory \
+                 (cryptsetup luksConvertKey --pbkdf-memory)"
+            ),
+            Error::Deadline { tried, untried, secs } => write!(
+                f,
+                "keyslots: the key opened none of keyslots {} within the unlock's {secs} s deadline; not tried: {}; \
+                 fix: re-create the image with cryptsetup's default KDF costs, or check the key",
+                join(tried),
+                join(untried)
+            ),
             Error::NoKeyslotOpened { tried } => {
-                let list: Vec<String> = tried.iter().map(u32::to_string).collect();
-                write!(f, "the key opens none of the keyslots tried ({})", list.join(", "))
+                write!(f, "the key opens none of the keyslots tried ({})", join(tried))
             }
         }
     }
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl std::error::Error for Error {}

@@ -17,10 +17,15 @@
 //! keyslot areas are not covered, but a swapped keyslot can only fail to open: the accepted volume key must
 //! match the (pinned) digest.
 //!
-//! This module is pure (no I/O, no `unsafe`); [`crate::image`] does the file work.
+//! Unlock work is bounded as a whole ([`cost`]): the sum over the keyslots that would be tried (KDF plus
+//! digest check), each Argon2 keyslot's memory against what the machine has, and the wall time.
+//!
+//! This module is pure (no I/O, no `unsafe`) but for [`cost::Limits::for_this_machine`] reading
+//! `/proc/meminfo`; [`crate::image`] does the file work.
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod cost;
 pub mod crypto;
 pub mod error;
 pub mod format;
@@ -30,6 +35,7 @@ pub mod reader;
 mod unlock;
 pub mod validate;
 
+pub use cost::Limits;
 pub use error::{Copy, Error, Result};
 pub use header::{
     area_sha256, hex, Argon2Variant, Hash, Header, Kdf, Keyslot, Priority, Segment, SegmentSize,
