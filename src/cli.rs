@@ -372,21 +372,43 @@ fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>, i32> {
     }
 }
 
-/// Parse the process's command line, run the command, return the exit code.
-pub fn main(ctx: Context) -> i32 {
-    crate::logging::init();
-    let args: Vec<String> = match std::env::args_os()
+impl Command {
+    /// Whether the process must block signals before anything else: only `run` (PID 1's signalfd design,
+    /// see [`crate::supervise::signals`]). The tools keep default dispositions, so Ctrl-C and SIGTERM end
+    /// them (`nbd serve` reads them itself to finish cleanly).
+    pub fn blocks_signals(&self) -> bool {
+        matches!(self, Command::Run { .. })
+    }
+}
+
+/// Parse the process's own command line (`pid1` makes `run` the default). Starts no thread and logs
+/// nothing (the logger is not up yet): an error is the usage message [`main`] reports.
+pub fn parse_process_args(pid1: bool) -> Result<Command, Usage> {
+    let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(OsString::into_string)
-        .collect()
-    {
-        Ok(a) => a,
-        Err(bad) => {
-            log::error!("usage: argument {bad:?} is not valid UTF-8");
-            return exit::USAGE;
-        }
-    };
-    let cmd = match parse(&args, ctx != Context::Process) {
+        .collect::<Result<_, _>>()
+        .map_err(|bad| Usage(format!("argument {bad:?} is not valid UTF-8")))?;
+    parse(&args, pid1)
+}
+
+/// Run the parsed command line; return the exit code. A panic (a bug) becomes [`exit::INTERNAL`], so the
+/// caller's orderly finish still ends the process (as a VM's PID 1 an unwinding `main` panics the kernel).
+pub fn main(ctx: Context, cmd: Result<Command, Usage>) -> i32 {
+    exit_on_panic(|| dispatch(ctx, cmd))
+}
+
+/// `f()`, or [`exit::INTERNAL`] if it panics (the panic hook has already printed the message).
+pub fn exit_on_panic(f: impl FnOnce() -> i32) -> i32 {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        log::error!("internal error (a bug): a panic; see the message above; please report it");
+        exit::INTERNAL
+    })
+}
+
+fn dispatch(ctx: Context, cmd: Result<Command, Usage>) -> i32 {
+    crate::logging::init();
+    let cmd = match cmd {
         Ok(c) => c,
         Err(Usage(msg)) => {
             log::error!("usage: {msg}");
@@ -596,6 +618,38 @@ mod tests {
         assert!(parse(&s(&["policy-digest"]), false).is_err());
         assert!(parse(&s(&["policy-digest", "-p", "a", "-f", "b"]), false).is_err());
         assert!(parse(&s(&["report", "--bogus"]), false).is_err());
+    }
+
+    #[test]
+    fn a_panic_becomes_the_internal_error_exit_code() {
+        assert_eq!(exit_on_panic(|| 5), 5);
+        assert_eq!(
+            exit_on_panic(|| panic!("a bug while loading the manifest")),
+            exit::INTERNAL
+        );
+    }
+
+    #[test]
+    fn only_run_blocks_signals() {
+        let run = parse(&s(&["run", "--", "/app"]), false).unwrap();
+        assert!(run.blocks_signals());
+        assert!(
+            parse(&[], true).unwrap().blocks_signals(),
+            "PID 1's implied run"
+        );
+        for tool in [
+            &["check", "m.toml"][..],
+            &["probe"],
+            &["nbd", "serve", "file:///x", "--socket", "/s"],
+            &["image", "check"],
+            &["version"],
+            &["report"],
+        ] {
+            assert!(
+                !parse(&s(tool), false).unwrap().blocks_signals(),
+                "{tool:?}"
+            );
+        }
     }
 
     #[test]
