@@ -350,9 +350,15 @@ fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>, i32> {
         Found::Toml(p) => manifest::load_toml_file(&p),
         Found::Legacy { name, text } => manifest::load_legacy(&name, &text),
     };
-    // The legacy variable may hold a bearer token: it must not reach the application's environment.
+    // The legacy variable may hold a bearer token: it must not reach the application's environment, nor stay
+    // readable in /proc/<pid>/environ (the original block on the stack, which remove_var leaves as it was).
     // Sound: no other thread exists yet (the supervisor and workers start later).
-    std::env::remove_var(LEGACY_ENV);
+    if std::env::var_os(LEGACY_ENV).is_some() {
+        std::env::remove_var(LEGACY_ENV);
+        if let Err(e) = crate::init::process::scrub_env_value(LEGACY_ENV) {
+            log::warn!("manifest: wiping {LEGACY_ENV} from the original environment block failed: {e}; its value stays readable in /proc/<pid>/environ to root with CAP_SYS_PTRACE; fix: pass the manifest as a file (--manifest)");
+        }
+    }
     match loaded {
         Ok(l) => {
             for w in &l.warnings {
@@ -494,6 +500,11 @@ fn probe(source: &SourceArg, readiness_file: Option<PathBuf>) -> i32 {
 }
 
 fn run(ctx: Context, source: &SourceArg, app: Vec<String>) -> i32 {
+    // Before any secret is read: no core dumps, no memory reads through /proc by non-ptracers.
+    if let Err(e) = crate::init::process::harden() {
+        log::error!("{e}");
+        return exit::INTERNAL;
+    }
     let mut plan = match load(source) {
         Ok(Some(l)) => l.plan,
         Ok(None) if !app.is_empty() => match manifest::empty_plan() {
