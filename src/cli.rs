@@ -350,9 +350,15 @@ fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>, i32> {
         Found::Toml(p) => manifest::load_toml_file(&p),
         Found::Legacy { name, text } => manifest::load_legacy(&name, &text),
     };
-    // The legacy variable may hold a bearer token: it must not reach the application's environment.
+    // The legacy variable may hold a bearer token: it must not reach the application's environment, nor stay
+    // readable in /proc/<pid>/environ (the original block on the stack, which remove_var leaves as it was).
     // Sound: no other thread exists yet (the supervisor and workers start later).
-    std::env::remove_var(LEGACY_ENV);
+    if std::env::var_os(LEGACY_ENV).is_some() {
+        std::env::remove_var(LEGACY_ENV);
+        if let Err(e) = crate::init::process::scrub_env_value(LEGACY_ENV) {
+            log::warn!("manifest: wiping {LEGACY_ENV} from the original environment block failed: {e}; its value stays readable in /proc/<pid>/environ to root with CAP_SYS_PTRACE; fix: pass the manifest as a file (--manifest)");
+        }
+    }
     match loaded {
         Ok(l) => {
             for w in &l.warnings {
@@ -372,21 +378,43 @@ fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>, i32> {
     }
 }
 
-/// Parse the process's command line, run the command, return the exit code.
-pub fn main(ctx: Context) -> i32 {
-    crate::logging::init();
-    let args: Vec<String> = match std::env::args_os()
+impl Command {
+    /// Whether the process must block signals before anything else: only `run` (PID 1's signalfd design,
+    /// see [`crate::supervise::signals`]). The tools keep default dispositions, so Ctrl-C and SIGTERM end
+    /// them (`nbd serve` reads them itself to finish cleanly).
+    pub fn blocks_signals(&self) -> bool {
+        matches!(self, Command::Run { .. })
+    }
+}
+
+/// Parse the process's own command line (`pid1` makes `run` the default). Starts no thread and logs
+/// nothing (the logger is not up yet): an error is the usage message [`main`] reports.
+pub fn parse_process_args(pid1: bool) -> Result<Command, Usage> {
+    let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(OsString::into_string)
-        .collect()
-    {
-        Ok(a) => a,
-        Err(bad) => {
-            log::error!("usage: argument {bad:?} is not valid UTF-8");
-            return exit::USAGE;
-        }
-    };
-    let cmd = match parse(&args, ctx != Context::Process) {
+        .collect::<Result<_, _>>()
+        .map_err(|bad| Usage(format!("argument {bad:?} is not valid UTF-8")))?;
+    parse(&args, pid1)
+}
+
+/// Run the parsed command line; return the exit code. A panic (a bug) becomes [`exit::INTERNAL`], so the
+/// caller's orderly finish still ends the process (as a VM's PID 1 an unwinding `main` panics the kernel).
+pub fn main(ctx: Context, cmd: Result<Command, Usage>) -> i32 {
+    exit_on_panic(|| dispatch(ctx, cmd))
+}
+
+/// `f()`, or [`exit::INTERNAL`] if it panics (the panic hook has already printed the message).
+pub fn exit_on_panic(f: impl FnOnce() -> i32) -> i32 {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        log::error!("internal error (a bug): a panic; see the message above; please report it");
+        exit::INTERNAL
+    })
+}
+
+fn dispatch(ctx: Context, cmd: Result<Command, Usage>) -> i32 {
+    crate::logging::init();
+    let cmd = match cmd {
         Ok(c) => c,
         Err(Usage(msg)) => {
             log::error!("usage: {msg}");
@@ -472,6 +500,11 @@ fn probe(source: &SourceArg, readiness_file: Option<PathBuf>) -> i32 {
 }
 
 fn run(ctx: Context, source: &SourceArg, app: Vec<String>) -> i32 {
+    // Before any secret is read: no core dumps, no memory reads through /proc by non-ptracers.
+    if let Err(e) = crate::init::process::harden() {
+        log::error!("{e}");
+        return exit::INTERNAL;
+    }
     let mut plan = match load(source) {
         Ok(Some(l)) => l.plan,
         Ok(None) if !app.is_empty() => match manifest::empty_plan() {
@@ -596,6 +629,38 @@ mod tests {
         assert!(parse(&s(&["policy-digest"]), false).is_err());
         assert!(parse(&s(&["policy-digest", "-p", "a", "-f", "b"]), false).is_err());
         assert!(parse(&s(&["report", "--bogus"]), false).is_err());
+    }
+
+    #[test]
+    fn a_panic_becomes_the_internal_error_exit_code() {
+        assert_eq!(exit_on_panic(|| 5), 5);
+        assert_eq!(
+            exit_on_panic(|| panic!("a bug while loading the manifest")),
+            exit::INTERNAL
+        );
+    }
+
+    #[test]
+    fn only_run_blocks_signals() {
+        let run = parse(&s(&["run", "--", "/app"]), false).unwrap();
+        assert!(run.blocks_signals());
+        assert!(
+            parse(&[], true).unwrap().blocks_signals(),
+            "PID 1's implied run"
+        );
+        for tool in [
+            &["check", "m.toml"][..],
+            &["probe"],
+            &["nbd", "serve", "file:///x", "--socket", "/s"],
+            &["image", "check"],
+            &["version"],
+            &["report"],
+        ] {
+            assert!(
+                !parse(&s(tool), false).unwrap().blocks_signals(),
+                "{tool:?}"
+            );
+        }
     }
 
     #[test]

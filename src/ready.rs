@@ -2,13 +2,20 @@
 //! any failure (upstream wrote `1`/`0` to `/result`; a stale success is impossible here). Written atomically:
 //! a temporary file, fsync, rename, fsync of the directory.
 //!
+//! The directory may be on a volume the application can write: the temporary is created new
+//! (`O_CREAT | O_EXCL | O_NOFOLLOW`), never opened through whatever is at its name (a planted symlink would
+//! make PID 1 truncate and write its target at every health interval); a stale entry there is unlinked (which
+//! never follows a symlink) and creation tried once more. `rename` replaces the readiness file's own name
+//! without following a symlink there either.
+//!
 //! Content: one JSON object, `{"ready": true, "filesystems": [...]}` with each filesystem's mount point,
 //! devices, read-only flag, blob ETag and step timings; never a secret. `encfs-init probe` accepts it (and
 //! upstream's `1`).
 #![forbid(unsafe_code)]
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// One filesystem's state, as the readiness file reports it.
@@ -102,12 +109,45 @@ pub fn mark_ready_with(path: &Path, filesystems: &[FsState]) -> io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = create_temporary(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// Create `tmp` new for writing, never through what is at that name: a stale temporary (after a crash, or
+/// planted: a symlink, a file) is unlinked, not followed, and creation tried once more.
+fn create_temporary(tmp: &Path) -> io::Result<File> {
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(tmp)
+    };
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("remove the stale temporary {}: {e}", tmp.display()),
+                )
+            })?;
+            create().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "create {} (something keeps putting an entry there): {e}",
+                        tmp.display()
+                    ),
+                )
+            })
+        }
+        r => r,
+    }
 }
 
 /// Remove the readiness file (missing is fine).
@@ -175,6 +215,39 @@ mod tests {
         assert!(!is_ready(&p), "upstream's failure value is not ready");
         fs::write(&p, "{\"ready\": false}").unwrap();
         assert!(!is_ready(&p));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_never_followed() {
+        let dir = std::env::temp_dir().join(format!("encfs-ready-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let p = dir.join("ready");
+        let tmp = dir.join(".ready.tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        // The boot's write, then the health thread's rewrites, each with the link planted again.
+        for _ in 0..3 {
+            mark_ready(&p).unwrap();
+            assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+            assert!(is_ready(&p));
+            assert!(!p.symlink_metadata().unwrap().file_type().is_symlink());
+            std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        }
+        // A dangling link (to a file PID 1 would create) is not followed either.
+        fs::remove_file(&tmp).unwrap();
+        let created = dir.join("created-by-root");
+        std::os::unix::fs::symlink(&created, &tmp).unwrap();
+        mark_ready(&p).unwrap();
+        assert!(!created.exists(), "nothing was created through the link");
+        // A symlink at the readiness file's own name is replaced, not written through.
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        mark_ready(&p).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(p.symlink_metadata().unwrap().is_file());
         fs::remove_dir_all(dir).unwrap();
     }
 }

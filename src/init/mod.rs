@@ -22,6 +22,7 @@ pub mod filesystems;
 pub mod health;
 pub mod keys;
 pub mod modules;
+pub mod process;
 
 use crate::exit;
 use crate::manifest::Plan;

@@ -10,8 +10,13 @@ use crate::blob::{self, Auth, AzureBlob, BlockSource, CacheConfig, CachedSource,
 use crate::exit;
 use crate::manifest::{self, units, validate};
 use crate::secret::SecretString;
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,6 +38,7 @@ Options:
   -h, --help               this text
 
 The listening address is printed on stdout as `listening on ADDR` once clients can connect.
+SIGINT or SIGTERM: stop accepting, let in-flight requests finish, flush the cache, exit 0.
 ";
 
 /// Parsed `nbd serve` arguments.
@@ -157,45 +163,153 @@ fn open_source(a: &ServeArgs) -> Result<Box<dyn BlockSource>, String> {
     Ok(Box::new(b))
 }
 
+/// A connection being served: a handle to end its reading side, and its thread.
+struct Conn {
+    stop_reading: Box<dyn Fn() + Send>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// SIGINT and SIGTERM: blocked in every thread of `nbd serve`, and read from a signalfd by the accept loop.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}
+
+/// A listening socket the accept loop can poll.
+trait Listener: AsFd {
+    type Conn: server::Stream;
+    fn accept_one(&self) -> std::io::Result<Self::Conn>;
+    /// End the reading side of `c` (an in-flight request still gets its reply).
+    fn stop_reading(c: &Self::Conn) -> std::io::Result<Box<dyn Fn() + Send>>;
+}
+
+impl Listener for UnixListener {
+    type Conn = UnixStream;
+    fn accept_one(&self) -> std::io::Result<UnixStream> {
+        let (c, _) = self.accept()?;
+        c.set_nonblocking(false)?;
+        Ok(c)
+    }
+    fn stop_reading(c: &UnixStream) -> std::io::Result<Box<dyn Fn() + Send>> {
+        let c = c.try_clone()?;
+        Ok(Box::new(move || {
+            let _ = c.shutdown(Shutdown::Read);
+        }))
+    }
+}
+
+impl Listener for TcpListener {
+    type Conn = TcpStream;
+    fn accept_one(&self) -> std::io::Result<TcpStream> {
+        let (c, _) = self.accept()?;
+        c.set_nonblocking(false)?;
+        let _ = c.set_nodelay(true);
+        Ok(c)
+    }
+    fn stop_reading(c: &TcpStream) -> std::io::Result<Box<dyn Fn() + Send>> {
+        let c = c.try_clone()?;
+        Ok(Box::new(move || {
+            let _ = c.shutdown(Shutdown::Read);
+        }))
+    }
+}
+
+/// Accept and serve connections until SIGINT or SIGTERM (or, with `--once`, the first connection's end);
+/// then end the reading side of every connection, let in-flight requests finish, and return.
+fn serve_until_stopped<L: Listener>(
+    l: &L,
+    signals: &SignalFd,
+    cache: &Arc<CachedSource<Box<dyn BlockSource>>>,
+    once: bool,
+) -> Result<(), String> {
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut taken = false;
+    loop {
+        // A finished connection's thread has nothing left to join.
+        conns.retain(|c| !c.thread.is_finished());
+        if once && taken && conns.is_empty() {
+            break;
+        }
+        let listening = !(once && taken);
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if listening {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        // A finished `--once` connection is noticed within a tick.
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let signalled = fds[0].any().unwrap_or(false);
+        let acceptable = fds.get(1).and_then(PollFd::any).unwrap_or(false);
+        if signalled {
+            if let Ok(Some(info)) = signals.read_signal() {
+                log::info!(
+                    "signal {}: no new connections; finishing in-flight requests and flushing",
+                    info.ssi_signo
+                );
+            }
+            break;
+        }
+        if acceptable {
+            let conn = match l.accept_one() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(format!("accept: {e}")),
+            };
+            let stop_reading = L::stop_reading(&conn).map_err(|e| e.to_string())?;
+            let cache = Arc::clone(cache);
+            let thread = std::thread::spawn(move || {
+                match server::serve(&cache, conn, &ServerConfig::default()) {
+                    Ok(()) => log::info!("NBD client disconnected"),
+                    Err(e) => log::warn!("{e}"),
+                }
+            });
+            conns.push(Conn {
+                stop_reading,
+                thread,
+            });
+            taken = true;
+        }
+    }
+    for c in &conns {
+        (c.stop_reading)();
+    }
+    for c in conns {
+        let _ = c.thread.join();
+    }
+    Ok(())
+}
+
 fn run(a: &ServeArgs) -> Result<(), String> {
+    // First, before any thread exists (the blob client and the cache start some): every thread inherits the
+    // mask, so SIGINT and SIGTERM wait in the signalfd instead of killing the process mid-write.
+    let stop = stop_signals();
+    stop.thread_block()
+        .map_err(|e| format!("block SIGINT and SIGTERM: {e}"))?;
+    let signals = SignalFd::with_flags(&stop, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
     let src = open_source(a)?;
     let bs = a.block_size.unwrap_or(validate::DEFAULT_BLOCK_SIZE);
     let cs = a.cache_size.unwrap_or(validate::DEFAULT_CACHE_SIZE);
     let cache =
         Arc::new(CachedSource::new(src, CacheConfig::new(bs, cs)).map_err(|e| e.to_string())?);
-    let config = ServerConfig::default();
-    let serve_one = |conn_result: Result<(), server::ServeError>| match conn_result {
-        Ok(()) => log::info!("NBD client disconnected"),
-        Err(e) => log::warn!("{e}"),
-    };
     if let Some(path) = &a.socket {
         let _ = std::fs::remove_file(path);
         let l = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
         println!("listening on {}", path.display());
-        for conn in l.incoming() {
-            let conn = conn.map_err(|e| e.to_string())?;
-            if a.once {
-                serve_one(server::serve(&cache, conn, &config));
-                break;
-            }
-            let cache = Arc::clone(&cache);
-            std::thread::spawn(move || serve_one(server::serve(&cache, conn, &config)));
-        }
+        let served = serve_until_stopped(&l, &signals, &cache, a.once);
         let _ = std::fs::remove_file(path);
+        served?;
     } else if let Some(addr) = a.listen {
         let l = TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
         let local = l.local_addr().map_err(|e| e.to_string())?;
         println!("listening on {local}");
-        for conn in l.incoming() {
-            let conn = conn.map_err(|e| e.to_string())?;
-            let _ = conn.set_nodelay(true);
-            if a.once {
-                serve_one(server::serve(&cache, conn, &config));
-                break;
-            }
-            let cache = Arc::clone(&cache);
-            std::thread::spawn(move || serve_one(server::serve(&cache, conn, &config)));
-        }
+        serve_until_stopped(&l, &signals, &cache, a.once)?;
     }
     let st = cache.stats();
     log::info!(

@@ -2,7 +2,8 @@
 //!
 //! The contract (catatonit's and tini's, which we follow):
 //!
-//! * [`block_all`] is the first statement of `main`, before any thread exists (threads inherit the mask). It
+//! * For `run` only, [`block_all`] runs first in `main` (after parsing the command line, which starts no thread),
+//!   before any thread exists (threads inherit the mask); the tools keep default dispositions. It
 //!   blocks every signal except the synchronous ones the kernel raises for a fault in *our* code (`SIGFPE`,
 //!   `SIGILL`, `SIGSEGV`, `SIGBUS`, `SIGABRT`, `SIGTRAP`, `SIGSYS`): blocking those would only turn a crash
 //!   into a hang. It also resets inherited `SIG_IGN` dispositions to the default: an ignored `SIGCHLD` would
