@@ -326,6 +326,35 @@ fn same_key(got: &str, vault: &str, name: &str, version: Option<&str>) -> Result
     }
 }
 
+/// `Bearer <token>`, allocated once at its final size (the request wipes it on drop).
+fn bearer_header(token: &str) -> String {
+    let mut h = String::with_capacity("Bearer ".len() + token.len());
+    h.push_str("Bearer ");
+    h.push_str(token);
+    h
+}
+
+/// `{"target":"<MAA token>"}`, allocated once at its final size: a `json!` value and its serialization
+/// would leave copies of the token (the value's string, outgrown buffers) freed unwiped. A compact JWT
+/// needs no JSON escaping; anything else is refused.
+fn release_body(maa_token: &str) -> Result<Vec<u8>, Error> {
+    if !maa_token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(Error::Malformed {
+            step: Step::Maa,
+            detail: "the token is not a compact JWT (base64url parts); fix: check the attestation authority endpoint".into(),
+        });
+    }
+    let (head, tail) = (br#"{"target":""#, br#""}"#);
+    let mut body = Vec::with_capacity(head.len() + maa_token.len() + tail.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(maa_token.as_bytes());
+    body.extend_from_slice(tail);
+    Ok(body)
+}
+
 /// Release `kid` from `vault` with the MAA token; returns the compact JWS.
 pub fn release(
     t: &dyn Transport,
@@ -336,9 +365,8 @@ pub fn release(
     maa_token: &str,
 ) -> Result<String, Error> {
     let url = format!("{vault}/keys/{kid}/release?api-version={api_version}");
-    let body = serde_json::json!({ "target": maa_token }).to_string();
-    let req = Request::post_json(url, body.into_bytes())
-        .header("Authorization", format!("Bearer {bearer}"));
+    let req = Request::post_json(url, release_body(maa_token)?)
+        .header("Authorization", bearer_header(bearer));
     let resp = t.send(&req).map_err(|source| Error::Transport {
         step: Step::Release,
         source,
@@ -383,6 +411,18 @@ mod tests {
             key_kid: key_kid.map(Into::into),
             request_kid: request_kid.map(Into::into),
         }
+    }
+
+    #[test]
+    fn the_release_body_and_header_are_exact() {
+        let body = release_body("eyJ0.eyJ-_1.c2ln").unwrap();
+        assert_eq!(body, br#"{"target":"eyJ0.eyJ-_1.c2ln"}"#);
+        assert_eq!(body.capacity(), body.len());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["target"], "eyJ0.eyJ-_1.c2ln");
+        assert!(release_body("a\"b").is_err());
+        let h = bearer_header("tok");
+        assert_eq!((h.as_str(), h.capacity()), ("Bearer tok", 10));
     }
 
     #[test]
