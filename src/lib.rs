@@ -18,6 +18,7 @@ pub mod keyrelease;
 pub mod logging;
 pub mod luks2;
 pub mod manifest;
+pub mod memlock;
 pub mod mount;
 pub mod nbd;
 pub mod notify;

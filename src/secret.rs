@@ -2,18 +2,28 @@
 //!
 //! A secret can be used (`expose`) but never printed: the `Debug` impls print only the kind and length, so a
 //! `{:?}` of any structure holding a secret is safe to log. Nothing here writes a secret anywhere.
+//!
+//! The buffer of each secret is locked into memory when the secret is made ([`crate::memlock`]: kept out
+//! of swap; a failure warns once and the secret works anyway). A secret never grows or moves, so no stale
+//! copy is left behind in a reallocated buffer.
 #![forbid(unsafe_code)]
 
 use std::fmt;
 use zeroize::Zeroizing;
 
-/// Secret bytes (a raw key, a released key). Zeroized on drop.
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
+/// Secret bytes (a raw key, a released key). Zeroized on drop, locked in memory.
+pub struct SecretBytes(Zeroizing<Vec<u8>>, bool);
 
 impl SecretBytes {
     /// Takes ownership of `bytes`; the caller's buffer moves in, no copy is left behind.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        let locked = crate::memlock::lock(bytes.as_ptr(), bytes.capacity());
+        Self(Zeroizing::new(bytes), locked)
+    }
+
+    /// Whether the secret's pages are locked in memory (mlock succeeded).
+    pub fn is_locked(&self) -> bool {
+        self.1
     }
 
     /// The secret's bytes, for the one place that needs them.
@@ -38,13 +48,19 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
-/// A secret string (a bearer token, a SAS signature). Zeroized on drop.
-pub struct SecretString(Zeroizing<String>);
+/// A secret string (a bearer token, a SAS signature). Zeroized on drop, locked in memory.
+pub struct SecretString(Zeroizing<String>, bool);
 
 impl SecretString {
     /// Takes ownership of `s`.
     pub fn new(s: String) -> Self {
-        Self(Zeroizing::new(s))
+        let locked = crate::memlock::lock(s.as_ptr(), s.capacity());
+        Self(Zeroizing::new(s), locked)
+    }
+
+    /// Whether the secret's pages are locked in memory (mlock succeeded).
+    pub fn is_locked(&self) -> bool {
+        self.1
     }
 
     /// The secret text, for the one place that needs it (an HTTP header, a query string).
@@ -82,5 +98,19 @@ mod tests {
         assert!(out.contains("13 bytes"), "{out}");
         assert_eq!(s.expose(), "hunter2-token");
         assert_eq!(b.expose(), b"hunter2-bytes");
+    }
+
+    #[test]
+    fn a_secret_is_locked_in_memory() {
+        // Three fresh pages' worth: at least two whole pages that nothing had locked before.
+        let before = crate::memlock::locked_kb().unwrap();
+        let b = SecretBytes::new(vec![0x5a; 3 * 4096]);
+        let s = SecretString::new("t".repeat(3 * 4096));
+        let after = crate::memlock::locked_kb().unwrap();
+        assert!(
+            b.is_locked() && s.is_locked(),
+            "mlock failed (RLIMIT_MEMLOCK?)"
+        );
+        assert!(after >= before + 16, "VmLck {before} kB -> {after} kB");
     }
 }

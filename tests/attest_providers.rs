@@ -226,7 +226,12 @@ fn azcache_chain_with_ucode_0xdb_matches_the_v3_report() {
         ca_bundle_sha256: None,
     };
     let t = encfs_init::keyrelease::transport::UreqTransport::new(&net).unwrap();
-    let c = collateral::find(&t, &report, &[], None, Some(&cc), &endpoints).unwrap();
+    let check = collateral::Check {
+        pins: encfs_init::attest::verify::AMD_ARK_PINS,
+        now: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+    };
+    let c = collateral::find(&t, &report, &[], None, Some(&cc), &endpoints, Some(check)).unwrap();
     assert_eq!(c.source, "AzCache");
+    assert_eq!(c.verified, Some("Milan"));
     assert_eq!(srv.hits("/SevSnpVM"), 1);
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
+use encfs_init::attest::collateral::to_pem;
 use encfs_init::attest::fake::{FakeAttester, Template};
 use encfs_init::attest::{self, Attester, Evidence};
 use encfs_init::keyrelease::token::{TokenCache, TokenSource};
@@ -12,8 +13,10 @@ use encfs_init::keyrelease::{Error, Step};
 use encfs_init::manifest::{ReleasePlan, VaultKind};
 use serde_json::json;
 use std::time::Duration;
-use support::azure::{JwsMode, VaultKey};
+use support::azure::{key_version, JwsMode, Kds, VaultKey};
+use support::pki;
 use support::rig::{hostdata_claim, static_source, template, Rig};
+use support::rig::{CHIP, TCB};
 use support::Fault;
 
 /// Flips one byte of an otherwise good report.
@@ -53,6 +56,11 @@ fn kv(rig: &mut Rig) -> ReleasePlan {
     rig.plan("oct", VaultKind::KeyVault)
 }
 
+/// No collateral source was chosen, and the host certificate's reason (the first source tried) says `what`.
+fn collateral_says(e: &Error, what: &str) -> bool {
+    matches!(e, Error::Collateral(c) if c.attempts.first().is_some_and(|(s, r)| s == "UVM host certificate" && r.contains(what)))
+}
+
 fn status(step: Step, code: u16) -> impl Fn(&Error) -> bool {
     move |e| matches!(e, Error::Status { step: s, status, .. } if *s == step && *status == code)
 }
@@ -65,12 +73,7 @@ fn cases() -> Vec<(&'static str, Setup, Check)> {
                 r.attester = Box::new(Tamper(signer(r, template()), 0x90));
                 kv(r)
             },
-            |e| {
-                matches!(
-                    e,
-                    Error::Verify(attest::verify::VerifyError::ReportSignature)
-                )
-            },
+            |e| collateral_says(e, "report signature does not verify"),
         ),
         (
             "tampered signature byte",
@@ -78,12 +81,7 @@ fn cases() -> Vec<(&'static str, Setup, Check)> {
                 r.attester = Box::new(Tamper(signer(r, template()), 0x2A5));
                 kv(r)
             },
-            |e| {
-                matches!(
-                    e,
-                    Error::Verify(attest::verify::VerifyError::ReportSignature)
-                )
-            },
+            |e| collateral_says(e, "report signature does not verify"),
         ),
         (
             "report signed by another key (wrong VCEK)",
@@ -91,12 +89,7 @@ fn cases() -> Vec<(&'static str, Setup, Check)> {
                 r.attester = Box::new(FakeAttester::ephemeral_with(template()));
                 kv(r)
             },
-            |e| {
-                matches!(
-                    e,
-                    Error::Verify(attest::verify::VerifyError::ReportSignature)
-                )
-            },
+            |e| collateral_says(e, "report signature does not verify"),
         ),
         (
             "reported TCB differs from the VCEK (ucode)",
@@ -120,17 +113,48 @@ fn cases() -> Vec<(&'static str, Setup, Check)> {
             |e| matches!(e, Error::Collateral(c) if c.attempts.len() == 2 && c.to_string().contains("404")),
         ),
         (
+            "every collateral source bogus (host, THIM, KDS)",
+            |r| {
+                // The host's VCEK has the right TCB and chip id but a broken signature; THIM serves a chain
+                // for the same chip and TCB under a root nobody pinned; KDS a VCEK with a broken signature.
+                let mut host = support::rig::host_certs(&r.amd, TCB);
+                host.vcek_cert = to_pem(&pki::broken_signature(&r.amd.vcek_der));
+                r.uvm.host_certs = Some(host);
+                let stranger = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
+                let mut kds = Kds::of(&r.amd, &CHIP, (4, 0, 0x18, 0xdb));
+                kds.vcek_der = pki::broken_signature(&kds.vcek_der);
+                r.az.set(|k| {
+                    k.thim = Some(support::rig::host_certs(&stranger, TCB));
+                    k.kds = Some(kds);
+                });
+                kv(r)
+            },
+            |e| {
+                let Error::Collateral(c) = e else {
+                    return false;
+                };
+                let want = [
+                    (
+                        "UVM host certificate",
+                        "certificate SEV-VCEK: signature does not verify",
+                    ),
+                    ("THIM", "is not a pinned AMD ARK"),
+                    ("AMD KDS", "certificate SEV-VCEK: signature does not verify"),
+                ];
+                c.attempts.len() == want.len()
+                    && c.attempts
+                        .iter()
+                        .zip(want)
+                        .all(|((s, r), (ws, wr))| s == ws && r.contains(wr))
+            },
+        ),
+        (
             "untrusted ARK (only AMD's pins)",
             |r| {
                 r.pins = attest::verify::AMD_ARK_PINS.to_vec();
                 kv(r)
             },
-            |e| {
-                matches!(
-                    e,
-                    Error::Verify(attest::verify::VerifyError::UntrustedRoot { .. })
-                )
-            },
+            |e| collateral_says(e, "is not a pinned AMD ARK"),
         ),
         (
             "report_data not bound to the runtime key",
@@ -433,6 +457,32 @@ fn cases() -> Vec<(&'static str, Setup, Check)> {
             |e| matches!(e, Error::Jws(d) if d.contains("not valid for the vault host")),
         ),
         (
+            "JWS releases another key (validly signed)",
+            |r| {
+                r.az.add_key(
+                    "other",
+                    VaultKey {
+                        kty: "oct-HSM".into(),
+                        material: vec![9; 32],
+                        policy: vec![hostdata_claim()],
+                    },
+                );
+                r.az.set(|k| k.answer_as = Some("other".into()));
+                kv(r)
+            },
+            |e| matches!(e, Error::Jws(d) if d.contains("another key than the one asked for (key name differs")),
+        ),
+        (
+            "JWS releases another version than the pinned one",
+            |r| {
+                r.az.set(|k| k.answer_as = Some(format!("oct/{}", "0".repeat(32))));
+                let mut p = kv(r);
+                p.kid = format!("oct/{}", key_version("oct"));
+                p
+            },
+            |e| matches!(e, Error::Jws(d) if d.contains("(key version differs")),
+        ),
+        (
             "unknown enc",
             |r| {
                 r.az.set(|k| k.enc = "A256KW".into());
@@ -558,6 +608,43 @@ fn mutation_table() {
     }
     println!("{table}");
     assert!(failed.is_empty(), "{failed:?}\n{table}");
+}
+
+#[test]
+fn a_bogus_host_certificate_falls_through_to_amd_kds() {
+    let mut rig = Rig::new("collateral-fallthrough");
+    let mut host = support::rig::host_certs(&rig.amd, TCB);
+    host.vcek_cert = to_pem(&pki::broken_signature(&rig.amd.vcek_der));
+    rig.uvm.host_certs = Some(host);
+    let kds = Kds::of(&rig.amd, &CHIP, (4, 0, 0x18, 0xdb));
+    rig.az.set(|k| k.kds = Some(kds));
+    let key = rig
+        .release(&rig.plan("oct", VaultKind::KeyVault))
+        .expect("the host's bogus chain is skipped and KDS's chain is used");
+    assert_eq!(key.expose(), &[7; 32]);
+    assert_eq!(rig.az.http.hits("/thim"), 1, "THIM was asked (404)");
+    assert_eq!(
+        rig.az.http.hits("/kds/vcek/v1/"),
+        2,
+        "KDS: the VCEK and the chain"
+    );
+}
+
+#[test]
+fn a_pinned_key_version_is_released() {
+    let rig = Rig::new("pinned-version");
+    let mut plan = rig.plan("oct", VaultKind::KeyVault);
+    plan.kid = format!("oct/{}", key_version("oct"));
+    assert_eq!(rig.release(&plan).unwrap().expose(), &[7; 32]);
+    let mut mhsm = rig.plan("oct", VaultKind::ManagedHsm);
+    mhsm.kid = plan.kid.clone();
+    mhsm.bearer_token = None;
+    let mut rig = rig;
+    rig.tokens = encfs_init::keyrelease::token::TokenCache::new(support::rig::imds_source(
+        &rig.endpoints,
+        VaultKind::ManagedHsm,
+    ));
+    assert_eq!(rig.release(&mhsm).unwrap().expose(), &[7; 32]);
 }
 
 #[test]

@@ -4,7 +4,12 @@
 //! request carries the chip and TCB (`?tcbVersion=<hex>&platformId=<chip>`); a VCEK's TCB is read as DER
 //! INTEGERs (§11, 14), so SPLs >= 0x80 no longer cause false mismatches.
 //!
-//! Sources, tried in order until one's VCEK matches the report's reported_tcb and chip id:
+//! Sources, tried in order until one's chain is acceptable: its VCEK matches the report's reported_tcb and
+//! chip id and, when a [`Check`] is given (always, except for the test-mode fake attester), the whole chain
+//! verifies ([`verify::verify_report`]: VCEK ← ASK ← ARK signatures, the ARK pinned, the VCEK's signature
+//! over the report). A candidate that fails is not chosen: the next source is tried, so a bogus host
+//! certificate whose TCB and chip id match cannot stop AMD KDS from being asked. Only when every source
+//! fails is there an error, listing each source's reason:
 //! 1. certificates the provider attached (configfs-tsm `auxblob`);
 //! 2. the UVM's host AMD certificate (THIM JSON) when its `tcbm` equals the reported TCB;
 //! 3. the manifest's certcache: `LocalThim` `GET <endpoint>` (`Metadata: true`) → THIM JSON; `AzCache`
@@ -18,11 +23,12 @@
 use super::cert::Cert;
 use super::report::Report;
 use super::uvm::ThimCerts;
-use super::verify;
+use super::verify::{self, ArkPin};
 use crate::keyrelease::transport::{Request, Transport};
 use crate::manifest::{CertCacheKind, CertCachePlan, Endpoints};
 use base64::Engine;
 use std::fmt;
+use std::time::SystemTime;
 
 /// A chain that fits the report.
 #[derive(Debug, Clone)]
@@ -33,6 +39,17 @@ pub struct Collateral {
     pub pem: String,
     /// Parsed.
     pub certs: Vec<Cert>,
+    /// The pinned product (`Milan`, ...) when the chain was verified before it was chosen.
+    pub verified: Option<&'static str>,
+}
+
+/// What a candidate chain must pass before it is chosen: [`verify::verify_report`] with these roots.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The pinned AMD roots.
+    pub pins: &'a [ArkPin],
+    /// The time the certificates must be valid at.
+    pub now: SystemTime,
 }
 
 /// No source gave a matching chain: what each one said.
@@ -44,11 +61,11 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no AMD certificate chain matches the report")?;
+        f.write_str("no AMD certificate chain verifies the report")?;
         for (s, p) in &self.attempts {
             write!(f, "; {s}: {p}")?;
         }
-        Ok(())
+        f.write_str("; fix: the host's certificate (THIM) or the certcache must serve this chip's VCEK at the reported TCB, or AMD KDS must be reachable")
     }
 }
 
@@ -72,7 +89,24 @@ fn from_pem(source: &str, pem: String) -> Result<Collateral, String> {
         source: source.to_string(),
         pem,
         certs,
+        verified: None,
     })
+}
+
+/// `c` fits `report` (TCB and chip id, the cheap test that names a stale certificate precisely) and, with
+/// `check`, verifies it: the pinned product.
+fn acceptable(
+    report: &Report,
+    c: &Collateral,
+    check: Option<Check<'_>>,
+) -> Result<Option<&'static str>, String> {
+    matches(report, c)?;
+    match check {
+        Some(k) => verify::verify_report(report, &c.certs, k.pins, k.now)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
 }
 
 fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
@@ -167,7 +201,8 @@ fn kds(
     from_pem("AMD KDS", pem)
 }
 
-/// Find a chain for `report`. `host` is the UVM's host certificate, `aux` the provider's certificates.
+/// Find a chain for `report`. `host` is the UVM's host certificate, `aux` the provider's certificates;
+/// `check`, when given, must pass before a chain is chosen (see the module's documentation).
 pub fn find(
     t: &dyn Transport,
     report: &Report,
@@ -175,10 +210,14 @@ pub fn find(
     host: Option<&ThimCerts>,
     certcache: Option<&CertCachePlan>,
     endpoints: &Endpoints,
+    check: Option<Check<'_>>,
 ) -> Result<Collateral, Error> {
     let mut attempts = Vec::new();
     let mut consider = |name: &str, r: Result<Collateral, String>| -> Option<Collateral> {
-        match r.and_then(|c| matches(report, &c).map(|_| c)) {
+        let r = r.and_then(|c| {
+            acceptable(report, &c, check).map(|verified| Collateral { verified, ..c })
+        });
+        match r {
             Ok(c) => Some(c),
             Err(e) => {
                 log::info!("collateral: {name}: {e}");

@@ -39,40 +39,80 @@ pub struct CryptParams {
 }
 
 /// How the key reaches the kernel.
-enum KeyRef {
+pub enum KeyRef {
     /// `:<len>:logon:<description>`.
-    Keyring { len: usize, description: String },
-    /// The hex key itself (no keyring in this kernel).
+    Keyring {
+        /// Key length, bytes.
+        len: usize,
+        /// The logon key's description.
+        description: String,
+    },
+    /// The hex key itself (no keyring in this kernel): see [`hex_key`].
     Hex(Zeroizing<String>),
+}
+
+impl fmt::Debug for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRef::Keyring { len, description } => write!(f, ":{len}:logon:{description}"),
+            KeyRef::Hex(h) => write!(f, "<hex key: {} chars>", h.len()),
+        }
+    }
+}
+
+/// Lowercase hex of `key`, written into one buffer allocated at its final size: no per-byte temporary
+/// and no outgrown buffer holds any of it after it is wiped.
+pub fn hex_key(key: &[u8]) -> Zeroizing<String> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut h = Zeroizing::new(String::with_capacity(key.len() * 2));
+    for b in key {
+        h.push(char::from(DIGITS[usize::from(b >> 4)]));
+        h.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    h
 }
 
 impl CryptParams {
     /// The target's parameter string: the one place a key reference (or, without a keyring, the hex key) is
-    /// formatted. Zeroized on drop; never logged.
-    fn table(&self, key: &KeyRef) -> Zeroizing<String> {
-        let key_field: Zeroizing<String> = match key {
+    /// formatted. Zeroized on drop; never logged. Built in one allocation of its final size, so that no
+    /// outgrown buffer holding the hex key goes back to the allocator unwiped.
+    pub fn table(&self, key: &KeyRef) -> Zeroizing<String> {
+        let reference;
+        let key_field: &str = match key {
             KeyRef::Keyring { len, description } => {
-                Zeroizing::new(format!(":{len}:logon:{description}"))
+                reference = format!(":{len}:logon:{description}");
+                &reference
             }
-            KeyRef::Hex(h) => h.clone(),
+            KeyRef::Hex(h) => h.as_str(),
         };
-        let mut opts = Vec::new();
-        if self.sector_size != 512 {
-            // No `iv_large_sectors`: LUKS2 counts plain64 IVs in 512-byte sectors whatever the encryption
-            // sector size (cryptsetup's own table for a 4096-byte LUKS2 volume has only `sector_size:4096`;
-            // the root-dm VM test compares the tables and the plaintext).
-            opts.push(format!("sector_size:{}", self.sector_size));
-        }
-        let mut s = Zeroizing::new(format!(
-            "{} {} {} {} {}",
-            self.cipher,
-            key_field.as_str(),
-            self.iv_offset,
-            self.device.display(),
-            self.offset_sectors
-        ));
-        if !opts.is_empty() {
-            s.push_str(&format!(" {} {}", opts.len(), opts.join(" ")));
+        // No `iv_large_sectors`: LUKS2 counts plain64 IVs in 512-byte sectors whatever the encryption sector
+        // size (cryptsetup's own table for a 4096-byte LUKS2 volume has only `sector_size:4096`; the root-dm
+        // VM test compares the tables and the plaintext).
+        let opts = if self.sector_size != 512 {
+            format!(" 1 sector_size:{}", self.sector_size)
+        } else {
+            String::new()
+        };
+        let (iv_offset, device, offset) = (
+            self.iv_offset.to_string(),
+            self.device.display().to_string(),
+            self.offset_sectors.to_string(),
+        );
+        let parts = [
+            self.cipher.as_str(),
+            " ",
+            key_field,
+            " ",
+            &iv_offset,
+            " ",
+            &device,
+            " ",
+            &offset,
+            &opts,
+        ];
+        let mut s = Zeroizing::new(String::with_capacity(parts.iter().map(|p| p.len()).sum()));
+        for p in parts {
+            s.push_str(p);
         }
         s
     }
@@ -179,19 +219,19 @@ impl CryptDevice {
             ),
             Err(e) if keyring::unsupported(&e) => {
                 log::warn!("dm {name}: the kernel has no keyring; the key goes into the dm table (readable by root)");
-                let hex: Zeroizing<String> =
-                    Zeroizing::new(key.expose().iter().map(|b| format!("{b:02x}")).collect());
-                (KeyRef::Hex(hex), None)
+                (KeyRef::Hex(hex_key(key.expose())), None)
             }
             Err(e) => return Err(Error::Keyring(e)),
         };
-        let table = p.table(&key_ref);
-        // The crate wants owned Strings; this one is zeroized right after the call.
+        let mut table = p.table(&key_ref);
+        // The crate wants owned Strings: the table moves in (no copy) and is wiped right after the call. The
+        // crate's own ioctl buffer holds another copy that it frees unwiped (the kernel wipes its side:
+        // DM_SECURE_DATA); the keyring path keeps the key out of the table altogether.
         let mut targets = vec![(
             0,
             p.size_sectors,
             "crypt".to_string(),
-            String::from(table.as_str()),
+            std::mem::take(&mut *table),
         )];
         let loaded = dm.table_load(
             &id,
@@ -315,6 +355,20 @@ mod tests {
             t.as_str(),
             "aes-xts-plain64 :64:logon:encfs:remote-crypt-0 0 /dev/nbd0 32768 1 sector_size:4096"
         );
+    }
+
+    #[test]
+    fn hex_key_and_table_are_built_at_their_final_size() {
+        let key: Vec<u8> = (0u8..64).collect();
+        let hex = hex_key(&key);
+        let expected: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.as_str(), expected);
+        assert_eq!(hex.capacity(), hex.len());
+        for sector_size in [512, 4096] {
+            let t = params(sector_size).table(&KeyRef::Hex(hex_key(&key)));
+            assert!(t.contains(&expected));
+            assert_eq!(t.capacity(), t.len(), "one allocation, never outgrown");
+        }
     }
 
     #[test]

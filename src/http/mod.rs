@@ -111,6 +111,15 @@ impl fmt::Debug for Request<'_> {
     }
 }
 
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        // Header values carry secrets (`Authorization: Bearer ...`): wiped before the heap takes them back.
+        for (_, v) in &mut self.headers {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+}
+
 /// A response with a 2xx status (or any status the caller accepted) and its whole body.
 #[derive(Debug)]
 pub struct Response {

@@ -11,7 +11,6 @@
 use crate::blob::{self, BlockSource};
 use crate::dm::{CryptDevice, CryptParams};
 use crate::manifest::{Access, FilesystemPlan, Plan};
-use crate::secret::SecretBytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -294,7 +293,6 @@ pub fn open(
         sector_size: header.segment.sector_size,
         read_only,
     };
-    let vk = SecretBytes::new(vk.expose().to_vec());
     let mut opened = Opened {
         index: fs.index,
         mount_point: fs.mount_point.clone(),
@@ -308,8 +306,9 @@ pub fn open(
         dm: None,
         nbd: Some(nbd),
     };
-    let dm =
-        CryptDevice::open(&name, Some(&uuid), &params, &vk).map_err(|e| s.fail("dm-crypt", e))?;
+    let dm = CryptDevice::open(&name, Some(&uuid), &params, vk.secret())
+        .map_err(|e| s.fail("dm-crypt", e))?;
+    // The volume key's only copy in this process, wiped now that the kernel holds it.
     drop(vk);
     opened.dm_device = dm.node().to_path_buf();
     opened.dm = Some(dm);

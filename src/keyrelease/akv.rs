@@ -9,6 +9,11 @@
 //! endpoint's host without a port, where upstream compared the raw endpoint and so failed with a port),
 //! and its RSA key must verify the signature. Payload: `request.enc` (the unwrap algorithm),
 //! `response.key.key.{kty, key_hsm}`; `key_hsm` is base64url JSON whose `ciphertext` is the wrapped key.
+//!
+//! The payload also names the key it releases: `response.key.key.kid`, a URL
+//! `https://<vault>/keys/<name>/<version>`, and the request's echo `request.kid`. A validly signed release
+//! of another key (another vault, name, or, when the manifest pins `name/version`, another version) is
+//! refused by [`check_key_id`]: the signature says the vault released *a* key, not *this* key.
 #![forbid(unsafe_code)]
 
 use super::transport::{Request, Transport};
@@ -57,6 +62,10 @@ pub struct Released {
     pub kty: String,
     /// The wrapped key.
     pub ciphertext: Vec<u8>,
+    /// `response.key.key.kid`: the released key's URL.
+    pub key_kid: Option<String>,
+    /// `request.kid`: the request's echo.
+    pub request_kid: Option<String>,
 }
 
 fn b64url_any(s: &str) -> Option<Vec<u8>> {
@@ -238,11 +247,111 @@ fn parse_payload(v: &serde_json::Value) -> Result<Released, Error> {
         .and_then(|e| e.as_str())
         .unwrap_or("CKM_RSA_AES_KEY_WRAP")
         .to_string();
+    let text = |p: &str| v.pointer(p).and_then(|k| k.as_str()).map(str::to_string);
     Ok(Released {
         enc,
         kty,
         ciphertext,
+        key_kid: text("/response/key/key/kid"),
+        request_kid: text("/request/kid"),
     })
+}
+
+/// Refuse a release of another key than `kid` (`name` or `name/version`) from `vault`: the payload's
+/// `response.key.key.kid` (required) and `request.kid` (when present) must name the vault's host, the
+/// key's name (Key Vault names are case-insensitive) and, when `kid` pins one, its version.
+pub fn check_key_id(released: &Released, vault: &str, kid: &str) -> Result<(), Error> {
+    let (name, version) = match kid.split_once('/') {
+        Some((n, v)) => (n, Some(v)),
+        None => (kid, None),
+    };
+    let key_kid = released.key_kid.as_deref().ok_or_else(|| {
+        jws_err(format!(
+            "payload has no response.key.key.kid, so it cannot be checked to release key {kid}; fix: the vault endpoint must be Azure Key Vault or a managed HSM"
+        ))
+    })?;
+    for (field, got) in [
+        ("response.key.key.kid", Some(key_kid)),
+        ("request.kid", released.request_kid.as_deref()),
+    ] {
+        let Some(got) = got else { continue };
+        if let Err(what) = same_key(got, vault, name, version) {
+            return Err(jws_err(format!(
+                "{field} {got:?} is another key than the one asked for ({what}: asked for {kid} in {vault}); fix: check kid and vault in the manifest, and that the endpoint answering is that vault"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether key URL `got` (`https://<host>[:port]/<vault path>/keys/<name>[/<version>][?query]`) is key
+/// `name` (of `version`, when given) in `vault`; else which part differs.
+fn same_key(got: &str, vault: &str, name: &str, version: Option<&str>) -> Result<(), &'static str> {
+    if !host_of(got).eq_ignore_ascii_case(host_of(vault)) {
+        return Err("vault host differs");
+    }
+    let path_of = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        path.split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string()
+    };
+    let (got_path, vault_path) = (path_of(got), path_of(vault));
+    let rest = if vault_path.is_empty() {
+        got_path.as_str()
+    } else {
+        got_path
+            .strip_prefix(vault_path.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or("vault path differs")?
+    };
+    let mut parts = rest.split('/');
+    if parts.next() != Some("keys") {
+        return Err("not a key URL");
+    }
+    if !parts.next().is_some_and(|n| n.eq_ignore_ascii_case(name)) {
+        return Err("key name differs");
+    }
+    let got_version = parts.next().filter(|v| !v.is_empty());
+    if parts.next().is_some() {
+        return Err("not a key URL");
+    }
+    match (version, got_version) {
+        (Some(want), Some(got)) if !want.eq_ignore_ascii_case(got) => Err("key version differs"),
+        _ => Ok(()),
+    }
+}
+
+/// `Bearer <token>`, allocated once at its final size (the request wipes it on drop).
+fn bearer_header(token: &str) -> String {
+    let mut h = String::with_capacity("Bearer ".len() + token.len());
+    h.push_str("Bearer ");
+    h.push_str(token);
+    h
+}
+
+/// `{"target":"<MAA token>"}`, allocated once at its final size: a `json!` value and its serialization
+/// would leave copies of the token (the value's string, outgrown buffers) freed unwiped. A compact JWT
+/// needs no JSON escaping; anything else is refused.
+fn release_body(maa_token: &str) -> Result<Vec<u8>, Error> {
+    if !maa_token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(Error::Malformed {
+            step: Step::Maa,
+            detail: "the token is not a compact JWT (base64url parts); fix: check the attestation authority endpoint".into(),
+        });
+    }
+    let (head, tail) = (br#"{"target":""#, br#""}"#);
+    let mut body = Vec::with_capacity(head.len() + maa_token.len() + tail.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(maa_token.as_bytes());
+    body.extend_from_slice(tail);
+    Ok(body)
 }
 
 /// Release `kid` from `vault` with the MAA token; returns the compact JWS.
@@ -255,9 +364,8 @@ pub fn release(
     maa_token: &str,
 ) -> Result<String, Error> {
     let url = format!("{vault}/keys/{kid}/release?api-version={api_version}");
-    let body = serde_json::json!({ "target": maa_token }).to_string();
-    let req = Request::post_json(url, body.into_bytes())
-        .header("Authorization", format!("Bearer {bearer}"));
+    let req = Request::post_json(url, release_body(maa_token)?)
+        .header("Authorization", bearer_header(bearer));
     let resp = t.send(&req).map_err(|source| Error::Transport {
         step: Step::Release,
         source,
@@ -292,5 +400,93 @@ mod tests {
         let n = web_anchors().count();
         assert!(n > 100, "only {n} anchors");
         assert_eq!(n, webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+    }
+
+    fn released(key_kid: Option<&str>, request_kid: Option<&str>) -> Released {
+        Released {
+            enc: "CKM_RSA_AES_KEY_WRAP".into(),
+            kty: "oct-HSM".into(),
+            ciphertext: vec![],
+            key_kid: key_kid.map(Into::into),
+            request_kid: request_kid.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_release_body_and_header_are_exact() {
+        let body = release_body("eyJ0.eyJ-_1.c2ln").unwrap();
+        assert_eq!(body, br#"{"target":"eyJ0.eyJ-_1.c2ln"}"#);
+        assert_eq!(body.capacity(), body.len());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["target"], "eyJ0.eyJ-_1.c2ln");
+        assert!(release_body("a\"b").is_err());
+        let h = bearer_header("tok");
+        assert_eq!((h.as_str(), h.capacity()), ("Bearer tok", 10));
+    }
+
+    #[test]
+    fn the_released_key_must_be_the_key_asked_for() {
+        let vault = "https://myvault.vault.azure.net";
+        let v1 = "https://myvault.vault.azure.net/keys/disk/0123abcd";
+        let ok =
+            |k: Option<&str>, r: Option<&str>, kid: &str| check_key_id(&released(k, r), vault, kid);
+        ok(
+            Some(v1),
+            Some("https://myvault.vault.azure.net/keys/disk"),
+            "disk",
+        )
+        .unwrap();
+        ok(Some(v1), None, "disk/0123abcd").unwrap();
+        ok(
+            Some("https://MyVault.vault.azure.net:443/keys/Disk/0123ABCD?api-version=7.4"),
+            None,
+            "disk/0123abcd",
+        )
+        .unwrap();
+        for (k, r, kid, what) in [
+            (
+                Some("https://other.vault.azure.net/keys/disk/0123abcd"),
+                None,
+                "disk",
+                "vault host differs",
+            ),
+            (
+                Some("https://myvault.vault.azure.net/keys/disk2/0123abcd"),
+                None,
+                "disk",
+                "key name differs",
+            ),
+            (Some(v1), None, "disk/ffff", "key version differs"),
+            (
+                Some(v1),
+                Some("https://myvault.vault.azure.net/keys/other"),
+                "disk",
+                "key name differs",
+            ),
+            (
+                Some("https://myvault.vault.azure.net/secrets/disk/0123abcd"),
+                None,
+                "disk",
+                "not a key URL",
+            ),
+            (Some("disk"), None, "disk", "vault host differs"),
+            (None, None, "disk", "no response.key.key.kid"),
+        ] {
+            let e = ok(k, r, kid).unwrap_err().to_string();
+            assert!(e.contains(what), "{k:?} {r:?} {kid}: {e}");
+        }
+        // A vault endpoint with a path (a managed HSM behind a prefix, as the fake serves it).
+        check_key_id(
+            &released(Some("https://127.0.0.1:8443/mhsm/keys/disk/01"), None),
+            "https://127.0.0.1:8443/mhsm",
+            "disk",
+        )
+        .unwrap();
+        assert!(check_key_id(
+            &released(Some("https://127.0.0.1:8443/keys/disk/01"), None),
+            "https://127.0.0.1:8443/mhsm",
+            "disk",
+        )
+        .is_err());
     }
 }

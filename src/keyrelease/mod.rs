@@ -3,12 +3,14 @@
 //!
 //! 1. a fresh RSA-2048 runtime key; runtime JSON = its public JWK set ([`jwk`]);
 //! 2. a report with report_data = SHA-256(runtime JSON) ‖ 0³² from the [`crate::attest::Attester`];
-//! 3. AMD collateral for the report ([`crate::attest::collateral`]) and, before any network call to MAA,
-//!    local verification of the report (signature, chain to a pinned AMD root, TCB), so a bad report fails
-//!    here with a precise reason instead of as an opaque MAA 400;
+//! 3. AMD collateral for the report ([`crate::attest::collateral`]), each candidate chain verified with the
+//!    report before it is chosen (signature, chain to a pinned AMD root, TCB), so a bogus source falls
+//!    through to the next and, before any network call to MAA, a bad report fails here with a precise
+//!    reason (every source's) instead of as an opaque MAA 400;
 //! 4. MAA attestation → JWT ([`maa`]);
 //! 5. a vault token ([`token`]: static, workload identity or IMDS, cached);
-//! 6. the release ([`akv`]) → a JWS, verified (chain to trusted roots, vault host name, RS256);
+//! 6. the release ([`akv`]) → a JWS, verified (chain to trusted roots, vault host name, RS256) and checked
+//!    to release the key asked for (vault, name, pinned version);
 //! 7. unwrap by `enc` and derive the disk key by `kty` ([`unwrap`]).
 //!
 //! Errors say which step failed, with the HTTP status and a body snippet where there is one; none carries
@@ -25,7 +27,7 @@ pub mod unwrap;
 use crate::attest::collateral::{self, Collateral};
 use crate::attest::report::{ParseError, Report};
 use crate::attest::uvm::UvmInfo;
-use crate::attest::verify::{ArkPin, VerifyError};
+use crate::attest::verify::ArkPin;
 use crate::attest::{self, Attester};
 use crate::manifest::{CertCachePlan, Endpoints, ReleasePlan};
 use crate::secret::SecretBytes;
@@ -67,10 +69,9 @@ pub enum Error {
     Attest(attest::Error),
     /// The report does not parse.
     Report(ParseError),
-    /// No AMD chain fits the report.
+    /// No AMD chain verifies the report (every source's reason: TCB or chip id, chain to a pinned root,
+    /// report signature).
     Collateral(collateral::Error),
-    /// Local verification of the report failed.
-    Verify(VerifyError),
     /// No response.
     Transport {
         /// Step.
@@ -118,7 +119,6 @@ impl fmt::Display for Error {
             Error::Attest(e) => write!(f, "attestation report: {e}"),
             Error::Report(e) => write!(f, "attestation report: {e}"),
             Error::Collateral(e) => write!(f, "AMD collateral: {e}"),
-            Error::Verify(e) => write!(f, "report verification: {e}"),
             Error::Transport { step, source } => write!(f, "{step}: {source}"),
             Error::Status { step, status, body } => {
                 write!(f, "{step}: HTTP {status}: {body}{}", hint(*step, *status))
@@ -222,6 +222,13 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
         }));
     }
     let host = ctx.uvm.host_certs.as_ref();
+    // Each candidate chain is verified (chain to a pinned AMD root, report signature, TCB, chip id) before
+    // it is chosen, so a bad one falls through to the next source and a bad report fails here with a
+    // precise reason instead of as an opaque MAA 400.
+    let check = ctx.verify_locally.then_some(collateral::Check {
+        pins: ctx.ark_pins,
+        now: SystemTime::now(),
+    });
     let chain: Collateral = collateral::find(
         ctx.transport,
         &report,
@@ -229,6 +236,7 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
         host,
         ctx.certcache,
         ctx.endpoints,
+        check,
     )
     .map_err(Error::Collateral)?;
     log::info!(
@@ -237,14 +245,7 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
         evidence.provider,
         chain.source
     );
-    if ctx.verify_locally {
-        let product = crate::attest::verify::verify_report(
-            &report,
-            &chain.certs,
-            ctx.ark_pins,
-            SystemTime::now(),
-        )
-        .map_err(Error::Verify)?;
+    if let Some(product) = chain.verified {
         log::info!(
             "key release {}: report verified locally ({product}, TCB {})",
             rp.kid,
@@ -287,6 +288,7 @@ pub fn release_with(
         ctx.jws_trust,
         SystemTime::now(),
     )?;
+    akv::check_key_id(&released, &rp.vault.0, &rp.kid)?;
     let plaintext =
         unwrap::unwrap(&released.enc, &released.ciphertext, runtime).map_err(Error::Unwrap)?;
     let key =

@@ -214,8 +214,10 @@ impl UreqTransport {
         for (k, v) in &req.headers {
             b = b.header(k, v);
         }
+        // The body is lent, not cloned: a copy handed to ureq would be freed unwiped (it carries the MAA
+        // token or a client assertion).
         let hreq = b
-            .body(req.body.clone().unwrap_or_default())
+            .body(req.body.as_deref().unwrap_or_default())
             .map_err(|e| TransportError::Other(e.to_string()))?;
         let resp = agent.run(hreq).map_err(classify)?;
         let status = resp.status().as_u16();

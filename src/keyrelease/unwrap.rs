@@ -140,6 +140,9 @@ pub fn disk_key(
 }
 
 /// HKDF-SHA256(salt, D minimal big-endian, label or the default) → 32 bytes.
+///
+/// Every intermediate is wiped: D's bytes are [`Zeroizing`], the PRK that extract returns is wiped here,
+/// and the HMAC states keyed with it wipe themselves on drop (the `zeroize` features of `sha2`/`hmac`).
 pub fn rsa_hkdf(
     key: &rsa::PrivateKey,
     salt: &[u8],
@@ -151,10 +154,36 @@ pub fn rsa_hkdf(
     } else {
         label
     };
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), minimal_be(&d));
+    let (mut prk, hk) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(salt), minimal_be(&d));
+    zeroize::Zeroize::zeroize(prk.as_mut_slice());
     let mut okm = vec![0u8; 32];
     // 32 bytes is far below HKDF-SHA256's 255 * 32 limit, so expand cannot fail.
     hk.expand(label.as_bytes(), &mut okm)
         .map_err(|_| UnwrapError::RsaKey)?;
     Ok(SecretBytes::new(okm))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Compiles only when the hash and HMAC states that hold the PRK wipe themselves on drop.
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn the_hkdf_states_are_wiped_on_drop() {
+        wiped_on_drop::<sha2::block_api::Sha256VarCore>();
+        wiped_on_drop::<sha2::block_api::Sha512VarCore>();
+        wiped_on_drop::<sha1::block_api::Sha1Core>();
+        wiped_on_drop::<
+            sha2::digest::block_api::CtOutWrapper<
+                sha2::block_api::Sha256VarCore,
+                sha2::digest::consts::U32,
+            >,
+        >();
+    }
+
+    #[test]
+    fn the_disk_key_is_a_locked_secret() {
+        let k = super::disk_key("oct-HSM", &[7; 32], &[], "").unwrap();
+        assert!(k.is_locked());
+    }
 }

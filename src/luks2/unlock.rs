@@ -33,6 +33,11 @@ impl VolumeKey {
         self.key.is_empty()
     }
 
+    /// The key as a secret, for handing on without a copy (dm-crypt's table).
+    pub fn secret(&self) -> &SecretBytes {
+        &self.key
+    }
+
     /// The keyslot that opened.
     pub fn keyslot(&self) -> u32 {
         self.keyslot

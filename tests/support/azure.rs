@@ -1,8 +1,9 @@
 //! A fake Azure on 127.0.0.1: MAA (verifies the report against the fake AMD chain and report_data against
 //! runtimeData, issues an RS256 JWT with x-ms-sevsnpvm-* claims), Key Vault / managed HSM (checks the
 //! bearer token, evaluates a claims-equal release policy on the MAA token, wraps the key to the runtime
-//! JWK, signs a JWS with an x5c chain), IMDS (expiring tokens), Entra ID (workload identity), and 404s
-//! for THIM / AMD KDS. Knobs change the vault's answer; [`Server::fault`] injects status/delay/bodies.
+//! JWK, signs a JWS with an x5c chain), IMDS (expiring tokens), Entra ID (workload identity), and THIM /
+//! AMD KDS (404 unless a knob gives them certificates). Knobs change the vault's answer; [`Server::fault`]
+//! injects status/delay/bodies.
 use super::pki::{self, AmdChain, WebPki};
 use super::{Req, Resp, Server};
 use base64::engine::general_purpose::{
@@ -11,6 +12,7 @@ use base64::engine::general_purpose::{
 use base64::Engine;
 use encfs_init::attest::cert::Cert;
 use encfs_init::attest::report::{hex, Report};
+use encfs_init::attest::uvm::ThimCerts;
 use encfs_init::attest::verify::{self, ArkPin};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -42,6 +44,86 @@ pub struct Knobs {
     pub jws: JwsMode,
     pub kty_override: Option<String>,
     pub imds_expires_in: Value,
+    /// Answer every release as a release of this key (`name` or `name/version`, which must exist):
+    /// its material and identity, validly signed (a vault, or a replay, answering for another key).
+    pub answer_as: Option<String>,
+    /// THIM's answer (the THIM JSON), served to `Metadata: true` requests; `None`: 404.
+    pub thim: Option<ThimCerts>,
+    /// AMD KDS's certificates; `None`: 404.
+    pub kds: Option<Kds>,
+}
+
+/// What the fake AMD KDS serves: one chip's VCEK at one TCB, and the ASK + ARK chain.
+#[derive(Clone)]
+pub struct Kds {
+    /// Lowercase hex of the chip id the VCEK is for.
+    pub chip_hex: String,
+    /// The VCEK's TCB: (bl, tee, snp, ucode).
+    pub tcb: (u8, u8, u8, u8),
+    pub vcek_der: Vec<u8>,
+    /// PEM ASK + ARK.
+    pub chain_pem: String,
+}
+
+impl Kds {
+    /// KDS for a fake AMD chain (VCEK + ASK + ARK PEM).
+    pub fn of(amd: &AmdChain, chip_id: &[u8], tcb: (u8, u8, u8, u8)) -> Kds {
+        let mut blocks = amd.pem.split_inclusive("-----END CERTIFICATE-----\n");
+        let vcek = blocks.next().unwrap();
+        Kds {
+            chip_hex: hex(chip_id),
+            tcb,
+            vcek_der: Cert::from_pem_chain(vcek.as_bytes()).unwrap()[0]
+                .der()
+                .to_vec(),
+            chain_pem: blocks.collect(),
+        }
+    }
+}
+
+/// `GET <thim>?tcbVersion=..&platformId=..` with `Metadata: true`.
+fn thim(st: &State, req: &Req) -> Resp {
+    match (&st.knobs.thim, req.header("metadata")) {
+        (Some(t), Some("true")) => Resp::json(
+            200,
+            &json!({"vcekCert": t.vcek_cert, "tcbm": t.tcbm, "certificateChain": t.certificate_chain, "cacheControl": t.cache_control}),
+        ),
+        (Some(_), _) => Resp::text(400, "Required metadata header not specified"),
+        (None, _) => Resp::text(404, "not here"),
+    }
+}
+
+/// `GET <kds>/vcek/v1/<product>/<chip>?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..` (DER VCEK) and
+/// `GET <kds>/vcek/v1/<product>/cert_chain` (PEM ASK + ARK), as AMD serves them: the VCEK only for the
+/// chip and TCB it certifies.
+fn kds(st: &State, req: &Req, rest: &str) -> Resp {
+    let Some(k) = &st.knobs.kds else {
+        return Resp::text(404, "not here");
+    };
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [_product, "cert_chain"] => Resp::text(200, &k.chain_pem),
+        [_product, chip] => {
+            let (bl, tee, snp, ucode) = k.tcb;
+            let spl = |n: &str| req.param(n).and_then(|v| v.parse::<u8>().ok());
+            if *chip != k.chip_hex
+                || spl("blSPL") != Some(bl)
+                || spl("teeSPL") != Some(tee)
+                || spl("snpSPL") != Some(snp)
+                || spl("ucodeSPL") != Some(ucode)
+            {
+                return Resp::text(404, "no VCEK for this chip and TCB");
+            }
+            Resp {
+                status: 200,
+                body: k.vcek_der.clone(),
+            }
+        }
+        _ => Resp::text(404, "no route"),
+    }
+}
+/// A key's current version in the fake vault (what Key Vault's 32 hex digits are).
+pub fn key_version(name: &str) -> String {
+    hex(&Sha256::digest(name.as_bytes())[..16])
 }
 
 pub struct State {
@@ -161,7 +243,15 @@ fn maa(st: &State, req: &Req, url: &str) -> Resp {
     )
 }
 
-fn release(st: &mut State, req: &Req, kid: &str, mhsm: bool) -> Resp {
+/// `POST <vault>/keys/<kid>[/<version>]/release`; `vault` is the vault's base URL (for the key ids).
+fn release(
+    st: &mut State,
+    req: &Req,
+    vault: &str,
+    kid: &str,
+    version: Option<&str>,
+    mhsm: bool,
+) -> Resp {
     let err = |s: u16, code: &str, m: &str| {
         Resp::json(s, &json!({"error": {"code": code, "message": m}}))
     };
@@ -177,7 +267,12 @@ fn release(st: &mut State, req: &Req, kid: &str, mhsm: bool) -> Resp {
     if st.tokens.get(bearer).map(String::as_str) != Some(want) {
         return err(401, "Unauthorized", "AKV10022: Invalid audience or token.");
     }
-    let Some(key) = st.keys.get(kid).cloned() else {
+    let Some(key) = st
+        .keys
+        .get(kid)
+        .cloned()
+        .filter(|_| version.is_none_or(|v| v == key_version(kid)))
+    else {
         return err(
             404,
             "KeyNotFound",
@@ -198,6 +293,28 @@ fn release(st: &mut State, req: &Req, kid: &str, mhsm: bool) -> Resp {
             return err(403, "Forbidden", &format!("Target environment attestation statement cannot be verified: policy claim {claim} not satisfied."));
         }
     }
+    // What the answer says it releases: the key asked for, or the `answer_as` knob's.
+    let (kid, version, key) = match st.knobs.answer_as.clone() {
+        Some(other) => {
+            let (name, v) = other
+                .split_once('/')
+                .map_or((other.clone(), None), |(n, v)| {
+                    (n.to_string(), Some(v.to_string()))
+                });
+            let key = st.keys[&name].clone();
+            (name, v, key)
+        }
+        None => (kid.to_string(), version.map(str::to_string), key),
+    };
+    let kid = kid.as_str();
+    let request_kid = match &version {
+        Some(v) => format!("{vault}/keys/{kid}/{v}"),
+        None => format!("{vault}/keys/{kid}"),
+    };
+    let key_kid = format!(
+        "{vault}/keys/{kid}/{}",
+        version.unwrap_or_else(|| key_version(kid))
+    );
     let jwk = &claims["x-ms-runtime"]["keys"][0];
     let n = B64URL
         .decode(jwk["n"].as_str().unwrap_or_default())
@@ -230,8 +347,8 @@ fn release(st: &mut State, req: &Req, kid: &str, mhsm: bool) -> Resp {
     let kty = st.knobs.kty_override.clone().unwrap_or(key.kty.clone());
     let key_hsm = json!({"schema_version": "1.0", "header": {"kid": kid, "alg": "dir", "enc": enc}, "ciphertext": B64URL.encode(&ct)});
     let payload = json!({
-        "request": {"api-version": "7.4", "enc": enc, "kid": kid},
-        "response": {"key": {"key": {"kid": kid, "kty": kty, "key_ops": ["wrapKey"], "key_hsm": B64URL.encode(key_hsm.to_string())},
+        "request": {"api-version": "7.4", "enc": enc, "kid": request_kid},
+        "response": {"key": {"key": {"kid": key_kid, "kty": kty, "key_ops": ["wrapKey"], "key_hsm": B64URL.encode(key_hsm.to_string())},
                              "attributes": {"exportable": true}, "release_policy": {}}},
     });
     let pki = if st.knobs.jws == JwsMode::UnknownRoot {
@@ -341,6 +458,9 @@ impl FakeAzure {
                 jws: JwsMode::Good,
                 kty_override: None,
                 imds_expires_in: json!("3600"),
+                answer_as: None,
+                thim: None,
+                kds: None,
             },
             assertion: "federated-token".into(),
             issued: 0,
@@ -355,8 +475,18 @@ impl FakeAzure {
                 let p: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
                 match (req.method.as_str(), p.as_slice()) {
                     ("POST", ["attest", "SevSnpVM"]) => maa(&st, req, &url),
-                    ("POST", ["keys", kid, "release"]) => release(&mut st, req, kid, false),
-                    ("POST", ["mhsm", "keys", kid, "release"]) => release(&mut st, req, kid, true),
+                    ("POST", ["keys", kid, "release"]) => {
+                        release(&mut st, req, &url, kid, None, false)
+                    }
+                    ("POST", ["keys", kid, v, "release"]) => {
+                        release(&mut st, req, &url, kid, Some(v), false)
+                    }
+                    ("POST", ["mhsm", "keys", kid, "release"]) => {
+                        release(&mut st, req, &format!("{url}/mhsm"), kid, None, true)
+                    }
+                    ("POST", ["mhsm", "keys", kid, v, "release"]) => {
+                        release(&mut st, req, &format!("{url}/mhsm"), kid, Some(v), true)
+                    }
                     ("POST", [_tenant, "oauth2", "v2.0", "token"]) => login(&mut st, req),
                     _ => Resp::text(404, "no route"),
                 }
@@ -366,9 +496,16 @@ impl FakeAzure {
         let s3 = state.clone();
         let http = Server::start(
             None,
-            Arc::new(move |req: &Req| match req.path.as_str() {
-                "/metadata/identity/oauth2/token" => imds(&mut s3.lock().unwrap(), req),
-                _ => Resp::text(404, "not here"),
+            Arc::new(move |req: &Req| {
+                let mut st = s3.lock().unwrap();
+                match req.path.as_str() {
+                    "/metadata/identity/oauth2/token" => imds(&mut st, req),
+                    "/thim" => thim(&st, req),
+                    p => match p.strip_prefix("/kds/vcek/v1/") {
+                        Some(rest) => kds(&st, req, rest),
+                        None => Resp::text(404, "not here"),
+                    },
+                }
             }),
         );
         FakeAzure {

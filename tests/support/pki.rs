@@ -137,3 +137,12 @@ pub fn pin_of(ark_der: &[u8]) -> encfs_init::attest::verify::ArkPin {
         spki_sha256: c.spki_sha256().unwrap(),
     }
 }
+
+/// `der` with the last byte of its signature flipped: still a certificate, signed by nobody.
+pub fn broken_signature(der: &[u8]) -> Vec<u8> {
+    let mut d = der.to_vec();
+    if let Some(b) = d.last_mut() {
+        *b ^= 1;
+    }
+    d
+}
