@@ -156,6 +156,7 @@ fn a_key_release_request_body_is_not_copied() {
         retries: 0,
         retry_backoff_max: std::time::Duration::from_millis(1),
         ca_bundle: None,
+        ca_bundle_sha256: None,
     })
     .unwrap();
     let (url, server) = one_shot_server();
