@@ -42,6 +42,7 @@ teardown() {
     for m in root/.rustup tmp dev sys proc; do
         mountpoint -q "$r/$m" 2>/dev/null && umount -R -l "$r/$m"
     done
+    mountpoint -q "$r" 2>/dev/null && umount -R -l "$r"
     return 0
 }
 teardown
@@ -49,6 +50,9 @@ rm -rf "$run"
 mkdir -p "$r" "$run/rustup-upper" "$run/rustup-work"
 trap teardown EXIT
 tar -C "$r" -xf "$base/pristine.tar"
+# A machine's / is a mount point (the tests' `unshare --mount` changes its propagation; on a plain directory
+# that fails with EINVAL).
+mount --bind "$r" "$r" && mount --make-private "$r"
 
 # None of the packages the commands install may be here already.
 for p in libdevmapper-dev libclang-dev pkg-config cryptsetup-bin qemu-system-x86 busybox-static buildah nodejs npm; do
