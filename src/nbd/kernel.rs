@@ -183,13 +183,14 @@ pub fn attach_with(
     read_only: bool,
     timeouts: Timeouts,
 ) -> Result<Attached, String> {
-    if !Path::new("/dev/nbd0").exists() {
-        return Err("no /dev/nbd0: the kernel has no NBD client loaded; fix: add \"nbd\" to kernel_modules (VM) or \
-                    load the nbd module in the utility VM"
-            .to_string());
-    }
     match Nbd::open() {
         Ok(nl) => attach_netlink(nl, src, read_only, timeouts),
+        // Without the netlink family, the ioctls need an existing /dev/nbdN.
+        Err(_) if !Path::new("/dev/nbd0").exists() => Err(
+            "no /dev/nbd0: the kernel has no NBD client loaded; fix: add \"nbd\" to kernel_modules (VM) or \
+             load the nbd module in the utility VM"
+                .to_string(),
+        ),
         Err(e) => {
             log::info!(
                 "nbd: no generic-netlink interface ({e}); attaching by ioctls, without reconnect"
