@@ -196,12 +196,10 @@ impl WriteOnce for &File {
 /// Mount, serve, attach a loop device: see the module docs.
 pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, String> {
     let dir = &cfg.dir;
+    // The parent (/run/encfs-init) also holds the readiness file, which applications read: its mode is
+    // left as is; the mount directory itself is root's alone.
     if let Some(parent) = dir.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}

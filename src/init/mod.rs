@@ -149,7 +149,8 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
 }
 
 /// Test mode only: the file an application creates to have encfs-init sever the serving side of every
-/// filesystem's NBD connection, as a crash would; encfs-init removes it once done.
+/// filesystem's NBD connection (FUSE: crash a serving thread holding a request), as a crash would;
+/// encfs-init removes it once done.
 pub const TEST_SEVER_NBD: &str = "/run/encfs-init/test-sever-nbd";
 
 fn test_faults(opened: &[filesystems::Opened]) {
@@ -160,8 +161,9 @@ fn test_faults(opened: &[filesystems::Opened]) {
     for o in opened {
         if o.sever_nbd() {
             log::warn!(
-                "filesystem[{}]: TEST MODE: severed the NBD serving side of {} on request",
+                "filesystem[{}]: TEST MODE: severed the {} serving side of {} on request",
                 o.index,
+                o.transport.as_str().to_uppercase(),
                 o.nbd_device.display()
             );
         }
