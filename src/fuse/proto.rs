@@ -679,7 +679,7 @@ mod tests {
         assert!(matches!(parse(&m), Err(ProtoError::Length { .. })));
         // Bodies cut short, for every opcode with a body.
         for (opcode, full) in [
-            (op::INIT, 64usize),
+            (op::INIT, 16usize),
             (op::SETATTR, 88),
             (op::OPEN, 8),
             (op::READ, 40),
