@@ -167,11 +167,18 @@ pub fn attach(backing: &File, opts: Options) -> Result<Loop, String> {
             .write(!opts.read_only)
             .open(&path)
             .map_err(|e| format!("open {}: {e}", path.display()))?;
-        let want_dio = if opts.direct_io { LO_FLAGS_DIRECT_IO } else { 0 };
+        let want_dio = if opts.direct_io {
+            LO_FLAGS_DIRECT_IO
+        } else {
+            0
+        };
         let mut r = configure(&dev, backing, flags | want_dio, opts.block_size);
         // Kernels that refuse direct I/O on this backing file at configure time (rather than quietly
         // falling back) get buffered I/O.
-        if want_dio != 0 && r.as_ref().is_err_and(|e| e.raw_os_error() == Some(nix::libc::EINVAL)) {
+        if want_dio != 0
+            && r.as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(nix::libc::EINVAL))
+        {
             r = configure(&dev, backing, flags, opts.block_size);
         }
         match r {

@@ -256,10 +256,7 @@ mod tests {
         let e = choose(TransportChoice::Auto, &NEITHER).unwrap_err();
         assert!(!e.contains('\n'));
         assert!(e.contains("no /dev/nbd0"), "{e}");
-        assert!(
-            e.contains("/dev/fuse and /dev/loop-control missing"),
-            "{e}"
-        );
+        assert!(e.contains("/dev/fuse and /dev/loop-control missing"), "{e}");
         assert!(e.contains("fix:"), "{e}");
         // FUSE without loop is not FUSE + loop.
         let e = choose(
@@ -276,24 +273,20 @@ mod tests {
     #[test]
     fn forced_transports_are_used_when_there_and_fail_closed_when_not() {
         assert_eq!(choose(TransportChoice::Fuse, &NBD).unwrap().0, Kind::Fuse);
-        assert_eq!(
-            choose(TransportChoice::Nbd, &NBD).unwrap().0,
-            Kind::Nbd
-        );
+        assert_eq!(choose(TransportChoice::Nbd, &NBD).unwrap().0, Kind::Nbd);
         let e = choose(TransportChoice::Nbd, &FUSE_ONLY).unwrap_err();
         assert_eq!(e.lines().count(), 1);
-        assert!(e.starts_with("transport = \"nbd\" but this kernel has no NBD client"), "{e}");
+        assert!(
+            e.starts_with("transport = \"nbd\" but this kernel has no NBD client"),
+            "{e}"
+        );
         assert!(e.contains("fix: load the nbd module"), "{e}");
-        let e = choose(
-            TransportChoice::Fuse,
-            &Probe {
-                fuse: false,
-                ..NBD
-            },
-        )
-        .unwrap_err();
+        let e = choose(TransportChoice::Fuse, &Probe { fuse: false, ..NBD }).unwrap_err();
         assert_eq!(e.lines().count(), 1);
-        assert!(e.starts_with("transport = \"fuse\" but /dev/fuse missing; fix:"), "{e}");
+        assert!(
+            e.starts_with("transport = \"fuse\" but /dev/fuse missing; fix:"),
+            "{e}"
+        );
         let e = choose(TransportChoice::Fuse, &NEITHER).unwrap_err();
         assert!(e.contains("/dev/fuse and /dev/loop-control missing"), "{e}");
     }

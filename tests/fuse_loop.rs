@@ -156,7 +156,11 @@ fn reads_and_writes_through_the_loop_device_equal_the_source() {
     assert_eq!(size.trim().parse::<u64>().unwrap() * 512, 16 << 20);
     // Reads: small, large (several FUSE requests), at the end.
     let want = src.snapshot();
-    for (off, len) in [(0u64, 4096usize), (1 << 20, 3 << 20), ((16 << 20) - 8192, 8192)] {
+    for (off, len) in [
+        (0u64, 4096usize),
+        (1 << 20, 3 << 20),
+        ((16 << 20) - 8192, 8192),
+    ] {
         let got = read_direct(&dev, off, len).unwrap();
         assert!(
             got == want[off as usize..off as usize + len],
@@ -223,11 +227,17 @@ fn statfs_of_the_fuse_mount_has_a_block_size_and_other_operations_are_refused() 
     let file = a.dir().join("disk");
     let md = std::fs::metadata(&file).unwrap();
     assert_eq!(md.len(), 1 << 20);
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+        0o600
+    );
     // The size is fixed; nothing else can be made or removed.
     let f = OpenOptions::new().write(true).open(&file).unwrap();
     assert!(f.set_len(4096).is_err(), "truncate must be refused");
-    assert!(f.write_all_at(b"x", 1 << 20).is_err(), "a write past the end must be refused");
+    assert!(
+        f.write_all_at(b"x", 1 << 20).is_err(),
+        "a write past the end must be refused"
+    );
     drop(f);
     assert!(std::fs::write(a.dir().join("new"), b"x").is_err());
     assert!(std::fs::create_dir(a.dir().join("d")).is_err());
@@ -268,7 +278,9 @@ fn read_only_refuses_writes() {
     let dev = a.device().to_path_buf();
     let name = dev.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(
-        std::fs::read_to_string(format!("/sys/block/{name}/ro")).unwrap().trim(),
+        std::fs::read_to_string(format!("/sys/block/{name}/ro"))
+            .unwrap()
+            .trim(),
         "1"
     );
     // Some kernels refuse the open for writing, others the write itself.
@@ -276,7 +288,10 @@ fn read_only_refuses_writes() {
         let mut buf = Aligned::new(4096);
         let e = f.write_all_at(buf.buf(), 0).unwrap_err();
         assert!(
-            matches!(e.raw_os_error(), Some(nix::libc::EPERM | nix::libc::EROFS | nix::libc::EACCES | nix::libc::EIO)),
+            matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EPERM | nix::libc::EROFS | nix::libc::EACCES | nix::libc::EIO)
+            ),
             "{e}"
         );
     }
@@ -319,14 +334,20 @@ fn teardown_leaves_no_loop_device_and_no_fuse_mount() {
 #[ignore = "benchmark: by hand, as root"]
 fn bench_loop_direct_io_against_buffered() {
     require_root();
-    for (size, delay) in [(256usize << 20, Duration::ZERO), (64 << 20, Duration::from_millis(2))] {
+    for (size, delay) in [
+        (256usize << 20, Duration::ZERO),
+        (64 << 20, Duration::from_millis(2)),
+    ] {
         for round in 0..3 {
             for direct_io in [false, true] {
                 for readers in [1u64, 4] {
                     let src = Rec::new(size, true);
                     let s: Arc<dyn BlockSource> = Arc::new(Slow(src, delay));
                     let mut cfg = Config::new(
-                        dir(&format!("bench{}{round}{direct_io}{readers}", delay.as_millis())),
+                        dir(&format!(
+                            "bench{}{round}{direct_io}{readers}",
+                            delay.as_millis()
+                        )),
                         true,
                     );
                     cfg.direct_io = direct_io;

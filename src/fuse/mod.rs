@@ -281,7 +281,18 @@ pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Strin
     attached.keeper = Some(
         std::thread::Builder::new()
             .name("fuse-keeper".into())
-            .spawn(move || keep(&shared, master, &slots, handles, &tx, &rx, &state, &keeper_dir))
+            .spawn(move || {
+                keep(
+                    &shared,
+                    master,
+                    &slots,
+                    handles,
+                    &tx,
+                    &rx,
+                    &state,
+                    &keeper_dir,
+                )
+            })
             .map_err(|e| format!("spawn the FUSE keeper: {e}"))?,
     );
 

@@ -22,10 +22,7 @@ pub fn open_dev() -> io::Result<File> {
 /// `allow_other`: only root may enter), root directory mode 0700, `nosuid,nodev,noexec`, read-only when
 /// asked.
 pub fn mount(dev: &File, dir: &Path, read_only: bool) -> io::Result<()> {
-    let data = format!(
-        "fd={},rootmode=40000,user_id=0,group_id=0",
-        dev.as_raw_fd()
-    );
+    let data = format!("fd={},rootmode=40000,user_id=0,group_id=0", dev.as_raw_fd());
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if read_only {
         flags |= MsFlags::MS_RDONLY;

@@ -271,10 +271,13 @@ pub fn open(
     s.done("LUKS2 unlock");
 
     let read_only = !fs.read_write;
-    let (kind, why) =
-        crate::transport::choose(fs.transport, &crate::transport::Probe::kernel())
-            .map_err(|e| s.fail("transport", e))?;
-    log::info!("filesystem[{}]: transport {}: {why}", fs.index, kind.as_str());
+    let (kind, why) = crate::transport::choose(fs.transport, &crate::transport::Probe::kernel())
+        .map_err(|e| s.fail("transport", e))?;
+    log::info!(
+        "filesystem[{}]: transport {}: {why}",
+        fs.index,
+        kind.as_str()
+    );
     let opts = crate::transport::AttachOptions {
         read_only,
         nbd_timeouts: crate::nbd::kernel::Timeouts {
@@ -287,8 +290,7 @@ pub fn open(
         crate::transport::Kind::Nbd => ("NBD", "NBD attach"),
         crate::transport::Kind::Fuse => ("FUSE + loop", "FUSE + loop attach"),
     };
-    let nbd =
-        crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
+    let nbd = crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
     let nbd_device = nbd.device().to_path_buf();
     s.done(done);
 

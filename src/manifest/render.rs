@@ -165,8 +165,10 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             match f.transport {
                 super::TransportChoice::Auto =>
                     "auto (NBD where the kernel has it, else FUSE + loop; probed at boot)",
-                super::TransportChoice::Nbd => "nbd (the kernel's NBD client; fails when it has none)",
-                super::TransportChoice::Fuse => "fuse (a FUSE file on a loop device; fails when the kernel lacks either)",
+                super::TransportChoice::Nbd =>
+                    "nbd (the kernel's NBD client; fails when it has none)",
+                super::TransportChoice::Fuse =>
+                    "fuse (a FUSE file on a loop device; fails when the kernel lacks either)",
             }
         )?;
         match &f.key {
