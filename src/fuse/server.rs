@@ -333,3 +333,155 @@ fn handle(sh: &Shared, dev: &File, msg: &[u8], scratch: &mut Vec<u8>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    struct Zero(u64, bool);
+
+    impl BlockSource for Zero {
+        fn size(&self) -> u64 {
+            self.0
+        }
+        fn read_only(&self) -> bool {
+            self.1
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> blob::Result<()> {
+            blob::check_range(offset, buf.len() as u64, self.0)?;
+            buf.fill(7);
+            Ok(())
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> blob::Result<()> {
+            blob::check_range(offset, data.len() as u64, self.0)
+        }
+        fn flush(&self) -> blob::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn request(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&u32::try_from(40 + body.len()).unwrap().to_le_bytes());
+        m.extend_from_slice(&opcode.to_le_bytes());
+        m.extend_from_slice(&unique.to_le_bytes());
+        m.extend_from_slice(&nodeid.to_le_bytes());
+        m.extend_from_slice(&[0u8; 16]);
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Answer `msg` and return the reply's (len, error, unique) and body, read back through a pipe.
+    fn answer(read_only: bool, msg: &[u8]) -> Option<((u32, i32, u64), Vec<u8>)> {
+        let sh = Shared {
+            src: Arc::new(Zero(1 << 20, read_only)),
+            read_only,
+            max_write: 1 << 20,
+            panics: AtomicU32::new(0),
+        };
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (mut r, w) = (File::from(r), File::from(w));
+        handle(&sh, &w, msg, &mut Vec::new());
+        drop(w);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        let h = proto::parse_out_header(&out)?;
+        assert_eq!(usize::try_from(h.0).unwrap(), out.len(), "reply length");
+        Some((h, out[16..].to_vec()))
+    }
+
+    #[test]
+    fn every_request_gets_the_answer_its_contract_says() {
+        use proto::{FILE_ID, ROOT_ID};
+        let lookup = |name: &[u8]| request(op::LOOKUP, 3, ROOT_ID, &[name, b"\0"].concat());
+        assert_eq!(answer(false, &lookup(b"disk")).unwrap().1.len(), 128);
+        assert_eq!(
+            answer(false, &lookup(b"other")).unwrap().0 .1,
+            -errno::ENOENT
+        );
+        // Malformed: answered EIO with its unique, so nothing waits.
+        let mut bad = request(op::READ, 99, FILE_ID, &[0u8; 40]);
+        bad.truncate(50);
+        bad[0..4].copy_from_slice(&50u32.to_le_bytes());
+        assert_eq!(answer(false, &bad).unwrap().0, (16, -errno::EIO, 99));
+        // Unknown: ENOSYS; changing the namespace: EPERM, or EROFS when read-only.
+        assert_eq!(
+            answer(false, &request(27, 4, ROOT_ID, &[0u8; 8]))
+                .unwrap()
+                .0
+                 .1,
+            -errno::ENOSYS
+        );
+        assert_eq!(
+            answer(false, &request(10, 4, ROOT_ID, b"disk\0"))
+                .unwrap()
+                .0
+                 .1,
+            -errno::EPERM
+        );
+        assert_eq!(
+            answer(true, &request(35, 4, ROOT_ID, &[0u8; 20]))
+                .unwrap()
+                .0
+                 .1,
+            -errno::EROFS
+        );
+        // SETATTR: a size change refused, a time change answered with the unchanged attributes.
+        let mut setattr = [0u8; 88];
+        setattr[0..4].copy_from_slice(&proto::fattr::SIZE.to_le_bytes());
+        assert_eq!(
+            answer(false, &request(op::SETATTR, 5, FILE_ID, &setattr))
+                .unwrap()
+                .0
+                 .1,
+            -errno::EPERM
+        );
+        setattr[0..4].copy_from_slice(&(1u32 << 5).to_le_bytes());
+        let (h, body) = answer(false, &request(op::SETATTR, 5, FILE_ID, &setattr)).unwrap();
+        assert_eq!(h.1, 0);
+        assert_eq!(
+            proto::le_u64(&body, 16 + 8),
+            Some(1 << 20),
+            "size unchanged"
+        );
+        // OPEN for writing on a read-only filesystem.
+        let open_rw = request(op::OPEN, 6, FILE_ID, &2u64.to_le_bytes());
+        assert_eq!(answer(true, &open_rw).unwrap().0 .1, -errno::EROFS);
+        assert_eq!(answer(false, &open_rw).unwrap().0 .1, 0);
+        // READ: data, short at the end; WRITE past the end: ENOSPC; read-only: EROFS.
+        let mut read_in = [0u8; 40];
+        read_in[8..16].copy_from_slice(&((1u64 << 20) - 100).to_le_bytes());
+        read_in[16..20].copy_from_slice(&4096u32.to_le_bytes());
+        let (h, body) = answer(false, &request(op::READ, 7, FILE_ID, &read_in)).unwrap();
+        assert_eq!((h.1, body.len()), (0, 100));
+        assert!(body.iter().all(|&b| b == 7));
+        let mut write_in = vec![0u8; 40];
+        write_in[8..16].copy_from_slice(&((1u64 << 20) - 2).to_le_bytes());
+        write_in[16..20].copy_from_slice(&4u32.to_le_bytes());
+        write_in.extend_from_slice(b"abcd");
+        let w = request(op::WRITE, 8, FILE_ID, &write_in);
+        assert_eq!(answer(false, &w).unwrap().0 .1, -errno::ENOSPC);
+        assert_eq!(answer(true, &w).unwrap().0 .1, -errno::EROFS);
+        // STATFS: f_bsize 4096. FORGET and INTERRUPT: no reply at all.
+        let (_, st) = answer(false, &request(op::STATFS, 9, ROOT_ID, &[])).unwrap();
+        assert_eq!(proto::le_u32(&st, 40), Some(4096));
+        assert!(answer(false, &request(op::FORGET, 10, FILE_ID, &[0u8; 8])).is_none());
+        assert!(answer(false, &request(op::INTERRUPT, 11, 0, &[0u8; 8])).is_none());
+        // FSYNC and FLUSH: success after the source's flush; a second INIT: EPROTO.
+        assert_eq!(
+            answer(false, &request(op::FSYNC, 12, FILE_ID, &[0u8; 16]))
+                .unwrap()
+                .0
+                 .1,
+            0
+        );
+        assert_eq!(
+            answer(false, &request(op::INIT, 13, 0, &[0u8; 64]))
+                .unwrap()
+                .0
+                 .1,
+            -errno::EPROTO
+        );
+    }
+}

@@ -4,7 +4,7 @@
 # each pass) while encfs-init (test mode) is asked ten times to crash a FUSE serving thread holding a
 # request. Every pass must succeed with the expected checksum.
 /bin/encfs-init probe || exit 1
-ready=/run/encfs-init/ready
+ready=/mnt/remote/encfs-init.ready
 grep -q '"transport": "fuse"' $ready || { echo "e2e: readiness file without transport fuse:"; cat $ready; exit 1; }
 grep -q '"nbd_device": "/dev/loop' $ready || { echo "e2e: readiness file without a loop device:"; cat $ready; exit 1; }
 [ -e /dev/nbd0 ] && { echo "e2e: /dev/nbd0 exists: nbd was not withheld"; exit 1; }
