@@ -6,7 +6,7 @@
 //! - [`proto`]: the wire format (pure, `forbid(unsafe_code)`);
 //! - [`server`]: the serving threads' request handling;
 //! - [`sys`]: mount, `FUSE_DEV_IOC_CLONE`, unmount;
-//! - [`crate::loopdev`]: `LOOP_CONFIGURE`.
+//! - the loop device, `LOOP_CONFIGURE`: [`crate::loopdev`].
 //!
 //! [`attach`]: mount in a private directory (mode 0700, only root may enter), answer `FUSE_INIT` (the
 //! largest `max_pages` the kernel allows, asynchronous direct I/O), start the serving threads (each with a
@@ -163,12 +163,11 @@ fn init(dev: &File) -> Result<proto::InitReply, String> {
     let reply = match proto::negotiate_init(major, minor, max_readahead, flags, pages) {
         Ok(r) => r,
         Err(e) => {
-            let _ = (&*dev).write_all_once(&proto::error_reply(h.unique, proto::errno::EPROTO));
+            let _ = write_once(dev, &proto::error_reply(h.unique, proto::errno::EPROTO));
             return Err(e.to_string());
         }
     };
-    (&*dev)
-        .write_all_once(&proto::reply(h.unique, &proto::init_out(&reply)))
+    write_once(dev, &proto::reply(h.unique, &proto::init_out(&reply)))
         .map_err(|e| format!("answer FUSE_INIT: {e}"))?;
     if reply.flags & proto::init_flags::MAX_PAGES == 0 {
         log::warn!("fuse: the kernel did not take max_pages: requests stay at 128 KiB");
@@ -176,20 +175,13 @@ fn init(dev: &File) -> Result<proto::InitReply, String> {
     Ok(reply)
 }
 
-/// One `write(2)` of a whole message.
-trait WriteOnce {
-    fn write_all_once(self, m: &[u8]) -> std::io::Result<()>;
-}
-
-impl WriteOnce for &File {
-    fn write_all_once(self, m: &[u8]) -> std::io::Result<()> {
-        let mut f = self;
-        let n = std::io::Write::write(&mut f, m)?;
-        if n == m.len() {
-            Ok(())
-        } else {
-            Err(std::io::ErrorKind::WriteZero.into())
-        }
+/// One `write(2)` of a whole message (the kernel takes a reply only whole).
+fn write_once(mut dev: &File, m: &[u8]) -> std::io::Result<()> {
+    let n = std::io::Write::write(&mut dev, m)?;
+    if n == m.len() {
+        Ok(())
+    } else {
+        Err(std::io::ErrorKind::WriteZero.into())
     }
 }
 
