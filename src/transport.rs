@@ -195,6 +195,15 @@ impl Backing {
         }
     }
 
+    /// Why the serving side is gone for good (it kept dying and is no longer restarted), if it is: the
+    /// supervisor then gives up.
+    pub fn gave_up(&self) -> Option<String> {
+        match self {
+            Backing::Nbd(a) => a.gave_up(),
+            Backing::Fuse(a) => a.gave_up(),
+        }
+    }
+
     /// Detach: every write flushed to the source, the device released.
     pub fn detach(self) -> Result<(), String> {
         match self {

@@ -84,10 +84,9 @@ fn require_root() {
     }
 }
 
+/// The mount directory (made by attach, removed by detach).
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("encfs-fuse-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir(&d);
-    d.join("mnt")
+    std::env::temp_dir().join(format!("encfs-fuse-{}-{name}", std::process::id()))
 }
 
 fn attach(src: &Arc<Rec>, name: &str, read_only: bool) -> fuse::Attached {
@@ -269,6 +268,34 @@ fn a_panicking_serving_thread_is_replaced_and_its_request_served_by_the_successo
         assert!(read_direct(&dev, off, 65536).unwrap() == want[off as usize..off as usize + 65536]);
     }
     a.detach().unwrap();
+}
+
+#[test]
+fn a_serving_side_that_keeps_dying_is_given_up_and_fails_closed() {
+    let src = Rec::new(4 << 20, true);
+    let a = attach(&src, "giveup", true);
+    let dev = a.device().to_path_buf();
+    let dir = a.dir().to_path_buf();
+    for _ in 0..1000 {
+        a.sever();
+    }
+    // Every request now crashes its thread and the successor (then EIO): two restarts per read, until the
+    // budget of restarts is spent and the connection is aborted.
+    let mut reads = 0;
+    while a.gave_up().is_none() {
+        assert!(read_direct(&dev, 0, 4096).is_err(), "a read succeeded");
+        reads += 1;
+        assert!(reads <= fuse::MAX_RESTARTS_IN_WINDOW, "never gave up");
+    }
+    let why = a.gave_up().unwrap();
+    assert!(why.contains("not restarting it again"), "{why}");
+    // Fail closed: I/O errors now, no hang.
+    assert!(read_direct(&dev, 8192, 4096).is_err());
+    assert!(!mounted(&dir), "the aborted FUSE mount is still there");
+    // Teardown still removes everything, and says the serving side had given up.
+    let e = a.detach().unwrap_err();
+    assert!(e.contains("not restarting"), "{e}");
+    assert!(!loop_bound(&dev), "{} still bound", dev.display());
 }
 
 #[test]

@@ -92,6 +92,8 @@ struct KeeperState {
     stopping: AtomicBool,
     /// Serving threads replaced so far.
     restarts: AtomicU32,
+    /// Why the keeper stopped replacing them, once it did.
+    gave_up: std::sync::Mutex<Option<String>>,
 }
 
 /// An attached FUSE file and loop device.
@@ -362,6 +364,9 @@ fn keep(
             if let Err(e) = sys::abort(dir) {
                 log::error!("fuse: abort {}: {e}", dir.display());
             }
+            *st.gave_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(msg.clone());
             verdict = Err(msg);
             given_up = true;
             live -= 1;
@@ -404,6 +409,15 @@ impl Attached {
     /// Serving threads replaced so far.
     pub fn restarts(&self) -> u32 {
         self.state.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Why the serving side is gone for good (the keeper gave up replacing threads), if it is.
+    pub fn gave_up(&self) -> Option<String> {
+        self.state
+            .gave_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the loop device does direct I/O.

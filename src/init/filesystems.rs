@@ -132,6 +132,14 @@ impl Opened {
     }
 }
 
+impl Opened {
+    /// Why this filesystem's serving side is gone for good, if it is (the supervisor then gives up).
+    pub fn gave_up(&self) -> Option<String> {
+        let why = self.nbd.as_ref()?.gave_up()?;
+        Some(format!("filesystem[{}]: {why}", self.index))
+    }
+}
+
 struct Steps {
     index: usize,
     mount_point: PathBuf,

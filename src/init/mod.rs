@@ -120,11 +120,13 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
         .map_err(|e| log::warn!("health reads: cannot start: {e}"))
         .ok()
     };
-    let outcome = if plan.test_mode {
-        sup.run_with(plan.app.as_ref(), &mut || test_faults(&opened))
-    } else {
-        sup.run(plan.app.as_ref())
-    };
+    // A filesystem whose serving side gave up ends supervision with exit 4, as a failing application does.
+    let outcome = sup.run_with(plan.app.as_ref(), &mut || {
+        if plan.test_mode {
+            test_faults(&opened);
+        }
+        opened.iter().find_map(filesystems::Opened::gave_up)
+    });
     log::debug!("supervision ended: {outcome:?}");
     crate::notify::notify("STOPPING=1");
     if let Some(m) = monitor {

@@ -444,6 +444,23 @@ impl Attached {
         }
     }
 
+    /// Why the serving side is gone for good, if it is: the netlink keeper ended without a detach (it gave up
+    /// restarting, and logged why).
+    pub fn gave_up(&self) -> Option<String> {
+        match &self.link {
+            Link::Netlink { keeper, state }
+                if !state.detaching.load(Ordering::SeqCst)
+                    && keeper.as_ref().is_some_and(JoinHandle::is_finished) =>
+            {
+                Some(format!(
+                    "{}: the NBD serving side is no longer restarted (see the error above)",
+                    self.device.display()
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// The device is live once the kernel publishes the connection's pid and the device's size (a device
     /// used before may still show size 0 for a moment after it starts).
     fn wait_ready(&self) -> Result<(), String> {
