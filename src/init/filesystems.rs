@@ -130,9 +130,7 @@ impl Opened {
             .as_ref()
             .is_some_and(crate::transport::Backing::sever)
     }
-}
 
-impl Opened {
     /// Why this filesystem's serving side is gone for good, if it is (the supervisor then gives up).
     pub fn gave_up(&self) -> Option<String> {
         let why = self.nbd.as_ref()?.gave_up()?;
