@@ -361,12 +361,18 @@ fn keep(
                 RESTART_WINDOW.as_secs() / 60
             );
             log::error!("fuse: {msg}");
-            if let Err(e) = sys::abort(dir) {
-                log::error!("fuse: abort {}: {e}", dir.display());
-            }
             *st.gave_up
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(msg.clone());
+            let t = Instant::now();
+            match sys::abort(dir) {
+                Ok(()) => log::info!(
+                    "fuse: {}: connection aborted ({} ms)",
+                    dir.display(),
+                    t.elapsed().as_millis()
+                ),
+                Err(e) => log::error!("fuse: abort {}: {e}", dir.display()),
+            }
             verdict = Err(msg);
             given_up = true;
             live -= 1;
