@@ -27,8 +27,10 @@ pub struct FsState {
     pub mount_point: String,
     /// The dm-crypt device.
     pub device: String,
-    /// The NBD device under it.
+    /// The block device under it: `/dev/nbdN` (transport nbd) or `/dev/loopN` (transport fuse).
     pub nbd_device: String,
+    /// How the blob is served to the kernel: `nbd` or `fuse` (FUSE file on a loop device).
+    pub transport: String,
     /// Mounted read-only.
     pub read_only: bool,
     /// The blob's ETag pinned at open (none for a local file).
@@ -174,6 +176,7 @@ mod tests {
             mount_point: "/mnt/a".into(),
             device: "/dev/dm-0".into(),
             nbd_device: "/dev/nbd0".into(),
+            transport: "nbd".into(),
             read_only: true,
             etag: Some("\"0x1\"".into()),
             timings_ms: vec![("key".into(), 3)],

@@ -355,6 +355,22 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "unknown transport",
+            fs.replace("[filesystem.key]", "transport = \"nbdd\"\n[filesystem.key]"),
+            vec![
+                ":5:13:",
+                "filesystem[0].transport",
+                "unknown transport \"nbdd\"",
+                "did you mean \"nbd\"?",
+                "\"auto\"",
+            ],
+        ),
+        (
+            "transport of the wrong type",
+            fs.replace("[filesystem.key]", "transport = 1\n[filesystem.key]"),
+            vec!["filesystem[0].transport", "invalid type", "string"],
+        ),
+        (
             "relative readiness file",
             format!("readiness_file = \"ready\"\n{fs}"),
             vec![":1:18:", "readiness_file", "absolute"],

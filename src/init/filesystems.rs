@@ -4,8 +4,10 @@
 //! 1. the disk key (a raw key in test mode; secure key release otherwise);
 //! 2. the blob as a [`BlockSource`]: Azure Blob over HTTP(S) behind the block cache, or a local file in test mode;
 //! 3. the LUKS2 header read from the source, checked (allowlist, optional pin) and unlocked with the key;
-//! 4. the source served to the kernel NBD client over a socketpair: `/dev/nbdN`;
-//! 5. dm-crypt over `/dev/nbdN`, named `remote-crypt-<i>` as upstream: `/dev/dm-M`;
+//! 4. the source served to the kernel as a block device, by the transport the manifest asks for or the
+//!    kernel offers ([`crate::transport`]): the NBD client over a socketpair (`/dev/nbdN`), or a FUSE file
+//!    of our own on a loop device (`/dev/loopN`);
+//! 5. dm-crypt over that device, named `remote-crypt-<i>` as upstream: `/dev/dm-M`;
 //! 6. ext4 mounted at `<parent>/.filesystem-<i>`, then published by the `mount_point` symlink.
 
 use crate::blob::{self, BlockSource};
@@ -54,7 +56,7 @@ impl std::fmt::Display for StepError {
 }
 
 /// An opened, mounted and published filesystem. [`Opened::close`] undoes it in reverse order; dropping one
-/// without closing still removes what it can (the dm device, the NBD attachment).
+/// without closing still removes what it can (the dm device, the NBD or FUSE + loop attachment).
 #[derive(Debug)]
 pub struct Opened {
     /// Position in the plan.
@@ -63,8 +65,10 @@ pub struct Opened {
     pub mount_point: PathBuf,
     /// Where it is mounted.
     pub hidden: PathBuf,
-    /// `/dev/nbdN`.
+    /// The block device under dm-crypt: `/dev/nbdN` (NBD) or `/dev/loopN` (FUSE + loop).
     pub nbd_device: PathBuf,
+    /// Which transport serves it.
+    pub transport: crate::transport::Kind,
     /// `/dev/dm-M`.
     pub dm_device: PathBuf,
     /// Mounted read-only.
@@ -75,7 +79,7 @@ pub struct Opened {
     pub etag: Option<String>,
     mounted: bool,
     dm: Option<CryptDevice>,
-    nbd: Option<crate::nbd::kernel::Attached>,
+    nbd: Option<crate::transport::Backing>,
 }
 
 impl Opened {
@@ -118,11 +122,18 @@ impl Opened {
         }
     }
 
-    /// Fault injection (test mode): end the NBD serving side abruptly; it is restarted and reconnected.
+    /// Fault injection (test mode): end the serving side abruptly (NBD: the connection; FUSE: a serving
+    /// thread panics holding a request); it is replaced and serving goes on.
     pub fn sever_nbd(&self) -> bool {
         self.nbd
             .as_ref()
-            .is_some_and(crate::nbd::kernel::Attached::sever)
+            .is_some_and(crate::transport::Backing::sever)
+    }
+
+    /// Why this filesystem's serving side is gone for good, if it is (the supervisor then gives up).
+    pub fn gave_up(&self) -> Option<String> {
+        let why = self.nbd.as_ref()?.gave_up()?;
+        Some(format!("filesystem[{}]: {why}", self.index))
     }
 }
 
@@ -273,14 +284,28 @@ pub fn open(
     s.done("LUKS2 unlock");
 
     let read_only = !fs.read_write;
-    let timeouts = crate::nbd::kernel::Timeouts {
-        request: fs.nbd_timeout,
-        dead_connection: (fs.nbd_timeout * 2).max(Duration::from_secs(120)),
+    let (kind, why) = crate::transport::choose(fs.transport, &crate::transport::Probe::kernel())
+        .map_err(|e| s.fail("transport", e))?;
+    log::info!(
+        "filesystem[{}]: transport {}: {why}",
+        fs.index,
+        kind.as_str()
+    );
+    let opts = crate::transport::AttachOptions {
+        read_only,
+        nbd_timeouts: crate::nbd::kernel::Timeouts {
+            request: fs.nbd_timeout,
+            dead_connection: (fs.nbd_timeout * 2).max(Duration::from_secs(120)),
+        },
+        fuse_dir: PathBuf::from(format!("/run/encfs-init/fuse-{}", fs.index)),
     };
-    let nbd = crate::nbd::kernel::attach_with(src.clone(), read_only, timeouts)
-        .map_err(|e| s.fail("NBD", e))?;
+    let (step, done) = match kind {
+        crate::transport::Kind::Nbd => ("NBD", "NBD attach"),
+        crate::transport::Kind::Fuse => ("FUSE + loop", "FUSE + loop attach"),
+    };
+    let nbd = crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
     let nbd_device = nbd.device().to_path_buf();
-    s.done("NBD attach");
+    s.done(done);
 
     let name = format!("remote-crypt-{}", fs.index);
     let uuid = format!("CRYPT-LUKS2-{}-{name}", header.binary.uuid.replace('-', ""));
@@ -298,6 +323,7 @@ pub fn open(
         mount_point: fs.mount_point.clone(),
         hidden: crate::mount::hidden_dir(&fs.mount_point, fs.index),
         nbd_device,
+        transport: kind,
         dm_device: PathBuf::new(),
         read_only,
         timings: Vec::new(),
@@ -337,6 +363,7 @@ impl Opened {
             mount_point: self.mount_point.display().to_string(),
             device: self.dm_device.display().to_string(),
             nbd_device: self.nbd_device.display().to_string(),
+            transport: self.transport.as_str().to_string(),
             read_only: self.read_only,
             etag: self.etag.clone(),
             timings_ms: self
@@ -353,7 +380,8 @@ impl Opened {
         }
     }
 
-    /// Undo everything: unpublish, unmount (flushing ext4), remove dm, detach NBD (flushing the cache).
+    /// Undo everything: unpublish, unmount (flushing ext4), remove dm, detach NBD or loop + FUSE (flushing
+    /// the cache).
     /// Every step is attempted; the first error is returned.
     pub fn close(mut self, patience: Duration) -> Result<(), String> {
         self.close_inner(patience)
@@ -378,7 +406,7 @@ impl Opened {
         }
         if let Some(nbd) = self.nbd.take() {
             if let Err(e) = nbd.detach() {
-                log::error!("filesystem[{i}]: NBD detach: {e}");
+                log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
                 first.get_or_insert(e.to_string());
             }
         }

@@ -142,6 +142,7 @@ mod tests {
             mount_point: "/mnt/a".into(),
             device: "/dev/dm-0".into(),
             nbd_device: "/dev/nbd0".into(),
+            transport: "nbd".into(),
             read_only: true,
             etag: None,
             timings_ms: vec![],

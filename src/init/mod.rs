@@ -121,11 +121,13 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
         .map_err(|e| log::warn!("health reads: cannot start: {e}"))
         .ok()
     };
-    let outcome = if plan.test_mode {
-        sup.run_with(plan.app.as_ref(), &mut || test_faults(&opened))
-    } else {
-        sup.run(plan.app.as_ref())
-    };
+    // A filesystem whose serving side gave up ends supervision with exit 4, as a failing application does.
+    let outcome = sup.run_with(plan.app.as_ref(), &mut || {
+        if plan.test_mode {
+            test_faults(&opened);
+        }
+        opened.iter().find_map(filesystems::Opened::gave_up)
+    });
     log::debug!("supervision ended: {outcome:?}");
     crate::notify::notify("STOPPING=1");
     if let Some(m) = monitor {
@@ -150,7 +152,8 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
 }
 
 /// Test mode only: the file an application creates to have encfs-init sever the serving side of every
-/// filesystem's NBD connection, as a crash would; encfs-init removes it once done.
+/// filesystem's NBD connection (FUSE: crash a serving thread holding a request), as a crash would;
+/// encfs-init removes it once done.
 pub const TEST_SEVER_NBD: &str = "/run/encfs-init/test-sever-nbd";
 
 fn test_faults(opened: &[filesystems::Opened]) {
@@ -161,8 +164,9 @@ fn test_faults(opened: &[filesystems::Opened]) {
     for o in opened {
         if o.sever_nbd() {
             log::warn!(
-                "filesystem[{}]: TEST MODE: severed the NBD serving side of {} on request",
+                "filesystem[{}]: TEST MODE: severed the {} serving side of {} on request",
                 o.index,
+                o.transport.as_str().to_uppercase(),
                 o.nbd_device.display()
             );
         }

@@ -269,8 +269,33 @@ pub struct FilesystemPlan {
     /// The kernel's per-request timeout on /dev/nbdN: a request unanswered this long is sent again on a
     /// fresh connection; also how long requests in flight wait after the serving side died.
     pub nbd_timeout: Duration,
+    /// How the blob becomes a block device.
+    pub transport: TransportChoice,
     /// Where the key comes from.
     pub key: KeyPlan,
     /// Optional pin: SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<[u8; 32]>,
+}
+
+/// `[[filesystem]] transport`: how the blob becomes a block device under dm-crypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// NBD where the kernel has it, else FUSE + loop (probed at boot).
+    #[default]
+    Auto,
+    /// The kernel's NBD client on our NBD server: `/dev/nbdN`.
+    Nbd,
+    /// A FUSE file of our own on a loop device: `/dev/loopN`.
+    Fuse,
+}
+
+impl TransportChoice {
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportChoice::Auto => "auto",
+            TransportChoice::Nbd => "nbd",
+            TransportChoice::Fuse => "fuse",
+        }
+    }
 }

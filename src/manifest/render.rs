@@ -168,6 +168,18 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             super::units::fmt_duration(f.io_deadline),
             super::units::fmt_duration(f.nbd_timeout)
         )?;
+        writeln!(
+            o,
+            "  transport:     {}",
+            match f.transport {
+                super::TransportChoice::Auto =>
+                    "auto (NBD where the kernel has it, else FUSE + loop; probed at boot)",
+                super::TransportChoice::Nbd =>
+                    "nbd (the kernel's NBD client; fails when it has none)",
+                super::TransportChoice::Fuse =>
+                    "fuse (a FUSE file on a loop device; fails when the kernel lacks either)",
+            }
+        )?;
         match &f.key {
             KeyPlan::Raw(k) => writeln!(
                 o,

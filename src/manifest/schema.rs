@@ -194,6 +194,8 @@ pub struct Filesystem {
     pub io_deadline: Option<Dur>,
     /// The kernel's per-request timeout on /dev/nbdN, e.g. "90s".
     pub nbd_timeout: Option<Dur>,
+    /// How the blob becomes a block device: auto | nbd | fuse.
+    pub transport: Option<String>,
     /// Hex SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<String>,
     /// `[filesystem.key]`

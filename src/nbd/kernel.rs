@@ -183,13 +183,14 @@ pub fn attach_with(
     read_only: bool,
     timeouts: Timeouts,
 ) -> Result<Attached, String> {
-    if !Path::new("/dev/nbd0").exists() {
-        return Err("no /dev/nbd0: the kernel has no NBD client loaded; fix: add \"nbd\" to kernel_modules (VM) or \
-                    load the nbd module in the utility VM"
-            .to_string());
-    }
     match Nbd::open() {
         Ok(nl) => attach_netlink(nl, src, read_only, timeouts),
+        // Without the netlink family, the ioctls need an existing /dev/nbdN.
+        Err(_) if !Path::new("/dev/nbd0").exists() => Err(
+            "no /dev/nbd0: the kernel has no NBD client loaded; fix: add \"nbd\" to kernel_modules (VM) or \
+             load the nbd module in the utility VM"
+                .to_string(),
+        ),
         Err(e) => {
             log::info!(
                 "nbd: no generic-netlink interface ({e}); attaching by ioctls, without reconnect"
@@ -440,6 +441,23 @@ impl Attached {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Why the serving side is gone for good, if it is: the netlink keeper ended without a detach (it gave up
+    /// restarting, and logged why).
+    pub fn gave_up(&self) -> Option<String> {
+        match &self.link {
+            Link::Netlink { keeper, state }
+                if !state.detaching.load(Ordering::SeqCst)
+                    && keeper.as_ref().is_some_and(JoinHandle::is_finished) =>
+            {
+                Some(format!(
+                    "{}: the NBD serving side is no longer restarted (see the error above)",
+                    self.device.display()
+                ))
+            }
+            _ => None,
         }
     }
 

@@ -159,11 +159,17 @@ impl Supervisor {
 
     /// Supervise `app` (or, with none, wait for `SIGTERM`/`SIGINT` while reaping orphans) until the end.
     pub fn run(&mut self, app: Option<&AppPlan>) -> Outcome {
-        self.run_with(app, &mut || {})
+        self.run_with(app, &mut || None)
     }
 
-    /// [`Supervisor::run`], calling `housekeeping` after every wake-up (at least once per tick).
-    pub fn run_with(&mut self, app: Option<&AppPlan>, housekeeping: &mut dyn FnMut()) -> Outcome {
+    /// [`Supervisor::run`], calling `housekeeping` after every wake-up (at least once per tick). When it
+    /// returns why a worker gave up (a block device's serving side that kept dying, say), supervision gives
+    /// up too: the application is stopped as on SIGTERM and encfs-init ends with [`crate::exit::GAVE_UP`].
+    pub fn run_with(
+        &mut self,
+        app: Option<&AppPlan>,
+        housekeeping: &mut dyn FnMut() -> Option<String>,
+    ) -> Outcome {
         let mut policy = app.map(|a| RestartPolicy::new(a.restart, self.opts.plan));
         if app.is_some() {
             self.state = AppState::Waiting {
@@ -195,7 +201,9 @@ impl Supervisor {
                 }
             }
             self.reap(policy.as_mut());
-            housekeeping();
+            if let Some(why) = housekeeping() {
+                self.worker_gave_up(&why);
+            }
         };
         if let Some(pgid) = self.app_group {
             if self.shutdown.is_some() || self.opts.sweep {
@@ -402,14 +410,33 @@ impl Supervisor {
         }
     }
 
+    /// A worker gave up (see [`Supervisor::run_with`]): stop as on SIGTERM, ending with `GAVE_UP`. Once.
+    fn worker_gave_up(&mut self, why: &str) {
+        if self.outcome.map(|o| o.reason) == Some(Reason::GaveUp) {
+            return;
+        }
+        log::error!(
+            "supervise: {why}; giving up (exit {})",
+            crate::exit::GAVE_UP
+        );
+        self.outcome = Some(Outcome {
+            code: crate::exit::GAVE_UP,
+            reason: Reason::GaveUp,
+        });
+        self.on_signal(Signal::SIGTERM);
+    }
+
     fn on_app_exit(&mut self, t: Termination, ran_for: Duration, policy: &mut RestartPolicy) {
         self.last = Some(t);
         if self.shutdown.is_some() {
             log::info!("the application {t}");
-            self.outcome = Some(Outcome {
-                code: t.code(),
-                reason: Reason::AppEnded(t),
-            });
+            // A worker that gave up decided the exit code already.
+            if self.outcome.map(|o| o.reason) != Some(Reason::GaveUp) {
+                self.outcome = Some(Outcome {
+                    code: t.code(),
+                    reason: Reason::AppEnded(t),
+                });
+            }
             return;
         }
         match policy.on_exit(t, ran_for) {

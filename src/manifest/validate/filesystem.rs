@@ -203,6 +203,22 @@ pub(super) fn filesystem(
             "make nbd_timeout longer than io_deadline (the default is io_deadline + 30s)",
         );
     }
+    let transport = match f.transport.as_deref().unwrap_or("auto") {
+        "auto" => Some(TransportChoice::Auto),
+        "nbd" => Some(TransportChoice::Nbd),
+        "fuse" => Some(TransportChoice::Fuse),
+        other => {
+            let hint = did_you_mean(other, ["auto", "nbd", "fuse"])
+                .map(|s| format!("did you mean \"{s}\"? "))
+                .unwrap_or_default();
+            v.err(
+                &p.key("transport"),
+                format!("unknown transport \"{other}\""),
+                format!("{hint}use \"auto\" (NBD where the kernel has it, else FUSE + loop), \"nbd\" or \"fuse\""),
+            );
+            None
+        }
+    };
     let header_sha256 = f
         .header_sha256
         .as_deref()
@@ -227,6 +243,7 @@ pub(super) fn filesystem(
         block_size,
         io_deadline,
         nbd_timeout,
+        transport: transport?,
         key: key?,
         header_sha256,
     })

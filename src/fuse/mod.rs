@@ -1,0 +1,504 @@
+//! The FUSE + loop transport: a [`BlockSource`] served as one regular file of a FUSE filesystem that
+//! encfs-init mounts itself through `/dev/fuse` (it is root: no fusermount, no libfuse, the binary stays
+//! static), then a loop device over that file. For kernels without NBD (Microsoft's UVM kernels, Kata's
+//! confidential guest kernels), on the same engine as [`crate::nbd`].
+//!
+//! - [`proto`]: the wire format (pure, `forbid(unsafe_code)`);
+//! - [`server`]: the serving threads' request handling;
+//! - [`sys`]: mount, `FUSE_DEV_IOC_CLONE`, unmount;
+//! - the loop device, `LOOP_CONFIGURE`: [`crate::loopdev`].
+//!
+//! [`attach`]: mount in a private directory (mode 0700, only root may enter), answer `FUSE_INIT` (the
+//! largest `max_pages` the kernel allows, asynchronous direct I/O), start the serving threads (each with a
+//! clone of the `/dev/fuse` fd when the kernel allows), open the file and attach a loop device (read-only
+//! for read-only filesystems; direct I/O when asked and the kernel takes it).
+//!
+//! Supervision: the connection's first fd and every thread's fd stay open in this process for the life of
+//! the mount. A keeper thread replaces a serving thread that ends abnormally (a panic): the successor keeps
+//! the thread's fd and first serves the request the dead thread held (see [`server`]), so the filesystem
+//! above sees a pause, not an error. A serving side that keeps dying (more than [`MAX_RESTARTS_IN_WINDOW`]
+//! restarts in ten minutes) is not restarted again: the connection is aborted, so I/O fails (the health
+//! reads then report it) instead of hanging.
+//!
+//! [`Attached::detach`] follows the teardown order from the loop device down: loop detach, FUSE unmount
+//! (the serving threads see the connection end), a final flush of the source, the directory removed.
+
+pub mod proto;
+pub mod server;
+mod sys;
+
+use crate::blob::BlockSource;
+use crate::loopdev::{self, Loop};
+use server::{End, Shared, Slot};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use sys::DEV_FUSE;
+
+/// Restarts of serving threads allowed within [`RESTART_WINDOW`].
+pub const MAX_RESTARTS_IN_WINDOW: usize = 30;
+/// See [`MAX_RESTARTS_IN_WINDOW`].
+pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
+/// Pages per request we ask for at most (4 MiB), whatever larger limit the kernel has.
+const MAX_PAGES_WANTED: u32 = 1024;
+
+/// How to attach.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The private mount directory (created 0700; removed at detach).
+    pub dir: PathBuf,
+    /// Serving threads.
+    pub threads: usize,
+    /// Read-only filesystem: mounted read-only, loop device read-only.
+    pub read_only: bool,
+    /// Ask the loop device for direct I/O on the FUSE file.
+    pub direct_io: bool,
+}
+
+impl Config {
+    /// The defaults for `dir`: 8 serving threads, direct I/O.
+    pub fn new(dir: PathBuf, read_only: bool) -> Self {
+        Config {
+            dir,
+            threads: 8,
+            read_only,
+            direct_io: true,
+        }
+    }
+}
+
+/// What the negotiation gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// FUSE minor version.
+    pub minor: u32,
+    /// Bytes per READ and WRITE.
+    pub max_write: u32,
+    /// Serving threads with a cloned fd of their own (the others share the first fd).
+    pub cloned: usize,
+}
+
+/// The keeper's shared state.
+#[derive(Debug, Default)]
+struct KeeperState {
+    /// Set before unmounting: threads ending then are expected.
+    stopping: AtomicBool,
+    /// Serving threads replaced so far.
+    restarts: AtomicU32,
+    /// Why the keeper stopped replacing them, once it did.
+    gave_up: std::sync::Mutex<Option<String>>,
+}
+
+/// An attached FUSE file and loop device.
+#[derive(Debug)]
+pub struct Attached {
+    dir: PathBuf,
+    device: PathBuf,
+    loop_dev: Option<Loop>,
+    /// The file the loop device was configured with (kept open until the loop device is gone).
+    file: Option<File>,
+    shared: Arc<Shared>,
+    state: Arc<KeeperState>,
+    keeper: Option<JoinHandle<Result<(), String>>>,
+    mounted: bool,
+    negotiated: Negotiated,
+}
+
+/// Sends the slot index to the keeper when a serving thread ends, however it ends (also while unwinding).
+struct Exit {
+    index: usize,
+    tx: Sender<usize>,
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.index);
+    }
+}
+
+fn spawn_worker(
+    index: usize,
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    tx: Sender<usize>,
+) -> std::io::Result<JoinHandle<End>> {
+    std::thread::Builder::new()
+        .name(format!("fuse-serve-{index}"))
+        .spawn(move || {
+            let _exit = Exit { index, tx };
+            server::serve(&shared, &slot)
+        })
+}
+
+/// Answer `FUSE_INIT`, the first request of a new connection.
+fn init(dev: &File) -> Result<proto::InitReply, String> {
+    // The INIT request is small; the kernel wants a buffer of at least 8 KiB for any read.
+    let mut buf = vec![0u8; 64 << 10];
+    let n = loop {
+        match (&*dev).read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINTR) => {}
+            Err(e) => return Err(format!("read FUSE_INIT: {e}")),
+        }
+    };
+    let (h, req) = proto::parse(&buf[..n]).map_err(|e| format!("FUSE_INIT: {e}"))?;
+    let proto::Request::Init {
+        major,
+        minor,
+        max_readahead,
+        flags,
+    } = req
+    else {
+        return Err(format!(
+            "the kernel's first request is opcode {}, not FUSE_INIT",
+            h.opcode
+        ));
+    };
+    let pages = u16::try_from(sys::max_pages_limit().min(MAX_PAGES_WANTED)).unwrap_or(256);
+    let reply = match proto::negotiate_init(major, minor, max_readahead, flags, pages) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_once(dev, &proto::error_reply(h.unique, proto::errno::EPROTO));
+            return Err(e.to_string());
+        }
+    };
+    write_once(dev, &proto::reply(h.unique, &proto::init_out(&reply)))
+        .map_err(|e| format!("answer FUSE_INIT: {e}"))?;
+    if reply.flags & proto::init_flags::MAX_PAGES == 0 {
+        log::warn!("fuse: the kernel did not take max_pages: requests stay at 128 KiB");
+    }
+    Ok(reply)
+}
+
+/// One `write(2)` of a whole message (the kernel takes a reply only whole).
+fn write_once(mut dev: &File, m: &[u8]) -> std::io::Result<()> {
+    let n = std::io::Write::write(&mut dev, m)?;
+    if n == m.len() {
+        Ok(())
+    } else {
+        Err(std::io::ErrorKind::WriteZero.into())
+    }
+}
+
+/// Mount, serve, attach a loop device: see the module docs.
+pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, String> {
+    let dir = &cfg.dir;
+    // The parent (/run/encfs-init) also holds the readiness file, which applications read: its mode is
+    // left as is; the mount directory itself is root's alone.
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+        }
+        Err(e) => return Err(format!("create {}: {e}", dir.display())),
+    }
+    let master = sys::open_dev().map_err(|e| {
+        format!("open {DEV_FUSE}: {e}; fix: the kernel needs CONFIG_FUSE_FS (or the fuse module), and a container needs the device")
+    })?;
+    sys::mount(&master, dir, cfg.read_only)
+        .map_err(|e| format!("mount FUSE on {}: {e}", dir.display()))?;
+    let mut attached = Attached {
+        dir: dir.clone(),
+        device: PathBuf::new(),
+        loop_dev: None,
+        file: None,
+        shared: Arc::new(Shared {
+            src,
+            read_only: cfg.read_only,
+            max_write: 4096,
+            panics: AtomicU32::new(0),
+        }),
+        state: Arc::new(KeeperState::default()),
+        keeper: None,
+        mounted: true,
+        negotiated: Negotiated {
+            minor: 0,
+            max_write: 0,
+            cloned: 0,
+        },
+    };
+    // From here on, dropping `attached` unmounts again.
+    let reply = init(&master)?;
+    let shared = Arc::new(Shared {
+        src: attached.shared.src.clone(),
+        read_only: cfg.read_only,
+        max_write: reply.max_write,
+        panics: AtomicU32::new(0),
+    });
+    attached.shared = shared.clone();
+    let threads = cfg.threads.max(1);
+    let mut slots = Vec::with_capacity(threads);
+    let mut cloned = 0;
+    for _ in 0..threads {
+        let dev = match sys::clone_dev(&master) {
+            Ok(d) => {
+                cloned += 1;
+                d
+            }
+            Err(e) => {
+                if cloned == 0 && slots.is_empty() {
+                    log::info!("fuse: no per-thread /dev/fuse clones ({e}); the serving threads share one fd");
+                }
+                master
+                    .try_clone()
+                    .map_err(|e| format!("dup the {DEV_FUSE} fd: {e}"))?
+            }
+        };
+        slots.push(Arc::new(Slot::new(dev)));
+    }
+    attached.negotiated = Negotiated {
+        minor: reply.minor,
+        max_write: reply.max_write,
+        cloned,
+    };
+    let (tx, rx) = channel();
+    let mut handles = Vec::with_capacity(threads);
+    for (i, slot) in slots.iter().enumerate() {
+        handles.push(Some(
+            spawn_worker(i, shared.clone(), slot.clone(), tx.clone())
+                .map_err(|e| format!("spawn a FUSE serving thread: {e}"))?,
+        ));
+    }
+    let state = attached.state.clone();
+    let keeper_dir = dir.clone();
+    attached.keeper = Some(
+        std::thread::Builder::new()
+            .name("fuse-keeper".into())
+            .spawn(move || {
+                keep(
+                    &shared,
+                    master,
+                    &slots,
+                    handles,
+                    &tx,
+                    &rx,
+                    &state,
+                    &keeper_dir,
+                )
+            })
+            .map_err(|e| format!("spawn the FUSE keeper: {e}"))?,
+    );
+
+    let path = dir.join(std::str::from_utf8(proto::FILE_NAME).unwrap_or("disk"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!cfg.read_only)
+        .open(&path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let size = attached.shared.src.size();
+    let opts = loopdev::Options {
+        read_only: cfg.read_only,
+        direct_io: cfg.direct_io,
+        block_size: if size % 4096 == 0 { 4096 } else { 512 },
+    };
+    let lo = loopdev::attach(&file, opts)?;
+    attached.device = lo.device().to_path_buf();
+    log::info!(
+        "fuse: {} over {} ({size} bytes, {}; FUSE 7.{}, {} KiB per request, {threads} serving threads, {cloned} with a cloned fd; loop direct I/O {})",
+        attached.device.display(),
+        path.display(),
+        if cfg.read_only { "read-only" } else { "read-write" },
+        reply.minor,
+        reply.max_write / 1024,
+        if lo.direct_io() { "on" } else { "off" },
+    );
+    attached.loop_dev = Some(lo);
+    attached.file = Some(file);
+    Ok(attached)
+}
+
+/// The keeper: replace serving threads that end while the filesystem is mounted; return once all have
+/// ended because the connection is gone.
+#[allow(clippy::too_many_arguments)]
+fn keep(
+    shared: &Arc<Shared>,
+    master: File,
+    slots: &[Arc<Slot>],
+    mut handles: Vec<Option<JoinHandle<End>>>,
+    tx: &Sender<usize>,
+    rx: &Receiver<usize>,
+    st: &KeeperState,
+    dir: &Path,
+) -> Result<(), String> {
+    let mut live = handles.len();
+    let mut recent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut verdict = Ok(());
+    let mut given_up = false;
+    while live > 0 {
+        let Ok(i) = rx.recv() else { break };
+        let Some(h) = handles.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
+        let why = match h.join() {
+            Ok(End::Gone) => {
+                live -= 1;
+                continue;
+            }
+            Ok(End::Io(e)) => format!("/dev/fuse: {e}"),
+            Err(p) => format!("panicked: {}", crate::blob::panic_error(&*p)),
+        };
+        if st.stopping.load(Ordering::SeqCst) || given_up {
+            live -= 1;
+            continue;
+        }
+        recent.retain(|t| t.elapsed() < RESTART_WINDOW);
+        if recent.len() >= MAX_RESTARTS_IN_WINDOW {
+            let msg = format!(
+                "{}: the FUSE serving side died {} times in {} minutes; not restarting it again, aborting the connection so that its I/O fails",
+                dir.display(),
+                recent.len() + 1,
+                RESTART_WINDOW.as_secs() / 60
+            );
+            log::error!("fuse: {msg}");
+            *st.gave_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(msg.clone());
+            let t = Instant::now();
+            match sys::abort(dir) {
+                Ok(()) => log::info!(
+                    "fuse: {}: connection aborted ({} ms)",
+                    dir.display(),
+                    t.elapsed().as_millis()
+                ),
+                Err(e) => log::error!("fuse: abort {}: {e}", dir.display()),
+            }
+            verdict = Err(msg);
+            given_up = true;
+            live -= 1;
+            continue;
+        }
+        recent.push_back(Instant::now());
+        let n = st.restarts.fetch_add(1, Ordering::SeqCst) + 1;
+        log::warn!(
+            "fuse: serving thread {i} ended ({why}); replacing it, its request is served again by the successor (restart {n})"
+        );
+        let Some(slot) = slots.get(i) else { continue };
+        match spawn_worker(i, shared.clone(), slot.clone(), tx.clone()) {
+            Ok(h) => handles[i] = Some(h),
+            Err(e) => {
+                log::error!("fuse: cannot replace serving thread {i}: {e}");
+                live -= 1;
+            }
+        }
+    }
+    drop(master);
+    verdict
+}
+
+impl Attached {
+    /// `/dev/loopN`.
+    pub fn device(&self) -> &Path {
+        &self.device
+    }
+
+    /// The private mount directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What INIT and the fd clones gave.
+    pub fn negotiated(&self) -> Negotiated {
+        self.negotiated
+    }
+
+    /// Serving threads replaced so far.
+    pub fn restarts(&self) -> u32 {
+        self.state.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Why the serving side is gone for good (the keeper gave up replacing threads), if it is.
+    pub fn gave_up(&self) -> Option<String> {
+        self.state
+            .gave_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the loop device does direct I/O.
+    pub fn direct_io(&self) -> bool {
+        self.loop_dev.as_ref().is_some_and(Loop::direct_io)
+    }
+
+    /// Fault injection (tests, and test mode): the serving thread that takes the next READ or WRITE panics
+    /// while holding it; the keeper replaces the thread and the successor serves the request. Always true
+    /// (the FUSE transport always recovers this way).
+    pub fn sever(&self) -> bool {
+        self.shared.panics.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Loop detach, FUSE unmount (the serving threads end), final flush of the source, directory removed.
+    /// Every step is attempted; the first error is returned.
+    pub fn detach(mut self) -> Result<(), String> {
+        self.detach_inner()
+    }
+
+    fn detach_inner(&mut self) -> Result<(), String> {
+        let mut first: Option<String> = None;
+        if let Some(lo) = self.loop_dev.take() {
+            if let Err(e) = lo.detach() {
+                first.get_or_insert(e);
+            }
+        }
+        drop(self.file.take());
+        self.state.stopping.store(true, Ordering::SeqCst);
+        if self.mounted {
+            self.mounted = false;
+            if let Err(e) = sys::unmount(&self.dir, Duration::from_secs(5)) {
+                first.get_or_insert(format!("unmount FUSE {}: {e}", self.dir.display()));
+                // The threads would wait for requests forever: end the connection.
+                let _ = sys::abort(&self.dir);
+            }
+        }
+        if let Some(k) = self.keeper.take() {
+            match k.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Err(_) => {
+                    first.get_or_insert("the FUSE keeper thread panicked".to_string());
+                }
+            }
+        }
+        if !self.shared.read_only {
+            if let Err(e) = self.shared.src.flush() {
+                first.get_or_insert(format!("final flush: {e}"));
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("fuse: remove {}: {e}", self.dir.display());
+            }
+        }
+        match first {
+            None => {
+                log::info!("fuse: {} detached", self.device.display());
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if self.mounted || self.loop_dev.is_some() || self.keeper.is_some() {
+            if let Err(e) = self.detach_inner() {
+                log::error!("fuse: {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
