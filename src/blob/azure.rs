@@ -241,41 +241,17 @@ impl AzureBlob {
                 .body_limit(len.max(self.size));
             // A 206 of the right length goes straight into `buf`; anything else into a body first.
             let (resp, filled) = self.checked_into(&req, &[200, 206], Some((206, &mut *buf)))?;
-            if resp.status == 206 {
-                if let Some(cr) = resp.header("content-range") {
-                    let start = cr
-                        .trim_start_matches("bytes ")
-                        .split('-')
-                        .next()
-                        .and_then(|s| s.parse::<u64>().ok());
-                    if start != Some(offset) {
-                        return Err(bad(&target, &format!("Content-Range {cr} for {range}")));
-                    }
-                }
-                if filled {
-                    return Ok(());
-                }
-            }
-            let body: &[u8] = if resp.status == 200 {
-                // A server that ignores ranges sends the whole blob: take our slice of it.
-                let whole = resp.body.len() as u64;
-                if whole != self.size {
-                    return Err(bad(&target, "200 without the whole blob"));
-                }
-                usize::try_from(offset)
-                    .ok()
-                    .and_then(|o| resp.body.get(o..o + buf.len()))
-                    .ok_or_else(|| bad(&target, "range outside the body"))?
-            } else {
-                &resp.body
+            let got = RangeResponse {
+                status: resp.status,
+                content_range: resp.header("content-range"),
+                body: &resp.body,
+                filled,
             };
-            if body.len() != buf.len() {
-                return Err(bad(
-                    &target,
-                    &format!("{} bytes for a {len}-byte range", body.len()),
-                ));
+            match check_range_response(&got, offset, buf.len(), self.size) {
+                Ok(Some(body)) => buf.copy_from_slice(body),
+                Ok(None) => {}
+                Err(detail) => return Err(bad(&target, &detail)),
             }
-            buf.copy_from_slice(body);
             Ok(())
         });
         match r {
@@ -366,6 +342,63 @@ fn open_error(e: http::Error, url: &str, auth: &Auth) -> Error {
         },
         e => e.into(),
     }
+}
+
+/// The parts of an answer to a ranged GET that [`check_range_response`] judges.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeResponse<'a> {
+    /// Status: 200 or 206 (the client refused any other).
+    pub status: u16,
+    /// The `Content-Range` header, if any.
+    pub content_range: Option<&'a str>,
+    /// The body read into memory (empty when `filled`).
+    pub body: &'a [u8],
+    /// A 206 whose `Content-Length` was exactly the range's length was read straight into the buffer.
+    pub filled: bool,
+}
+
+/// Check the answer to `GET` of `len` bytes at `offset` of a `size`-byte blob. `Ok(None)`: the data is
+/// already in the caller's buffer; `Ok(Some(b))`: copy `b` (exactly `len` bytes); `Err`: what is wrong.
+/// A 206 must start at `offset` when it says where it starts; a 200 (a server that ignores ranges) must
+/// carry the whole blob, of which the range is taken.
+pub fn check_range_response<'a>(
+    resp: &RangeResponse<'a>,
+    offset: u64,
+    len: usize,
+    size: u64,
+) -> std::result::Result<Option<&'a [u8]>, String> {
+    if resp.status == 206 {
+        if let Some(cr) = resp.content_range {
+            let start = cr
+                .trim_start_matches("bytes ")
+                .split('-')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok());
+            if start != Some(offset) {
+                let last = offset.saturating_add(len as u64).saturating_sub(1);
+                return Err(format!("Content-Range {cr} for bytes={offset}-{last}"));
+            }
+        }
+        if resp.filled {
+            return Ok(None);
+        }
+    }
+    let body: &[u8] = if resp.status == 200 {
+        // A server that ignores ranges sends the whole blob: take our slice of it.
+        if resp.body.len() as u64 != size {
+            return Err("200 without the whole blob".into());
+        }
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| resp.body.get(o..o.checked_add(len)?))
+            .ok_or("range outside the body")?
+    } else {
+        resp.body
+    };
+    if body.len() != len {
+        return Err(format!("{} bytes for a {len}-byte range", body.len()));
+    }
+    Ok(Some(body))
 }
 
 fn bad(target: &str, detail: &str) -> http::Error {
