@@ -216,12 +216,18 @@ fn parse_token(
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         _ => None,
     };
-    // Without a lifetime, assume a short one rather than caching forever.
+    // Without a lifetime, assume a short one rather than caching forever. A longer one than any Azure token
+    // has is capped: `Instant + Duration` panics on overflow (a huge `expires_in` brought PID 1 down).
     Ok((
         SecretString::new(token.to_string()),
-        Some(Duration::from_secs(expires_in.unwrap_or(300))),
+        Some(Duration::from_secs(
+            expires_in.unwrap_or(300).min(MAX_LIFETIME.as_secs()),
+        )),
     ))
 }
+
+/// The longest lifetime believed (managed identity tokens live 24 h).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 struct Cached {
     token: SecretString,
@@ -303,5 +309,48 @@ impl TokenCache {
             expires_at,
         });
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyrelease::transport::{Response, TransportError};
+
+    struct Answer(&'static str);
+
+    impl Transport for Answer {
+        fn send(&self, _: &Request) -> Result<Response, TransportError> {
+            Ok(Response {
+                status: 200,
+                headers: Vec::new(),
+                body: self.0.as_bytes().to_vec(),
+            })
+        }
+    }
+
+    fn imds() -> TokenSource {
+        TokenSource::Imds {
+            base: "http://169.254.169.254".into(),
+            api_version: "2018-02-01".into(),
+            resource: vault_resource(VaultKind::ManagedHsm).into(),
+            client_id: None,
+        }
+    }
+
+    /// Found by the `keyrelease_responses` fuzz target: `Instant + lifetime` overflowed and panicked.
+    #[test]
+    fn a_huge_expires_in_is_capped_not_a_panic() {
+        for body in [
+            r#"{"access_token":"t","expires_in":"18446744073709551615"}"#,
+            r#"{"access_token":"t","expires_in":18446744073709551615}"#,
+        ] {
+            let t = Answer(body);
+            let (_, lifetime) = imds().fetch(&t).unwrap();
+            assert_eq!(lifetime, Some(MAX_LIFETIME));
+            let cache = TokenCache::new(imds());
+            assert_eq!(cache.get(&t).unwrap().expose(), "t");
+            assert_eq!(cache.get(&t).unwrap().expose(), "t");
+        }
     }
 }
