@@ -120,6 +120,9 @@ put("keyrelease_responses", "imds-token", b"\x02\x00" + json.dumps(
 put("keyrelease_responses", "aad-token", b"\x02\x00" + json.dumps(
     {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": jwt}).encode())
 
+# A regression input: this expires_in overflowed `Instant + Duration` in the token cache (fixed; see token.rs).
+put("keyrelease_responses", "imds-huge-expires-in", b'\x02\x00{"access_token":"x","expires_in":"18446744073709551615"}')
+
 # --- blob_range ----------------------------------------------------------------------------------------------
 
 
