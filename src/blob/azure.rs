@@ -247,33 +247,21 @@ impl AzureBlob {
             // A 206 of the right length goes straight into `buf`; anything else into a body first, at most
             // `len` bytes of it.
             let (resp, filled) = self.checked_into(&req, &[200, 206], Some((206, &mut *buf)))?;
-            if resp.status == 206 {
-                if let Some(cr) = resp.header("content-range") {
-                    match parse_content_range(cr) {
-                        Some((a, z, total)) if a == offset && z == last => {
-                            if let Some(total) = total.filter(|t| *t != self.size) {
-                                return Ok(Err(total));
-                            }
-                        }
-                        _ => return Err(bad(&target, &format!("Content-Range {cr} for {range}"))),
-                    }
+            let got = RangeResponse {
+                status: resp.status,
+                content_range: resp.header("content-range"),
+                body: &resp.body,
+                filled,
+            };
+            match check_range_response(&got, offset, buf.len(), self.size) {
+                Ok(RangeVerdict::Filled) => Ok(Ok(())),
+                Ok(RangeVerdict::Copy(body)) => {
+                    buf.copy_from_slice(body);
+                    Ok(Ok(()))
                 }
-                if filled {
-                    return Ok(Ok(()));
-                }
-            } else if resp.body.len() as u64 != self.size {
-                // A server that ignores ranges sends the whole blob: usable only when that is what we
-                // asked for (the body limit refuses any longer one).
-                return Err(bad(&target, "200 without the whole blob"));
+                Ok(RangeVerdict::SizeChanged(total)) => Ok(Err(total)),
+                Err(detail) => Err(bad(&target, &detail)),
             }
-            if resp.body.len() != buf.len() {
-                return Err(bad(
-                    &target,
-                    &format!("{} bytes for a {len}-byte range", resp.body.len()),
-                ));
-            }
-            buf.copy_from_slice(&resp.body);
-            Ok(Ok(()))
         });
         match r {
             Ok(Ok(())) => Ok(Some(())),
@@ -382,6 +370,65 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
         t => Some(num(t)?),
     };
     Some((num(a)?, num(z)?, total))
+}
+
+/// The parts of an answer to a ranged GET that [`check_range_response`] judges.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeResponse<'a> {
+    /// Status: 200 or 206 (the client refused any other).
+    pub status: u16,
+    /// The `Content-Range` header, if any.
+    pub content_range: Option<&'a str>,
+    /// The body read into memory (empty when `filled`); the client read at most the range's length.
+    pub body: &'a [u8],
+    /// A 206 whose `Content-Length` was exactly the range's length was read straight into the buffer.
+    pub filled: bool,
+}
+
+/// What [`check_range_response`] found acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeVerdict<'a> {
+    /// The data is already in the caller's buffer.
+    Filled,
+    /// Copy these bytes (exactly the range's length).
+    Copy(&'a [u8]),
+    /// The service names another blob size than the one seen at open (this many bytes): not a transient
+    /// failure, the blob was replaced or resized.
+    SizeChanged(u64),
+}
+
+/// Check the answer to `GET` of `len` bytes at `offset` of a `size`-byte blob; `Err` says what is wrong.
+/// A 206's `Content-Range`, when present, must name exactly the range asked for, and its total (unless `*`)
+/// the size seen at open. A 200 (a server that ignores ranges) is usable only when the range is the whole blob.
+pub fn check_range_response<'a>(
+    resp: &RangeResponse<'a>,
+    offset: u64,
+    len: usize,
+    size: u64,
+) -> std::result::Result<RangeVerdict<'a>, String> {
+    let last = offset.saturating_add(len as u64).saturating_sub(1);
+    if resp.status == 206 {
+        if let Some(cr) = resp.content_range {
+            match parse_content_range(cr) {
+                Some((a, z, total)) if a == offset && z == last => {
+                    if let Some(total) = total.filter(|t| *t != size) {
+                        return Ok(RangeVerdict::SizeChanged(total));
+                    }
+                }
+                _ => return Err(format!("Content-Range {cr} for bytes={offset}-{last}")),
+            }
+        }
+        if resp.filled {
+            return Ok(RangeVerdict::Filled);
+        }
+    } else if resp.body.len() as u64 != size || offset != 0 {
+        // A server that ignores ranges sends the whole blob: usable only when that is what we asked for.
+        return Err("200 without the whole blob".into());
+    }
+    if resp.body.len() != len {
+        return Err(format!("{} bytes for a {len}-byte range", resp.body.len()));
+    }
+    Ok(RangeVerdict::Copy(resp.body))
 }
 
 fn bad(target: &str, detail: &str) -> http::Error {

@@ -220,7 +220,9 @@ fn verify_chain(
     })
 }
 
-fn parse_payload(v: &serde_json::Value) -> Result<Released, Error> {
+/// The wrapped key in a verified JWS payload (`response.key.key`, `key_hsm`, `request.enc`). Public for the
+/// fuzz target; [`verify_jws`] calls it only after the signature verified.
+pub fn parse_payload(v: &serde_json::Value) -> Result<Released, Error> {
     let key = v
         .pointer("/response/key/key")
         .ok_or_else(|| jws_err("payload has no response.key.key"))?;

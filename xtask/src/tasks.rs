@@ -196,7 +196,16 @@ pub fn demo(paths: &Paths, rest: &[String]) -> Result<bool> {
 }
 
 /// Fuzz targets and how long each runs in CI (house style: a smoke run per parser).
-const FUZZ_TARGETS: &[&str] = &["luks2_header"];
+const FUZZ_TARGETS: &[&str] = &[
+    "luks2_header",
+    "nbd_proto",
+    "snp_report",
+    "jws",
+    "keyrelease_responses",
+    "blob_range",
+    "manifest_toml",
+    "manifest_legacy",
+];
 
 /// Build and smoke-run every fuzz target for 10 s on the stable toolchain (`-s none`: no sanitizer, which
 /// needs nightly). Installs cargo-fuzz from crates.io when missing.
