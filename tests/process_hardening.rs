@@ -34,7 +34,12 @@ fn run_is_not_dumpable_and_wipes_the_legacy_variable_from_proc_environ() {
     .unwrap();
     // The manifest file wins over the legacy variable, which is still taken out of the environment: it may
     // hold a bearer token whichever manifest is used.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_encfs-init"))
+    // A copy the other user can execute: the build tree may sit under a directory it cannot enter (a clone in
+    // /root, mode 0700 on Debian).
+    let exe = dir.join("encfs-init");
+    std::fs::copy(env!("CARGO_BIN_EXE_encfs-init"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(&exe)
         .args(["run", "--manifest"])
         .arg(&manifest)
         .args(["--", "/bin/sleep", "30"])
