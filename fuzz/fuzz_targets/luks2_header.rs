@@ -19,6 +19,14 @@ fn exercise(buf: &[u8]) {
         let _ = h.data_range(buf.len() as u64);
         let _ = h.data_range(u64::MAX);
         let _ = h.try_order();
+        // The unlock's cost arithmetic runs on every accepted header (saturating: no overflow may panic),
+        // and the limit check never derives anything.
+        let _ = encfs_init::luks2::cost::unlock_ns(&h);
+        let limits = encfs_init::luks2::cost::Limits {
+            memory: encfs_init::luks2::cost::Memory::Fixed(1 << 20),
+            ..encfs_init::luks2::cost::Limits::for_this_machine()
+        };
+        let _ = h.check_limits(&limits);
         let _ = h.metadata_end();
         let _ = format!("{h:?}");
     }
