@@ -339,7 +339,7 @@ fn a_serving_side_that_keeps_dying_is_given_up_and_fails_closed() {
         assert!(read_direct(&dev, 0, 4096).is_err(), "a read succeeded");
         reads += 1;
         assert!(
-            reads <= fuse::MAX_RESTARTS_IN_WINDOW,
+            reads <= encfs_init::supervise::budget::MAX_RESTARTS,
             "never gave up ({} restarts)",
             a.restarts()
         );

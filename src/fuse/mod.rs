@@ -16,7 +16,7 @@
 //! Supervision: the connection's first fd and every thread's fd stay open in this process for the life of
 //! the mount. A keeper thread replaces a serving thread that ends abnormally (a panic): the successor keeps
 //! the thread's fd and first serves the request the dead thread held (see [`server`]), so the filesystem
-//! above sees a pause, not an error. A serving side that keeps dying (more than [`MAX_RESTARTS_IN_WINDOW`]
+//! above sees a pause, not an error. A serving side that keeps dying (more than [`crate::supervise::budget::MAX_RESTARTS`]
 //! restarts in ten minutes) is not restarted again: the connection is aborted, so I/O fails (the health
 //! reads then report it) instead of hanging.
 //!
@@ -42,10 +42,6 @@ use std::time::{Duration, Instant};
 
 pub use sys::DEV_FUSE;
 
-/// Restarts of serving threads allowed within [`RESTART_WINDOW`].
-pub const MAX_RESTARTS_IN_WINDOW: usize = 30;
-/// See [`MAX_RESTARTS_IN_WINDOW`].
-pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
 /// Pages per request we ask for at most (4 MiB), whatever larger limit the kernel has.
 const MAX_PAGES_WANTED: u32 = 1024;
 
@@ -332,7 +328,7 @@ fn keep(
     dir: &Path,
 ) -> Result<(), String> {
     let mut live = handles.len();
-    let mut recent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut budget = crate::supervise::budget::RestartBudget::new();
     let mut verdict = Ok(());
     let mut given_up = false;
     while live > 0 {
@@ -352,13 +348,11 @@ fn keep(
             live -= 1;
             continue;
         }
-        recent.retain(|t| t.elapsed() < RESTART_WINDOW);
-        if recent.len() >= MAX_RESTARTS_IN_WINDOW {
+        if let Err(deaths) = budget.take() {
             let msg = format!(
-                "{}: the FUSE serving side died {} times in {} minutes; not restarting it again, aborting the connection so that its I/O fails",
+                "{}: the FUSE serving side died {deaths} times in {} minutes; not restarting it again, aborting the connection so that its I/O fails",
                 dir.display(),
-                recent.len() + 1,
-                RESTART_WINDOW.as_secs() / 60
+                crate::supervise::budget::RestartBudget::window_minutes()
             );
             log::error!("fuse: {msg}");
             *st.gave_up
@@ -378,7 +372,6 @@ fn keep(
             live -= 1;
             continue;
         }
-        recent.push_back(Instant::now());
         let n = st.restarts.fetch_add(1, Ordering::SeqCst) + 1;
         log::warn!(
             "fuse: serving thread {i} ended ({why}); replacing it, its request is served again by the successor (restart {n})"

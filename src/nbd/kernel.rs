@@ -44,11 +44,6 @@ const FLAG_READ_ONLY: u64 = 1 << 1;
 const FLAG_SEND_FLUSH: u64 = 1 << 2;
 const FLAG_SEND_FUA: u64 = 1 << 3;
 
-/// Restarts of one device's serving side allowed within [`RESTART_WINDOW`].
-const MAX_RESTARTS_IN_WINDOW: usize = 30;
-/// See [`MAX_RESTARTS_IN_WINDOW`].
-const RESTART_WINDOW: Duration = Duration::from_secs(600);
-
 /// How many /dev/nbdN to look through (the module's default nbds_max is 16).
 const MAX_DEVICES: u32 = 64;
 
@@ -278,7 +273,7 @@ fn keep(
 ) -> Result<(), String> {
     let mut server = first;
     let mut last_restart: Option<Instant> = None;
-    let mut recent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut budget = crate::supervise::budget::RestartBudget::new();
     loop {
         let ended = server
             .join()
@@ -293,17 +288,14 @@ fn keep(
         );
         // A serving side that keeps dying (a request that crashes it every time it is re-sent, say) is not
         // restarted forever: the device's I/O then fails once the dead-connection timeout passes.
-        recent.retain(|t| t.elapsed() < RESTART_WINDOW);
-        if recent.len() >= MAX_RESTARTS_IN_WINDOW {
+        if let Err(deaths) = budget.take() {
             let msg = format!(
-                "/dev/nbd{index}: the serving side died {} times in {} minutes; not restarting it again, its I/O fails",
-                recent.len() + 1,
-                RESTART_WINDOW.as_secs() / 60
+                "/dev/nbd{index}: the serving side died {deaths} times in {} minutes; not restarting it again, its I/O fails",
+                crate::supervise::budget::RestartBudget::window_minutes()
             );
             log::error!("nbd: {msg}");
             return Err(msg);
         }
-        recent.push_back(Instant::now());
         // A server that dies at once, again and again, must not spin.
         if last_restart.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
             std::thread::sleep(Duration::from_millis(500));

@@ -27,6 +27,7 @@
 //! * **Never panics, never exits.** [`Supervisor::run`] returns an [`Outcome`]; the caller (`init::run`)
 //!   tears down and decides how the process ends.
 
+pub mod budget;
 pub mod children;
 pub mod policy;
 pub mod reaper;
