@@ -28,7 +28,7 @@ pub struct FsState {
     /// The dm-crypt device.
     pub device: String,
     /// The block device under it: `/dev/nbdN` (transport nbd) or `/dev/loopN` (transport fuse).
-    pub nbd_device: String,
+    pub block_device: String,
     /// How the blob is served to the kernel: `nbd` or `fuse` (FUSE file on a loop device).
     pub transport: String,
     /// Mounted read-only.
@@ -175,7 +175,7 @@ mod tests {
             index: 0,
             mount_point: "/mnt/a".into(),
             device: "/dev/dm-0".into(),
-            nbd_device: "/dev/nbd0".into(),
+            block_device: "/dev/nbd0".into(),
             transport: "nbd".into(),
             read_only: true,
             etag: Some("\"0x1\"".into()),

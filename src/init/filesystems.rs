@@ -66,7 +66,7 @@ pub struct Opened {
     /// Where it is mounted.
     pub hidden: PathBuf,
     /// The block device under dm-crypt: `/dev/nbdN` (NBD) or `/dev/loopN` (FUSE + loop).
-    pub nbd_device: PathBuf,
+    pub block_device: PathBuf,
     /// Which transport serves it.
     pub transport: crate::transport::Kind,
     /// `/dev/dm-M`.
@@ -79,7 +79,7 @@ pub struct Opened {
     pub etag: Option<String>,
     mounted: bool,
     dm: Option<CryptDevice>,
-    nbd: Option<crate::transport::Backing>,
+    backing: Option<crate::transport::Backing>,
 }
 
 impl Opened {
@@ -125,14 +125,14 @@ impl Opened {
     /// Fault injection (test mode): end the serving side abruptly (NBD: the connection; FUSE: a serving
     /// thread panics holding a request); it is replaced and serving goes on.
     pub fn sever_nbd(&self) -> bool {
-        self.nbd
+        self.backing
             .as_ref()
             .is_some_and(crate::transport::Backing::sever)
     }
 
     /// Why this filesystem's serving side is gone for good, if it is (the supervisor then gives up).
     pub fn gave_up(&self) -> Option<String> {
-        let why = self.nbd.as_ref()?.gave_up()?;
+        let why = self.backing.as_ref()?.gave_up()?;
         Some(format!("filesystem[{}]: {why}", self.index))
     }
 }
@@ -303,8 +303,9 @@ pub fn open(
         crate::transport::Kind::Nbd => ("NBD", "NBD attach"),
         crate::transport::Kind::Fuse => ("FUSE + loop", "FUSE + loop attach"),
     };
-    let nbd = crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
-    let nbd_device = nbd.device().to_path_buf();
+    let backing =
+        crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
+    let block_device = backing.device().to_path_buf();
     s.done(done);
 
     let name = format!("remote-crypt-{}", fs.index);
@@ -312,7 +313,7 @@ pub fn open(
     let params = CryptParams {
         cipher: header.segment.cipher.clone(),
         iv_offset: header.segment.iv_tweak,
-        device: nbd_device.clone(),
+        device: block_device.clone(),
         offset_sectors: offset / 512,
         size_sectors: len / 512,
         sector_size: header.segment.sector_size,
@@ -322,7 +323,7 @@ pub fn open(
         index: fs.index,
         mount_point: fs.mount_point.clone(),
         hidden: crate::mount::hidden_dir(&fs.mount_point, fs.index),
-        nbd_device,
+        block_device,
         transport: kind,
         dm_device: PathBuf::new(),
         read_only,
@@ -330,7 +331,7 @@ pub fn open(
         etag,
         mounted: false,
         dm: None,
-        nbd: Some(nbd),
+        backing: Some(backing),
     };
     let dm = CryptDevice::open(&name, Some(&uuid), &params, vk.secret())
         .map_err(|e| s.fail("dm-crypt", e))?;
@@ -362,7 +363,7 @@ impl Opened {
             index: self.index,
             mount_point: self.mount_point.display().to_string(),
             device: self.dm_device.display().to_string(),
-            nbd_device: self.nbd_device.display().to_string(),
+            block_device: self.block_device.display().to_string(),
             transport: self.transport.as_str().to_string(),
             read_only: self.read_only,
             etag: self.etag.clone(),
@@ -404,8 +405,8 @@ impl Opened {
                 first.get_or_insert(e.to_string());
             }
         }
-        if let Some(nbd) = self.nbd.take() {
-            if let Err(e) = nbd.detach() {
+        if let Some(backing) = self.backing.take() {
+            if let Err(e) = backing.detach() {
                 log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
                 first.get_or_insert(e.to_string());
             }
@@ -422,7 +423,7 @@ impl Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        if self.mounted || self.dm.is_some() || self.nbd.is_some() {
+        if self.mounted || self.dm.is_some() || self.backing.is_some() {
             let _ = self.close_inner(Duration::from_secs(5));
         }
     }

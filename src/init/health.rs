@@ -141,7 +141,7 @@ mod tests {
             index: 0,
             mount_point: "/mnt/a".into(),
             device: "/dev/dm-0".into(),
-            nbd_device: "/dev/nbd0".into(),
+            block_device: "/dev/nbd0".into(),
             transport: "nbd".into(),
             read_only: true,
             etag: None,

@@ -167,7 +167,7 @@ fn test_faults(opened: &[filesystems::Opened]) {
                 "filesystem[{}]: TEST MODE: severed the {} serving side of {} on request",
                 o.index,
                 o.transport.as_str().to_uppercase(),
-                o.nbd_device.display()
+                o.block_device.display()
             );
         }
     }
@@ -269,7 +269,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
                     "filesystem[{}]: {} ready ({} -> {} -> {})",
                     o.index,
                     o.mount_point.display(),
-                    o.nbd_device.display(),
+                    o.block_device.display(),
                     o.dm_device.display(),
                     o.hidden.display()
                 );

@@ -22,6 +22,43 @@ use crate::util::{bail, on_path, run_captured, stdout_of, Context, OrErr, Result
 /// The meta package whose dependency names the current kernel image package.
 const META: &str = "linux-image-cloud-amd64";
 
+/// Which kernel a scenario boots (`kernel = "..."` in scenario.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flavor {
+    /// Debian's 6.12 cloud kernel: everything as modules, NBD, CUSE, configfs, AES-NI.
+    #[default]
+    Debian,
+    /// Built here like Azure Linux's `kernel-uvm`: no NBD, no CUSE, no configfs, no AES-NI, all built in
+    /// ([`crate::kernel_build`]).
+    AzureUvm,
+}
+
+impl Flavor {
+    /// Every flavor, in the order runs report them.
+    pub const ALL: [Flavor; 2] = [Flavor::Debian, Flavor::AzureUvm];
+
+    /// The name scenario.toml and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Debian => "debian",
+            Flavor::AzureUvm => "azure-uvm",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(s: &str) -> Option<Flavor> {
+        Flavor::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// The kernel of `flavor`, fetching or building it first when the cache has none.
+pub fn ensure_flavor(root: &Path, cache: &Path, apt: &Apt, flavor: Flavor) -> Result<Kernel> {
+    match flavor {
+        Flavor::Debian => ensure(cache, apt, false),
+        Flavor::AzureUvm => crate::kernel_build::ensure(root, apt),
+    }
+}
+
 /// An unpacked kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {

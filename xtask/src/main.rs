@@ -26,6 +26,7 @@ mod cpio;
 mod ignored;
 mod initramfs;
 mod kernel;
+mod kernel_build;
 mod qemu;
 mod scenario;
 mod setup;

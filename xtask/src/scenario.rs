@@ -35,15 +35,26 @@
 //! timeout = 60                                # seconds for the whole boot (default 60)
 //! memory = 1024                               # guest MiB (default 1024)
 //! append = "foo=bar"                          # extra kernel command line
+//! kernel = "azure-uvm"                        # the guest kernel: "debian" (default: Debian's 6.12 cloud
+//!                                             # kernel, modules) or "azure-uvm" (built like Azure Linux's
+//!                                             # kernel-uvm: no NBD/CUSE/configfs/AES-NI, all built in,
+//!                                             # see xtask/kernels/azure-uvm.config); `modules` that it
+//!                                             # has built in are noted, absent ones are not packed
+//! extends = "demo"                            # start from ../demo/scenario.toml: every key of it applies
+//!                                             # (its paths relative to its own directory, its
+//!                                             # manifest.toml unless this directory has one), and the
+//!                                             # keys here replace those of the same name (one level)
 //! ```
 //!
 //! `manifest.toml`, when present, is copied verbatim to `/etc/encfs-init/manifest.toml` (the rig never judges
 //! it, so a broken manifest is a valid test input). Adding a scenario is adding a directory.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::kernel::Flavor;
 use crate::qemu::FailureKind;
 use crate::tomlish::{self, Value};
 use crate::util::{bail, Context, Result};
@@ -114,6 +125,8 @@ pub struct Scenario {
     pub memory_mib: u32,
     /// Extra kernel command line.
     pub append: String,
+    /// The guest kernel.
+    pub kernel: Flavor,
 }
 
 impl Scenario {
@@ -146,6 +159,7 @@ impl Scenario {
             timeout: Duration::from_secs(30),
             memory_mib: 512,
             append: String::new(),
+            kernel: Flavor::Debian,
         }
     }
 }
@@ -171,28 +185,58 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let path = dir.join("scenario.toml");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut keys = tomlish::parse(&text)
-        .map_err(|e| crate::util::Error::msg(format!("{}: {e}", path.display())))?;
-    let mut take = |k: &str| keys.remove(k);
+    let own = read_keys(&path)?;
+    // Every key with the directory its relative paths resolve against.
+    let mut keys: BTreeMap<String, (Value, PathBuf)> = BTreeMap::new();
+    let mut base_manifest = None;
+    if let Some(v) = own.get("extends") {
+        let Value::Str(base) = v else {
+            bail!("{}: `extends` must be a string", path.display())
+        };
+        let base_dir = dir.parent().unwrap_or(dir).join(base);
+        let base_path = base_dir.join("scenario.toml");
+        let inherited = read_keys(&base_path)
+            .with_context(|| format!("{}: extends = {base:?}", path.display()))?;
+        if inherited.contains_key("extends") {
+            bail!(
+                "{}: extends a scenario that extends another (one level only)",
+                path.display()
+            );
+        }
+        base_manifest = Some(base_dir.join("manifest.toml")).filter(|m| m.is_file());
+        keys.extend(
+            inherited
+                .into_iter()
+                .map(|(k, v)| (k, (v, base_dir.clone()))),
+        );
+    }
+    keys.extend(
+        own.into_iter()
+            .filter(|(k, _)| k != "extends")
+            .map(|(k, v)| (k, (v, dir.to_path_buf()))),
+    );
+    let mut take_at = |k: &str| keys.remove(k);
     let ctx = |what: &str| format!("{}: `{what}`", path.display());
 
-    let description = opt_str(take("description"), &ctx("description"))?.unwrap_or_default();
-    let init = match opt_str(take("init"), &ctx("init"))?.as_deref() {
+    let description =
+        opt_str(take_at("description").map(|(v, _)| v), &ctx("description"))?.unwrap_or_default();
+    let (init, init_dir) = split(take_at("init"), dir);
+    let init = match opt_str(init, &ctx("init"))?.as_deref() {
         None | Some("encfs-init") => Init::EncfsInit,
-        Some(f) => Init::File(existing(dir, f)?),
+        Some(f) => Init::File(existing(&init_dir, f)?),
     };
-    let init_args = str_list(take("init_args"), &ctx("init_args"))?;
-    let modules = str_list(take("modules"), &ctx("modules"))?;
+    let init_args = str_list(take_at("init_args").map(|(v, _)| v), &ctx("init_args"))?;
+    let modules = str_list(take_at("modules").map(|(v, _)| v), &ctx("modules"))?;
     let mut files = Vec::new();
-    for spec in str_list(take("files"), &ctx("files"))? {
+    let (files_v, files_dir) = split(take_at("files"), dir);
+    for spec in str_list(files_v, &ctx("files"))? {
         let Some((src, dst)) = spec.split_once(':') else {
             bail!("{}: want SRC:GUEST_PATH, got `{spec}`", ctx("files"))
         };
-        files.push((existing(dir, src)?, dst.to_string()));
+        files.push((existing(&files_dir, src)?, dst.to_string()));
     }
     let mut host_tools = Vec::new();
-    for t in str_list(take("host_tools"), &ctx("host_tools"))? {
+    for t in str_list(take_at("host_tools").map(|(v, _)| v), &ctx("host_tools"))? {
         let p = PathBuf::from(&t);
         if !p.is_absolute() || !p.is_file() {
             bail!(
@@ -202,23 +246,24 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         }
         host_tools.push(p);
     }
-    let cargo_tests = str_list(take("cargo_tests"), &ctx("cargo_tests"))?;
+    let cargo_tests = str_list(take_at("cargo_tests").map(|(v, _)| v), &ctx("cargo_tests"))?;
     for t in &cargo_tests {
         if !dir.join("../..").join(format!("{t}.rs")).is_file() {
             bail!("{}: no tests/{t}.rs", ctx("cargo_tests"));
         }
     }
-    let product = opt_str(take("product"), &ctx("product"))?;
-    let disk_mib = opt_int(take("disk_mib"), &ctx("disk_mib"))?
+    let product = opt_str(take_at("product").map(|(v, _)| v), &ctx("product"))?;
+    let disk_mib = opt_int(take_at("disk_mib").map(|(v, _)| v), &ctx("disk_mib"))?
         .map(|m| u64::try_from(m.clamp(1, 4096)).unwrap_or(64));
-    let boots = opt_int(take("boots"), &ctx("boots"))?
+    let boots = opt_int(take_at("boots").map(|(v, _)| v), &ctx("boots"))?
         .map_or(1, |b| u32::try_from(b.clamp(1, 4)).unwrap_or(1));
-    let prepare = match opt_str(take("prepare"), &ctx("prepare"))? {
-        Some(f) => Some(existing(dir, &f)?),
+    let (prepare_v, prepare_dir) = split(take_at("prepare"), dir);
+    let prepare = match opt_str(prepare_v, &ctx("prepare"))? {
+        Some(f) => Some(existing(&prepare_dir, &f)?),
         None => None,
     };
     let mut generated = Vec::new();
-    for spec in str_list(take("generated"), &ctx("generated"))? {
+    for spec in str_list(take_at("generated").map(|(v, _)| v), &ctx("generated"))? {
         let Some((src, dst)) = spec.split_once(':') else {
             bail!("{}: want NAME:GUEST_PATH, got `{spec}`", ctx("generated"))
         };
@@ -227,13 +272,19 @@ pub fn load(dir: &Path) -> Result<Scenario> {
     if !generated.is_empty() && prepare.is_none() {
         bail!("{}: `generated` needs a `prepare` script", path.display());
     }
-    let busybox = match take("busybox") {
+    let busybox = match take_at("busybox").map(|(v, _)| v) {
         None => true,
         Some(Value::Bool(b)) => b,
         Some(_) => bail!("{} must be a boolean", ctx("busybox")),
     };
-    let status = opt_int(take("expect_status"), &ctx("expect_status"))?;
-    let failure = opt_str(take("expect_failure"), &ctx("expect_failure"))?;
+    let status = opt_int(
+        take_at("expect_status").map(|(v, _)| v),
+        &ctx("expect_status"),
+    )?;
+    let failure = opt_str(
+        take_at("expect_failure").map(|(v, _)| v),
+        &ctx("expect_failure"),
+    )?;
     let expect = match (status, failure) {
         (Some(s), None) => Expect::Status(
             i32::try_from(s).map_err(|_| crate::util::Error::msg(ctx("expect_status")))?,
@@ -250,15 +301,33 @@ pub fn load(dir: &Path) -> Result<Scenario> {
             path.display()
         ),
     };
-    let console = str_list(take("expect_console"), &ctx("expect_console"))?;
-    let forbid = str_list(take("forbid_console"), &ctx("forbid_console"))?;
-    let timeout = opt_int(take("timeout"), &ctx("timeout"))?.unwrap_or(60);
-    let memory = opt_int(take("memory"), &ctx("memory"))?.unwrap_or(1024);
-    let append = opt_str(take("append"), &ctx("append"))?.unwrap_or_default();
+    let console = str_list(
+        take_at("expect_console").map(|(v, _)| v),
+        &ctx("expect_console"),
+    )?;
+    let forbid = str_list(
+        take_at("forbid_console").map(|(v, _)| v),
+        &ctx("forbid_console"),
+    )?;
+    let timeout = opt_int(take_at("timeout").map(|(v, _)| v), &ctx("timeout"))?.unwrap_or(60);
+    let memory = opt_int(take_at("memory").map(|(v, _)| v), &ctx("memory"))?.unwrap_or(1024);
+    let append = opt_str(take_at("append").map(|(v, _)| v), &ctx("append"))?.unwrap_or_default();
+    let kernel = match opt_str(take_at("kernel").map(|(v, _)| v), &ctx("kernel"))? {
+        None => Flavor::Debian,
+        Some(k) => match Flavor::parse(&k) {
+            Some(f) => f,
+            None => bail!(
+                "{}: unknown kernel `{k}` (debian, azure-uvm)",
+                ctx("kernel")
+            ),
+        },
+    };
     if let Some(k) = keys.keys().next() {
         bail!("{}: unknown key `{k}`", path.display());
     }
-    let manifest = Some(dir.join("manifest.toml")).filter(|m| m.is_file());
+    let manifest = Some(dir.join("manifest.toml"))
+        .filter(|m| m.is_file())
+        .or(base_manifest);
     Ok(Scenario {
         name,
         description,
@@ -281,7 +350,22 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         timeout: Duration::from_secs(u64::try_from(timeout.clamp(1, 3600)).unwrap_or(60)),
         memory_mib: u32::try_from(memory.clamp(64, 16384)).unwrap_or(1024),
         append,
+        kernel,
     })
+}
+
+/// The top-level keys of a scenario.toml.
+fn read_keys(path: &Path) -> Result<BTreeMap<String, Value>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    tomlish::parse(&text).map_err(|e| crate::util::Error::msg(format!("{}: {e}", path.display())))
+}
+
+/// A key's value and the directory its paths are relative to (`dir` when the key is absent).
+fn split(v: Option<(Value, PathBuf)>, dir: &Path) -> (Option<Value>, PathBuf) {
+    match v {
+        Some((v, d)) => (Some(v), d),
+        None => (None, dir.to_path_buf()),
+    }
 }
 
 fn existing(dir: &Path, rel: &str) -> Result<PathBuf> {
@@ -337,4 +421,61 @@ pub fn select(all: Vec<Scenario>, patterns: &[String]) -> Result<Vec<Scenario>> 
         .into_iter()
         .filter(|s| patterns.iter().any(|p| matches(p, &s.name)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn extends_takes_the_base_keys_with_their_paths_and_replaces_the_named_ones() {
+        let root = std::env::temp_dir().join(format!("xtask-extends-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let base = root.join("base");
+        write(
+            &base,
+            "scenario.toml",
+            "description = \"base\"\ninit = \"init.sh\"\nfiles = [\"app.sh:/app.sh\"]\n\
+             modules = [\"nbd\"]\nexpect_status = 3\nexpect_console = [\"a\"]\ntimeout = 99\n",
+        );
+        write(&base, "init.sh", "#!/bin/sh\n");
+        write(&base, "app.sh", "#!/bin/sh\n");
+        write(&base, "manifest.toml", "test_mode = true\n");
+        let child = root.join("child");
+        write(
+            &child,
+            "scenario.toml",
+            "description = \"child\"\nextends = \"base\"\nkernel = \"azure-uvm\"\nexpect_console = [\"b\"]\n",
+        );
+        let s = load(&child).unwrap();
+        assert_eq!(s.description, "child");
+        assert_eq!(s.kernel, Flavor::AzureUvm);
+        assert_eq!(s.init, Init::File(base.join("init.sh")));
+        assert_eq!(s.files, vec![(base.join("app.sh"), "/app.sh".to_string())]);
+        assert_eq!(s.modules, vec!["nbd"]);
+        assert_eq!(s.expect, Expect::Status(3));
+        assert_eq!(s.console, vec!["b"]);
+        assert_eq!(s.timeout, Duration::from_secs(99));
+        assert_eq!(s.manifest, Some(base.join("manifest.toml")));
+        // The base itself boots Debian's kernel.
+        assert_eq!(load(&base).unwrap().kernel, Flavor::Debian);
+
+        // One level only, and unknown kernels are refused.
+        let grandchild = root.join("grandchild");
+        write(&grandchild, "scenario.toml", "extends = \"child\"\n");
+        assert!(load(&grandchild).is_err());
+        write(
+            &child,
+            "scenario.toml",
+            "extends = \"base\"\nkernel = \"windows\"\n",
+        );
+        let e = load(&child).unwrap_err().to_string();
+        assert!(e.contains("unknown kernel `windows`"), "{e}");
+        let _ = fs::remove_dir_all(&root);
+    }
 }

@@ -60,6 +60,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "boots the guest (must be >= 8, i.e. backports' 10.x)",
     ),
     ("busybox-static", "guest shell and tools; host depmod"),
+    // Building the azure-uvm rig kernel from Debian's linux-source (xtask/src/kernel_build.rs).
+    ("make", "builds the azure-uvm rig kernel"),
+    ("bc", "the kernel build's timeconst computation"),
+    ("bison", "the kernel's Kconfig parser"),
+    ("flex", "the kernel's Kconfig lexer"),
+    ("libelf-dev", "objtool, part of every x86 kernel build"),
+    ("libssl-dev", "the kernel's certificate tools"),
     ("zstd", "unpacks the 6.12 vmlinuz"),
     ("xz-utils", "unpacks .ko.xz modules"),
 ];

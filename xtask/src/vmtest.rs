@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::initramfs::{self, Common, ModuleIndex};
-use crate::kernel::{self, Kernel};
+use crate::kernel::{self, Flavor, Kernel};
 use crate::qemu::{self, Accel, Boot, Outcome};
 use crate::scenario::{self, Expect, Scenario};
 use crate::setup::{self, Apt};
@@ -93,7 +93,11 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
     let selected = scenario::select(all, &opts.patterns)?;
     if opts.list {
         for s in &selected {
-            println!("{:<22} {}", s.name, s.description);
+            let kernel = match s.kernel {
+                Flavor::Debian => String::new(),
+                k => format!("[{}] ", k.name()),
+            };
+            println!("{:<22} {kernel}{}", s.name, s.description);
         }
         return Ok(true);
     }
@@ -151,7 +155,26 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
         }
     }
     let common = Common::load(binary.as_deref())?;
-    let index = ModuleIndex::load(&kernel, &paths.cache)?;
+    // Every kernel the selected scenarios boot (the Debian one is also the accelerator probe's).
+    let mut kernels = vec![(
+        Flavor::Debian,
+        ModuleIndex::load(&kernel, &paths.cache)?,
+        kernel,
+    )];
+    for flavor in Flavor::ALL.into_iter().skip(1) {
+        if selected.iter().any(|s| s.kernel == flavor) {
+            let t = Instant::now();
+            let apt = Apt::new(&paths.cache);
+            let k = kernel::ensure_flavor(&paths.root, &paths.cache, &apt, flavor)?;
+            eprintln!(
+                "vmtest: kernel {} ({}) ready in {}",
+                flavor.name(),
+                k.release,
+                secs(t.elapsed())
+            );
+            kernels.push((flavor, ModuleIndex::load(&k, &paths.cache)?, k));
+        }
+    }
     let logs = paths.cache.join("logs");
     // Per run, so two runs (two developers, or CI and a developer) in one checkout do not share images.
     let work = paths
@@ -163,9 +186,8 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
             .map_err(|e| crate::util::Error::msg(format!("creating {}: {e}", d.display())))?;
     }
     let ctx = Ctx {
-        kernel: &kernel,
+        kernels: &kernels,
         common: &common,
-        index: &index,
         logs,
         work,
         keep: opts.keep,
@@ -186,11 +208,15 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
     } else {
         let _ = fs::remove_dir_all(&ctx.work);
     }
+    let releases: Vec<String> = kernels
+        .iter()
+        .map(|(f, _, k)| format!("{} {}", f.name(), k.release))
+        .collect();
     println!(
-        "vmtest: total {} (boots {} summed, kernel {})",
+        "vmtest: total {} (boots {} summed, kernels: {})",
         secs(t_all.elapsed()),
         secs(boot_time),
-        kernel.release
+        releases.join(", ")
     );
     println!("vmtest: {passed} passed, {failed} failed");
     Ok(failed == 0)
@@ -279,9 +305,9 @@ pub(crate) fn build_cargo_tests_in(
 
 /// Everything a boot needs, shared by the workers.
 struct Ctx<'a> {
-    kernel: &'a Kernel,
+    /// Each kernel in use with its module index; the first is Debian's.
+    kernels: &'a [(Flavor, ModuleIndex, Kernel)],
     common: &'a Common,
-    index: &'a ModuleIndex,
     logs: PathBuf,
     work: PathBuf,
     keep: bool,
@@ -386,7 +412,7 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
         }
     }
     let s = &s;
-    let built = match initramfs::build(s, ctx.common, ctx.index, &initrd) {
+    let built = match initramfs::build(s, ctx.common, ctx.index(s.kernel), &initrd) {
         Ok(b) => b,
         Err(e) => return fail_early(s, &format!("initramfs: {e}")),
     };
@@ -411,7 +437,11 @@ fn run_one(ctx: &Ctx, s: &Scenario) -> Report {
         .first_output
         .map_or(String::new(), |t| format!(", first output at {}", secs(t)));
     let timing = format!(
-        "boot {}{init}, image {} ms, {} KiB, {} module(s)",
+        "{}boot {}{init}, image {} ms, {} KiB, {} module(s)",
+        match s.kernel {
+            Flavor::Debian => String::new(),
+            k => format!("kernel {}, ", k.name()),
+        },
         secs(outcome.elapsed),
         t_image.as_millis(),
         built.bytes / 1024,
@@ -478,7 +508,7 @@ fn boot(ctx: &Ctx, s: &Scenario, initrd: &Path, disk: Option<&Path>, n: u32) -> 
         s.name.clone()
     };
     Boot {
-        kernel: ctx.kernel.vmlinux.clone(),
+        kernel: ctx.kernel(s.kernel).vmlinux.clone(),
         initrd: initrd.to_path_buf(),
         append,
         init_args: s.init_args.clone(),
@@ -542,7 +572,7 @@ fn probe(ctx: &Ctx, accel: Accel) -> bool {
     }
     let s = Scenario::probe(script);
     let initrd = dir.join("initramfs.cpio.gz");
-    let ok = initramfs::build(&s, ctx.common, ctx.index, &initrd).is_ok()
+    let ok = initramfs::build(&s, ctx.common, ctx.index(s.kernel), &initrd).is_ok()
         && boot(
             &Ctx {
                 accel,
@@ -558,12 +588,29 @@ fn probe(ctx: &Ctx, accel: Accel) -> bool {
     ok
 }
 
+impl Ctx<'_> {
+    fn entry(&self, flavor: Flavor) -> &(Flavor, ModuleIndex, Kernel) {
+        // run() loads every flavor a selected scenario names; the Debian kernel is always first.
+        self.kernels
+            .iter()
+            .find(|(f, _, _)| *f == flavor)
+            .unwrap_or(&self.kernels[0])
+    }
+
+    fn kernel(&self, flavor: Flavor) -> &Kernel {
+        &self.entry(flavor).2
+    }
+
+    fn index(&self, flavor: Flavor) -> &ModuleIndex {
+        &self.entry(flavor).1
+    }
+}
+
 impl Clone for Ctx<'_> {
     fn clone(&self) -> Self {
         Ctx {
-            kernel: self.kernel,
+            kernels: self.kernels,
             common: self.common,
-            index: self.index,
             logs: self.logs.clone(),
             work: self.work.clone(),
             keep: self.keep,

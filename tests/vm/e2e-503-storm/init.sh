@@ -9,5 +9,6 @@ mkdir -p /storm
     --storm-arm /storm/arm --storm-after-bytes 2097152 --storm-secs 20 --storm-dir /storm &
 i=0
 while [ ! -s /run/blob.port ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-sed "s/@PORT@/$(cat /run/blob.port)/" /etc/encfs-init/manifest.tmpl > /etc/encfs-init/manifest.toml
+. /vmtest/render-manifest.sh
+render_manifest -e "s/@PORT@/$(cat /run/blob.port)/"
 exec /bin/encfs-init

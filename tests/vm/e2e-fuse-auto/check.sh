@@ -6,7 +6,7 @@
 /bin/encfs-init probe || exit 1
 ready=/mnt/remote/encfs-init.ready
 grep -q '"transport": "fuse"' $ready || { echo "e2e: readiness file without transport fuse:"; cat $ready; exit 1; }
-grep -q '"nbd_device": "/dev/loop' $ready || { echo "e2e: readiness file without a loop device:"; cat $ready; exit 1; }
+grep -q '"block_device": "/dev/loop' $ready || { echo "e2e: readiness file without a loop device:"; cat $ready; exit 1; }
 [ -e /dev/nbd0 ] && { echo "e2e: /dev/nbd0 exists: nbd was not withheld"; exit 1; }
 echo "e2e: $(cat /mnt/remote/data/test.txt)"
 want=$(cat /expect/big.sha256)

@@ -5,5 +5,6 @@ ip link set lo up
 /tests/guest_blob_server --serve /blobs/fs.img --port-file /run/blob.port &
 i=0
 while [ ! -s /run/blob.port ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-sed "s/@PORT@/$(cat /run/blob.port)/" /etc/encfs-init/manifest.tmpl > /etc/encfs-init/manifest.toml
+. /vmtest/render-manifest.sh
+render_manifest -e "s/@PORT@/$(cat /run/blob.port)/"
 exec /bin/encfs-init

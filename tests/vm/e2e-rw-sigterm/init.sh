@@ -22,6 +22,6 @@ fi
 /tests/guest_blob_server --serve /dev/vda --persist --port-file /run/blob.port &
 i=0
 while [ ! -s /run/blob.port ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-sed -e "s/@PORT@/$(cat /run/blob.port)/" -e "s/@RW@/$rw/" -e "s|@APP@|$app|" \
-    /etc/encfs-init/manifest.tmpl > /etc/encfs-init/manifest.toml
+. /vmtest/render-manifest.sh
+render_manifest -e "s/@PORT@/$(cat /run/blob.port)/" -e "s/@RW@/$rw/" -e "s|@APP@|$app|"
 exec /bin/encfs-init

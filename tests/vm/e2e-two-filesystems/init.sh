@@ -13,6 +13,7 @@ rm -f /keys/key.bin
 . /fake-azure/env
 mkdir -p /security-context-test
 cp /fake-azure/host-amd-cert-base64 /fake-azure/security-policy-base64 /security-context-test/
-sed -e "s|@MODEL@|$(cat /run/model.port)|" -e "s|@SCRATCH@|$(cat /run/scratch.port)|" -e "s|@IMDS@|$IMDS_URL|" \
-    -e "s|@MAA@|$MAA_URL|" -e "s|@VAULT@|$VAULT_URL|" /etc/encfs-init/manifest.tmpl > /etc/encfs-init/manifest.toml
+. /vmtest/render-manifest.sh
+render_manifest -e "s|@MODEL@|$(cat /run/model.port)|" -e "s|@SCRATCH@|$(cat /run/scratch.port)|" -e "s|@IMDS@|$IMDS_URL|" \
+    -e "s|@MAA@|$MAA_URL|" -e "s|@VAULT@|$VAULT_URL|"
 exec /bin/encfs-init
