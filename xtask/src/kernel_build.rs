@@ -169,7 +169,6 @@ fn build(apt: &Apt, version: &str, fragment_path: &Path, fragment: &str, dir: &P
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
     let tb = Instant::now();
     let mut bz = make(&["bzImage", &format!("-j{jobs}")]);
-    let t_make;
     let log = scratch.join("build.log");
     let status = bz
         .stdout(fs::File::create(&log).context("creating build.log")?)
@@ -183,7 +182,7 @@ fn build(apt: &Apt, version: &str, fragment_path: &Path, fragment: &str, dir: &P
             crate::util::tail(&String::from_utf8_lossy(&status.stderr), 20)
         );
     }
-    t_make = secs(tb.elapsed());
+    let t_make = secs(tb.elapsed());
     let release = stdout_of(&mut make(&["-s", "kernelrelease"]))?
         .trim()
         .to_string();
