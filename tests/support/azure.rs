@@ -1,19 +1,20 @@
-//! A fake Azure on 127.0.0.1: MAA (verifies the report against the fake AMD chain and report_data against
+//! A fake Azure on 127.0.0.1: MAA (verifies the report against the fake AMD chain with code of its own,
+//! [`super::snp_check`], and report_data against
 //! runtimeData, issues an RS256 JWT with x-ms-sevsnpvm-* claims), Key Vault / managed HSM (checks the
 //! bearer token, evaluates a claims-equal release policy on the MAA token, wraps the key to the runtime
 //! JWK, signs a JWS with an x5c chain), IMDS (expiring tokens), Entra ID (workload identity), and THIM /
 //! AMD KDS (404 unless a knob gives them certificates). Knobs change the vault's answer; [`Server::fault`]
 //! injects status/delay/bodies.
 use super::pki::{self, AmdChain, WebPki};
+use super::snp_check;
 use super::{Req, Resp, Server};
 use base64::engine::general_purpose::{
     STANDARD as B64, URL_SAFE as B64URL_PAD, URL_SAFE_NO_PAD as B64URL,
 };
 use base64::Engine;
 use encfs_init::attest::cert::Cert;
-use encfs_init::attest::report::{hex, Report};
+use encfs_init::attest::report::hex;
 use encfs_init::attest::uvm::ThimCerts;
-use encfs_init::attest::verify::{self, ArkPin};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -127,7 +128,8 @@ pub fn key_version(name: &str) -> String {
 }
 
 pub struct State {
-    pub pins: Vec<ArkPin>,
+    /// The fake AMD root MAA trusts (DER).
+    pub ark_der: Vec<u8>,
     pub maa_key: rsa::PrivateKey,
     pub pki: WebPki,
     pub other_pki: WebPki,
@@ -210,15 +212,11 @@ fn maa(st: &State, req: &Req, url: &str) -> Resp {
     {
         return bad("runtimeData.dataType, initTimeData or nonce malformed");
     }
-    let Ok(report) = Report::parse(&report) else {
-        return bad("report does not parse");
+    // The service's own check, not the product's verifier (see snp_check).
+    let report = match snp_check::check(&report, &chain, &st.ark_der, SystemTime::now()) {
+        Ok(r) => r,
+        Err(e) => return bad(&format!("report: {e}")),
     };
-    let Ok(certs) = Cert::from_pem_chain(&chain) else {
-        return bad("chain does not parse");
-    };
-    if let Err(e) = verify::verify_report(&report, &certs, &st.pins, SystemTime::now()) {
-        return bad(&format!("report: {e}"));
-    }
     if report.report_data[..32] != Sha256::digest(&runtime)[..] {
         return bad("report_data is not SHA-256(runtimeData)");
     }
@@ -232,8 +230,8 @@ fn maa(st: &State, req: &Req, url: &str) -> Resp {
     let claims = json!({
         "iss": url, "exp": now + 3600, "x-ms-attestation-type": "sevsnpvm",
         "x-ms-compliance-status": "azure-compliant-uvm",
-        "x-ms-sevsnpvm-hostdata": hex(&report.host_data),
-        "x-ms-sevsnpvm-is-debuggable": report.is_debuggable(),
+        "x-ms-sevsnpvm-hostdata": report.host_data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "x-ms-sevsnpvm-is-debuggable": report.debuggable,
         "x-ms-sevsnpvm-vmpl": report.vmpl,
         "x-ms-runtime": runtime_json,
     });
@@ -447,7 +445,7 @@ impl FakeAzure {
         let root_pem = pki.root_pem.clone();
         let tls = (pki.tls_chain.clone(), pki.tls_key.clone());
         let state = Arc::new(Mutex::new(State {
-            pins: vec![pki::pin_of(&amd.ark_der)],
+            ark_der: amd.ark_der.clone(),
             maa_key: pki::rsa_key(1),
             pki,
             other_pki,

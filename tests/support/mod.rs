@@ -61,6 +61,7 @@ pub mod azure;
 pub mod cuse;
 pub mod pki;
 pub mod rig;
+pub mod snp_check;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -7,7 +7,10 @@
 //!
 //! The guest → rig protocol is one console line: the product, as PID 1 of a VM, prints
 //! `encfs-init: exit status N` (possibly after a log prefix) and powers off, which ends QEMU with status 0
-//! (`-no-reboot`). Anything else is a failure with a reason:
+//! (`-no-reboot`). A rig script that runs no product (the kernel scenarios, the accelerator probe) prints its
+//! own line, `vmtest: script exit status N`, so that a verdict is never put in the product's mouth;
+//! `vmtest::evaluate` checks that each scenario's verdict came from the speaker it should. Anything else is a
+//! failure with a reason:
 //!
 //! * **timeout**: QEMU still running at the deadline (it is killed);
 //! * **panic**: the console shows `Kernel panic` (`panic=-1` + `-no-reboot` make a panic end QEMU at once);
@@ -28,8 +31,30 @@ use std::time::{Duration, Instant};
 
 use crate::util::{on_path, show, Context, Result};
 
-/// The line the verdict is read from; the status follows it.
+/// The product's verdict line; the status follows it.
 pub const VERDICT: &str = "encfs-init: exit status ";
+
+/// A rig script's own verdict line (no product in the guest); the status follows it.
+pub const SCRIPT_VERDICT: &str = "vmtest: script exit status ";
+
+/// Who printed a verdict line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// The product ([`VERDICT`]).
+    Product,
+    /// A rig script ([`SCRIPT_VERDICT`]).
+    Script,
+}
+
+impl Speaker {
+    /// The line this speaker prints.
+    pub fn line(self) -> &'static str {
+        match self {
+            Speaker::Product => VERDICT,
+            Speaker::Script => SCRIPT_VERDICT,
+        }
+    }
+}
 
 /// How a boot failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,12 +332,22 @@ fn spawn_reader(
     })
 }
 
-/// The status of the last verdict line, if any.
+/// The status of the last verdict line of either speaker, if any: its index and status.
 pub fn verdict_status(console: &[String]) -> Option<(usize, i32)> {
+    last_verdict(console).map(|(i, s, _)| (i, s))
+}
+
+/// The last verdict line of either speaker: its index, status and speaker.
+pub fn last_verdict(console: &[String]) -> Option<(usize, i32, Speaker)> {
     console.iter().enumerate().rev().find_map(|(i, l)| {
-        let rest = &l[l.find(VERDICT)? + VERDICT.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok().map(|s| (i, s))
+        [Speaker::Product, Speaker::Script]
+            .into_iter()
+            .find_map(|who| {
+                let prefix = who.line();
+                let rest = &l[l.find(prefix)? + prefix.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok().map(|s| (i, s, who))
+            })
     })
 }
 
@@ -344,7 +379,10 @@ pub fn judge(
             Some((_, s)) => Ok(s),
             None => Err((
                 FailureKind::NoVerdict,
-                format!("guest powered off without a `{}N` line", VERDICT),
+                format!(
+                    "guest powered off without a `{}N` or `{}N` line",
+                    VERDICT, SCRIPT_VERDICT
+                ),
             )),
         },
         Some(code) => {
@@ -518,5 +556,17 @@ mod tests {
             "encfs-init: exit status x",
         ]);
         assert_eq!(verdict_status(&c), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_script_verdict_is_told_apart_from_the_products() {
+        let c = lines(&["encfs-init: exit status 1", "vmtest: script exit status 0"]);
+        assert_eq!(last_verdict(&c), Some((1, 0, Speaker::Script)));
+        let c = lines(&[
+            "vmtest: script exit status 3",
+            "[ 0.1 INFO] encfs-init: exit status 2",
+        ]);
+        assert_eq!(last_verdict(&c), Some((1, 2, Speaker::Product)));
+        assert_eq!(judge(&c, &[], Some(0), T), Ok(2));
     }
 }

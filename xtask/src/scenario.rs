@@ -27,7 +27,9 @@
 //!                                             # environment); every boot must meet expect_status, the
 //!                                             # console checks apply to all boots' lines together
 //! busybox = true                              # /bin/busybox + applet links (default true)
-//! expect_status = 0                           # the `encfs-init: exit status N` the guest must print
+//! expect_status = 0                           # the N of `encfs-init: exit status N` (the product; a
+//!                                             # script init with no product prints
+//!                                             # `vmtest: script exit status N`)
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
 //! forbid_console = ["WARNING"]                # substrings it must not contain
 //! expect_failure = "timeout"                  # rig self-tests only: "panic" | "timeout" | "no-verdict";
@@ -55,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::kernel::Flavor;
-use crate::qemu::FailureKind;
+use crate::qemu::{FailureKind, Speaker};
 use crate::tomlish::{self, Value};
 use crate::util::{bail, Context, Result};
 
@@ -133,6 +135,15 @@ impl Scenario {
     /// Whether the product binary must be built for this scenario.
     pub fn needs_encfs_init(&self) -> bool {
         self.init == Init::EncfsInit || self.product.is_some()
+    }
+
+    /// Who must print the verdict: the product when it is in the guest, else the rig's script.
+    pub fn verdict_speaker(&self) -> Speaker {
+        if self.needs_encfs_init() {
+            Speaker::Product
+        } else {
+            Speaker::Script
+        }
     }
 
     /// A minimal script-init scenario the rig uses to probe an accelerator.

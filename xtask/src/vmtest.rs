@@ -544,6 +544,18 @@ pub fn evaluate(s: &Scenario, o: &Outcome) -> std::result::Result<String, String
             ));
         }
     };
+    if o.verdict.is_ok() {
+        let want = s.verdict_speaker();
+        if let Some((_, _, got)) = qemu::last_verdict(&o.console) {
+            if got != want {
+                return Err(format!(
+                    "the verdict came from the wrong speaker: `{}N`, but this scenario's must be `{}N`",
+                    got.line(),
+                    want.line()
+                ));
+            }
+        }
+    }
     if let Some(missing) = s
         .console
         .iter()
@@ -566,7 +578,10 @@ fn probe(ctx: &Ctx, accel: Accel) -> bool {
     let dir = ctx.work.join("accel-probe");
     let _ = fs::create_dir_all(&dir);
     let script = dir.join("init.sh");
-    let text = format!("#!/bin/sh\necho '{}0'\nexec poweroff -f\n", qemu::VERDICT);
+    let text = format!(
+        "#!/bin/sh\necho '{}0'\nexec poweroff -f\n",
+        qemu::SCRIPT_VERDICT
+    );
     if fs::write(&script, text).is_err() {
         return false;
     }

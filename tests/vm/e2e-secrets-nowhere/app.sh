@@ -1,5 +1,6 @@
 #!/bin/sh
-# The application, after readiness: look for this run's disk key (hex lower and upper, base64, base64url)
+# The application, after readiness: look for this run's disk key and the image's LUKS2 volume key (which
+# dm-crypt holds) (each in hex lower and upper, base64, base64url)
 # in every regular file of the guest's filesystems (the rootfs with /var/log and the fake Azure's files,
 # /run, the mounted image; not /proc, /sys, /dev), in the kernel log, and in every process's command line
 # and environment. Prints each hit's path and fails the run on any; otherwise prints one PASS line.
@@ -23,8 +24,8 @@ holds /run/canary.rev /run/canary.bin || { echo "e2e-secrets: FAIL: the canary s
 ! holds /run/canary.rev /app.sh || { echo "e2e-secrets: FAIL: the canary search found its reversed form"; exit 1; }
 rm -f /run/canary.rev /run/canary.bin
 
-n=$(rev /expect/patterns.rev | grep -c '^[0-9A-Za-z_+/-]\{43,64\}$')
-[ "$n" -eq 4 ] || { echo "e2e-secrets: FAIL: $n key patterns, want 4"; exit 1; }
+n=$(rev /expect/patterns.rev | grep -c '^[0-9A-Za-z_+/-]\{43,128\}$')
+[ "$n" -eq 8 ] || { echo "e2e-secrets: FAIL: $n key patterns, want 8"; exit 1; }
 
 dmesg > /var/log/dmesg.txt
 files=$(find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type f -print)
@@ -41,4 +42,4 @@ for f in $procs; do
 done
 echo "e2e-secrets: searched" $files
 [ "$hits" -eq 0 ] || { echo "e2e-secrets: FAIL: the disk key is in $hits place(s)"; exit 1; }
-echo "e2e-secrets: PASS: key (hex, HEX, base64, base64url) in none of $nfiles files (logs and dmesg included) and $nprocs /proc cmdline/environ entries"
+echo "e2e-secrets: PASS: disk key and volume key (hex, HEX, base64, base64url) in none of $nfiles files (logs and dmesg included) and $nprocs /proc cmdline/environ entries"
