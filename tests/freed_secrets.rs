@@ -113,7 +113,7 @@ fn the_hex_key_and_the_dm_table_leave_no_copy() {
         read_only: false,
     };
     let leaked = freed_copies(&hex.as_bytes()[..24], || {
-        let h = encfs_init::dm::hex_key(key.expose());
+        let h = encfs_init::hex::encode_secret(key.expose());
         let table = params.table(&encfs_init::dm::KeyRef::Hex(h));
         assert!(table.contains(&hex));
         drop(table);

@@ -134,7 +134,7 @@ fn start(key: &[u8], out: &Path, hostdata: Option<&str>, sev_guest: bool) -> Res
     let az = FakeAzure::start(&amd);
     let want = hostdata
         .map(str::to_string)
-        .unwrap_or_else(|| encfs_init::attest::report::hex(&Sha256::digest(POLICY)));
+        .unwrap_or_else(|| encfs_init::hex::encode(&Sha256::digest(POLICY)));
     let mut policy = vec![("x-ms-sevsnpvm-hostdata".into(), json!(want))];
     if sev_guest {
         policy.push(("x-ms-sevsnpvm-vmpl".into(), json!(0)));

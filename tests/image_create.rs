@@ -104,7 +104,7 @@ fn created_image_is_accepted_by_cryptsetup_and_holds_the_files() {
     assert!(
         stdout.contains(&format!(
             "header_sha256 = \"{}\"",
-            luks2::hex(&h.header_sha256)
+            encfs_init::hex::encode(&h.header_sha256)
         )),
         "{stdout}"
     );

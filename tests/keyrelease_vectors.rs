@@ -11,7 +11,7 @@ const FIX: &str = concat!(
 );
 
 fn unhex(s: &str) -> Vec<u8> {
-    encfs_init::attest::report::unhex(s).unwrap()
+    encfs_init::hex::decode(s).unwrap()
 }
 
 /// (the RSA key, the ciphertext, the expected key)

@@ -246,8 +246,8 @@ fn header_pin_accepts_the_right_digest_and_refuses_another() {
     other[31] ^= 0xff;
     match luks2::unlock_pinned(&buf, &pass, Some(&other)).unwrap_err() {
         Error::HeaderPin { expected, actual } => {
-            assert_eq!(expected, luks2::hex(&other));
-            assert_eq!(actual, luks2::hex(&pin));
+            assert_eq!(expected, encfs_init::hex::encode(&other));
+            assert_eq!(actual, encfs_init::hex::encode(&pin));
         }
         e => panic!("{e}"),
     }

@@ -4,10 +4,13 @@
 //! 1184 bytes and parsed again, strictly (`parse`, versions 2 to 5) and leniently (`parse_lenient`), so
 //! that every input reaches the field reads. Checked: no panic; the parsed report keeps the exact bytes;
 //! the signed region is `[0, 0x2A0)`; R and S are the little-endian slots reversed; the chip id survives
-//! `hex`/`unhex`; a strict parse agrees with the lenient one.
+//! the crate's hex encoder and decoder (`hex::encode`/`hex::decode`); a strict parse agrees with the lenient
+//! one. Any UTF-8 input is also decoded as hex: taken exactly when it is an even number of hex digits (after
+//! trimming), and then it round-trips.
 #![no_main]
 
-use encfs_init::attest::report::{hex, unhex, Report, Tcb, TcbLayout, REPORT_LEN, SIGNED_LEN};
+use encfs_init::attest::report::{Report, Tcb, TcbLayout, REPORT_LEN, SIGNED_LEN};
+use encfs_init::hex::{decode as unhex, encode as hex};
 use libfuzzer_sys::fuzz_target;
 
 fn exercise(r: &Report, raw: &[u8]) {
@@ -52,12 +55,14 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(!(2..=5).contains(&lenient.version)),
     }
     if let Ok(s) = std::str::from_utf8(data) {
-        // `unhex` takes what `u8::from_str_radix` takes (a `+` sign too): compare only on plain hex digits.
         let t = s.trim();
-        if let Some(b) = unhex(s) {
-            if t.bytes().all(|c| c.is_ascii_hexdigit()) {
+        let plain = t.len() % 2 == 0 && t.bytes().all(|c| c.is_ascii_hexdigit());
+        match unhex(s) {
+            Some(b) => {
+                assert!(plain, "decoded something that is not plain hex: {t:?}");
                 assert_eq!(hex(&b), t.to_ascii_lowercase());
             }
+            None => assert!(!plain, "refused plain hex: {t:?}"),
         }
     }
 });

@@ -334,25 +334,8 @@ impl Report {
 
     /// Lowercase hex of the chip id (the exact string in collateral URLs).
     pub fn chip_id_hex(&self) -> String {
-        hex(&self.chip_id)
+        crate::hex::encode(&self.chip_id)
     }
-}
-
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Parse hex (either case); `None` on odd length or a bad digit.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -405,8 +388,5 @@ mod tests {
             (t.fmc, t.bl, t.tee, t.snp, t.ucode),
             (Some(1), 2, 3, 0x18, 0x48)
         );
-        assert_eq!(hex(&[0xab, 1]), "ab01");
-        assert_eq!(unhex("AB01"), Some(vec![0xab, 1]));
-        assert_eq!(unhex("abc"), None);
     }
 }

@@ -2,9 +2,10 @@
 //! errors are returned as one line for the caller to log.
 #![forbid(unsafe_code)]
 
-use super::report::{hex, unhex, Report, REPORT_LEN};
+use super::report::{Report, REPORT_LEN};
 use crate::cli::{value, Command, PolicySource, Usage};
 use crate::exit;
+use crate::hex::{decode as unhex, encode as hex};
 use serde_json::json;
 use sha2::Digest;
 use std::io::Write;

@@ -193,7 +193,7 @@ fn guid_string(b: &[u8]) -> String {
         b[6],
         b[8],
         b[9],
-        super::report::hex(&b[10..16])
+        crate::hex::encode(&b[10..16])
     )
 }
 

@@ -11,7 +11,8 @@
 #![forbid(unsafe_code)]
 
 use super::cert::{der_small_uint, Cert, CertError};
-use super::report::{hex, Report, SigningKey, Tcb, TcbLayout, SIG_ALGO_ECDSA_P384_SHA384};
+use super::report::{Report, SigningKey, Tcb, TcbLayout, SIG_ALGO_ECDSA_P384_SHA384};
+use crate::hex::encode as hex;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -25,23 +26,9 @@ pub struct ArkPin {
 }
 
 const fn pin(product: &'static str, hex: &[u8; 64]) -> ArkPin {
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = (nibble(hex[2 * i]) << 4) | nibble(hex[2 * i + 1]);
-        i += 1;
-    }
     ArkPin {
         product,
-        spki_sha256: out,
-    }
-}
-
-const fn nibble(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => panic!("bad hex in a compiled-in pin"),
+        spki_sha256: crate::hex::decode_const(hex),
     }
 }
 

@@ -510,17 +510,7 @@ fn request_id() -> String {
     let mut b = [0u8; 16];
     // Without randomness the id is only less useful for tracing; requests still work.
     let _ = getrandom::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::uuid::v4(b)
 }
 
 /// Whether the URL's host is a loopback address (`127.0.0.0/8`, `[::1]`, `localhost`).

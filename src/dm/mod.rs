@@ -47,7 +47,7 @@ pub enum KeyRef {
         /// The logon key's description.
         description: String,
     },
-    /// The hex key itself (no keyring in this kernel): see [`hex_key`].
+    /// The hex key itself (no keyring in this kernel): see [`crate::hex::encode_secret`].
     Hex(Zeroizing<String>),
 }
 
@@ -58,18 +58,6 @@ impl fmt::Debug for KeyRef {
             KeyRef::Hex(h) => write!(f, "<hex key: {} chars>", h.len()),
         }
     }
-}
-
-/// Lowercase hex of `key`, written into one buffer allocated at its final size: no per-byte temporary
-/// and no outgrown buffer holds any of it after it is wiped.
-pub fn hex_key(key: &[u8]) -> Zeroizing<String> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut h = Zeroizing::new(String::with_capacity(key.len() * 2));
-    for b in key {
-        h.push(char::from(DIGITS[usize::from(b >> 4)]));
-        h.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    h
 }
 
 impl CryptParams {
@@ -219,7 +207,7 @@ impl CryptDevice {
             ),
             Err(e) if keyring::unsupported(&e) => {
                 log::warn!("dm {name}: the kernel has no keyring; the key goes into the dm table (readable by root)");
-                (KeyRef::Hex(hex_key(key.expose())), None)
+                (KeyRef::Hex(crate::hex::encode_secret(key.expose())), None)
             }
             Err(e) => return Err(Error::Keyring(e)),
         };
@@ -358,14 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn hex_key_and_table_are_built_at_their_final_size() {
+    fn the_hex_key_table_is_built_at_its_final_size() {
         let key: Vec<u8> = (0u8..64).collect();
-        let hex = hex_key(&key);
+        let hex = crate::hex::encode_secret(&key);
         let expected: String = key.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex.as_str(), expected);
         assert_eq!(hex.capacity(), hex.len());
         for sector_size in [512, 4096] {
-            let t = params(sector_size).table(&KeyRef::Hex(hex_key(&key)));
+            let t = params(sector_size).table(&KeyRef::Hex(crate::hex::encode_secret(&key)));
             assert!(t.contains(&expected));
             assert_eq!(t.capacity(), t.len(), "one allocation, never outgrown");
         }

@@ -40,8 +40,8 @@ pub fn check_ca_bundle_pin(bytes: &[u8], pin: &[u8; 32]) -> std::result::Result<
     Err(format!(
         "its SHA-256 is {} but [network] ca_bundle_sha256 pins {}; fix: ship the bundle the manifest was \
          written for at this path in the image, or set ca_bundle_sha256 to the new file's sha256sum",
-        crate::luks2::hex(&got),
-        crate::luks2::hex(pin)
+        crate::hex::encode(&got),
+        crate::hex::encode(pin)
     ))
 }
 
@@ -124,7 +124,7 @@ mod tests {
                  the manifest was written for at this path in the image, or set ca_bundle_sha256 to the new \
                  file's sha256sum",
                 path.display(),
-                crate::luks2::hex(&good),
+                crate::hex::encode(&good),
                 "07".repeat(32)
             )
         );

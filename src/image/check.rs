@@ -41,7 +41,10 @@ pub fn summary(h: &Header, device_size: u64) -> String {
     if !b.label.is_empty() {
         out += &format!("  label:         {}\n", b.label);
     }
-    out += &format!("  header_sha256: {}\n", luks2::hex(&h.header_sha256));
+    out += &format!(
+        "  header_sha256: {}\n",
+        crate::hex::encode(&h.header_sha256)
+    );
     let size = match (s.size, h.data_range(device_size)) {
         (SegmentSize::Dynamic, Ok((_, len))) => format!("dynamic ({len} bytes on this device)"),
         (SegmentSize::Dynamic, Err(e)) => format!("dynamic ({e})"),
@@ -114,7 +117,10 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
     };
     let mut out = summary(&header, device_size);
     if let Some(p) = pin {
-        out += &format!("  pin:           header_sha256 matches {}\n", luks2::hex(p));
+        out += &format!(
+            "  pin:           header_sha256 matches {}\n",
+            crate::hex::encode(p)
+        );
     }
     if header.metadata_end() > buf.len() as u64 {
         match read_head(image, header.metadata_end().min(MAX_METADATA)) {

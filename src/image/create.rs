@@ -2,7 +2,7 @@
 
 use crate::luks2::crypto::DataCipher;
 use crate::luks2::format::{self, FormatParams, NewKdf, DATA_OFFSET};
-use crate::luks2::{self, Header};
+use crate::luks2::Header;
 use crate::secret::SecretBytes;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -261,7 +261,7 @@ pub fn create(a: &CreateArgs) -> Result<(), String> {
         header.binary.uuid,
         a.sector_size,
         header.keyslots[0].kdf,
-        luks2::hex(&header.header_sha256)
+        crate::hex::encode(&header.header_sha256)
     );
     let _ = std::io::stdout().write_all(report.as_bytes());
     Ok(())

@@ -62,17 +62,8 @@ pub enum ImageCommand {
 }
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
-    let b = s.as_bytes();
-    if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
-        return Err(format!(
-            "--header-sha256 needs 64 hex digits, got \"{s:.80}\""
-        ));
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
+    crate::hex::decode_array(s)
+        .ok_or_else(|| format!("--header-sha256 needs 64 hex digits, got \"{s:.80}\""))
 }
 
 /// Parse the arguments after `image`.

@@ -78,18 +78,9 @@ fn rand_vec(rng: Rng<'_>, n: usize) -> Result<Vec<u8>> {
 
 /// A random version-4 UUID, lowercase.
 fn uuid(rng: Rng<'_>) -> Result<String> {
-    let mut b = rand_vec(rng, 16)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = super::header::hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&rand_vec(rng, 16)?);
+    Ok(crate::uuid::v4(b))
 }
 
 /// Build the metadata (`DATA_OFFSET` bytes: both copies and the keyslots area) for `volume_key` (32 or 64

@@ -3,6 +3,7 @@
 use super::binary::{self, BinaryHeader};
 use super::error::{Error, Result};
 use super::validate;
+use crate::hex::encode as hex;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 
@@ -211,11 +212,6 @@ pub struct Header {
     pub digest: VkDigest,
     /// SHA-256 of the header area (`[0, 2 * hdr_size)`): what the manifest's `header_sha256` pins.
     pub header_sha256: [u8; 32],
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of `[0, 2 * hdr_size)` of `buf`, or `None` if `buf` is shorter.

@@ -79,7 +79,7 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             .map(|c| {
                 let pin = n.ca_bundle_sha256.as_ref().map_or_else(
                     || " (not pinned)".to_string(),
-                    |h| format!(" (sha256 {})", crate::luks2::hex(h)),
+                    |h| format!(" (sha256 {})", crate::hex::encode(h)),
                 );
                 format!(" + {}{pin}", c.display())
             })
@@ -219,8 +219,7 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             }
         }
         if let Some(h) = &f.header_sha256 {
-            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(o, "  header pin:    sha256 {hex}")?;
+            writeln!(o, "  header pin:    sha256 {}", crate::hex::encode(h))?;
         }
     }
     Ok(())

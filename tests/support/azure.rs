@@ -13,8 +13,8 @@ use base64::engine::general_purpose::{
 };
 use base64::Engine;
 use encfs_init::attest::cert::Cert;
-use encfs_init::attest::report::hex;
 use encfs_init::attest::uvm::ThimCerts;
+use encfs_init::hex::encode as hex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -46,7 +46,7 @@ pub fn template() -> Template {
 pub fn hostdata_claim() -> (String, serde_json::Value) {
     (
         "x-ms-sevsnpvm-hostdata".into(),
-        json!(encfs_init::attest::report::hex(&Sha256::digest(POLICY))),
+        json!(encfs_init::hex::encode(&Sha256::digest(POLICY))),
     )
 }
 

@@ -239,27 +239,14 @@ impl V<'_> {
         len: Option<usize>,
         what: &str,
     ) -> Option<Vec<u8>> {
-        let s = s.trim();
-        let bytes = s.as_bytes();
-        if bytes.len() % 2 != 0 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+        let Some(out) = crate::hex::decode(s) else {
             self.err(
                 path,
                 format!("{what} is not hex"),
                 "write hex digits only (0-9, a-f), an even number of them",
             );
             return None;
-        }
-        let out: Vec<u8> = bytes
-            .chunks(2)
-            .map(|c| {
-                let h = |b: u8| match b {
-                    b'0'..=b'9' => b - b'0',
-                    b'a'..=b'f' => b - b'a' + 10,
-                    _ => b - b'A' + 10,
-                };
-                (h(c[0]) << 4) | h(c[1])
-            })
-            .collect();
+        };
         if let Some(n) = len {
             if out.len() != n {
                 self.err(
