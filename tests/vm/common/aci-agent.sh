@@ -100,7 +100,8 @@ else
         fail "the application container exited $app_status"
 fi
 # After the application let go (a busy filesystem ends at its last close): nothing left mounted or mapped.
-if wait_for 10 test -z "$(mapped)"; then
+nothing_mapped() { [ -z "$(mapped)" ]; }
+if wait_for 10 nothing_mapped; then
     say "nothing left mapped (no dm, NBD or loop device in use)"
 else
     fail "still set up: $(mapped | tr '\n' ' ')"
