@@ -219,13 +219,13 @@ pub enum Action {
     Fail(String),
 }
 
-/// Whether the check runs at all: `auto` checks only when encfs-init supervises no application, the shape
-/// of a sidecar whose application is another container (under encfs-init the application shares its mount
-/// namespace, and propagation does not matter).
-pub fn wanted(mode: SharedVolume, has_app: bool) -> bool {
+/// Whether the check runs at all: `auto` checks only in the shape of a sidecar whose application is another
+/// container: encfs-init supervises no application (one under encfs-init shares its mount namespace, and
+/// propagation does not matter) and is not a VM's PID 1 (a VM has no sibling containers).
+pub fn wanted(mode: SharedVolume, has_app: bool, vm: bool) -> bool {
     match mode {
         SharedVolume::Off => false,
-        SharedVolume::Auto => !has_app,
+        SharedVolume::Auto => !has_app && !vm,
         SharedVolume::Required => true,
     }
 }
@@ -346,9 +346,10 @@ mod tests {
             decide(SharedVolume::Required, &shared),
             Action::Fine(_)
         ));
-        assert!(wanted(SharedVolume::Required, true));
-        assert!(wanted(SharedVolume::Auto, false));
-        assert!(!wanted(SharedVolume::Auto, true));
-        assert!(!wanted(SharedVolume::Off, false));
+        assert!(wanted(SharedVolume::Required, true, true));
+        assert!(wanted(SharedVolume::Auto, false, false));
+        assert!(!wanted(SharedVolume::Auto, true, false));
+        assert!(!wanted(SharedVolume::Auto, false, true));
+        assert!(!wanted(SharedVolume::Off, false, false));
     }
 }

@@ -213,7 +213,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     }
     let ready = &plan.readiness_file;
     crate::ready::clear(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
-    check_shared_volume(plan)?;
+    check_shared_volume(ctx, plan)?;
     if !plan.kernel_modules.is_empty() {
         if ctx == Context::Vm {
             let n = modules::load(&plan.kernel_modules).map_err(BootError::Modules)?;
@@ -307,11 +307,11 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
 
 /// Before anything is mapped: does the volume of every mount point propagate mounts to a sibling container
 /// (see [`crate::propagation`])? Fails only with `shared_volume = "required"`; `auto` warns once.
-fn check_shared_volume(plan: &Plan) -> Result<(), BootError> {
+fn check_shared_volume(ctx: Context, plan: &Plan) -> Result<(), BootError> {
     use crate::propagation::{self, Action};
-    if !propagation::wanted(plan.shared_volume, plan.app.is_some()) {
+    if !propagation::wanted(plan.shared_volume, plan.app.is_some(), ctx == Context::Vm) {
         log::debug!(
-            "shared volume: not checked (shared_volume = \"{}\", application: {})",
+            "shared volume: not checked (shared_volume = \"{}\", application: {}, context {ctx:?})",
             plan.shared_volume.as_str(),
             if plan.app.is_some() { "ours" } else { "none" }
         );

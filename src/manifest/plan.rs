@@ -283,8 +283,8 @@ pub struct FilesystemPlan {
 /// made there reaches an application in another container (another mount namespace), as on ACI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SharedVolume {
-    /// Checked when encfs-init supervises no application (the sidecar shape): a private volume is warned
-    /// about once, and the boot goes on.
+    /// Checked when encfs-init supervises no application and is not a VM's PID 1 (the sidecar shape): a
+    /// private volume is warned about once, and the boot goes on.
     #[default]
     Auto,
     /// Checked always: a private volume fails the boot at the step "shared volume".

@@ -53,7 +53,7 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
         p.shared_volume.as_str(),
         match p.shared_volume {
             SharedVolume::Auto =>
-                "a private volume is warned about when no application runs under encfs-init",
+                "a private volume is warned about in a container with no application under encfs-init",
             SharedVolume::Required => "a private volume fails the boot",
             SharedVolume::Off => "not checked",
         }

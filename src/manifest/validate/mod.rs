@@ -338,7 +338,7 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
             v.err(
                 &root.key("shared_volume"),
                 format!("unknown shared_volume \"{other}\""),
-                format!("{hint}use \"auto\" (warn when the volume is private and no application runs under encfs-init), \"required\" (fail the boot) or \"off\""),
+                format!("{hint}use \"auto\" (warn when the volume is private in the sidecar shape), \"required\" (fail the boot) or \"off\""),
             );
             SharedVolume::Auto
         }
