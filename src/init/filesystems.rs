@@ -428,7 +428,12 @@ impl Opened {
             }
         }
         if let Some(backing) = self.backing.take() {
-            if let Err(e) = backing.detach() {
+            let detached = if busy {
+                backing.detach_held()
+            } else {
+                backing.detach()
+            };
+            if let Err(e) = detached {
                 log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
                 first.get_or_insert(e.to_string());
             }
