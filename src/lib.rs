@@ -25,6 +25,7 @@ pub mod memlock;
 pub mod mount;
 pub mod nbd;
 pub mod notify;
+pub mod propagation;
 pub mod ready;
 pub mod secret;
 pub mod supervise;

@@ -221,10 +221,16 @@ impl Loop {
     /// Release the device: `LOOP_CLR_FD` (a device still open elsewhere is released by the kernel at its
     /// last close: autoclear), then wait up to 5 s until the kernel has let go of the backing file.
     pub fn detach(mut self) -> Result<(), String> {
-        self.detach_inner()
+        self.detach_inner(false)
     }
 
-    fn detach_inner(&mut self) -> Result<(), String> {
+    /// [`Loop::detach`] for a device still open above it: `LOOP_CLR_FD` (autoclear), without waiting for a
+    /// release that happens only at that user's last close.
+    pub fn detach_held(mut self) -> Result<(), String> {
+        self.detach_inner(true)
+    }
+
+    fn detach_inner(&mut self, held: bool) -> Result<(), String> {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
@@ -235,6 +241,13 @@ impl Loop {
             // ENXIO: already cleared (autoclear after its last user went).
             Ok(_) | Err(nix::errno::Errno::ENXIO) => {}
             Err(e) => return Err(format!("LOOP_CLR_FD {}: {e}", self.path.display())),
+        }
+        if held {
+            log::info!(
+                "loop: {} is still open above it: the kernel releases it at its last close",
+                self.path.display()
+            );
+            return Ok(());
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Self::bound(self.index) {
@@ -252,7 +265,7 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        if let Err(e) = self.detach_inner() {
+        if let Err(e) = self.detach_inner(false) {
             log::error!("loop: {e}");
         }
     }

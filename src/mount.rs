@@ -232,16 +232,38 @@ pub fn remount_read_only(dir: &Path) -> Result<(), Error> {
     })
 }
 
-/// Unmount `dir` (retrying while busy for up to `patience`), then remove the empty directory.
-pub fn unmount(dir: &Path, patience: std::time::Duration) -> Result<(), Error> {
+/// How [`unmount`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Unmounted: the filesystem is shut down (ext4 flushed and closed).
+    Clean,
+    /// Still busy after the patience (a process, such as an application in a sibling container, holds a
+    /// file or directory open there): detached lazily (`MNT_DETACH`). It is gone from every mount namespace
+    /// it had propagated to, so the path is empty (ENOENT behind the link) instead of a filesystem whose
+    /// device is about to go away (EIO); the kernel ends the filesystem when the last open file is closed.
+    Lazily,
+}
+
+/// Unmount `dir` (retrying while busy for up to `patience`, then detaching lazily), then remove the empty
+/// directory.
+pub fn unmount(dir: &Path, patience: std::time::Duration) -> Result<Unmounted, Error> {
+    use nix::mount::MntFlags;
     let deadline = std::time::Instant::now() + patience;
-    loop {
+    let how = loop {
         // UMOUNT_NOFOLLOW: if the name is a symlink now, it is not followed to unmount something else.
         // (sys_mount's UnmountFlags::NOFOLLOW is O_NOFOLLOW's value, which umount2 refuses with EINVAL.)
-        match nix::mount::umount2(dir, nix::mount::MntFlags::UMOUNT_NOFOLLOW) {
-            Ok(()) => break,
+        match nix::mount::umount2(dir, MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => break Unmounted::Clean,
             Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(nix::errno::Errno::EBUSY) => {
+                nix::mount::umount2(dir, MntFlags::UMOUNT_NOFOLLOW | MntFlags::MNT_DETACH)
+                    .map_err(|e| Error {
+                        step: format!("unmount {} lazily", dir.display()),
+                        source: io::Error::from(e),
+                    })?;
+                break Unmounted::Lazily;
             }
             Err(e) => {
                 return Err(Error {
@@ -250,9 +272,9 @@ pub fn unmount(dir: &Path, patience: std::time::Duration) -> Result<(), Error> {
                 })
             }
         }
-    }
+    };
     let _ = std::fs::remove_dir(dir);
-    Ok(())
+    Ok(how)
 }
 
 #[cfg(test)]

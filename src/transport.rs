@@ -211,6 +211,16 @@ impl Backing {
             Backing::Fuse(a) => a.detach(),
         }
     }
+
+    /// [`Backing::detach`] while the device is still held open from above (a filesystem detached lazily,
+    /// its dm device removed only at the last close): the serving side is ended at once instead of waiting
+    /// for the kernel to let go, which it does only when that last user closes.
+    pub fn detach_held(self) -> Result<(), String> {
+        match self {
+            Backing::Nbd(a) => a.detach_held(),
+            Backing::Fuse(a) => a.detach_held(),
+        }
+    }
 }
 
 #[cfg(test)]

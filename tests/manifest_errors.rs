@@ -236,6 +236,16 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "unknown shared_volume",
+            format!("shared_volume = \"requried\"\n{fs}"),
+            vec![
+                ":1:17:",
+                "shared_volume",
+                "unknown shared_volume \"requried\"",
+                "did you mean \"required\"",
+            ],
+        ),
+        (
             "bad kernel module name",
             format!("kernel_modules = [\"../evil\"]\n{fs}"),
             vec!["kernel_modules[0]", "not a module name"],

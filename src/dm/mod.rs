@@ -269,6 +269,27 @@ impl CryptDevice {
         self.removed = true;
         remove(&self.name)
     }
+
+    /// Remove the mapping when its last user closes it (`DM_DEFERRED_REMOVE`): for a device still held
+    /// open by a filesystem that was detached lazily. The kernel removes it at once when it is not open.
+    pub fn remove_deferred(mut self) -> Result<(), Error> {
+        self.removed = true;
+        let dm = DM::new().map_err(Error::Control)?;
+        let dm_name = DmName::new(&self.name).map_err(|_| Error::Name(self.name.clone()))?;
+        let opts = DmOptions::default().set_flags(DmFlags::DM_DEFERRED_REMOVE);
+        dm.device_remove(&DevId::Name(dm_name), opts)
+            .map(|_| {
+                log::info!(
+                    "dm {}: removal deferred until its last user closes it",
+                    self.name
+                )
+            })
+            .map_err(|source| Error::Step {
+                step: "deferred remove",
+                name: self.name.clone(),
+                source,
+            })
+    }
 }
 
 impl Drop for CryptDevice {

@@ -435,18 +435,36 @@ impl Attached {
     /// Loop detach, FUSE unmount (the serving threads end), final flush of the source, directory removed.
     /// Every step is attempted; the first error is returned.
     pub fn detach(mut self) -> Result<(), String> {
-        self.detach_inner()
+        self.detach_inner(false)
     }
 
-    fn detach_inner(&mut self) -> Result<(), String> {
+    /// [`Attached::detach`] while the loop device is still held open from above: the loop device is left to
+    /// the kernel's autoclear, and the FUSE connection is aborted at once (the loop device keeps the file
+    /// open, so an unmount would only wait, and the serving threads with it).
+    pub fn detach_held(mut self) -> Result<(), String> {
+        self.detach_inner(true)
+    }
+
+    fn detach_inner(&mut self, held: bool) -> Result<(), String> {
         let mut first: Option<String> = None;
         if let Some(lo) = self.loop_dev.take() {
-            if let Err(e) = lo.detach() {
+            let r = if held { lo.detach_held() } else { lo.detach() };
+            if let Err(e) = r {
                 first.get_or_insert(e);
             }
         }
         drop(self.file.take());
         self.state.stopping.store(true, Ordering::SeqCst);
+        if self.mounted && held {
+            self.mounted = false;
+            log::warn!(
+                "fuse: {}: the loop device is still held open; aborting the connection and detaching it",
+                self.dir.display()
+            );
+            if let Err(e) = sys::abort(&self.dir) {
+                first.get_or_insert(format!("abort FUSE {}: {e}", self.dir.display()));
+            }
+        }
         if self.mounted {
             self.mounted = false;
             if let Err(e) = sys::unmount(&self.dir, Duration::from_secs(5)) {
@@ -489,7 +507,7 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         if self.mounted || self.loop_dev.is_some() || self.keeper.is_some() {
-            if let Err(e) = self.detach_inner() {
+            if let Err(e) = self.detach_inner(false) {
                 log::error!("fuse: {}: {e}", self.dir.display());
             }
         }

@@ -55,7 +55,10 @@ pub fn clone_dev(master: &File) -> io::Result<File> {
 }
 
 /// Unmount the FUSE filesystem at `dir`. Busy (the loop device's last reference to the file is dropped
-/// asynchronously) is retried for `patience`, then the mount is detached lazily. Not mounted is success.
+/// asynchronously) is retried for `patience`; still busy then (the loop device is held open from above, by a
+/// filesystem detached lazily because an application holds a file there), the connection is aborted and the
+/// mount detached ([`abort`]): a lazy detach alone would leave the serving threads waiting for requests
+/// forever. Not mounted is success.
 pub fn unmount(dir: &Path, patience: Duration) -> io::Result<()> {
     let deadline = Instant::now() + patience;
     loop {
@@ -67,11 +70,11 @@ pub fn unmount(dir: &Path, patience: Duration) -> io::Result<()> {
             }
             Err(nix::errno::Errno::EBUSY) => {
                 log::warn!(
-                    "fuse: {} still busy after {} ms; detaching it lazily",
+                    "fuse: {} still busy after {} ms; aborting the connection and detaching it",
                     dir.display(),
                     patience.as_millis()
                 );
-                return nix::mount::umount2(dir, MntFlags::MNT_DETACH).map_err(io::Error::from);
+                return abort(dir);
             }
             Err(e) => return Err(e.into()),
         }

@@ -392,21 +392,48 @@ impl Opened {
         let mut first: Option<String> = None;
         let i = self.index;
         crate::mount::unpublish(&self.mount_point, &self.hidden);
+        let mut busy = false;
         if self.mounted {
             self.mounted = false;
-            if let Err(e) = crate::mount::unmount(&self.hidden, patience) {
-                log::error!("filesystem[{i}]: {e}");
-                first.get_or_insert(e.to_string());
+            match crate::mount::unmount(&self.hidden, patience) {
+                Ok(crate::mount::Unmounted::Clean) => {}
+                Ok(crate::mount::Unmounted::Lazily) => {
+                    busy = true;
+                    let what = format!(
+                        "{} still busy after {} ms (a process, e.g. the application's container, holds a \
+                         file open there): detached lazily, so it is gone from every namespace; the \
+                         filesystem ends when that file is closed",
+                        self.hidden.display(),
+                        patience.as_millis()
+                    );
+                    log::warn!("filesystem[{i}]: {what}");
+                    first.get_or_insert(what);
+                }
+                Err(e) => {
+                    log::error!("filesystem[{i}]: {e}");
+                    first.get_or_insert(e.to_string());
+                }
             }
         }
         if let Some(dm) = self.dm.take() {
-            if let Err(e) = dm.remove() {
+            // A lazily detached filesystem still holds the device: the kernel removes it at the last close.
+            let removed = if busy {
+                dm.remove_deferred()
+            } else {
+                dm.remove()
+            };
+            if let Err(e) = removed {
                 log::error!("filesystem[{i}]: {e}");
                 first.get_or_insert(e.to_string());
             }
         }
         if let Some(backing) = self.backing.take() {
-            if let Err(e) = backing.detach() {
+            let detached = if busy {
+                backing.detach_held()
+            } else {
+                backing.detach()
+            };
+            if let Err(e) = detached {
                 log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
                 first.get_or_insert(e.to_string());
             }

@@ -59,6 +59,8 @@ enum BootError {
     Attestation(String),
     Readiness(std::path::PathBuf, std::io::Error),
     Signals(supervise::Error),
+    /// The volume of a mount point does not propagate mounts (`shared_volume = "required"`).
+    SharedVolume(String),
 }
 
 impl BootError {
@@ -77,6 +79,8 @@ impl BootError {
                 path.display()
             ),
             BootError::Signals(e) => format!("signals: {}", error_chain(e)),
+            // The finding's message carries the cause and the fix.
+            BootError::SharedVolume(what) => format!("shared volume: {what}"),
         }
     }
 }
@@ -209,6 +213,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     }
     let ready = &plan.readiness_file;
     crate::ready::clear(ready).map_err(|e| BootError::Readiness(ready.clone(), e))?;
+    check_shared_volume(ctx, plan)?;
     if !plan.kernel_modules.is_empty() {
         if ctx == Context::Vm {
             let n = modules::load(&plan.kernel_modules).map_err(BootError::Modules)?;
@@ -298,6 +303,37 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     crate::ready::mark_ready_with(ready, &states)
         .map_err(|e| BootError::Readiness(ready.clone(), e))?;
     Ok((sup, opened, states))
+}
+
+/// Before anything is mapped: does the volume of every mount point propagate mounts to a sibling container
+/// (see [`crate::propagation`])? Fails only with `shared_volume = "required"`; `auto` warns once.
+fn check_shared_volume(ctx: Context, plan: &Plan) -> Result<(), BootError> {
+    use crate::propagation::{self, Action};
+    if !propagation::wanted(plan.shared_volume, plan.app.is_some(), ctx == Context::Vm) {
+        log::debug!(
+            "shared volume: not checked (shared_volume = \"{}\", application: {}, context {ctx:?})",
+            plan.shared_volume.as_str(),
+            if plan.app.is_some() { "ours" } else { "none" }
+        );
+        return Ok(());
+    }
+    let mut dirs: Vec<&std::path::Path> = plan
+        .filesystems
+        .iter()
+        .filter_map(|f| f.mount_point.parent())
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        match propagation::decide(plan.shared_volume, &propagation::check(dir)) {
+            Action::Skip => {}
+            Action::Fine(m) => log::info!("shared volume: {m}"),
+            Action::Warn(m) => {
+                log::warn!("shared volume: {m} (shared_volume = \"auto\": going on)")
+            }
+            Action::Fail(m) => return Err(BootError::SharedVolume(m)),
+        }
+    }
+    Ok(())
 }
 
 /// Step 7: undo what boot did, in reverse: the readiness file first (we are no longer ready), then every

@@ -30,6 +30,8 @@ pub struct Plan {
     pub readiness_file: PathBuf,
     /// Kernel modules to load (with their modules.dep dependencies) when encfs-init is PID 1 of a VM.
     pub kernel_modules: Vec<String>,
+    /// Whether the volume holding the mount points must propagate mounts to a sibling container.
+    pub shared_volume: SharedVolume,
     /// The application to supervise, if any.
     pub app: Option<AppPlan>,
     /// Restart and shutdown policy for workers and the application.
@@ -275,6 +277,31 @@ pub struct FilesystemPlan {
     pub key: KeyPlan,
     /// Optional pin: SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<[u8; 32]>,
+}
+
+/// `shared_volume`: whether the volume that holds the mount points must be a shared mount, so that a mount
+/// made there reaches an application in another container (another mount namespace), as on ACI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharedVolume {
+    /// Checked when encfs-init supervises no application and is not a VM's PID 1 (the sidecar shape): a
+    /// private volume is warned about once, and the boot goes on.
+    #[default]
+    Auto,
+    /// Checked always: a private volume fails the boot at the step "shared volume".
+    Required,
+    /// Not checked.
+    Off,
+}
+
+impl SharedVolume {
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedVolume::Auto => "auto",
+            SharedVolume::Required => "required",
+            SharedVolume::Off => "off",
+        }
+    }
 }
 
 /// `[[filesystem]] transport`: how the blob becomes a block device under dm-crypt.

@@ -47,6 +47,17 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             p.kernel_modules.join(", ")
         )?;
     }
+    writeln!(
+        o,
+        "shared_volume:   {} ({})",
+        p.shared_volume.as_str(),
+        match p.shared_volume {
+            SharedVolume::Auto =>
+                "a private volume is warned about in a container with no application under encfs-init",
+            SharedVolume::Required => "a private volume fails the boot",
+            SharedVolume::Off => "not checked",
+        }
+    )?;
     match &p.app {
         Some(a) => writeln!(
             o,

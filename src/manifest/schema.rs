@@ -20,6 +20,8 @@ pub struct Manifest {
     /// Modules to load when PID 1 of a VM.
     #[serde(default)]
     pub kernel_modules: Vec<String>,
+    /// auto | required | off: must the volume of the mount points propagate mounts?
+    pub shared_volume: Option<String>,
     /// `[log]`
     #[serde(default)]
     pub log: Log,

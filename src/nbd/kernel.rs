@@ -247,7 +247,7 @@ fn attach_netlink(
     };
     if let Some(e) = failed {
         // The kernel has the device connected: disconnect it again.
-        let _ = attached.detach_inner();
+        let _ = attached.detach_inner(false);
         return Err(e);
     }
     attached.wait_ready()?;
@@ -482,10 +482,16 @@ impl Attached {
     /// the source; then the device is released. Returns the server's verdict (a failed final flush is an
     /// error: data may not be durable).
     pub fn detach(mut self) -> Result<(), String> {
-        self.detach_inner()
+        self.detach_inner(false)
     }
 
-    fn detach_inner(&mut self) -> Result<(), String> {
+    /// [`Attached::detach`] while the device is still held open from above: the server is ended the same
+    /// way, without waiting for the kernel to drop the configuration (it does at that user's last close).
+    pub fn detach_held(mut self) -> Result<(), String> {
+        self.detach_inner(true)
+    }
+
+    fn detach_inner(&mut self, held: bool) -> Result<(), String> {
         let served = match std::mem::replace(&mut self.link, Link::Detached) {
             Link::Detached => return Ok(()),
             Link::Netlink { keeper, state } => {
@@ -502,7 +508,7 @@ impl Attached {
                     None => Ok(()),
                 };
                 // The device is free again once the kernel dropped the configuration.
-                let deadline = Instant::now() + Duration::from_secs(5);
+                let deadline = Instant::now() + Duration::from_secs(if held { 0 } else { 5 });
                 while connected(self.index) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -538,7 +544,7 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if let Err(e) = self.detach_inner() {
+        if let Err(e) = self.detach_inner(false) {
             log::error!("nbd: {}: {e}", self.device.display());
         }
     }

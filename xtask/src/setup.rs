@@ -54,6 +54,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("file", "docker/build-image.sh checks the binary is static"),
     ("dmsetup", "scenario root-dm's /usr/sbin/dmsetup"),
     ("mount", "scenario root-dm's /usr/sbin/losetup"),
+    (
+        "util-linux",
+        "scenarios aci-*'s /usr/bin/unshare (busybox's cannot leave mount propagation unchanged)",
+    ),
     // The VM rig.
     (
         "qemu-system-x86",

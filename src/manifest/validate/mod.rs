@@ -314,6 +314,23 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         }
     }
 
+    let shared_volume = match m.shared_volume.as_deref().unwrap_or("auto") {
+        "auto" => SharedVolume::Auto,
+        "required" => SharedVolume::Required,
+        "off" => SharedVolume::Off,
+        other => {
+            let hint = did_you_mean(other, ["auto", "required", "off"])
+                .map(|s| format!("did you mean \"{s}\"? "))
+                .unwrap_or_default();
+            v.err(
+                &root.key("shared_volume"),
+                format!("unknown shared_volume \"{other}\""),
+                format!("{hint}use \"auto\" (warn when the volume is private in the sidecar shape), \"required\" (fail the boot) or \"off\""),
+            );
+            SharedVolume::Auto
+        }
+    };
+
     let app = m.app.as_ref().and_then(|a| {
         let p = root.key("app");
         if a.command.is_empty() || a.command[0].is_empty() {
@@ -544,6 +561,7 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         },
         readiness_file,
         kernel_modules,
+        shared_volume,
         app,
         supervise,
         network,
