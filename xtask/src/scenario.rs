@@ -30,6 +30,10 @@
 //! expect_status = 0                           # the N of `encfs-init: exit status N` (the product; a
 //!                                             # script init with no product prints
 //!                                             # `vmtest: script exit status N`)
+//! verdict_by = "script"                       # who prints the verdict: "product" (default when
+//!                                             # the product is packed) or "script" (default
+//!                                             # otherwise; also a script that outlives the product
+//!                                             # and relays its status); the other's line fails
 //! expect_console = ["hello-from-app"]         # substrings the console must contain
 //! forbid_console = ["WARNING"]                # substrings it must not contain
 //! expect_failure = "timeout"                  # rig self-tests only: "panic" | "timeout" | "no-verdict";
@@ -129,21 +133,14 @@ pub struct Scenario {
     pub append: String,
     /// The guest kernel.
     pub kernel: Flavor,
+    /// Who must print the verdict line.
+    pub verdict_by: Speaker,
 }
 
 impl Scenario {
     /// Whether the product binary must be built for this scenario.
     pub fn needs_encfs_init(&self) -> bool {
         self.init == Init::EncfsInit || self.product.is_some()
-    }
-
-    /// Who must print the verdict: the product when it is in the guest, else the rig's script.
-    pub fn verdict_speaker(&self) -> Speaker {
-        if self.needs_encfs_init() {
-            Speaker::Product
-        } else {
-            Speaker::Script
-        }
     }
 
     /// A minimal script-init scenario the rig uses to probe an accelerator.
@@ -171,6 +168,7 @@ impl Scenario {
             memory_mib: 512,
             append: String::new(),
             kernel: Flavor::Debian,
+            verdict_by: Speaker::Script,
         }
     }
 }
@@ -333,6 +331,24 @@ pub fn load(dir: &Path) -> Result<Scenario> {
             ),
         },
     };
+    // The product when it is PID 1 (its own /init, or exec'd by the script); the script when no product is
+    // packed, or when the script outlives the product and relays its status (`verdict_by = "script"`).
+    let product_packed = init == Init::EncfsInit || product.is_some();
+    let verdict_by =
+        match opt_str(take_at("verdict_by").map(|(v, _)| v), &ctx("verdict_by"))?.as_deref() {
+            None if product_packed => Speaker::Product,
+            None => Speaker::Script,
+            Some("script") => Speaker::Script,
+            Some("product") if product_packed => Speaker::Product,
+            Some("product") => bail!(
+                "{}: verdict_by = \"product\" but no product is packed (set product = ...)",
+                ctx("verdict_by")
+            ),
+            Some(other) => bail!(
+                "{}: unknown verdict_by `{other}` (product, script)",
+                ctx("verdict_by")
+            ),
+        };
     if let Some(k) = keys.keys().next() {
         bail!("{}: unknown key `{k}`", path.display());
     }
@@ -362,6 +378,7 @@ pub fn load(dir: &Path) -> Result<Scenario> {
         memory_mib: u32::try_from(memory.clamp(64, 16384)).unwrap_or(1024),
         append,
         kernel,
+        verdict_by,
     })
 }
 
@@ -487,6 +504,32 @@ mod tests {
         );
         let e = load(&child).unwrap_err().to_string();
         assert!(e.contains("unknown kernel `windows`"), "{e}");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_verdict_speaker_follows_the_product_unless_the_script_relays() {
+        let root = std::env::temp_dir().join(format!("xtask-speaker-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let speaker = |toml: &str| {
+            write(
+                &root,
+                "scenario.toml",
+                &format!("expect_status = 0\n{toml}"),
+            );
+            write(&root, "init.sh", "#!/bin/sh\n");
+            load(&root).map(|s| s.verdict_by).map_err(|e| e.to_string())
+        };
+        assert_eq!(speaker(""), Ok(Speaker::Product), "the product is /init");
+        assert_eq!(speaker("init = \"init.sh\"\n"), Ok(Speaker::Script));
+        let exec = "init = \"init.sh\"\nproduct = \"/bin/encfs-init\"\n";
+        assert_eq!(speaker(exec), Ok(Speaker::Product));
+        let relay = format!("{exec}verdict_by = \"script\"\n");
+        assert_eq!(speaker(&relay), Ok(Speaker::Script));
+        let e = speaker("init = \"init.sh\"\nverdict_by = \"product\"\n").unwrap_err();
+        assert!(e.contains("no product is packed"), "{e}");
+        let e = speaker("verdict_by = \"rig\"\n").unwrap_err();
+        assert!(e.contains("unknown verdict_by `rig`"), "{e}");
         let _ = fs::remove_dir_all(&root);
     }
 }

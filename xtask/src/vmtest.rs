@@ -545,7 +545,7 @@ pub fn evaluate(s: &Scenario, o: &Outcome) -> std::result::Result<String, String
         }
     };
     if o.verdict.is_ok() {
-        let want = s.verdict_speaker();
+        let want = s.verdict_by;
         if let Some((_, _, got)) = qemu::last_verdict(&o.console) {
             if got != want {
                 return Err(format!(

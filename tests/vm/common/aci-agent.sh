@@ -10,8 +10,8 @@
 # PID 1 and sees a container, not a VM), with the volume made r$propagation; and the application, with the
 # volume rslave (Kubernetes HostToContainer). Each hides the agent's path of the volume (made private in its
 # namespace), as a runtime does. util-linux unshare: busybox's cannot leave propagation unchanged, and a
-# bind of the volume must stay in its peer group. The agent prints encfs-init's real exit status as the
-# verdict line and powers off.
+# bind of the volume must stay in its peer group. The agent relays encfs-init's real exit status as the rig's
+# verdict line (vmtest: script exit status N; the scenarios say verdict_by = "script") and powers off.
 vol=/var/lib/kubelet/pods/aci/volumes/emptydir
 say() { echo "aci: $*"; }
 fail() { echo "aci: FAILED: $*"; }
@@ -109,6 +109,6 @@ fi
 if grep -q '/\.filesystem-' /proc/self/mountinfo; then
     fail "a filesystem is still mounted in the agent's namespace: $(grep '/\.filesystem-' /proc/self/mountinfo)"
 fi
-echo "encfs-init: exit status $status"
+echo "vmtest: script exit status $status"
 sync
 poweroff -f
