@@ -514,7 +514,7 @@ impl Bench {
         let copy = Path::new("/ram/image.img");
         if !copy.exists() {
             std::fs::create_dir_all("/ram").map_err(|e| format!("/ram: {e}"))?;
-            sh("mountpoint -q /ram || mount -t tmpfs -o mode=0700 tmpfs /ram")?;
+            sh("grep -q ' /ram ' /proc/mounts || mount -t tmpfs -o mode=0700 tmpfs /ram")?;
             let mut src = std::fs::File::open(&self.image_path)
                 .map_err(|e| format!("{}: {e}", self.image_path.display()))?;
             let mut dst = std::fs::File::create(copy).map_err(|e| format!("{copy:?}: {e}"))?;
