@@ -454,6 +454,17 @@ fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>)
         Some(r[0].mbps / r[1].mbps)
     });
     line("ours-fuse / ours-nbd", &fuse_nbd, true, "", 3);
+    for n in ["ours-nbd", "ours-fuse"] {
+        let rw0 = format!("{n}-rw0");
+        let v = per_round(runs, &[n, &rw0], |r| Some(r[0].mbps / r[1].mbps));
+        line(
+            &format!("{n} / {rw0} (reorder window A/B)"),
+            &v,
+            true,
+            "",
+            3,
+        );
+    }
     let mount_gap = per_round(runs, &["ours-fuse", "ours-nbd"], |r| {
         Some(r[0].mount_secs? - r[1].mount_secs?)
     });
