@@ -58,6 +58,7 @@ fn read_all_cached(src: AzureBlob) -> Vec<u8> {
             cache_size: 4 * BLOCK as u64,
             workers: 3,
             readahead: 2,
+            reorder_window: 2,
         },
     )
     .unwrap();

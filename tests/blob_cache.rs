@@ -38,6 +38,7 @@ fn reads_through_cache_equal_the_source_while_faults_come_and_go() {
             cache_size: 8 * 65536,
             workers: 4,
             readahead: 4,
+            reorder_window: 2,
         },
     )
     .unwrap();
@@ -240,6 +241,7 @@ fn random_request_sequences_match_a_plain_model() {
                 cache_size: 6 * 4096,
                 workers: 3,
                 readahead: 3,
+                reorder_window: 2,
             },
         )
         .unwrap();

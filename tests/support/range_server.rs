@@ -1,6 +1,11 @@
 //! A small blob-like HTTP server on 127.0.0.1 for tests: HEAD (Content-Length, x-ms-blob-type, ETag),
 //! GET with `x-ms-range`/`Range` (206), `PUT ?comp=page` (201 + new ETag), `If-Match` (412), keep-alive,
 //! and injectable faults: 503 bursts (with Retry-After), connection resets, stalls and truncated bodies.
+//!
+//! [`RangeServer::set_profile`] makes it behave like one Azure page blob under load ([`Profile::azure`]):
+//! a first-byte latency on every response, and the per-blob scale targets (60 MiB/s, 500 requests/s)
+//! enforced by making the request wait, not by answering 503 ServerBusy (the benchmark measures throughput
+//! at the cap, not our retry backoff; the 503 path is covered by the fault injection above).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -8,7 +13,87 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A server-side service profile: what a remote blob service adds to loopback.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// Wait before the first byte of every response.
+    pub first_byte: Duration,
+    /// Body bytes per second, for the whole blob (every connection together).
+    pub bytes_per_sec: f64,
+    /// Requests per second, for the whole blob.
+    pub requests_per_sec: f64,
+}
+
+impl Profile {
+    /// An Azure page blob: first byte after 10 ms, at most 60 MiB/s and 500 requests/s per blob (the page-blob
+    /// scale targets).
+    pub fn azure() -> Self {
+        Profile {
+            first_byte: Duration::from_millis(10),
+            bytes_per_sec: 60.0 * 1048576.0,
+            requests_per_sec: 500.0,
+        }
+    }
+}
+
+/// How far a limiter may run ahead of its rate: lets a sleep that overshoots (TCG timers do) be made up,
+/// while over any interval T at most rate x (T + SLACK) goes out.
+const SLACK: Duration = Duration::from_millis(50);
+/// Body bytes are paced in pieces of this size.
+const PACE_CHUNK: usize = 256 << 10;
+
+/// Two virtual clocks (bytes, requests) shared by every connection: each piece of work reserves its share
+/// of time at the profile's rate and waits until it is no more than [`SLACK`] ahead of real time.
+#[derive(Debug)]
+struct Throttle {
+    profile: Profile,
+    bytes_at: Mutex<Instant>,
+    requests_at: Mutex<Instant>,
+}
+
+impl Throttle {
+    fn new(profile: Profile) -> Self {
+        let now = Instant::now();
+        Throttle {
+            profile,
+            bytes_at: Mutex::new(now),
+            requests_at: Mutex::new(now),
+        }
+    }
+
+    /// Reserve `cost` on `clock` and sleep until that reservation is within the slack.
+    fn reserve(clock: &Mutex<Instant>, cost: Duration) {
+        let now = Instant::now();
+        let end = {
+            let mut c = clock.lock().unwrap();
+            let start = (*c).max(now);
+            *c = start + cost;
+            *c
+        };
+        if let Some(wait) = end
+            .checked_sub(SLACK)
+            .and_then(|t| t.checked_duration_since(now))
+        {
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn admit_request(&self) {
+        Self::reserve(
+            &self.requests_at,
+            Duration::from_secs_f64(1.0 / self.profile.requests_per_sec),
+        );
+    }
+
+    fn pace(&self, bytes: usize) {
+        Self::reserve(
+            &self.bytes_at,
+            Duration::from_secs_f64(bytes as f64 / self.profile.bytes_per_sec),
+        );
+    }
+}
 
 /// Fault probabilities in percent, applied to GET and PUT requests while `on`.
 #[derive(Debug, Default)]
@@ -26,6 +111,8 @@ pub struct Faults {
     /// When set, only this path is the blob: any other path answers 404 `BlobNotFound` (always, not only
     /// while `on`), as Azure does for a blob or container that does not exist.
     pub only_path: Mutex<Option<String>>,
+    /// The service profile in force, if any ([`RangeServer::set_profile`]).
+    throttle: Mutex<Option<Arc<Throttle>>>,
     /// The `Retry-After` value of injected 503s (default `0`).
     pub retry_after: Mutex<Option<String>>,
     /// Extra bytes appended to every 206 body (its Content-Length counts them): a reply longer than the
@@ -136,6 +223,16 @@ impl RangeServer {
         self.faults.latency_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Behave like a remote service with `profile` (None: loopback as is). Replaces the latency of
+    /// [`RangeServer::set_latency_ms`] with the profile's first-byte latency.
+    pub fn set_profile(&self, profile: Option<Profile>) {
+        let ms = profile.map_or(0, |p| {
+            u64::try_from(p.first_byte.as_millis()).unwrap_or(u64::MAX)
+        });
+        self.set_latency_ms(ms);
+        *self.faults.throttle.lock().unwrap() = profile.map(|p| Arc::new(Throttle::new(p)));
+    }
+
     pub fn faults_on(&self, on: bool) {
         self.faults.on.store(on, Ordering::Relaxed);
     }
@@ -242,11 +339,18 @@ impl Ctx {
                 .lock()
                 .unwrap()
                 .insert(method.clone(), h.clone());
+            let throttle = self.faults.throttle.lock().unwrap().clone();
+            if let Some(t) = &throttle {
+                t.admit_request();
+            }
             let latency = self.faults.latency_ms.load(Ordering::Relaxed);
             if latency > 0 {
                 std::thread::sleep(Duration::from_millis(latency));
             }
-            if self.respond(&mut w, &method, &target, &h, &body).is_err() {
+            if self
+                .respond(&mut w, &method, &target, &h, &body, throttle.as_deref())
+                .is_err()
+            {
                 return;
             }
         }
@@ -259,6 +363,7 @@ impl Ctx {
         target: &str,
         h: &HashMap<String, String>,
         body: &[u8],
+        throttle: Option<&Throttle>,
     ) -> std::io::Result<()> {
         let wanted = self.faults.only_path.lock().unwrap().clone();
         if let Some(only) = wanted {
@@ -355,7 +460,15 @@ impl Ctx {
                     let _ = w.shutdown(std::net::Shutdown::Both);
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                w.write_all(&slice)?;
+                match throttle {
+                    Some(t) => {
+                        for piece in slice.chunks(PACE_CHUNK) {
+                            t.pace(piece.len());
+                            w.write_all(piece)?;
+                        }
+                    }
+                    None => w.write_all(&slice)?,
+                }
                 self.served_bytes
                     .fetch_add(slice.len() as u64, Ordering::Relaxed);
                 Ok(())

@@ -12,9 +12,11 @@
 //!     Azurite (the Azure Storage emulator, npm) for tests/blob_azurite.rs under `.cache/azurite/`.
 //! cargo xtask demo
 //!     Install what the VM rig needs, then boot the demo VM (scenario tests/vm/demo) and show what it printed.
-//! cargo xtask bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R[:B]] [--only NAMES]
-//!     The issue-6 benchmark in one VM (not part of `test`): cold sequential read through our NBD pipeline,
-//!     nbdkit curl + nbd-client, and a raw range-GET client (the ceiling); MB/s and ratios.
+//! cargo xtask bench [--kernel debian|azure-uvm] [--profile azure] [--rounds N] [--size-mib N] [--latency-ms N]
+//!                   [--diag] [--tune W:R[:B],...] [--only NAMES]
+//!     The issue-13 benchmark in one VM (not part of `test`): cold sequential read of a file through ext4 on
+//!     dm-crypt over ours-NBD, ours-FUSE and nbdkit curl + nbd-client, beside the ceilings (raw range GETs)
+//!     and dm-crypt over RAM; MB/s, time to a readable mount, ratios and target verdicts.
 //! ```
 //!
 //! Everything lives under `.cache/vm/` (apt state, the unpacked kernel, logs, images), Azurite under
@@ -44,8 +46,9 @@ use vmtest::{Options, Paths};
 const USAGE: &str =
     "usage: cargo xtask test      (everything CI runs: host tests, fixture tests, image, VM scenarios)
        cargo xtask demo      (boot the demo VM)
-       cargo xtask bench [--size-mib N] [--rounds N] [--latency-ms N] [--diag] [--tune W:R[:B]] [--only NAMES]
-                                                                (the NBD read benchmark, one VM)
+       cargo xtask bench [--kernel debian|azure-uvm] [--profile azure] [--rounds N] [--size-mib N]
+                         [--latency-ms N] [--diag] [--tune W:R[:B],...] [--only NAMES]
+                                                                (the read benchmark, one VM)
        cargo xtask vmtest [--list] [--keep] [--jobs N] [--refresh] [NAME|PREFIX*...]
        cargo xtask setup [--refresh]";
 

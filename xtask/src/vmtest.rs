@@ -222,7 +222,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
     Ok(failed == 0)
 }
 
-fn build_encfs_init(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_encfs_init(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([

@@ -62,19 +62,28 @@ impl<S: BlockSource> Inner<S> {
         }
     }
 
-    /// Queue fetches for every absent block in `first..=last`, and readahead when sequential.
+    /// Queue fetches for every absent block in `first..=last`, and readahead when sequential (see
+    /// [`CacheConfig::reorder_window`]).
     pub(super) fn request_blocks(&self, st: &mut State, first: u64, last: u64) {
         for idx in (first..=last).rev() {
             if !st.slots.contains_key(&idx) {
                 self.enqueue(st, idx, false);
             }
         }
-        // Sequential: this request starts in (or right after) the block where the previous one ended.
-        // Two in a row start readahead, so random reads that happen to share a block do not.
-        let sequential = st
-            .last_block
-            .is_some_and(|prev| first == prev || first == prev + 1);
+        // Sequential: this request starts near the block where the furthest request so far ended, within
+        // `reorder_window` blocks either way: the kernel's NBD client and loop device issue a sequential
+        // reader's requests concurrently, and they arrive slightly out of order; an exact "starts in or
+        // right after" test then sees random reads and stops reading ahead. Two in a row start readahead,
+        // so random reads that happen to share a block do not.
+        let sequential = st.last_block.is_some_and(|prev| {
+            first <= prev.saturating_add(1 + self.reorder_window)
+                && first + self.reorder_window >= prev
+        });
         st.seq_run = if sequential { st.seq_run + 1 } else { 0 };
+        let last = match st.last_block {
+            Some(prev) if sequential => prev.max(last),
+            _ => last,
+        };
         st.last_block = Some(last);
         if st.seq_run < 2 || self.readahead == 0 {
             return;

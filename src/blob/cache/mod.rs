@@ -5,8 +5,8 @@
 //! - requests may start and end anywhere and cross any number of blocks;
 //! - a miss queues the block for a small pool of fetch workers; all blocks a request touches are queued
 //!   at once, so one large request becomes parallel range GETs;
-//! - when requests look sequential (each starts in or right after the block the previous one ended in),
-//!   up to `readahead` blocks beyond the request are fetched ahead, behind any demand fetch;
+//! - when requests look sequential (each starts in or right after the block the furthest one so far ended
+//!   in, give or take `reorder_window` blocks, as concurrent requests arrive reordered), up to `readahead` blocks beyond the request are fetched ahead, behind any demand fetch;
 //! - writes modify cached blocks (a partial write to an absent block reads it first) and mark the
 //!   touched byte range dirty; only dirty ranges (widened to the backend's write alignment) are uploaded;
 //! - `flush` uploads every dirty range in parallel and returns after the backend acknowledged all of
@@ -42,16 +42,22 @@ pub struct CacheConfig {
     pub workers: usize,
     /// Blocks to read ahead of a sequential reader (capped at half the cache).
     pub readahead: u64,
+    /// How many blocks a request may start before, or past the end of, the furthest block read so far and
+    /// still count as sequential: the kernel's NBD client and loop device send a sequential reader's
+    /// requests several at a time, and they arrive slightly reordered.
+    pub reorder_window: u64,
 }
 
 impl CacheConfig {
-    /// Defaults for a budget: 8 fetch workers, readahead of 16 blocks (at most half the cache).
+    /// Defaults for a budget: 8 fetch workers, readahead of 16 blocks (at most half the cache), a reorder
+    /// window of 2 blocks.
     pub fn new(block_size: u64, cache_size: u64) -> Self {
         Self {
             block_size,
             cache_size,
             workers: 8,
             readahead: 16,
+            reorder_window: 2,
         }
     }
 }
@@ -128,6 +134,7 @@ struct Inner<S> {
     size: u64,
     capacity: usize,
     readahead: u64,
+    reorder_window: u64,
     workers: usize,
     state: Mutex<State>,
     changed: Condvar,
@@ -171,6 +178,7 @@ impl<S: BlockSource + 'static> CachedSource<S> {
             bs,
             capacity,
             readahead: config.readahead.min(blocks / 2),
+            reorder_window: config.reorder_window,
             workers: config.workers.max(1),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -307,6 +315,35 @@ mod tests {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Sequential requests that arrive slightly reordered (as the kernel's NBD client and loop device send
+    /// them, several in flight) still count as sequential and start readahead.
+    #[test]
+    fn reordered_sequential_requests_start_readahead() {
+        let bs = 4096u64;
+        let prefetches = |reorder_window| {
+            let mem = Mem(Mutex::new(vec![7u8; 64 * 4096]), AtomicU64::new(0));
+            let config = CacheConfig {
+                block_size: bs,
+                cache_size: 64 * bs,
+                workers: 2,
+                readahead: 4,
+                reorder_window,
+            };
+            let cache = CachedSource::new(mem, config).expect("cache");
+            let mut buf = vec![0u8; 4096];
+            for block in [0u64, 2, 1, 3, 5, 4, 6] {
+                cache.read_at(block * bs, &mut buf).expect("read");
+            }
+            cache.stats().prefetches
+        };
+        assert!(
+            prefetches(2) > 0,
+            "no readahead for a sequential reader whose requests arrived reordered"
+        );
+        // Without the window the same reader looks random: this is what the window changes.
+        assert_eq!(prefetches(0), 0);
+    }
+
     /// Recycled buffers never leak old content: many passes through a small cache over a source whose
     /// last block is short, sequential and strided, reads and whole-block writes mixed.
     #[test]
@@ -319,6 +356,7 @@ mod tests {
             cache_size: 3 * 4096,
             workers: 2,
             readahead: 1,
+            reorder_window: 2,
         };
         let cache = CachedSource::new(mem, config).expect("cache");
         let mut expect = data;
@@ -402,6 +440,7 @@ mod tests {
             cache_size: 4 * 4096,
             workers: 2,
             readahead: 0,
+            reorder_window: 2,
         };
         let cache = Arc::new(CachedSource::new(src, config).expect("cache"));
         cache.write_at(0, &[1u8; 512]).expect("write v1");
@@ -448,6 +487,7 @@ mod tests {
             cache_size: 8 * bs,
             workers: 4,
             readahead: 4,
+            reorder_window: 2,
         };
         let cache = CachedSource::new(mem, config).expect("cache");
         let step = 1024u64;
