@@ -423,6 +423,6 @@ exec poweroff -f
         bytes = image.bytes,
         sha = image.sha256,
         file_sha = image.file_sha256,
-        verdict = qemu::VERDICT,
+        verdict = qemu::SCRIPT_VERDICT,
     )
 }
