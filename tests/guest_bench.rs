@@ -478,12 +478,14 @@ fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>)
         }
     }
     println!("bench: targets (judged on the median; never a failure):");
-    let verdict = |what: &str, v: &[f64], ok: &dyn Fn(f64) -> bool| match wmb(v, true) {
+    let verdict = |what: &str, v: &[f64], ok: &dyn Fn(f64) -> bool| {
+        match wmb(v, true) {
         Some((_, m, _)) => println!(
             "bench:   {what}: median {m:.3}: {}",
             if ok(m) { "met" } else { "MISSED" }
         ),
-        None => println!("bench:   {what}: not measured on this kernel"),
+        None => println!("bench:   {what}: not measured (a pipeline it needs did not run: no NBD in this kernel, or left out by --only)"),
+    }
     };
     verdict("ours-fuse >= 0.8 x ours-nbd (same boot)", &fuse_nbd, &|m| {
         m >= 0.8
