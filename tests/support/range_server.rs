@@ -40,9 +40,9 @@ impl Profile {
 
 /// How far a limiter may run ahead of its rate: lets a sleep that overshoots (TCG timers do) be made up,
 /// while over any interval T at most rate x (T + SLACK) goes out.
-const SLACK: Duration = Duration::from_millis(50);
+pub const SLACK: Duration = Duration::from_millis(50);
 /// Body bytes are paced in pieces of this size.
-const PACE_CHUNK: usize = 256 << 10;
+pub const PACE_CHUNK: usize = 256 << 10;
 
 /// Two virtual clocks (bytes, requests) shared by every connection: each piece of work reserves its share
 /// of time at the profile's rate and waits until it is no more than [`SLACK`] ahead of real time.
