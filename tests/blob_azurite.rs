@@ -11,7 +11,7 @@
 mod support;
 
 use encfs_init::blob::{
-    Auth, AzureBlob, BlobType, BlockSource, CacheConfig, CachedSource, Error, TokenSource,
+    Auth, AzureBlob, BearerSource, BlobType, BlockSource, CacheConfig, CachedSource, Error,
 };
 use encfs_init::http::Client;
 use encfs_init::secret::SecretString;
@@ -332,7 +332,7 @@ impl std::fmt::Debug for MintedTokens {
     }
 }
 
-impl TokenSource for MintedTokens {
+impl BearerSource for MintedTokens {
     fn token(&self) -> encfs_init::blob::Result<SecretString> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(SecretString::new((self.mint)(n)))

@@ -81,9 +81,7 @@ pub fn report(data_hex: Option<&str>, format: Format) -> Result<(), String> {
         rd[..b.len()].copy_from_slice(&b);
     }
     let a = super::detect(&super::Paths::default(), false).map_err(|e| e.to_string())?;
-    let ev = a
-        .report(&rd)
-        .map_err(|e| crate::supervise::error_chain(&e))?;
+    let ev = a.report(&rd).map_err(|e| crate::errors::chain(&e))?;
     let r = Report::parse_lenient(&ev.report).map_err(|e| e.to_string())?;
     print(&r, format)
 }

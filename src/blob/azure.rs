@@ -18,7 +18,7 @@
 //! Read-write on anything but a page blob is refused at open.
 #![forbid(unsafe_code)]
 
-use super::{check_range, BlockSource, Error, Result, TokenSource};
+use super::{check_range, BearerSource, BlockSource, Error, Result};
 use crate::http::{self, Client, Request};
 use crate::secret::SecretString;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +38,7 @@ pub enum Auth {
     /// A shared access signature (the query string, without `?`).
     Sas(Arc<SecretString>),
     /// `Authorization: Bearer <token>`.
-    Bearer(Arc<dyn TokenSource>),
+    Bearer(Arc<dyn BearerSource>),
 }
 
 /// `x-ms-blob-type`.
@@ -84,7 +84,7 @@ impl AzureBlob {
         if url.contains(['?', '#']) {
             return Err(Error::Unsupported(format!(
                 "blob URL {} must not carry a query; give a SAS separately",
-                http::redact_url(url)
+                crate::redact::url(url)
             )));
         }
         let https = url.starts_with("https://");
@@ -126,7 +126,7 @@ impl AzureBlob {
             .map_err(|e| open_error(e, url, &blob.auth))?;
         let header = |n: &str| {
             resp.header(n).ok_or_else(|| {
-                Error::Protocol(format!("HEAD {}: no {n} header", http::redact_url(url)))
+                Error::Protocol(format!("HEAD {}: no {n} header", crate::redact::url(url)))
             })
         };
         blob.size = header("content-length")?
@@ -188,7 +188,7 @@ impl AzureBlob {
         if let Auth::Bearer(t) = &self.auth {
             let token = t.token().map_err(|e| http::Error::Transport {
                 method: method.to_string(),
-                url: http::redact_url(target),
+                url: crate::redact::url(target),
                 kind: http::TransportKind::Request,
                 detail: format!("no bearer token: {e}"),
             })?;
@@ -269,7 +269,7 @@ impl AzureBlob {
                 "GET {}: the blob service says the blob is {total} bytes, but it was {} bytes at open; \
                  fix: the blob was replaced or resized while in use (or the service ignores If-Match): \
                  restart to use the new blob, and stop whoever else writes to it",
-                http::redact_url(&self.url),
+                crate::redact::url(&self.url),
                 self.size
             ))),
             Err(e) if e.status() == Some(412) => Ok(None),
@@ -339,7 +339,7 @@ fn open_error(e: http::Error, url: &str, auth: &Auth) -> Error {
         http::Error::Status {
             status: 404, code, ..
         } => Error::NotFound {
-            url: http::redact_url(url),
+            url: crate::redact::url(url),
             code,
         },
         http::Error::Status {
@@ -347,7 +347,7 @@ fn open_error(e: http::Error, url: &str, auth: &Auth) -> Error {
             code,
             ..
         } => Error::Denied {
-            url: http::redact_url(url),
+            url: crate::redact::url(url),
             status,
             code,
             how: match auth {
@@ -434,7 +434,7 @@ pub fn check_range_response<'a>(
 fn bad(target: &str, detail: &str) -> http::Error {
     http::Error::BadResponse {
         method: "GET".into(),
-        url: http::redact_url(target),
+        url: crate::redact::url(target),
         detail: detail.to_string(),
     }
 }

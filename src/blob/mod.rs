@@ -19,7 +19,7 @@ pub mod token;
 pub use azure::{Auth, AzureBlob, BlobType};
 pub use cache::{CacheConfig, CacheStats, CachedSource};
 pub use file::FileSource;
-pub use token::{StaticToken, TokenSource};
+pub use token::{BearerSource, StaticToken};
 
 use std::fmt;
 use std::sync::Arc;
@@ -277,12 +277,7 @@ pub fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {
 
 /// Turn a caught panic payload into an [`Error::Panic`].
 pub fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
-    let msg = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
-    Error::Panic(msg)
+    Error::Panic(crate::errors::panic_message(payload))
 }
 
 #[cfg(test)]

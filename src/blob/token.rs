@@ -1,5 +1,5 @@
 //! Bearer tokens for private blobs. The identity module (IMDS, workload identity) implements
-//! [`TokenSource`] with refresh; [`StaticToken`] serves a token given up front.
+//! [`BearerSource`] with refresh; [`StaticToken`] serves a token given up front.
 #![forbid(unsafe_code)]
 
 use super::Result;
@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Something that hands out a currently valid bearer token. Called once per request: implementations
 /// cache and refresh ahead of expiry themselves.
-pub trait TokenSource: Send + Sync + fmt::Debug {
+pub trait BearerSource: Send + Sync + fmt::Debug {
     /// A valid token (without the `Bearer ` prefix).
     fn token(&self) -> Result<SecretString>;
 }
@@ -29,7 +29,7 @@ impl fmt::Debug for StaticToken {
     }
 }
 
-impl TokenSource for StaticToken {
+impl BearerSource for StaticToken {
     fn token(&self) -> Result<SecretString> {
         Ok(SecretString::new(self.0.expose().to_string()))
     }

@@ -342,7 +342,7 @@ fn keep(
                 continue;
             }
             Ok(End::Io(e)) => format!("/dev/fuse: {e}"),
-            Err(p) => format!("panicked: {}", crate::blob::panic_error(&*p)),
+            Err(p) => format!("panicked: {}", crate::errors::panic_message(&*p)),
         };
         if st.stopping.load(Ordering::SeqCst) || given_up {
             live -= 1;

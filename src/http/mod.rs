@@ -20,7 +20,7 @@ pub mod error;
 pub mod retry;
 mod tls;
 
-pub use error::{redact_url, Error, Result, TransportKind};
+pub use error::{snippet, Error, Result, TransportKind};
 pub use retry::{stop_retrying, RateLimit, RetryPolicy};
 pub use tls::{check_ca_bundle_pin, read_ca_bundle};
 
@@ -95,7 +95,7 @@ impl<'a> Request<'a> {
 
     /// The URL, redacted for messages.
     pub fn shown_url(&self) -> String {
-        redact_url(self.url)
+        crate::redact::url(self.url)
     }
 }
 
@@ -104,7 +104,7 @@ impl fmt::Debug for Request<'_> {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("url", &redact_url(self.url))
+            .field("url", &crate::redact::url(self.url))
             .field("headers", &names)
             .field("body_len", &self.body.map(<[u8]>::len))
             .finish()

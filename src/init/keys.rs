@@ -194,7 +194,7 @@ impl BlobToken {
     }
 }
 
-impl crate::blob::TokenSource for BlobToken {
+impl crate::blob::BearerSource for BlobToken {
     fn token(&self) -> crate::blob::Result<crate::secret::SecretString> {
         self.cache
             .get(&self.transport)

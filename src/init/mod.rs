@@ -24,9 +24,10 @@ pub mod keys;
 pub mod modules;
 pub mod process;
 
+use crate::errors::chain as error_chain;
 use crate::exit;
 use crate::manifest::Plan;
-use crate::supervise::{self, error_chain, Supervisor};
+use crate::supervise::{self, Supervisor};
 use std::io::Write;
 
 /// Which PID-1 situation we are in. Detected at run time, never compiled in.
@@ -255,7 +256,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
                     Ok(h) => h.join().unwrap_or_else(|p| {
                         Err(filesystems::StepError::panicked(
                             fs,
-                            &crate::blob::panic_error(&*p).to_string(),
+                            &format!("its worker panicked: {}", crate::errors::panic_message(&*p)),
                         ))
                     }),
                     Err(e) => Err(filesystems::StepError::panicked(

@@ -94,21 +94,10 @@ impl Response {
         (200..300).contains(&self.status)
     }
 
-    /// The first 300 characters of the body, for messages (service error bodies carry no secrets).
+    /// The start of the body as one line, for messages (service error bodies carry no secrets).
     pub fn snippet(&self) -> String {
-        snippet(&self.body)
+        crate::http::snippet(&self.body)
     }
-}
-
-/// The first 300 characters of `body`, one line.
-pub fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(body);
-    let s: String = s
-        .chars()
-        .take(300)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    s.trim().to_string()
 }
 
 /// A transport failure (no response).

@@ -160,7 +160,7 @@ fn spawn_server(
             .unwrap_or_else(|p| {
                 Err(format!(
                     "the NBD server panicked: {}",
-                    crate::blob::panic_error(&*p)
+                    crate::errors::panic_message(&*p)
                 ))
             })
         })

@@ -272,7 +272,7 @@ fn worker<S: BlockSource, T: Stream>(
                     job.req.cmd,
                     job.req.len,
                     job.req.offset,
-                    blob::panic_error(&*p)
+                    crate::errors::panic_message(&*p)
                 );
                 writer
                     .lock()

@@ -182,7 +182,7 @@ impl Supervisor {
         // Signals that arrived during boot come first: a SIGTERM then means "don't start the app at all".
         match self.signals.drain() {
             Ok(sigs) => sigs.into_iter().for_each(|s| self.on_signal(s)),
-            Err(e) => log::warn!("supervisor: {}", error_chain(&e)),
+            Err(e) => log::warn!("supervisor: {}", crate::errors::chain(&e)),
         }
         let outcome = loop {
             self.on_deadlines(app, policy.as_mut());
@@ -194,7 +194,7 @@ impl Supervisor {
             match self.signals.wait(self.timeout()) {
                 Ok(sigs) => sigs.into_iter().for_each(|s| self.on_signal(s)),
                 Err(e) => {
-                    log::error!("supervisor: {}", error_chain(&e));
+                    log::error!("supervisor: {}", crate::errors::chain(&e));
                     break Outcome {
                         code: crate::exit::INTERNAL,
                         reason: Reason::Internal,
@@ -266,7 +266,7 @@ impl Supervisor {
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if let Err(e) = self.signals.wait(left.min(TICK)) {
-                    log::warn!("supervisor: {}", error_chain(&e));
+                    log::warn!("supervisor: {}", crate::errors::chain(&e));
                     return;
                 }
             }
@@ -346,7 +346,7 @@ impl Supervisor {
             Err(e) => {
                 log::error!(
                     "start the application: {}; fix: check the command and PATH",
-                    error_chain(&e)
+                    crate::errors::chain(&e)
                 );
                 self.state = AppState::Idle;
                 self.on_app_exit(Termination::Exited(e.exit_code()), Duration::ZERO, policy);
@@ -499,16 +499,4 @@ fn signal_group(pid: Pid, pgid: Pid, sig: Signal) {
             log::debug!("cannot send {sig} to the application: killpg: {e}, kill: {e2}");
         }
     }
-}
-
-/// `error: cause: cause` on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

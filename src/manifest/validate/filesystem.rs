@@ -11,7 +11,11 @@ pub(super) fn blob_url(
 ) -> Option<(BlobUrl, Option<String>)> {
     let fix = "write https://<account>.blob.core.windows.net/<container>/<blob>";
     let Some((scheme, rest)) = raw.split_once("://") else {
-        v.err(p, format!("\"{}\" is not a URL", redact_query(raw)), fix);
+        v.err(
+            p,
+            format!("\"{}\" is not a URL", crate::redact::url(raw)),
+            fix,
+        );
         return None;
     };
     match scheme.to_ascii_lowercase().as_str() {
@@ -20,7 +24,7 @@ pub(super) fn blob_url(
         "http" => {
             v.err(
                 p,
-                format!("\"{}\" uses plain http", redact_query(raw)),
+                format!("\"{}\" uses plain http", crate::redact::url(raw)),
                 "use https (plain http is allowed only with test_mode = true)",
             );
             return None;
@@ -43,7 +47,10 @@ pub(super) fn blob_url(
     if host.is_empty() || segments < 2 {
         v.err(
             p,
-            format!("\"{}\" names no container and blob", redact_query(raw)),
+            format!(
+                "\"{}\" names no container and blob",
+                crate::redact::url(raw)
+            ),
             fix,
         );
         return None;
@@ -54,14 +61,6 @@ pub(super) fn blob_url(
         },
         query,
     ))
-}
-
-/// The URL with any query value hidden (a SAS signature is a secret).
-pub fn redact_query(url: &str) -> String {
-    match url.split_once('?') {
-        Some((b, _)) => format!("{b}?<redacted>"),
-        None => url.to_string(),
-    }
 }
 
 pub(super) fn filesystem(

@@ -13,7 +13,6 @@ use std::time::Duration;
 mod attestation;
 mod filesystem;
 use attestation::{attestation, certcache};
-pub use filesystem::redact_query;
 use filesystem::{check_mount_points, filesystem};
 
 /// Azure's link-local address: IMDS and THIM are served there over plain http.
