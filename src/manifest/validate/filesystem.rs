@@ -136,13 +136,12 @@ pub(super) fn filesystem(
             }
         },
         other => {
-            let hint = did_you_mean(other, ["private", "anonymous", "sas"])
-                .map(|s| format!("did you mean \"{s}\"? "))
-                .unwrap_or_default();
-            v.err(
+            v.unknown_choice(
                 &p.key("access"),
-                format!("unknown access \"{other}\""),
-                format!("{hint}use \"private\" (identity token), \"anonymous\" or \"sas\""),
+                "access",
+                other,
+                ["private", "anonymous", "sas"],
+                "use \"private\" (identity token), \"anonymous\" or \"sas\"",
             );
             None
         }
@@ -207,13 +206,12 @@ pub(super) fn filesystem(
         "nbd" => Some(TransportChoice::Nbd),
         "fuse" => Some(TransportChoice::Fuse),
         other => {
-            let hint = did_you_mean(other, ["auto", "nbd", "fuse"])
-                .map(|s| format!("did you mean \"{s}\"? "))
-                .unwrap_or_default();
-            v.err(
+            v.unknown_choice(
                 &p.key("transport"),
-                format!("unknown transport \"{other}\""),
-                format!("{hint}use \"auto\" (NBD where the kernel has it, else FUSE + loop), \"nbd\" or \"fuse\""),
+                "transport",
+                other,
+                ["auto", "nbd", "fuse"],
+                "use \"auto\" (NBD where the kernel has it, else FUSE + loop), \"nbd\" or \"fuse\"",
             );
             None
         }

@@ -74,6 +74,25 @@ impl V<'_> {
         });
     }
 
+    /// `got` is none of `choices` for `what`: "unknown {what} \"{got}\"", the fix led by a did-you-mean hint.
+    fn unknown_choice<const N: usize>(
+        &mut self,
+        path: &FieldPath,
+        what: &str,
+        got: &str,
+        choices: [&str; N],
+        fix: &str,
+    ) {
+        let hint = did_you_mean(got, choices)
+            .map(|s| format!("did you mean \"{s}\"? "))
+            .unwrap_or_default();
+        self.err(
+            path,
+            format!("unknown {what} \"{got}\""),
+            format!("{hint}{fix}"),
+        );
+    }
+
     fn resolve(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
         match (&self.base_dir, path.is_absolute()) {
@@ -318,13 +337,12 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         "required" => SharedVolume::Required,
         "off" => SharedVolume::Off,
         other => {
-            let hint = did_you_mean(other, ["auto", "required", "off"])
-                .map(|s| format!("did you mean \"{s}\"? "))
-                .unwrap_or_default();
-            v.err(
+            v.unknown_choice(
                 &root.key("shared_volume"),
-                format!("unknown shared_volume \"{other}\""),
-                format!("{hint}use \"auto\" (warn when the volume is private in the sidecar shape), \"required\" (fail the boot) or \"off\""),
+                "shared_volume",
+                other,
+                ["auto", "required", "off"],
+                "use \"auto\" (warn when the volume is private in the sidecar shape), \"required\" (fail the boot) or \"off\"",
             );
             SharedVolume::Auto
         }
