@@ -6,13 +6,8 @@
 # which the kernel hands to init as an environment variable.
 ip link set lo up
 mount -t devtmpfs devtmpfs /dev
-release=$(cat /etc/vmtest/release)
-grep -E '/virtio[a-z_]*\.ko$' /etc/vmtest/modules.load | while read -r f; do
-    insmod "/lib/modules/$release/$f" 2>/dev/null
-done
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-[ -b /dev/vda ] || echo "e2e: FAILED: no block device /dev/vda"
+. /vmtest/vda.sh
+disk_ready "e2e: FAILED"
 if [ "$encfs_boot" = 1 ]; then
     dd if=/blobs/fs.img of=/dev/vda bs=1M conv=fsync 2>/dev/null
     rw=true; app=/writer.sh

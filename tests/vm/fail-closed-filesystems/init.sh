@@ -4,13 +4,8 @@
 # must exit 3 without a readiness file. Boot 2 finds the canary (the disk is boot 1's) and looks for the
 # readiness file, then execs encfs-init again (which fails the same way). The rig sets encfs_boot=N.
 mount -t devtmpfs devtmpfs /dev
-release=$(cat /etc/vmtest/release)
-grep -E '/virtio[a-z_]*\.ko$' /etc/vmtest/modules.load | while read -r f; do
-    insmod "/lib/modules/$release/$f" 2>/dev/null
-done
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-[ -b /dev/vda ] || echo "fail-closed: FAIL: no block device /dev/vda"
+. /vmtest/vda.sh
+disk_ready "fail-closed: FAIL"
 mkdir -p /shared
 if [ "$encfs_boot" = 1 ]; then
     mke2fs -q /dev/vda || echo "fail-closed: FAIL: mke2fs"
