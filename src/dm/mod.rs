@@ -274,21 +274,7 @@ impl CryptDevice {
     /// open by a filesystem that was detached lazily. The kernel removes it at once when it is not open.
     pub fn remove_deferred(mut self) -> Result<(), Error> {
         self.removed = true;
-        let dm = DM::new().map_err(Error::Control)?;
-        let dm_name = DmName::new(&self.name).map_err(|_| Error::Name(self.name.clone()))?;
-        let opts = DmOptions::default().set_flags(DmFlags::DM_DEFERRED_REMOVE);
-        dm.device_remove(&DevId::Name(dm_name), opts)
-            .map(|_| {
-                log::info!(
-                    "dm {}: removal deferred until its last user closes it",
-                    self.name
-                )
-            })
-            .map_err(|source| Error::Step {
-                step: "deferred remove",
-                name: self.name.clone(),
-                source,
-            })
+        remove_as(&self.name, true)
     }
 }
 
@@ -304,12 +290,29 @@ impl Drop for CryptDevice {
 
 /// Remove mapping `name`.
 pub fn remove(name: &str) -> Result<(), Error> {
+    remove_as(name, false)
+}
+
+/// `DM_DEV_REMOVE` of `name`; `deferred`: with `DM_DEFERRED_REMOVE` (removed at its last close).
+fn remove_as(name: &str, deferred: bool) -> Result<(), Error> {
     let dm = DM::new().map_err(Error::Control)?;
     let dm_name = DmName::new(name).map_err(|_| Error::Name(name.to_string()))?;
-    dm.device_remove(&DevId::Name(dm_name), DmOptions::default())
-        .map(|_| log::info!("dm {name}: removed"))
+    let (opts, step) = if deferred {
+        let flags = DmOptions::default().set_flags(DmFlags::DM_DEFERRED_REMOVE);
+        (flags, "deferred remove")
+    } else {
+        (DmOptions::default(), "remove")
+    };
+    dm.device_remove(&DevId::Name(dm_name), opts)
+        .map(|_| {
+            if deferred {
+                log::info!("dm {name}: removal deferred until its last user closes it");
+            } else {
+                log::info!("dm {name}: removed");
+            }
+        })
         .map_err(|source| Error::Step {
-            step: "remove",
+            step,
             name: name.to_string(),
             source,
         })
