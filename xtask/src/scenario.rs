@@ -140,7 +140,7 @@ pub struct Scenario {
 impl Scenario {
     /// Whether the product binary must be built for this scenario.
     pub fn needs_encfs_init(&self) -> bool {
-        self.init == Init::EncfsInit || self.product.is_some()
+        packs_product(&self.init, &self.product)
     }
 
     /// A minimal script-init scenario the rig uses to probe an accelerator.
@@ -171,6 +171,11 @@ impl Scenario {
             verdict_by: Speaker::Script,
         }
     }
+}
+
+/// Whether the guest gets the product: as its `/init`, or packed for a script to run.
+fn packs_product(init: &Init, product: &Option<String>) -> bool {
+    *init == Init::EncfsInit || product.is_some()
 }
 
 /// Every scenario under `root` (sorted by name).
@@ -333,7 +338,7 @@ pub fn load(dir: &Path) -> Result<Scenario> {
     };
     // The product when it is PID 1 (its own /init, or exec'd by the script); the script when no product is
     // packed, or when the script outlives the product and relays its status (`verdict_by = "script"`).
-    let product_packed = init == Init::EncfsInit || product.is_some();
+    let product_packed = packs_product(&init, &product);
     let verdict_by =
         match opt_str(take_at("verdict_by").map(|(v, _)| v), &ctx("verdict_by"))?.as_deref() {
             None if product_packed => Speaker::Product,
