@@ -56,7 +56,14 @@ fi
     exec /bin/encfs-init" &
 encfs_container=$!
 encfs_pid() { pidof encfs-init; }
-wait_for 10 encfs_pid >/dev/null || fail "encfs-init did not start"
+# Started: encfs-init is running, or its container has already ended (gone, as the shell reaps children as
+# they end, or a zombie): a boot that fails closed can be over before the first poll. How it ended is
+# judged below.
+container_ended() {
+    [ ! -e /proc/"$encfs_container" ] || [ "$(cut -d' ' -f3 /proc/"$encfs_container"/stat 2>/dev/null)" = Z ]
+}
+encfs_started() { encfs_pid >/dev/null || container_ended; }
+wait_for 10 encfs_started || fail "encfs-init did not start"
 epid=$(encfs_pid)
 
 # Which devices are still set up: dm devices, connected NBD devices, bound loop devices.
