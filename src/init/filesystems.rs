@@ -17,7 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A failed step of one filesystem: `filesystem[i] (mount point): step: cause; fix: ...`.
+/// Any error of a layer below, boxed as the cause of a [`StepError`]; [`crate::errors::chain`] prints it.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed step of one filesystem: its own text is `filesystem[i] (mount point): step[; fix: ...]`, and the
+/// layer's error is its `source()`, so [`crate::errors::chain`] prints
+/// `filesystem[i] (mount point): step: cause: ...; fix: ...`.
 #[derive(Debug)]
 pub struct StepError {
     /// Which filesystem.
@@ -26,8 +31,9 @@ pub struct StepError {
     pub mount_point: PathBuf,
     /// The step.
     pub step: &'static str,
-    /// The cause (already worded for people, with a fix where one is known).
-    pub cause: String,
+    /// The fix this step knows, where the cause does not name one.
+    fix: Option<&'static str>,
+    cause: Cause,
 }
 
 impl StepError {
@@ -37,7 +43,8 @@ impl StepError {
             index: fs.index,
             mount_point: fs.mount_point.clone(),
             step: "open",
-            cause: format!("internal error: {what}; please report it"),
+            fix: Some("please report it"),
+            cause: format!("internal error: {what}").into(),
         }
     }
 }
@@ -46,14 +53,43 @@ impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "filesystem[{}] ({}): {}: {}",
+            "filesystem[{}] ({}): {}",
             self.index,
             self.mount_point.display(),
             self.step,
-            self.cause
-        )
+        )?;
+        match self.fix {
+            Some(fix) => write!(f, "; fix: {fix}"),
+            None => Ok(()),
+        }
     }
 }
+
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+/// Why [`Opened::close`] did not end cleanly; each problem was logged where it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseError {
+    /// The filesystem was still busy and was detached lazily: it ends when its last file is closed.
+    Busy,
+    /// A teardown step failed.
+    Failed,
+}
+
+impl std::fmt::Display for CloseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseError::Busy => "still busy: detached lazily",
+            CloseError::Failed => "a teardown step failed (logged above)",
+        })
+    }
+}
+
+impl std::error::Error for CloseError {}
 
 /// An opened, mounted and published filesystem. [`Opened::close`] undoes it in reverse order; dropping one
 /// without closing still removes what it can (the dm device, the NBD or FUSE + loop attachment).
@@ -156,12 +192,23 @@ impl Steps {
         self.t = Instant::now();
     }
 
-    fn fail(&self, step: &'static str, cause: impl std::fmt::Display) -> StepError {
+    fn fail(&self, step: &'static str, cause: impl Into<Cause>) -> StepError {
+        self.fail_fix(step, None, cause)
+    }
+
+    /// A failed step with the fix this step knows (when the cause's own text does not say one).
+    fn fail_fix(
+        &self,
+        step: &'static str,
+        fix: Option<&'static str>,
+        cause: impl Into<Cause>,
+    ) -> StepError {
         StepError {
             index: self.index,
             mount_point: self.mount_point.clone(),
             step,
-            cause: cause.to_string(),
+            fix,
+            cause: cause.into(),
         }
     }
 }
@@ -170,16 +217,16 @@ impl Steps {
 fn open_source(
     fs: &FilesystemPlan,
     plan: &Plan,
-) -> Result<(Arc<dyn BlockSource>, Option<String>), String> {
+) -> Result<(Arc<dyn BlockSource>, Option<String>), Cause> {
     let mut etag = None;
     let url = fs.url.url.as_str();
     let raw: Box<dyn BlockSource> = if let Some(path) = url.strip_prefix("file://") {
-        Box::new(
-            blob::FileSource::open(std::path::Path::new(path), fs.read_write)
-                .map_err(|e| e.to_string())?,
-        )
+        Box::new(blob::FileSource::open(
+            std::path::Path::new(path),
+            fs.read_write,
+        )?)
     } else {
-        let client = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
+        let client = crate::http::Client::new(&plan.network)?;
         // The open at boot retries as [network] says; after it, the data path retries transient failures
         // until the filesystem's deadline rather than a count: a block request fails only when the blob
         // service has been failing for io_deadline.
@@ -198,21 +245,20 @@ fn open_source(
             }
         };
         let mut b =
-            blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)
-                .map_err(|e| e.to_string())?;
+            blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)?;
         b.set_retry_policy(data_policy);
         etag = Some(b.etag());
         Box::new(b)
     };
-    let cached = blob::CachedSource::new(raw, blob::CacheConfig::new(fs.block_size, fs.cache_size))
-        .map_err(|e| e.to_string())?;
+    let cached =
+        blob::CachedSource::new(raw, blob::CacheConfig::new(fs.block_size, fs.cache_size))?;
     Ok((Arc::new(cached), etag))
 }
 
-fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>, Cause> {
     let len = len.min(src.size().saturating_sub(offset));
-    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| "header too large".to_string())?];
-    src.read_at(offset, &mut buf).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| "header too large")?];
+    src.read_at(offset, &mut buf)?;
     Ok(buf)
 }
 
@@ -245,7 +291,7 @@ pub fn open(
         .clamp(16 << 10, 4 << 20);
     let head = read_exact_at(&*src, 0, hdr_size * 2).map_err(|e| s.fail("LUKS2 header", e))?;
     let header = crate::luks2::Header::parse_pinned(&head, fs.header_sha256.as_ref())
-        .map_err(|e| s.fail("LUKS2 header", format!("{e}; fix: the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"); if it may have been tampered with, restore it and pin header_sha256 in the manifest")))?;
+        .map_err(|e| s.fail_fix("LUKS2 header", Some("the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"); if it may have been tampered with, restore it and pin header_sha256 in the manifest"), e))?;
     for w in &header.warnings {
         log::warn!("filesystem[{}]: LUKS2 header: {w}", fs.index);
     }
@@ -260,7 +306,7 @@ pub fn open(
         |offset, len| {
             let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
             src.read_at(offset, &mut buf).map(|()| buf).map_err(|e| {
-                read_error = Some(e.to_string());
+                read_error = Some(e);
                 crate::luks2::Error::Truncated {
                     what: "keyslot area",
                     need: offset.saturating_add(len),
@@ -271,9 +317,9 @@ pub fn open(
     );
     let (vk, (offset, len)) = match (opened, read_error) {
         (Ok(opened), _) => opened,
-        (Err(_), Some(e)) => return Err(s.fail("LUKS2 header", format!("reading a keyslot: {e}"))),
+        (Err(_), Some(e)) => return Err(s.fail("LUKS2 header: reading a keyslot", e)),
         (Err(e @ crate::luks2::Error::NoKeyslotOpened { .. }), None) => {
-            return Err(s.fail("unlock", format!("{e}; fix: the key does not open this image: check kid, and for RSA keys the salt and label (`encfs-init image check` explains)")))
+            return Err(s.fail_fix("unlock", Some("the key does not open this image: check kid, and for RSA keys the salt and label (`encfs-init image check` explains)"), e))
         }
         (Err(e @ crate::luks2::Error::Deadline { .. }), None) => {
             return Err(s.fail("unlock", e))
@@ -342,9 +388,10 @@ pub fn open(
     s.done("dm-crypt");
 
     crate::mount::mount_ext4(&opened.dm_device, &opened.hidden, read_only).map_err(|e| {
-        s.fail(
+        s.fail_fix(
             "mount",
-            format!("{e}; fix: the image must hold ext4 (as `encfs-init image create` makes)"),
+            Some("the image must hold ext4 (as `encfs-init image create` makes)"),
+            e,
         )
     })?;
     opened.mounted = true;
@@ -384,12 +431,12 @@ impl Opened {
     /// Undo everything: unpublish, unmount (flushing ext4), remove dm, detach NBD or loop + FUSE (flushing
     /// the cache).
     /// Every step is attempted; the first error is returned.
-    pub fn close(mut self, patience: Duration) -> Result<(), String> {
+    pub fn close(mut self, patience: Duration) -> Result<(), CloseError> {
         self.close_inner(patience)
     }
 
-    fn close_inner(&mut self, patience: Duration) -> Result<(), String> {
-        let mut first: Option<String> = None;
+    fn close_inner(&mut self, patience: Duration) -> Result<(), CloseError> {
+        let mut first: Option<CloseError> = None;
         let i = self.index;
         crate::mount::unpublish(&self.mount_point, &self.hidden);
         let mut busy = false;
@@ -407,11 +454,11 @@ impl Opened {
                         patience.as_millis()
                     );
                     log::warn!("filesystem[{i}]: {what}");
-                    first.get_or_insert(what);
+                    first.get_or_insert(CloseError::Busy);
                 }
                 Err(e) => {
-                    log::error!("filesystem[{i}]: {e}");
-                    first.get_or_insert(e.to_string());
+                    log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
+                    first.get_or_insert(CloseError::Failed);
                 }
             }
         }
@@ -423,8 +470,8 @@ impl Opened {
                 dm.remove()
             };
             if let Err(e) = removed {
-                log::error!("filesystem[{i}]: {e}");
-                first.get_or_insert(e.to_string());
+                log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
+                first.get_or_insert(CloseError::Failed);
             }
         }
         if let Some(backing) = self.backing.take() {
@@ -435,7 +482,7 @@ impl Opened {
             };
             if let Err(e) = detached {
                 log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
-                first.get_or_insert(e.to_string());
+                first.get_or_insert(CloseError::Failed);
             }
         }
         match first {

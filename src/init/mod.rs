@@ -24,7 +24,6 @@ pub mod keys;
 pub mod modules;
 pub mod process;
 
-use crate::errors::chain as error_chain;
 use crate::exit;
 use crate::manifest::Plan;
 use crate::supervise::{self, Supervisor};
@@ -51,38 +50,33 @@ pub fn early() -> Context {
     ctx
 }
 
-/// A boot step that failed before readiness.
-#[derive(Debug)]
+/// A boot step that failed before readiness. Its own text names the step (and a fix where the step knows
+/// one); the cause is its `source()`, and [`BootError::line`] prints the whole chain once.
+#[derive(Debug, thiserror::Error)]
 enum BootError {
+    #[error("early setup: {0}; fix: check the kernel config (proc, sysfs, devtmpfs, tmpfs)")]
     Early(String),
-    Modules(modules::Error),
+    /// The modules error carries its own fix where there is one.
+    #[error("kernel modules")]
+    Modules(#[source] modules::Error),
+    #[error(transparent)]
     Filesystem(filesystems::StepError),
-    Attestation(String),
-    Readiness(std::path::PathBuf, std::io::Error),
-    Signals(supervise::Error),
-    /// The volume of a mount point does not propagate mounts (`shared_volume = "required"`).
+    #[error("attestation")]
+    Attestation(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    #[error("readiness file {}; fix: make its directory writable or change readiness_file", .0.display())]
+    Readiness(std::path::PathBuf, #[source] std::io::Error),
+    #[error("signals")]
+    Signals(#[source] supervise::Error),
+    /// The volume of a mount point does not propagate mounts (`shared_volume = "required"`); the finding's
+    /// message carries the cause and the fix.
+    #[error("shared volume: {0}")]
     SharedVolume(String),
 }
 
 impl BootError {
-    /// `step: cause[; fix: ...]` on one line.
+    /// `step: cause: ...[; fix: ...]` on one line.
     fn line(&self) -> String {
-        match self {
-            BootError::Early(what) => format!(
-                "early setup: {what}; fix: check the kernel config (proc, sysfs, devtmpfs, tmpfs)"
-            ),
-            // The modules error carries its own fix where there is one.
-            BootError::Modules(e) => format!("kernel modules: {}", error_chain(e)),
-            BootError::Filesystem(e) => e.to_string(),
-            BootError::Attestation(e) => format!("attestation: {e}"),
-            BootError::Readiness(path, e) => format!(
-                "readiness file {}: {e}; fix: make its directory writable or change readiness_file",
-                path.display()
-            ),
-            BootError::Signals(e) => format!("signals: {}", error_chain(e)),
-            // The finding's message carries the cause and the fix.
-            BootError::SharedVolume(what) => format!("shared volume: {what}"),
-        }
+        crate::errors::chain(self)
     }
 }
 
@@ -236,7 +230,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     // Every filesystem opens in a thread of its own (key release, blob, header, NBD, dm, mount). Opened
     // filesystems close themselves when dropped, so when one fails the others are undone: nothing stays
     // mounted or mapped.
-    let keys = keys::Keys::for_plan(plan).map_err(BootError::Attestation)?;
+    let keys = keys::Keys::for_plan(plan).map_err(|e| BootError::Attestation(e.into()))?;
     let results: Vec<Result<filesystems::Opened, filesystems::StepError>> =
         std::thread::scope(|s| {
             let handles: Vec<_> = plan
