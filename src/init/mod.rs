@@ -312,13 +312,7 @@ fn check_shared_volume(ctx: Context, plan: &Plan) -> Result<(), BootError> {
         );
         return Ok(());
     }
-    let mut dirs: Vec<&std::path::Path> = plan
-        .filesystems
-        .iter()
-        .filter_map(|f| f.mount_point.parent())
-        .collect();
-    dirs.dedup();
-    for dir in dirs {
+    for dir in volume_dirs(plan.filesystems.iter().map(|f| f.mount_point.as_path())) {
         match propagation::decide(plan.shared_volume, &propagation::check(dir)) {
             Action::Skip => {}
             Action::Fine(m) => log::info!("shared volume: {m}"),
@@ -329,6 +323,18 @@ fn check_shared_volume(ctx: Context, plan: &Plan) -> Result<(), BootError> {
         }
     }
     Ok(())
+}
+
+/// The directories the mount points are published in, each once (filesystems sharing a volume need not be
+/// neighbours in the manifest), in order.
+fn volume_dirs<'a>(
+    mount_points: impl Iterator<Item = &'a std::path::Path>,
+) -> Vec<&'a std::path::Path> {
+    let mut dirs: Vec<&std::path::Path> =
+        mount_points.filter_map(std::path::Path::parent).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Step 7: undo what boot did, in reverse: the readiness file first (we are no longer ready), then every
@@ -364,5 +370,20 @@ pub fn finish(ctx: Context, code: i32) -> ! {
     let _ = writeln!(std::io::stderr(), "encfs-init: power off failed: {e}");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::volume_dirs;
+    use std::path::Path;
+
+    #[test]
+    fn each_volume_is_checked_once_even_when_its_filesystems_are_not_neighbours() {
+        let mps = ["/mnt/a/x", "/mnt/b/y", "/mnt/a/z"].map(Path::new);
+        assert_eq!(
+            volume_dirs(mps.into_iter()),
+            [Path::new("/mnt/a"), Path::new("/mnt/b")]
+        );
     }
 }
