@@ -20,12 +20,12 @@
 //!    `GET <kds>/vcek/v1/<product>/cert_chain` (PEM ASK + ARK).
 #![forbid(unsafe_code)]
 
-use super::cert::Cert;
 use super::report::Report;
 use super::uvm::ThimCerts;
 use super::verify::{self, ArkPin};
 use crate::keyrelease::transport::{Request, Transport};
 use crate::manifest::{CertCacheKind, CertCachePlan, Endpoints};
+use crate::x509::Cert;
 use base64::Engine;
 use std::fmt;
 use std::time::SystemTime;

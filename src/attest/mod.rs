@@ -11,7 +11,6 @@
 //! None present and not in test mode → [`Error::NoProvider`] naming every path looked at.
 //! `report_data` is always 64 bytes; for key release it is SHA-256(runtime JSON) ‖ 32 zero bytes.
 
-pub mod cert;
 pub mod collateral;
 pub mod fake;
 pub mod report;

@@ -10,9 +10,9 @@
 //! Every failure names the certificate or the field that differs.
 #![forbid(unsafe_code)]
 
-use super::cert::{der_small_uint, Cert, CertError};
 use super::report::{Report, SigningKey, Tcb, TcbLayout, SIG_ALGO_ECDSA_P384_SHA384};
 use crate::hex::encode as hex;
+use crate::x509::{der_small_uint, Cert, CertError};
 use std::fmt;
 use std::time::SystemTime;
 

@@ -51,7 +51,7 @@ impl Keys {
         };
         let fake = match &plan.attestation.fake_vcek_key {
             Some((_, der)) => Some(attest::fake::FakeAttester::new(
-                attest::fake::signing_key(der)?,
+                crate::pkcs8::p384_signing_key(der).map_err(|e| crate::errors::chain(&e))?,
                 fake_template(&uvm),
             )),
             None => None,

@@ -235,7 +235,7 @@ impl V<'_> {
             );
         } else if raw.starts_with("http://")
             && !self.test_mode
-            && !(link_local && crate::keyrelease::akv::host_of(raw) == AZURE_LINK_LOCAL)
+            && !(link_local && crate::url::host(raw) == AZURE_LINK_LOCAL)
         {
             self.err(
                 path,
@@ -469,14 +469,11 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
                 "give a PEM file with -----BEGIN CERTIFICATE----- blocks",
             ),
             Ok(b) => {
-                let pinned = network.ca_bundle_sha256.as_ref();
-                if let Some(Err(why)) = pinned.map(|pin| crate::http::check_ca_bundle_pin(&b, pin))
-                {
-                    let (problem, fix) = why.split_once("; fix: ").unwrap_or((&why, ""));
+                if let Err(e) = network.check_ca_bundle_pin(&b) {
                     v.err(
                         &np.key("ca_bundle_sha256"),
-                        format!("CA bundle {}: {problem}", ca.display()),
-                        fix,
+                        format!("CA bundle {}: {}", ca.display(), e.problem()),
+                        CaBundlePinMismatch::FIX,
                     );
                 }
             }

@@ -1,5 +1,7 @@
-//! X.509 helpers for the AMD collateral: parse a DER/PEM certificate (x509-cert), read its names, key,
-//! validity and extensions, and check the signature an issuer made over it.
+//! X.509 certificates: parse a DER/PEM certificate (x509-cert), read its names, key, validity and
+//! extensions, and check the signature an issuer made over it. Used by the AMD collateral check
+//! ([`crate::attest::verify`]), the key release's x5c chain ([`crate::keyrelease::akv`]) and the manifest's
+//! test ARK pin; it depends on none of them.
 //!
 //! Supported signature algorithms: RSASSA-PSS (SHA-256/384/512, the salt length from the parameters;
 //! what AMD's ARK/ASK use), sha{256,384,512}WithRSAEncryption, and ecdsa-with-SHA384 with a P-384 key.
