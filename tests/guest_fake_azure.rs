@@ -212,7 +212,8 @@ fn serve(args: &[String]) -> Result<(), String> {
 fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
     let env_dir = out.display().to_string();
     let env = move |k: &str| (k == "UVM_SECURITY_CONTEXT_DIR").then(|| env_dir.clone());
-    let info = uvm::load(&env, Path::new("/nonexistent")).map_err(|e| e.to_string())?;
+    let info =
+        uvm::load(&env, Path::new("/nonexistent")).map_err(|e| encfs_init::errors::chain(&e))?;
     let der = encfs_init::pkcs8::p384_der(&std::fs::read(out.join("vcek-key.pem")).unwrap())
         .map_err(|e| encfs_init::errors::chain(&e))?;
     let mut template = rig::template();

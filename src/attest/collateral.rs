@@ -149,7 +149,7 @@ fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral
         report.chip_id_hex()
     );
     let body = get(t, url, true)?;
-    let certs = ThimCerts::parse(&body).map_err(|e| e.to_string())?;
+    let certs = ThimCerts::parse(&body).map_err(|e| crate::errors::chain(&e))?;
     from_pem("THIM", certs.pem_chain())
 }
 

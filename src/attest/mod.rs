@@ -68,6 +68,20 @@ pub enum Error {
         /// Its message (status codes).
         detail: String,
     },
+    /// The sev-guest driver call failed (through the `sev` crate; its error is the cause).
+    Driver {
+        /// Which provider.
+        provider: &'static str,
+        /// The cause.
+        source: sev::error::UserApiError,
+    },
+    /// The certificate table (configfs-tsm `auxblob`) does not parse.
+    CertTable {
+        /// Which provider.
+        provider: &'static str,
+        /// What is wrong with it.
+        source: tsm::CertTableError,
+    },
     /// The provider returned something that is not a report.
     BadReport {
         /// Which provider.
@@ -93,6 +107,10 @@ impl fmt::Display for Error {
             Error::Firmware { provider, detail } => {
                 write!(f, "{provider}: the firmware refused the report: {detail}")
             }
+            Error::Driver { provider, .. } => {
+                write!(f, "{provider}: the firmware refused the report")
+            }
+            Error::CertTable { provider, .. } => write!(f, "{provider}: bad report: auxblob"),
             Error::BadReport { provider, detail } => write!(f, "{provider}: bad report: {detail}"),
         }
     }
@@ -102,6 +120,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Driver { source, .. } => Some(source),
+            Error::CertTable { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -44,7 +44,8 @@ impl Keys {
             Ok(u) => u,
             Err(e) => {
                 log::warn!(
-                    "UVM information: {e}; going on without it (collateral from THIM / AMD KDS)"
+                    "UVM information: {}; going on without it (collateral from THIM / AMD KDS)",
+                    crate::errors::chain(&e)
                 );
                 uvm::UvmInfo::default()
             }
