@@ -25,7 +25,8 @@ const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
 const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
 const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
 
-/// A certificate problem.
+/// A certificate problem: a leaf. What a DER/PEM parser said (der, x509-cert, pkcs1, ecdsa: four error types)
+/// is kept as text in [`CertError::Malformed`], printed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CertError {

@@ -104,7 +104,7 @@ fn acceptable(
     match check {
         Some(k) => verify::verify_report(report, &c.certs, k.pins, k.now)
             .map(Some)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| crate::errors::chain(&e)),
         None => Ok(None),
     }
 }
@@ -122,7 +122,7 @@ fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
         .ok_or("no VCEK in the chain")?;
     verify::check_tcb_and_chip(report, leaf)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::errors::chain(&e))
 }
 
 fn get(t: &dyn Transport, url: String, metadata: bool) -> Result<Vec<u8>, String> {
