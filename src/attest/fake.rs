@@ -1,6 +1,7 @@
 //! The fake attester: builds a version-3 report from a template and signs it with a P-384 key of its own,
 //! exactly as a VCEK would. Selected by [`super::detect`] only in test mode (with a fresh random key, so
 //! real MAA rejects it); tests build one with the key of their fake VCEK so that a fake MAA can verify it.
+//! A key file is read by [`crate::pkcs8`].
 #![forbid(unsafe_code)]
 
 use super::report::{REPORT_LEN, SIGNED_LEN};

@@ -1,5 +1,5 @@
 //! Attestation: evidence providers behind one trait, the SNP report parser and its local verification,
-//! the UVM information ACI gives the guest, and AMD collateral.
+//! the UVM information ACI gives the guest, and AMD collateral (certificates are parsed by [`crate::x509`]).
 //!
 //! Providers, auto-detected in this order by [`detect`]:
 //! 1. configfs-tsm (Linux >= 6.7): `/sys/kernel/config/tsm/report/<entry>` — mkdir, write `inblob`

@@ -1,5 +1,7 @@
 //! The validated plan: what every later step takes. Built once by `manifest::load`; nothing downstream sees
-//! an unchecked string. Secrets inside are redacting types, so `{:?}` of a plan is safe to log.
+//! an unchecked string. Secrets inside are redacting types, so `{:?}` of a plan is safe to log. The one
+//! check of the CA bundle's pin ([`NetworkPlan::check_ca_bundle_pin`]) lives here, with the pin, for the
+//! validation and for every later read of the bundle.
 #![forbid(unsafe_code)]
 
 use crate::secret::{SecretBytes, SecretString};

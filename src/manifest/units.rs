@@ -1,5 +1,6 @@
 //! Sizes ("64MiB") and durations ("10s") as the manifest writes them, parsed while deserializing so that a
-//! bad value is reported at its own line and column.
+//! bad value is reported at its own line and column; the command line reads sizes the same way
+//! (`image create --size`, `nbd serve --block-size`). A refusal is a [`Error`] naming the text and the fix.
 #![forbid(unsafe_code)]
 
 use serde::de::{self, Deserializer, Visitor};
