@@ -34,18 +34,52 @@ pub struct Directive {
     pub level: log::LevelFilter,
 }
 
+/// Why a `RUST_LOG` value is refused (a leaf: it names the directive at fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RustLogError {
+    /// `a/b/c`: at most one text filter.
+    #[error("RUST_LOG {spec:?}: more than one '/'")]
+    Slashes {
+        /// The whole value.
+        spec: String,
+    },
+    /// `a=b=c`.
+    #[error("RUST_LOG directive {directive:?}: more than one '='")]
+    Equals {
+        /// The directive.
+        directive: String,
+    },
+    /// `module=loud`.
+    #[error(
+        "RUST_LOG directive {directive:?}: {level:?} is not a level (off, error, warn, info, debug, trace)"
+    )]
+    Level {
+        /// The directive.
+        directive: String,
+        /// What stood where a level belongs.
+        level: String,
+    },
+    /// `=info`.
+    #[error("RUST_LOG directive {directive:?}: no module before '='")]
+    NoModule {
+        /// The directive.
+        directive: String,
+    },
+}
+
 /// Parse `RUST_LOG` the way env_logger documents it: `directive[,directive...][/text]`, where a directive is
 /// `level`, `module` (all levels) or `module=level`, and `text` keeps only messages containing it (a plain
 /// substring, as env_logger without its regex feature). Parsed here rather than by env_logger because the
 /// devicemapper crate turns on env_logger's regex feature, and a filter parser that can compile a regex links
-/// about half a megabyte of regex engine into PID 1. Directives for a module under a [`CAPPED`] target are
+/// about half a megabyte of regex engine into PID 1. Directives for a module under a `CAPPED` target are
 /// capped at info.
-pub fn parse_rust_log(spec: &str) -> Result<(Vec<Directive>, Option<String>), String> {
+pub fn parse_rust_log(spec: &str) -> Result<(Vec<Directive>, Option<String>), RustLogError> {
     let mut parts = spec.split('/');
     let directives = parts.next().unwrap_or_default();
     let text = parts.next().map(str::to_owned);
     if parts.next().is_some() {
-        return Err(format!("RUST_LOG {spec:?}: more than one '/'"));
+        return Err(RustLogError::Slashes { spec: spec.into() });
     }
     let mut out = Vec::new();
     for d in directives
@@ -56,34 +90,40 @@ pub fn parse_rust_log(spec: &str) -> Result<(Vec<Directive>, Option<String>), St
         let mut kv = d.split('=');
         let (name, level) = (kv.next().unwrap_or_default().trim(), kv.next());
         if kv.next().is_some() {
-            return Err(format!("RUST_LOG directive {d:?}: more than one '='"));
+            return Err(RustLogError::Equals {
+                directive: d.into(),
+            });
         }
-        let directive = match level {
-            None => match name.parse::<log::LevelFilter>() {
-                Ok(level) => Directive {
-                    module: None,
-                    level,
+        let directive =
+            match level {
+                None => match name.parse::<log::LevelFilter>() {
+                    Ok(level) => Directive {
+                        module: None,
+                        level,
+                    },
+                    Err(_) => Directive {
+                        module: Some(name.to_owned()),
+                        level: log::LevelFilter::Trace,
+                    },
                 },
-                Err(_) => Directive {
-                    module: Some(name.to_owned()),
-                    level: log::LevelFilter::Trace,
-                },
-            },
-            Some(level) => {
-                let level = level.trim().parse::<log::LevelFilter>().map_err(|_| {
-                    format!(
-                        "RUST_LOG directive {d:?}: {level:?} is not a level (off, error, warn, info, debug, trace)"
-                    )
-                })?;
-                if name.is_empty() {
-                    return Err(format!("RUST_LOG directive {d:?}: no module before '='"));
+                Some(level) => {
+                    let level = level.trim().parse::<log::LevelFilter>().map_err(|_| {
+                        RustLogError::Level {
+                            directive: d.into(),
+                            level: level.into(),
+                        }
+                    })?;
+                    if name.is_empty() {
+                        return Err(RustLogError::NoModule {
+                            directive: d.into(),
+                        });
+                    }
+                    Directive {
+                        module: Some(name.to_owned()),
+                        level,
+                    }
                 }
-                Directive {
-                    module: Some(name.to_owned()),
-                    level,
-                }
-            }
-        };
+            };
         out.push(directive);
     }
     for d in &mut out {
@@ -270,17 +310,22 @@ mod tests {
 
     #[test]
     fn bad_rust_log_is_an_error_naming_the_directive() {
-        let e = parse_rust_log("nbd=loud").unwrap_err();
+        let e = parse_rust_log("nbd=loud").unwrap_err().to_string();
         assert!(
             e.contains("\"nbd=loud\"") && e.contains("not a level"),
             "{e}"
         );
         assert!(parse_rust_log("a=b=c")
             .unwrap_err()
+            .to_string()
             .contains("more than one '='"));
         assert!(parse_rust_log("info/a/b")
             .unwrap_err()
+            .to_string()
             .contains("more than one '/'"));
-        assert!(parse_rust_log("=info").unwrap_err().contains("no module"));
+        assert!(parse_rust_log("=info")
+            .unwrap_err()
+            .to_string()
+            .contains("no module"));
     }
 }

@@ -1,10 +1,10 @@
 //! The SNP parser and verifier against upstream's real captured data (../shared/fixtures/upstream).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use encfs_init::attest::cert::Cert;
 use encfs_init::attest::report::Report;
 use encfs_init::attest::uvm::{decode_b64, ThimCerts};
 use encfs_init::attest::verify::{self, VerifyError, AMD_ARK_PINS};
 use encfs_init::hex::encode as hex;
+use encfs_init::x509::Cert;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
 

@@ -212,12 +212,16 @@ fn serve(args: &[String]) -> Result<(), String> {
 fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
     let env_dir = out.display().to_string();
     let env = move |k: &str| (k == "UVM_SECURITY_CONTEXT_DIR").then(|| env_dir.clone());
-    let info = uvm::load(&env, Path::new("/nonexistent")).map_err(|e| e.to_string())?;
-    let der =
-        encfs_init::attest::fake::pkcs8_der(&std::fs::read(out.join("vcek-key.pem")).unwrap())?;
+    let info =
+        uvm::load(&env, Path::new("/nonexistent")).map_err(|e| encfs_init::errors::chain(&e))?;
+    let der = encfs_init::pkcs8::p384_der(&std::fs::read(out.join("vcek-key.pem")).unwrap())
+        .map_err(|e| encfs_init::errors::chain(&e))?;
     let mut template = rig::template();
     template.host_data = Sha256::digest(info.policy.as_deref().unwrap_or_default()).into();
-    let attester = FakeAttester::new(encfs_init::attest::fake::signing_key(&der)?, template);
+    let attester = FakeAttester::new(
+        encfs_init::pkcs8::p384_signing_key(&der).map_err(|e| encfs_init::errors::chain(&e))?,
+        template,
+    );
     let net = NetworkPlan {
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(20),

@@ -22,7 +22,7 @@ const PASS: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn base() -> Vec<u8> {
     let mut seed = 1u8;
-    let mut rng = |b: &mut [u8]| -> Result<(), String> {
+    let mut rng = |b: &mut [u8]| -> Result<(), getrandom::Error> {
         for x in b.iter_mut() {
             seed = seed.wrapping_mul(31).wrapping_add(7);
             *x = seed;

@@ -29,7 +29,7 @@ fn random_valid_headers_round_trip() {
         let mut vk = vec![0u8; key_size];
         getrandom::fill(&mut vk).unwrap();
         let pass: Vec<u8> = (0..1 + rand_u32() % 64).map(|_| rand_u32() as u8).collect();
-        let mut rng = |b: &mut [u8]| getrandom::fill(b).map_err(|e| e.to_string());
+        let mut rng = |b: &mut [u8]| getrandom::fill(b);
         let buf = build(&vk, &pass, &FormatParams { kdf, sector_size }, &mut rng).unwrap();
         assert_eq!(buf.len() as u64, DATA_OFFSET);
 

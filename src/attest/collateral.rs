@@ -20,12 +20,12 @@
 //!    `GET <kds>/vcek/v1/<product>/cert_chain` (PEM ASK + ARK).
 #![forbid(unsafe_code)]
 
-use super::cert::Cert;
 use super::report::Report;
 use super::uvm::ThimCerts;
 use super::verify::{self, ArkPin};
 use crate::keyrelease::transport::{Request, Transport};
 use crate::manifest::{CertCacheKind, CertCachePlan, Endpoints};
+use crate::x509::Cert;
 use base64::Engine;
 use std::fmt;
 use std::time::SystemTime;
@@ -104,7 +104,7 @@ fn acceptable(
     match check {
         Some(k) => verify::verify_report(report, &c.certs, k.pins, k.now)
             .map(Some)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| crate::errors::chain(&e)),
         None => Ok(None),
     }
 }
@@ -122,7 +122,7 @@ fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
         .ok_or("no VCEK in the chain")?;
     verify::check_tcb_and_chip(report, leaf)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::errors::chain(&e))
 }
 
 fn get(t: &dyn Transport, url: String, metadata: bool) -> Result<Vec<u8>, String> {
@@ -149,7 +149,7 @@ fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral
         report.chip_id_hex()
     );
     let body = get(t, url, true)?;
-    let certs = ThimCerts::parse(&body).map_err(|e| e.to_string())?;
+    let certs = ThimCerts::parse(&body).map_err(|e| crate::errors::chain(&e))?;
     from_pem("THIM", certs.pem_chain())
 }
 

@@ -1,6 +1,7 @@
 //! The fake attester: builds a version-3 report from a template and signs it with a P-384 key of its own,
 //! exactly as a VCEK would. Selected by [`super::detect`] only in test mode (with a fresh random key, so
 //! real MAA rejects it); tests build one with the key of their fake VCEK so that a fake MAA can verify it.
+//! A key file is read by [`crate::pkcs8`].
 #![forbid(unsafe_code)]
 
 use super::report::{REPORT_LEN, SIGNED_LEN};
@@ -41,39 +42,6 @@ impl Default for Template {
             cpuid: (0x19, 0x01, 0x01),
         }
     }
-}
-
-/// The PKCS#8 DER of a P-384 private key given as PEM (`-----BEGIN PRIVATE KEY-----`) or DER; checked.
-pub fn pkcs8_der(bytes: &[u8]) -> Result<crate::secret::SecretBytes, String> {
-    use base64::Engine;
-    let der = match std::str::from_utf8(bytes) {
-        Ok(text) if text.contains("-----BEGIN PRIVATE KEY-----") => {
-            let body: String = text
-                .lines()
-                .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
-                .skip(1)
-                .take_while(|l| !l.starts_with("-----END"))
-                .flat_map(|l| l.trim().chars())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .map_err(|_| "the PEM body is not base64".to_string())?
-        }
-        Ok(text) if text.contains("-----BEGIN") => {
-            return Err("not a PKCS#8 PEM key (want -----BEGIN PRIVATE KEY-----)".into())
-        }
-        _ => bytes.to_vec(),
-    };
-    let der = crate::secret::SecretBytes::new(der);
-    signing_key(&der)?;
-    Ok(der)
-}
-
-/// The signing key of a PKCS#8 DER P-384 key.
-pub fn signing_key(der: &crate::secret::SecretBytes) -> Result<p384::ecdsa::SigningKey, String> {
-    use p384::pkcs8::DecodePrivateKey;
-    p384::ecdsa::SigningKey::from_pkcs8_der(der.expose())
-        .map_err(|e| format!("not a PKCS#8 P-384 key ({e})"))
 }
 
 /// A report signer.
@@ -153,36 +121,5 @@ impl Attester for FakeAttester {
             certs: Vec::new(),
             provider: "fake",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use base64::Engine;
-    use p384::pkcs8::EncodePrivateKey;
-
-    #[test]
-    fn pkcs8_key_from_pem_or_der() {
-        let key = FakeAttester::ephemeral().key;
-        let der = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let pem = format!(
-            "junk before\n-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
-            &b64[..64],
-            &b64[64..]
-        );
-        for input in [der.clone(), pem.into_bytes()] {
-            let got = pkcs8_der(&input).unwrap();
-            assert_eq!(got.expose(), der.as_slice());
-            assert_eq!(signing_key(&got).unwrap(), key);
-        }
-        assert!(
-            pkcs8_der(b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
-                .unwrap_err()
-                .contains("PKCS#8")
-        );
-        assert!(pkcs8_der(&der[..der.len() - 1]).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! Attestation: evidence providers behind one trait, the SNP report parser and its local verification,
-//! the UVM information ACI gives the guest, and AMD collateral.
+//! the UVM information ACI gives the guest, and AMD collateral (certificates are parsed by [`crate::x509`]).
 //!
 //! Providers, auto-detected in this order by [`detect`]:
 //! 1. configfs-tsm (Linux >= 6.7): `/sys/kernel/config/tsm/report/<entry>` — mkdir, write `inblob`
@@ -11,7 +11,6 @@
 //! None present and not in test mode → [`Error::NoProvider`] naming every path looked at.
 //! `report_data` is always 64 bytes; for key release it is SHA-256(runtime JSON) ‖ 32 zero bytes.
 
-pub mod cert;
 pub mod collateral;
 pub mod fake;
 pub mod report;
@@ -69,6 +68,20 @@ pub enum Error {
         /// Its message (status codes).
         detail: String,
     },
+    /// The sev-guest driver call failed (through the `sev` crate; its error is the cause).
+    Driver {
+        /// Which provider.
+        provider: &'static str,
+        /// The cause.
+        source: sev::error::UserApiError,
+    },
+    /// The certificate table (configfs-tsm `auxblob`) does not parse.
+    CertTable {
+        /// Which provider.
+        provider: &'static str,
+        /// What is wrong with it.
+        source: tsm::CertTableError,
+    },
     /// The provider returned something that is not a report.
     BadReport {
         /// Which provider.
@@ -94,6 +107,10 @@ impl fmt::Display for Error {
             Error::Firmware { provider, detail } => {
                 write!(f, "{provider}: the firmware refused the report: {detail}")
             }
+            Error::Driver { provider, .. } => {
+                write!(f, "{provider}: the firmware refused the report")
+            }
+            Error::CertTable { provider, .. } => write!(f, "{provider}: bad report: auxblob"),
             Error::BadReport { provider, detail } => write!(f, "{provider}: bad report: {detail}"),
         }
     }
@@ -103,6 +120,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Driver { source, .. } => Some(source),
+            Error::CertTable { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -32,9 +32,9 @@ impl Attester for SevGuest {
         })?;
         let report = fw
             .get_report(None, Some(*report_data), Some(0))
-            .map_err(|e| Error::Firmware {
+            .map_err(|source| Error::Driver {
                 provider: "sev-guest",
-                detail: e.to_string(),
+                source,
             })?;
         if report.len() != super::report::REPORT_LEN {
             return Err(Error::BadReport {

@@ -163,9 +163,9 @@ impl Attester for TsmAttester {
                 detail: "report_data does not echo inblob".into(),
             });
         }
-        let certs = parse_cert_table(&aux).map_err(|detail| Error::BadReport {
+        let certs = parse_cert_table(&aux).map_err(|source| Error::CertTable {
             provider: "configfs-tsm",
-            detail: format!("auxblob: {detail}"),
+            source,
         })?;
         Ok(Evidence {
             report,
@@ -197,9 +197,21 @@ fn guid_string(b: &[u8]) -> String {
     )
 }
 
+/// Why a certificate table does not parse (a leaf).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertTableError {
+    /// No all-zero entry before the end.
+    #[error("table ends without a terminating entry")]
+    Unterminated,
+    /// An entry's offset and length reach past the table.
+    #[error("an entry points outside the table")]
+    OutOfBounds,
+}
+
 /// Parse the certificate table: entries of (GUID 16, offset u32, length u32) until an all-zero entry;
 /// offsets are from the table's start. Returns DER certificates, the VCEK/VLEK first.
-pub fn parse_cert_table(t: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub fn parse_cert_table(t: &[u8]) -> Result<Vec<Vec<u8>>, CertTableError> {
     let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
     let mut pos = 0;
     loop {
@@ -207,7 +219,7 @@ pub fn parse_cert_table(t: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             if t.is_empty() {
                 return Ok(Vec::new());
             }
-            return Err("table ends without a terminating entry".into());
+            return Err(CertTableError::Unterminated);
         };
         if e.iter().all(|&b| b == 0) {
             break;
@@ -217,7 +229,7 @@ pub fn parse_cert_table(t: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let cert = off
             .checked_add(len)
             .and_then(|end| t.get(off..end))
-            .ok_or("an entry points outside the table")?;
+            .ok_or(CertTableError::OutOfBounds)?;
         let guid = guid_string(&e[..16]);
         out.push((guid == VCEK_GUID || guid == VLEK_GUID, cert.to_vec()));
         pos += 24;
@@ -249,8 +261,12 @@ mod tests {
         assert_eq!(certs, vec![b"VC".to_vec(), b"ASK".to_vec()]);
         assert!(parse_cert_table(&[]).unwrap().is_empty());
         assert!(parse_cert_table(&t[..30]).is_err());
+        // One empty entry (offset 0, length 0) and no terminator.
+        let mut open = vec![0x11; 16];
+        open.extend_from_slice(&[0; 8]);
+        assert_eq!(parse_cert_table(&open), Err(CertTableError::Unterminated));
         let mut bad = t.clone();
         bad[16] = 200;
-        assert!(parse_cert_table(&bad).is_err());
+        assert_eq!(parse_cert_table(&bad), Err(CertTableError::OutOfBounds));
     }
 }

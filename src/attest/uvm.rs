@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 use base64::Engine;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The Kata location.
@@ -37,7 +36,7 @@ pub struct ThimCerts {
 impl ThimCerts {
     /// Parse THIM JSON.
     pub fn parse(json: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(json).map_err(|e| Error::Json(e.to_string()))
+        serde_json::from_slice(json).map_err(Error::Json)
     }
 
     /// No certificate at all.
@@ -45,11 +44,14 @@ impl ThimCerts {
         self.vcek_cert.trim().is_empty() && self.certificate_chain.trim().is_empty()
     }
 
-    /// `tcbm` as a u64 (hex, an optional `0x` accepted).
+    /// `tcbm` as the u64 it spells: 16 hex digits, most significant first (as `{:016x}` prints the
+    /// report's TCB), an optional `0x` accepted.
     pub fn tcbm(&self) -> Result<u64, Error> {
         let t = self.tcbm.trim();
         let t = t.strip_prefix("0x").unwrap_or(t);
-        u64::from_str_radix(t, 16).map_err(|_| Error::Tcbm(self.tcbm.clone()))
+        crate::hex::decode_array::<8>(t)
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| Error::Tcbm(self.tcbm.clone()))
     }
 
     /// VCEK then chain, as one PEM text.
@@ -63,39 +65,31 @@ impl ThimCerts {
 }
 
 /// UVM information errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A value is not base64.
+    #[error("{source_name} is not base64")]
     Base64 {
         /// Which file or variable.
         source_name: String,
     },
     /// The host AMD certificate is not THIM JSON.
-    Json(String),
-    /// `tcbm` is not hex.
+    #[error("host AMD certificate is not THIM JSON")]
+    Json(#[source] serde_json::Error),
+    /// `tcbm` is not 16 hex digits.
+    #[error("THIM tcbm {0:?} is not 16 hex digits")]
     Tcbm(String),
     /// A file exists but cannot be read.
+    #[error("cannot read {}", path.display())]
     Read {
         /// Which.
         path: PathBuf,
         /// Why.
-        cause: String,
+        #[source]
+        source: std::io::Error,
     },
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Base64 { source_name } => write!(f, "{source_name} is not base64"),
-            Error::Json(e) => write!(f, "host AMD certificate is not THIM JSON: {e}"),
-            Error::Tcbm(t) => write!(f, "THIM tcbm {t:?} is not 16 hex digits"),
-            Error::Read { path, cause } => write!(f, "cannot read {}: {cause}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// What was found.
 #[derive(Debug, Clone, Default)]
@@ -164,12 +158,7 @@ fn item(
                 return Ok(Some(v));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Read {
-                    path: p,
-                    cause: e.to_string(),
-                })
-            }
+            Err(e) => return Err(Error::Read { path: p, source: e }),
         }
     }
     match env(var).filter(|v| !v.trim().is_empty()) {
@@ -221,4 +210,35 @@ pub fn load(env: Env<'_>, root: &Path) -> Result<UvmInfo, Error> {
 /// The process environment.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcbm(t: &str) -> Result<u64, Error> {
+        ThimCerts {
+            tcbm: t.into(),
+            ..ThimCerts::default()
+        }
+        .tcbm()
+    }
+
+    #[test]
+    fn a_tcbm_is_16_hex_digits_most_significant_first() {
+        assert_eq!(tcbm("7308000000000003").unwrap(), 0x7308_0000_0000_0003);
+        assert_eq!(
+            tcbm(" 0xDB18000000000004\n").unwrap(),
+            0xdb18_0000_0000_0004
+        );
+        for bad in [
+            "3",
+            "+308000000000003",
+            "7308000000000003ff",
+            "73080000000000g3",
+            "",
+        ] {
+            assert!(matches!(tcbm(bad), Err(Error::Tcbm(_))), "{bad:?}");
+        }
+    }
 }

@@ -10,9 +10,9 @@
 //! Every failure names the certificate or the field that differs.
 #![forbid(unsafe_code)]
 
-use super::cert::{der_small_uint, Cert, CertError};
 use super::report::{Report, SigningKey, Tcb, TcbLayout, SIG_ALGO_ECDSA_P384_SHA384};
 use crate::hex::encode as hex;
+use crate::x509::{der_small_uint, Cert, CertError};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -120,7 +120,7 @@ impl fmt::Display for VerifyError {
             VerifyError::UntrustedRoot { cn, spki_sha256 } => {
                 write!(f, "root {cn} (key sha256 {spki_sha256}) is not a pinned AMD ARK")
             }
-            VerifyError::Cert { cert, cause } => write!(f, "certificate {cert}: {cause}"),
+            VerifyError::Cert { cert, .. } => write!(f, "certificate {cert}"),
             VerifyError::Expired { cert } => write!(f, "certificate {cert} is not valid at this time"),
             VerifyError::SignatureAlgo(a) => write!(f, "report signature algorithm {a} is not ECDSA P-384/SHA-384 (1)"),
             VerifyError::SigningKey(k) => write!(f, "report is not signed by a VCEK or VLEK ({k:?})"),
@@ -135,7 +135,14 @@ impl fmt::Display for VerifyError {
     }
 }
 
-impl std::error::Error for VerifyError {}
+impl std::error::Error for VerifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            VerifyError::Cert { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+}
 
 /// A chain that verified to a pinned root.
 #[derive(Debug, Clone)]

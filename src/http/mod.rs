@@ -22,7 +22,7 @@ mod tls;
 
 pub use error::{snippet, Error, Result, TransportKind};
 pub use retry::{stop_retrying, RateLimit, RetryPolicy};
-pub use tls::{check_ca_bundle_pin, read_ca_bundle};
+pub use tls::read_ca_bundle;
 
 use crate::manifest::NetworkPlan;
 use std::fmt;

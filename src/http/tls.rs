@@ -7,7 +7,6 @@
 
 use super::error::{Error, Result};
 use crate::manifest::NetworkPlan;
-use sha2::Digest;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Read the plan's CA bundle (`Ok(None)` without one), checked against `ca_bundle_sha256` when that is
@@ -22,27 +21,11 @@ pub fn read_ca_bundle(net: &NetworkPlan) -> Result<Option<Vec<u8>>> {
         path: shown(),
         detail: e.to_string(),
     })?;
-    if let Some(pin) = &net.ca_bundle_sha256 {
-        check_ca_bundle_pin(&pem, pin).map_err(|detail| Error::CaBundle {
-            path: shown(),
-            detail,
-        })?;
-    }
+    net.check_ca_bundle_pin(&pem).map_err(|e| Error::CaBundle {
+        path: shown(),
+        detail: e.to_string(),
+    })?;
     Ok(Some(pem))
-}
-
-/// `Err(why, with both digests and the fix)` when `bytes` does not hash to `pin`.
-pub fn check_ca_bundle_pin(bytes: &[u8], pin: &[u8; 32]) -> std::result::Result<(), String> {
-    let got: [u8; 32] = sha2::Sha256::digest(bytes).into();
-    if got == *pin {
-        return Ok(());
-    }
-    Err(format!(
-        "its SHA-256 is {} but [network] ca_bundle_sha256 pins {}; fix: ship the bundle the manifest was \
-         written for at this path in the image, or set ca_bundle_sha256 to the new file's sha256sum",
-        crate::hex::encode(&got),
-        crate::hex::encode(pin)
-    ))
 }
 
 /// The TLS configuration for the plan's bundle (or none).

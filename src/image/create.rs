@@ -208,7 +208,7 @@ pub fn create(a: &CreateArgs) -> Result<(), String> {
         kdf: a.kdf,
         sector_size: a.sector_size,
     };
-    let mut rng = |b: &mut [u8]| getrandom::fill(b).map_err(|e| e.to_string());
+    let mut rng = |b: &mut [u8]| getrandom::fill(b);
     let meta = format::build(&vk, key.expose(), &params, &mut rng).map_err(|e| e.to_string())?;
     let header =
         Header::parse(&meta).map_err(|e| format!("our own header does not parse (a bug): {e}"))?;

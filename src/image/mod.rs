@@ -90,7 +90,8 @@ pub fn parse(args: &[String]) -> Result<ImageCommand, String> {
             "--key-file" => key_file = Some(PathBuf::from(value()?)),
             "--from" if sub == "create" => from = Some(PathBuf::from(value()?)),
             "--size" if sub == "create" => {
-                size = Some(crate::manifest::units::parse_size(&value()?)?);
+                size =
+                    Some(crate::manifest::units::parse_size(&value()?).map_err(|e| e.to_string())?);
             }
             "--pbkdf" if sub == "create" => {
                 kdf = match value()?.as_str() {

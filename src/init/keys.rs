@@ -44,14 +44,15 @@ impl Keys {
             Ok(u) => u,
             Err(e) => {
                 log::warn!(
-                    "UVM information: {e}; going on without it (collateral from THIM / AMD KDS)"
+                    "UVM information: {}; going on without it (collateral from THIM / AMD KDS)",
+                    crate::errors::chain(&e)
                 );
                 uvm::UvmInfo::default()
             }
         };
         let fake = match &plan.attestation.fake_vcek_key {
             Some((_, der)) => Some(attest::fake::FakeAttester::new(
-                attest::fake::signing_key(der)?,
+                crate::pkcs8::p384_signing_key(der).map_err(|e| crate::errors::chain(&e))?,
                 fake_template(&uvm),
             )),
             None => None,

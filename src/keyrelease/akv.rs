@@ -18,7 +18,7 @@
 
 use super::transport::{Request, Transport};
 use super::{Error, Step};
-use crate::attest::cert::Cert;
+use crate::x509::Cert;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
 use rsa::pkcs8::DecodePublicKey;
@@ -76,15 +76,7 @@ fn jws_err(detail: impl Into<String>) -> Error {
     Error::Jws(detail.into())
 }
 
-/// The vault's host name (no scheme, port or path).
-pub fn host_of(endpoint: &str) -> &str {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
-}
+pub use crate::url::host as host_of;
 
 /// Verify the chain and signature of `jws` and extract the wrapped key.
 pub fn verify_jws(

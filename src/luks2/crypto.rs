@@ -28,8 +28,9 @@ pub fn pbkdf2(hash: Hash, password: &[u8], salt: &[u8], iterations: u32, out: &m
     }
 }
 
-/// Derive `out.len()` bytes from `password` with a keyslot's KDF.
-pub fn derive(kdf: &Kdf, password: &[u8], out: &mut [u8]) -> Result<(), String> {
+/// Derive `out.len()` bytes from `password` with a keyslot's KDF. PBKDF2 cannot fail; Argon2 refuses
+/// parameters outside its own limits (the allowlist keeps ours inside them, so an `Err` is unexpected).
+pub fn derive(kdf: &Kdf, password: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
     match kdf {
         Kdf::Pbkdf2 {
             hash,
@@ -50,11 +51,9 @@ pub fn derive(kdf: &Kdf, password: &[u8], out: &mut [u8]) -> Result<(), String> 
                 Argon2Variant::Argon2i => argon2::Algorithm::Argon2i,
                 Argon2Variant::Argon2id => argon2::Algorithm::Argon2id,
             };
-            let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len()))
-                .map_err(|e| e.to_string())?;
+            let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len()))?;
             argon2::Argon2::new(alg, argon2::Version::V0x13, params)
                 .hash_password_into(password, salt, out)
-                .map_err(|e| e.to_string())
         }
     }
 }

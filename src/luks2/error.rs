@@ -1,8 +1,10 @@
-//! LUKS2 errors: one hand-written enum (the crate has no thiserror; see `http::error` for the same habit).
+//! LUKS2 errors: one enum of findings, each a leaf (no `source()`).
 //!
 //! Every refusal names the header copy or the JSON field it is about (`segments.0.encryption`,
 //! `keyslots.3.kdf.type`), so a message can be acted on without a hex dump. Messages never contain key
-//! material: only public header fields, sizes and digests of the header itself.
+//! material: only public header fields, sizes and digests of the header itself. The few findings that come
+//! from a library (the JSON parser's detail, Argon2 refusing its parameters, the random source failing) say
+//! what it said in their own text, once; callers print these errors with `{e}`.
 
 use std::fmt;
 
@@ -181,8 +183,10 @@ pub enum Error {
         /// The keyslot.
         keyslot: u32,
         /// What the KDF said.
-        detail: String,
+        cause: argon2::Error,
     },
+    /// The system's random source failed while a new header was being made.
+    Random(getrandom::Error),
     /// Trying every keyslot (each KDF and its digest check) would cost more than the work budget.
     Work {
         /// The fields that set the cost (`keyslots.0,1.kdf, digests.0.iterations`).
@@ -273,7 +277,8 @@ impl fmt::Display for Error {
                 f,
                 "LUKS2 header does not match the pinned header_sha256: expected {expected}, actual {actual}"
             ),
-            Error::Kdf { keyslot, detail } => write!(f, "keyslots.{keyslot}.kdf: {detail}"),
+            Error::Kdf { keyslot, cause } => write!(f, "keyslots.{keyslot}.kdf: {cause}"),
+            Error::Random(cause) => write!(f, "LUKS2 format: random bytes: {cause}"),
             Error::Work { fields, detail } => write!(
                 f,
                 "{fields}: unlocking costs too much: {detail}; fix: re-create the image with cryptsetup's default \

@@ -61,7 +61,7 @@ pub struct FormatParams {
 }
 
 /// A source of random bytes (getrandom in the product, a seeded source in tests).
-pub type Rng<'a> = &'a mut dyn FnMut(&mut [u8]) -> std::result::Result<(), String>;
+pub type Rng<'a> = &'a mut dyn FnMut(&mut [u8]) -> std::result::Result<(), getrandom::Error>;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -69,10 +69,7 @@ fn b64(b: &[u8]) -> String {
 
 fn rand_vec(rng: Rng<'_>, n: usize) -> Result<Vec<u8>> {
     let mut v = vec![0u8; n];
-    rng(&mut v).map_err(|detail| Error::Kdf {
-        keyslot: 0,
-        detail: format!("random bytes: {detail}"),
-    })?;
+    rng(&mut v).map_err(Error::Random)?;
     Ok(v)
 }
 
@@ -150,7 +147,7 @@ pub fn build(
     })?;
     let mut area_key = Zeroizing::new(vec![0u8; key_size]);
     crypto::derive(&kdf, passphrase, &mut area_key)
-        .map_err(|detail| Error::Kdf { keyslot: 0, detail })?;
+        .map_err(|cause| Error::Kdf { keyslot: 0, cause })?;
     let mut material = Zeroizing::new(rand_vec(rng, material_len)?);
     crypto::af_split(volume_key, STRIPES, Hash::Sha256, &mut material);
     let xts = Xts::new(&area_key).ok_or(Error::KeySize {

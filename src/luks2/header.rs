@@ -1,9 +1,9 @@
-//! The validated header: the only form in which the rest of the program sees a LUKS2 header.
+//! The validated header's types: the only form in which the rest of the program sees a LUKS2 header, and
+//! what can be asked of one (data range, keyslot order, header-area hash). Only [`super::validate`] builds
+//! one ([`Header::parse`] lives there), so these types depend on nothing above them.
 
-use super::binary::{self, BinaryHeader};
+use super::binary::BinaryHeader;
 use super::error::{Error, Result};
-use super::validate;
-use crate::hex::encode as hex;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 
@@ -221,33 +221,6 @@ pub fn area_sha256(buf: &[u8], hdr_size: u64) -> Option<[u8; 32]> {
 }
 
 impl Header {
-    /// Parse and validate the header at the start of `buf` (at least both header copies; the keyslot areas
-    /// are needed only to unlock).
-    pub fn parse(buf: &[u8]) -> Result<Header> {
-        Self::parse_pinned(buf, None)
-    }
-
-    /// As [`Header::parse`], but first compare the header area's SHA-256 with `pin` (the manifest's
-    /// `header_sha256`): a mismatch is refused before the JSON is even read.
-    pub fn parse_pinned(buf: &[u8], pin: Option<&[u8; 32]>) -> Result<Header> {
-        let chosen = binary::choose(buf)?;
-        let hdr_size = chosen.header.hdr_size;
-        let header_sha256 = area_sha256(buf, hdr_size).ok_or(Error::Truncated {
-            what: "header area",
-            need: hdr_size.saturating_mul(2),
-            have: buf.len() as u64,
-        })?;
-        if let Some(pin) = pin {
-            if pin != &header_sha256 {
-                return Err(Error::HeaderPin {
-                    expected: hex(pin),
-                    actual: hex(&header_sha256),
-                });
-            }
-        }
-        validate::document(chosen, header_sha256)
-    }
-
     /// End of the metadata (both copies and the keyslots area), bytes: what [`Header::unlock`] needs.
     pub fn metadata_end(&self) -> u64 {
         self.binary.hdr_size * 2 + self.keyslots_size

@@ -215,9 +215,9 @@ impl Header {
     ) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let mut material = Zeroizing::new(material);
         let mut area_key = Zeroizing::new(vec![0u8; k.area_key_size]);
-        let kdf_error = |detail| Error::Kdf {
+        let kdf_error = |cause| Error::Kdf {
             keyslot: k.id,
-            detail,
+            cause,
         };
         if matches!(k.kdf, Kdf::Argon2 { .. }) {
             // A poisoned lock only means another derivation panicked; the guard protects no data.

@@ -1,5 +1,9 @@
 //! The manifest: a TOML file (`schema`, `toml_src`) or upstream's `EncfsSideCarArgs` (`legacy`), validated
 //! once into a [`Plan`] (`validate`). Everything downstream takes the plan.
+//!
+//! The manifest sits below every other area: besides its own modules it uses only the generic helpers
+//! ([`crate::hex`], [`crate::redact`], [`crate::url`], [`crate::secret`], [`crate::x509`] for a test ARK,
+//! [`crate::pkcs8`] for a fake VCEK key), never attestation, HTTP or key release.
 #![forbid(unsafe_code)]
 
 pub mod error;

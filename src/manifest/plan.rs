@@ -1,5 +1,7 @@
 //! The validated plan: what every later step takes. Built once by `manifest::load`; nothing downstream sees
-//! an unchecked string. Secrets inside are redacting types, so `{:?}` of a plan is safe to log.
+//! an unchecked string. Secrets inside are redacting types, so `{:?}` of a plan is safe to log. The one
+//! check of the CA bundle's pin ([`NetworkPlan::check_ca_bundle_pin`]) lives here, with the pin, for the
+//! validation and for every later read of the bundle.
 #![forbid(unsafe_code)]
 
 use crate::secret::{SecretBytes, SecretString};
@@ -124,6 +126,48 @@ pub struct NetworkPlan {
     pub ca_bundle: Option<PathBuf>,
     /// SHA-256 the `ca_bundle` file must have, checked every time it is read.
     pub ca_bundle_sha256: Option<[u8; 32]>,
+}
+
+impl NetworkPlan {
+    /// The one check of `ca_bundle_sha256`: `Err` when it is set and `bundle` (the file's bytes) does not
+    /// hash to it. Run when the manifest is validated and on every later read of the bundle.
+    pub fn check_ca_bundle_pin(&self, bundle: &[u8]) -> Result<(), CaBundlePinMismatch> {
+        use sha2::Digest as _;
+        let Some(pinned) = self.ca_bundle_sha256 else {
+            return Ok(());
+        };
+        let actual: [u8; 32] = sha2::Sha256::digest(bundle).into();
+        if actual == pinned {
+            return Ok(());
+        }
+        Err(CaBundlePinMismatch { actual, pinned })
+    }
+}
+
+/// The CA bundle's SHA-256 is not the one `[network] ca_bundle_sha256` pins.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}; fix: {}", self.problem(), Self::FIX)]
+pub struct CaBundlePinMismatch {
+    /// What the file hashes to.
+    pub actual: [u8; 32],
+    /// What the manifest pins.
+    pub pinned: [u8; 32],
+}
+
+impl CaBundlePinMismatch {
+    /// The finding without its fix.
+    pub fn problem(&self) -> String {
+        format!(
+            "its SHA-256 is {} but [network] ca_bundle_sha256 pins {}",
+            crate::hex::encode(&self.actual),
+            crate::hex::encode(&self.pinned)
+        )
+    }
+
+    /// What to do about it.
+    pub const FIX: &'static str =
+        "ship the bundle the manifest was written for at this path in the image, \
+                                   or set ca_bundle_sha256 to the new file's sha256sum";
 }
 
 /// An endpoint base URL, normalized: scheme, host, optional port and path, no trailing slash.

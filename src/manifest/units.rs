@@ -1,5 +1,6 @@
 //! Sizes ("64MiB") and durations ("10s") as the manifest writes them, parsed while deserializing so that a
-//! bad value is reported at its own line and column.
+//! bad value is reported at its own line and column; the command line reads sizes the same way
+//! (`image create --size`, `nbd serve --block-size`). A refusal is a [`Error`] naming the text and the fix.
 #![forbid(unsafe_code)]
 
 use serde::de::{self, Deserializer, Visitor};
@@ -19,14 +20,72 @@ const SIZE_HINT: &str =
     "a byte count or a number with a unit B, KiB, MiB, GiB or TiB, e.g. \"64MiB\"";
 const DUR_HINT: &str = "a number with a unit ms, s, m or h, e.g. \"10s\" or \"500ms\"";
 
+/// Why a size or duration text is refused (a leaf: each names the text and how to write it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No number where a size belongs.
+    #[error("\"{text}\" is not a size; use {}", SIZE_HINT)]
+    NotASize {
+        /// The text as written.
+        text: String,
+    },
+    /// A decimal-looking unit ("MB"): refused rather than guessed.
+    #[error(
+        "\"{text}\" is ambiguous (decimal or binary?); use a binary unit such as \"{n}{binary}\""
+    )]
+    Ambiguous {
+        /// The text as written.
+        text: String,
+        /// Its number.
+        n: u64,
+        /// The binary unit it probably meant.
+        binary: &'static str,
+    },
+    /// A size unit we do not know.
+    #[error("unknown size unit \"{unit}\" in \"{text}\"; use {}", SIZE_HINT)]
+    SizeUnit {
+        /// The unit.
+        unit: String,
+        /// The text as written.
+        text: String,
+    },
+    /// More bytes than fit in 64 bits.
+    #[error("\"{text}\" is too large")]
+    TooLarge {
+        /// The text as written.
+        text: String,
+    },
+    /// No number where a duration belongs.
+    #[error("\"{text}\" is not a duration; use {}", DUR_HINT)]
+    NotADuration {
+        /// The text as written.
+        text: String,
+    },
+    /// A bare number: seconds or milliseconds?
+    #[error("\"{text}\" has no unit; use {}", DUR_HINT)]
+    NoUnit {
+        /// The text as written.
+        text: String,
+    },
+    /// A duration unit we do not know.
+    #[error("unknown duration unit \"{unit}\" in \"{text}\"; use {}", DUR_HINT)]
+    DurationUnit {
+        /// The unit.
+        unit: String,
+        /// The text as written.
+        text: String,
+    },
+}
+
 /// Parse "64MiB", "512 KiB", "4096", "4096B". Binary units only: "MB" is refused rather than guessed.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, Error> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("\"{text}\" is not a size; use {SIZE_HINT}"))?;
+        .map_err(|_| Error::NotASize { text: text.into() })?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -34,44 +93,47 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "GiB" => 1 << 30,
         "TiB" => 1 << 40,
         "K" | "KB" | "k" | "kB" | "M" | "MB" | "G" | "GB" | "T" | "TB" => {
-            return Err(format!(
-                "\"{text}\" is ambiguous (decimal or binary?); use a binary unit such as \"{n}{}\"",
-                match unit.trim().chars().next() {
+            return Err(Error::Ambiguous {
+                text: text.into(),
+                n,
+                binary: match unit.trim().chars().next() {
                     Some('K' | 'k') => "KiB",
                     Some('M') => "MiB",
                     Some('G') => "GiB",
                     _ => "TiB",
-                }
-            ))
+                },
+            })
         }
         other => {
-            return Err(format!(
-                "unknown size unit \"{other}\" in \"{text}\"; use {SIZE_HINT}"
-            ))
+            return Err(Error::SizeUnit {
+                unit: other.into(),
+                text: text.into(),
+            })
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("\"{text}\" is too large"))
+        .ok_or_else(|| Error::TooLarge { text: text.into() })
 }
 
 /// Parse "10s", "500ms", "2m", "1h". A unit is required: a bare number is ambiguous.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, Error> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration; use {DUR_HINT}"))?;
+        .map_err(|_| Error::NotADuration { text: text.into() })?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "" => return Err(format!("\"{text}\" has no unit; use {DUR_HINT}")),
+        "" => return Err(Error::NoUnit { text: text.into() }),
         other => {
-            return Err(format!(
-                "unknown duration unit \"{other}\" in \"{text}\"; use {DUR_HINT}"
-            ))
+            return Err(Error::DurationUnit {
+                unit: other.into(),
+                text: text.into(),
+            })
         }
     };
     Ok(d)
@@ -151,10 +213,14 @@ mod tests {
         assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert!(parse_size("64MB").unwrap_err().contains("64MiB"));
+        assert!(parse_size("64MB")
+            .unwrap_err()
+            .to_string()
+            .contains("64MiB"));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999TiB")
             .unwrap_err()
+            .to_string()
             .contains("too large"));
         assert_eq!(fmt_size(64 << 20), "64MiB");
         assert_eq!(fmt_size(1000), "1000B");
@@ -165,7 +231,10 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("10")
+            .unwrap_err()
+            .to_string()
+            .contains("no unit"));
         assert!(parse_duration("ten s").is_err());
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(fmt_duration(Duration::from_secs(120)), "2m");

@@ -98,8 +98,12 @@ pub fn parse(args: &[String]) -> Result<Option<ServeArgs>, String> {
             }
             "--read-only" => a.read_only = true,
             "--once" => a.once = true,
-            "--block-size" => a.block_size = Some(units::parse_size(&val()?)?),
-            "--cache-size" => a.cache_size = Some(units::parse_size(&val()?)?),
+            "--block-size" => {
+                a.block_size = Some(units::parse_size(&val()?).map_err(|e| e.to_string())?)
+            }
+            "--cache-size" => {
+                a.cache_size = Some(units::parse_size(&val()?).map_err(|e| e.to_string())?)
+            }
             "--bearer-token-file" => a.token_file = Some(PathBuf::from(val()?)),
             s if !s.starts_with('-') && a.source.is_empty() => a.source = s.to_string(),
             other => return Err(format!("nbd serve: unexpected argument \"{other}\"")),

@@ -12,9 +12,9 @@ use base64::engine::general_purpose::{
     STANDARD as B64, URL_SAFE as B64URL_PAD, URL_SAFE_NO_PAD as B64URL,
 };
 use base64::Engine;
-use encfs_init::attest::cert::Cert;
 use encfs_init::attest::uvm::ThimCerts;
 use encfs_init::hex::encode as hex;
+use encfs_init::x509::Cert;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -131,7 +131,7 @@ pub fn amd_chain(chip_id: &[u8; 64], tcb: (u8, u8, u8, u8)) -> AmdChain {
 
 /// The pin for a fake ARK.
 pub fn pin_of(ark_der: &[u8]) -> encfs_init::attest::verify::ArkPin {
-    let c = encfs_init::attest::cert::Cert::from_der(ark_der).unwrap();
+    let c = encfs_init::x509::Cert::from_der(ark_der).unwrap();
     encfs_init::attest::verify::ArkPin {
         product: "Test",
         spki_sha256: c.spki_sha256().unwrap(),

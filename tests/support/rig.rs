@@ -182,7 +182,7 @@ pub fn host_certs(amd: &AmdChain, tcbm: u64) -> ThimCerts {
 }
 
 pub fn pem_der(pem: &str) -> Vec<u8> {
-    encfs_init::attest::cert::Cert::from_pem_chain(pem.as_bytes()).unwrap()[0]
+    encfs_init::x509::Cert::from_pem_chain(pem.as_bytes()).unwrap()[0]
         .der()
         .to_vec()
 }

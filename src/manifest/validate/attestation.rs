@@ -30,12 +30,16 @@ fn fake_vcek_key(
     }
     let full = v.resolve(file);
     let bytes = v.read_file(&fp, file, "fake VCEK key")?;
-    match crate::attest::fake::pkcs8_der(&bytes) {
+    match crate::pkcs8::p384_der(&bytes) {
         Ok(der) => Some((full, der)),
         Err(e) => {
             v.err(
                 &fp,
-                format!("{} is not a P-384 private key: {e}", full.display()),
+                format!(
+                    "{} is not a P-384 private key: {}",
+                    full.display(),
+                    crate::errors::chain(&e)
+                ),
                 "give a PKCS#8 P-384 key, PEM (-----BEGIN PRIVATE KEY-----) or DER",
             );
             None
@@ -61,11 +65,11 @@ fn test_ark_pin(
     let full = v.resolve(file);
     let bytes = v.read_file(&fp, file, "test ARK certificate")?;
     let cert = if bytes.starts_with(b"-----") {
-        crate::attest::cert::Cert::from_pem_chain(&bytes)
+        crate::x509::Cert::from_pem_chain(&bytes)
             .ok()
             .and_then(|mut c| (c.len() == 1).then(|| c.remove(0)))
     } else {
-        crate::attest::cert::Cert::from_der(&bytes).ok()
+        crate::x509::Cert::from_der(&bytes).ok()
     };
     match cert.map(|c| c.spki_sha256()) {
         Some(Ok(pin)) => Some((full, pin)),

@@ -1,5 +1,9 @@
 //! From the user's [`Manifest`] to the typed [`Plan`]: defaults applied, every value checked once, secret files
 //! read into redacting types. Every problem found is reported (not only the first), each naming its place.
+//!
+//! This module walks the manifest and checks the top-level sections (log, app, supervise, network,
+//! endpoints, api_versions); `check` holds the checks many fields share, `filesystem` and `attestation`
+//! the sections of those names.
 #![forbid(unsafe_code)]
 
 use super::error::{did_you_mean, Error, Errors, FieldPath, Locate};
@@ -11,8 +15,10 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 mod attestation;
+mod check;
 mod filesystem;
 use attestation::{attestation, certcache};
+use check::V;
 use filesystem::{check_mount_points, filesystem};
 
 /// Azure's link-local address: IMDS and THIM are served there over plain http.
@@ -53,230 +59,6 @@ pub struct Context {
     pub base_dir: Option<PathBuf>,
     /// Where the plan came from.
     pub origin: Option<Origin>,
-}
-
-struct V<'a> {
-    loc: &'a dyn Locate,
-    errors: Vec<Error>,
-    base_dir: Option<PathBuf>,
-    test_mode: bool,
-}
-
-impl V<'_> {
-    fn err(&mut self, path: &FieldPath, problem: impl Into<String>, fix: impl Into<String>) {
-        let (at, field) = self.loc.locate(path);
-        self.errors.push(Error {
-            source: self.loc.source().to_string(),
-            at,
-            field,
-            problem: problem.into(),
-            fix: fix.into(),
-        });
-    }
-
-    /// `got` is none of `choices` for `what`: "unknown {what} \"{got}\"", the fix led by a did-you-mean hint.
-    fn unknown_choice<const N: usize>(
-        &mut self,
-        path: &FieldPath,
-        what: &str,
-        got: &str,
-        choices: [&str; N],
-        fix: &str,
-    ) {
-        let hint = did_you_mean(got, choices)
-            .map(|s| format!("did you mean \"{s}\"? "))
-            .unwrap_or_default();
-        self.err(
-            path,
-            format!("unknown {what} \"{got}\""),
-            format!("{hint}{fix}"),
-        );
-    }
-
-    fn resolve(&self, p: &str) -> PathBuf {
-        let path = PathBuf::from(p);
-        match (&self.base_dir, path.is_absolute()) {
-            (Some(base), false) => base.join(path),
-            _ => path,
-        }
-    }
-
-    fn read_file(&mut self, path: &FieldPath, p: &str, what: &str) -> Option<Vec<u8>> {
-        let full = self.resolve(p);
-        match std::fs::read(&full) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                self.err(
-                    path,
-                    format!("cannot read {what} file {}: {e}", full.display()),
-                    "point it at a readable file (relative paths are relative to the manifest)",
-                );
-                None
-            }
-        }
-    }
-
-    fn abs_path(&mut self, path: &FieldPath, p: &str, example: &str) -> Option<PathBuf> {
-        if !p.starts_with('/') {
-            self.err(
-                path,
-                format!("\"{p}\" is not an absolute path"),
-                format!("use an absolute path such as {example}"),
-            );
-            return None;
-        }
-        let pb = PathBuf::from(p);
-        if pb
-            .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-            || p.contains("//")
-            || (p.len() > 1 && p.ends_with('/'))
-        {
-            self.err(
-                path,
-                format!(
-                    "\"{p}\" is not a normalized path (no \".\", \"..\", \"//\" or trailing \"/\")"
-                ),
-                format!("write it plainly, e.g. {example}"),
-            );
-            return None;
-        }
-        Some(pb)
-    }
-
-    fn dur(
-        &mut self,
-        path: &FieldPath,
-        v: Option<Dur>,
-        default: Duration,
-        max: Duration,
-    ) -> Duration {
-        let d = v.map_or(default, |d| d.0);
-        if d.is_zero() || d > max {
-            self.err(
-                path,
-                format!("{} is out of range", super::units::fmt_duration(d)),
-                format!(
-                    "use a value above 0 and at most {}",
-                    super::units::fmt_duration(max)
-                ),
-            );
-        }
-        d
-    }
-
-    /// A service endpoint: `host`, `host:port` or `https://host[:port][/path]`; http only in test mode.
-    fn endpoint(&mut self, path: &FieldPath, raw: &str) -> Option<Endpoint> {
-        let raw = raw.trim();
-        let (scheme, rest) = match raw.split_once("://") {
-            Some((s, r)) => (s.to_ascii_lowercase(), r),
-            None => ("https".to_string(), raw),
-        };
-        let rest = rest.trim_end_matches('/');
-        let host = rest.split('/').next().unwrap_or_default();
-        let bad_host = host.is_empty()
-            || !host.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
-            });
-        if bad_host || rest.contains(['?', '#', ' ']) {
-            self.err(
-                path,
-                format!("\"{raw}\" is not a valid endpoint"),
-                "write a host name such as myvault.vault.azure.net or an https:// URL",
-            );
-            return None;
-        }
-        match scheme.as_str() {
-            "https" => {}
-            "http" if self.test_mode => {}
-            "http" => {
-                self.err(
-                    path,
-                    format!("\"{raw}\" uses plain http"),
-                    "use https (plain http is allowed only with test_mode = true)",
-                );
-                return None;
-            }
-            other => {
-                self.err(
-                    path,
-                    format!("unsupported scheme \"{other}\" in \"{raw}\""),
-                    "use https://",
-                );
-                return None;
-            }
-        }
-        Some(Endpoint(format!("{scheme}://{rest}")))
-    }
-
-    /// A fixed-default endpoint given as an http(s) URL. Tokens and assertions travel to (or from) these:
-    /// https only, unless `test_mode`; with `link_local`, plain http is allowed to Azure's link-local
-    /// address too ([`AZURE_LINK_LOCAL`]: IMDS and THIM are served there over http by design).
-    fn service_url(
-        &mut self,
-        path: &FieldPath,
-        raw: Option<&str>,
-        default: &str,
-        link_local: bool,
-    ) -> Endpoint {
-        let Some(raw) = raw else {
-            return Endpoint(default.to_string());
-        };
-        let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
-            && raw
-                .split_once("://")
-                .is_some_and(|(_, r)| !r.is_empty() && !r.starts_with('/'))
-            && !raw.contains([' ', '?', '#']);
-        if !ok {
-            self.err(
-                path,
-                format!("\"{raw}\" is not an http(s) URL"),
-                format!("write a URL such as {default}"),
-            );
-        } else if raw.starts_with("http://")
-            && !self.test_mode
-            && !(link_local && crate::keyrelease::akv::host_of(raw) == AZURE_LINK_LOCAL)
-        {
-            self.err(
-                path,
-                format!("\"{raw}\" uses plain http"),
-                if link_local {
-                    format!("use https, or http only to Azure's link-local {AZURE_LINK_LOCAL} (any other plain http needs test_mode = true)")
-                } else {
-                    "use https (plain http is allowed only with test_mode = true)".to_string()
-                },
-            );
-        }
-        Endpoint(raw.trim_end_matches('/').to_string())
-    }
-
-    fn hex(
-        &mut self,
-        path: &FieldPath,
-        s: &str,
-        len: Option<usize>,
-        what: &str,
-    ) -> Option<Vec<u8>> {
-        let Some(out) = crate::hex::decode(s) else {
-            self.err(
-                path,
-                format!("{what} is not hex"),
-                "write hex digits only (0-9, a-f), an even number of them",
-            );
-            return None;
-        };
-        if let Some(n) = len {
-            if out.len() != n {
-                self.err(
-                    path,
-                    format!("{what} has {} bytes", out.len()),
-                    format!("give exactly {n} bytes ({} hex digits)", n * 2),
-                );
-                return None;
-            }
-        }
-        Some(out)
-    }
 }
 
 /// Validate `m` into a plan. `loc` locates fields for messages.
@@ -469,14 +251,11 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
                 "give a PEM file with -----BEGIN CERTIFICATE----- blocks",
             ),
             Ok(b) => {
-                let pinned = network.ca_bundle_sha256.as_ref();
-                if let Some(Err(why)) = pinned.map(|pin| crate::http::check_ca_bundle_pin(&b, pin))
-                {
-                    let (problem, fix) = why.split_once("; fix: ").unwrap_or((&why, ""));
+                if let Err(e) = network.check_ca_bundle_pin(&b) {
                     v.err(
                         &np.key("ca_bundle_sha256"),
-                        format!("CA bundle {}: {problem}", ca.display()),
-                        fix,
+                        format!("CA bundle {}: {}", ca.display(), e.problem()),
+                        CaBundlePinMismatch::FIX,
                     );
                 }
             }

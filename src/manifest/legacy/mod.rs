@@ -5,15 +5,22 @@
 //! any whitespace; raw JSON is accepted too. Keys match as Go's `encoding/json` matches them (an exact match
 //! first, else ASCII case-insensitively); unknown keys are warned about and ignored, as upstream ignores them.
 //! Types are strict, as Go's are: a string where a bool belongs is an error naming its JSON path.
+//!
+//! `reader` reads the JSON objects that way; this module decodes the base64 and maps the objects onto the
+//! manifest's sections.
 #![forbid(unsafe_code)]
 
-use super::error::{did_you_mean, Error, FieldPath, Locate, Seg};
+use super::error::{Error, FieldPath, Locate, Seg};
 use super::schema::{self, Manifest};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
+
+mod reader;
+
+use reader::{kind, Decoder};
 
 /// Name used in messages.
 pub const SOURCE: &str = "EncfsSideCarArgs";
@@ -126,126 +133,7 @@ pub fn parse(name: &str, text: &str) -> Result<(Legacy, Manifest), Error> {
     ))
 }
 
-struct Decoder {
-    name: String,
-    paths: HashMap<String, String>,
-    warnings: Vec<String>,
-    error: Option<Error>,
-}
-
-/// One JSON object being read: known keys are taken from it; what is left over is unknown.
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-    taken: Vec<&'a str>,
-}
-
-impl<'a> Obj<'a> {
-    /// Go's matching: an exact key first, else the first key equal ignoring ASCII case. `null` counts as absent.
-    fn get(&mut self, key: &str) -> Option<(&'a Value, String)> {
-        let found = self
-            .map
-            .get_key_value(key)
-            .or_else(|| self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)));
-        let (k, v) = found?;
-        self.taken.push(k.as_str());
-        (!v.is_null()).then(|| {
-            (
-                v,
-                format!("{}.{k}", self.path)
-                    .trim_start_matches('.')
-                    .to_string(),
-            )
-        })
-    }
-}
-
 impl Decoder {
-    fn fail(&mut self, json_path: &str, problem: String, fix: &str) {
-        if self.error.is_none() {
-            self.error = Some(Error {
-                source: self.name.clone(),
-                at: None,
-                field: json_path.to_string(),
-                problem,
-                fix: fix.to_string(),
-            });
-        }
-    }
-
-    fn obj<'a>(&mut self, v: &'a Value, path: &str) -> Option<Obj<'a>> {
-        match v {
-            Value::Object(map) => Some(Obj {
-                map,
-                path: path.to_string(),
-                taken: Vec::new(),
-            }),
-            other => {
-                self.fail(
-                    path,
-                    format!("expected an object, found {}", kind(other)),
-                    "write a JSON object { ... }",
-                );
-                None
-            }
-        }
-    }
-
-    fn finish(&mut self, o: Obj<'_>, known: &[&str]) {
-        for k in o.map.keys() {
-            if !o.taken.contains(&k.as_str()) && !known.iter().any(|n| n.eq_ignore_ascii_case(k)) {
-                let hint = did_you_mean(k, known.iter().copied())
-                    .map(|s| format!(" (did you mean \"{s}\"?)"))
-                    .unwrap_or_default();
-                let at = if o.path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{}.{k}", o.path)
-                };
-                self.warnings
-                    .push(format!("{}: {at}: unknown key ignored{hint}", self.name));
-            }
-        }
-    }
-
-    fn string(&mut self, o: &mut Obj<'_>, key: &str, toml: Option<&FieldPath>) -> Option<String> {
-        let (v, path) = o.get(key)?;
-        match v {
-            Value::String(s) => {
-                if let Some(t) = toml {
-                    self.paths.insert(t.to_string(), path);
-                }
-                Some(s.clone())
-            }
-            other => {
-                self.fail(
-                    &path,
-                    format!("expected a string, found {}", kind(other)),
-                    "write the value in double quotes",
-                );
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, o: &mut Obj<'_>, key: &str, toml: &FieldPath) -> Option<bool> {
-        let (v, path) = o.get(key)?;
-        match v {
-            Value::Bool(b) => {
-                self.paths.insert(toml.to_string(), path);
-                Some(*b)
-            }
-            other => {
-                self.fail(
-                    &path,
-                    format!("expected true or false, found {}", kind(other)),
-                    "write true or false without quotes",
-                );
-                None
-            }
-        }
-    }
-
     fn manifest(&mut self, v: &Value) -> Manifest {
         let mut m = Manifest {
             readiness_file: Some(LEGACY_READINESS_FILE.to_string()),
@@ -442,29 +330,6 @@ impl Decoder {
         }
         self.finish(o, &["kid", "kty", "key_ops", "authority", "akv"]);
         Some(k)
-    }
-
-    /// Fields upstream reads and then overrides: accepted, noted at info level by the caller.
-    fn ignored(&mut self, o: &mut Obj<'_>, keys: &[&str], why: &str) {
-        for key in keys {
-            if let Some((Value::String(s), p)) = o.get(key) {
-                if !s.is_empty() {
-                    self.warnings
-                        .push(format!("{}: {p}: ignored ({why})", self.name));
-                }
-            }
-        }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

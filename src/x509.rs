@@ -1,5 +1,7 @@
-//! X.509 helpers for the AMD collateral: parse a DER/PEM certificate (x509-cert), read its names, key,
-//! validity and extensions, and check the signature an issuer made over it.
+//! X.509 certificates: parse a DER/PEM certificate (x509-cert), read its names, key, validity and
+//! extensions, and check the signature an issuer made over it. Used by the AMD collateral check
+//! ([`crate::attest::verify`]), the key release's x5c chain ([`crate::keyrelease::akv`]) and the manifest's
+//! test ARK pin; it depends on none of them.
 //!
 //! Supported signature algorithms: RSASSA-PSS (SHA-256/384/512, the salt length from the parameters;
 //! what AMD's ARK/ASK use), sha{256,384,512}WithRSAEncryption, and ecdsa-with-SHA384 with a P-384 key.
@@ -23,7 +25,8 @@ const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
 const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
 const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
 
-/// A certificate problem.
+/// A certificate problem: a leaf. What a DER/PEM parser said (der, x509-cert, pkcs1, ecdsa: four error types)
+/// is kept as text in [`CertError::Malformed`], printed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CertError {
