@@ -98,7 +98,7 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
     };
     let key = match read_key(key_file) {
         Ok(k) => k,
-        Err(e) => return io_error(&e),
+        Err(e) => return io_error(&crate::errors::chain(&e)),
     };
     let device_size = match std::fs::metadata(image) {
         Ok(m) => m.len(),
