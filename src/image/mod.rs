@@ -17,7 +17,7 @@
 mod check;
 mod create;
 
-use crate::argv::{Arg, Args, Usage};
+use crate::argv::{Arg, Args, Parsed, Usage};
 use crate::exit;
 use crate::luks2::format::NewKdf;
 use std::path::PathBuf;
@@ -59,14 +59,12 @@ pub enum ImageCommand {
         /// Optional pin, hex.
         pin: Option<[u8; 32]>,
     },
-    /// Help.
-    Help,
 }
 
 /// Parse the arguments after `image`.
-pub fn parse(args: &[String]) -> Result<ImageCommand, Usage> {
+pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
     let (sub, create) = match args.first().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => return Ok(ImageCommand::Help),
+        None | Some("-h" | "--help" | "help") => return Ok(Parsed::Help(HELP)),
         Some("create") => ("image create", true),
         Some("check") => ("image check", false),
         Some(other) => {
@@ -85,7 +83,7 @@ pub fn parse(args: &[String]) -> Result<ImageCommand, Usage> {
     let mut positional = Vec::new();
     while let Some(arg) = a.next_arg()? {
         let opt = match arg {
-            Arg::Help => return Ok(ImageCommand::Help),
+            Arg::Help => return Ok(Parsed::Help(HELP)),
             Arg::Value(v) => {
                 positional.push(PathBuf::from(v));
                 continue;
@@ -134,43 +132,43 @@ pub fn parse(args: &[String]) -> Result<ImageCommand, Usage> {
             if create { "OUT" } else { "IMAGE" }
         ))
     })?;
-    if create {
-        Ok(ImageCommand::Create(CreateArgs {
+    Ok(Parsed::Run(if create {
+        ImageCommand::Create(CreateArgs {
             key_file,
             from: from.ok_or_else(|| a.plain("--from DIR is required"))?,
             size,
             kdf,
             sector_size,
             out: path,
-        }))
+        })
     } else {
-        Ok(ImageCommand::Check {
+        ImageCommand::Check {
             key_file,
             image: path,
             pin,
-        })
-    }
+        }
+    }))
 }
 
 /// Run `encfs-init image ...` (the arguments after `image`); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     match parse(args) {
-        Ok(ImageCommand::Help) => {
-            print!("{HELP}");
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
             exit::OK
         }
-        Ok(ImageCommand::Create(a)) => match create(&a) {
+        Ok(Parsed::Run(ImageCommand::Create(a))) => match create(&a) {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("encfs-init image create: {}", crate::errors::chain(&e));
                 1
             }
         },
-        Ok(ImageCommand::Check {
+        Ok(Parsed::Run(ImageCommand::Check {
             key_file,
             image,
             pin,
-        }) => check(&key_file, &image, pin.as_ref()),
+        })) => check(&key_file, &image, pin.as_ref()),
         Err(e) => crate::argv::fail(&e),
     }
 }
@@ -198,7 +196,7 @@ mod tests {
             "o",
         ]))
         .unwrap();
-        let ImageCommand::Create(a) = c else {
+        let Parsed::Run(ImageCommand::Create(a)) = c else {
             panic!("{c:?}")
         };
         assert_eq!(
@@ -209,11 +207,11 @@ mod tests {
         let c = parse(&s(&["check", "--key-file", "k", "img"])).unwrap();
         assert_eq!(
             c,
-            ImageCommand::Check {
+            Parsed::Run(ImageCommand::Check {
                 key_file: "k".into(),
                 image: "img".into(),
                 pin: None
-            }
+            })
         );
         assert!(parse(&s(&["check", "img"])).is_err());
         assert!(parse(&s(&["create", "--key-file", "k", "o"])).is_err());
