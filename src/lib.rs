@@ -6,6 +6,7 @@
 //! the VM harness link against the same code.
 #![warn(missing_docs)]
 
+pub mod argv;
 pub mod attest;
 pub mod blob;
 pub mod cli;

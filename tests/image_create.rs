@@ -220,19 +220,17 @@ fn refusals() {
     };
     // OUT exists: never overwritten.
     std::fs::write(s.path("exists.img"), b"precious").unwrap();
-    assert!(create(&args("exists.img", None))
-        .unwrap_err()
-        .contains("exists"));
+    // The error as a person reads it: the one chain printer (src/errors.rs).
+    let text = |e: encfs_init::image::Error| encfs_init::errors::chain(&e);
+    assert!(text(create(&args("exists.img", None)).unwrap_err()).contains("exists"));
     assert_eq!(std::fs::read(s.path("exists.img")).unwrap(), b"precious");
     // A size the content does not fit in.
-    let e = create(&args("small.img", Some(19 << 20))).unwrap_err();
+    let e = text(create(&args("small.img", Some(19 << 20))).unwrap_err());
     assert!(e.contains("mkfs.ext4"), "{e}");
     assert!(!s.path("small.img").exists());
     // A key file that is not 32 raw bytes (hex text with a newline).
     std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
-    assert!(create(&args("hex.img", None))
-        .unwrap_err()
-        .contains("raw 32-byte key"));
+    assert!(text(create(&args("hex.img", None)).unwrap_err()).contains("raw 32-byte key"));
     // No temporary files left behind.
     let left: Vec<_> = std::fs::read_dir(&s.0)
         .unwrap()

@@ -1,15 +1,70 @@
-//! The attestation subcommands: `report`, `report decode FILE`, `policy-digest`. Output goes to stdout;
-//! errors are returned as one line for the caller to log.
+//! The attestation tools: `report`, `report decode FILE`, `policy-digest` (their command line is parsed by
+//! [`crate::cli`]). Output goes to stdout; an error is logged as one line and becomes the exit code.
 #![forbid(unsafe_code)]
 
-use super::report::{Report, REPORT_LEN};
-use crate::cli::{value, Command, PolicySource, Usage};
+use super::report::{ParseError, Report, REPORT_LEN};
 use crate::exit;
 use crate::hex::{decode as unhex, encode as hex};
 use serde_json::json;
 use sha2::Digest;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where `policy-digest` reads the policy.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `-p BASE64`.
+    Inline(String),
+    /// `-f FILE`.
+    File(PathBuf),
+}
+
+/// A tool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the output failed.
+    #[error("stdout")]
+    Stdout(#[source] std::io::Error),
+    /// `--data` is not hex.
+    #[error("--data: not hex")]
+    DataNotHex,
+    /// `--data` is longer than report_data.
+    #[error("--data: {0} bytes, at most 64")]
+    DataTooLong(usize),
+    /// No report could be had (the attestation layer's own words).
+    #[error(transparent)]
+    Attest(#[from] super::Error),
+    /// The report we got does not parse.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// An input file could not be read.
+    #[error("{}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds neither a raw report nor hex or base64 text.
+    #[error("{}: neither a raw {REPORT_LEN}-byte report nor hex/base64 text", path.display())]
+    NotAReport {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A saved report does not parse.
+    #[error("{}", path.display())]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ParseError,
+    },
+    /// The policy is not base64.
+    #[error("the policy is not base64")]
+    PolicyNotBase64,
+}
 
 /// How to print a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +113,7 @@ pub fn to_json(r: &Report) -> serde_json::Value {
     })
 }
 
-fn print(r: &Report, format: Format) -> Result<(), String> {
+fn print(r: &Report, format: Format) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     let res = match format {
         Format::Raw => out.write_all(&r.raw),
@@ -66,29 +121,31 @@ fn print(r: &Report, format: Format) -> Result<(), String> {
             .map_err(std::io::Error::other)
             .and_then(|_| writeln!(out)),
     };
-    res.and_then(|_| out.flush())
-        .map_err(|e| format!("stdout: {e}"))
+    res.and_then(|_| out.flush()).map_err(Error::Stdout)
 }
 
 /// `report [--data HEX]`: get a report from the first provider found.
-pub fn report(data_hex: Option<&str>, format: Format) -> Result<(), String> {
+pub fn report(data_hex: Option<&str>, format: Format) -> Result<(), Error> {
     let mut rd = [0u8; 64];
     if let Some(h) = data_hex {
-        let b = unhex(h).ok_or("--data: not hex")?;
+        let b = unhex(h).ok_or(Error::DataNotHex)?;
         if b.len() > 64 {
-            return Err(format!("--data: {} bytes, at most 64", b.len()));
+            return Err(Error::DataTooLong(b.len()));
         }
         rd[..b.len()].copy_from_slice(&b);
     }
-    let a = super::detect(&super::Paths::default(), false).map_err(|e| e.to_string())?;
-    let ev = a.report(&rd).map_err(|e| crate::errors::chain(&e))?;
-    let r = Report::parse_lenient(&ev.report).map_err(|e| e.to_string())?;
+    let a = super::detect(&super::Paths::default(), false)?;
+    let ev = a.report(&rd)?;
+    let r = Report::parse_lenient(&ev.report)?;
     print(&r, format)
 }
 
 /// `report decode FILE`: a raw or hex report file.
-pub fn decode(path: &Path, format: Format) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn decode(path: &Path, format: Format) -> Result<(), Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let bytes = if bytes.len() == REPORT_LEN {
         bytes
     } else {
@@ -96,104 +153,21 @@ pub fn decode(path: &Path, format: Format) -> Result<(), String> {
         let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         unhex(&clean)
             .or_else(|| super::uvm::decode_b64(&clean))
-            .ok_or_else(|| {
-                format!(
-                    "{}: neither a raw {REPORT_LEN}-byte report nor hex/base64 text",
-                    path.display()
-                )
+            .ok_or_else(|| Error::NotAReport {
+                path: path.to_path_buf(),
             })?
     };
-    let r = Report::parse_lenient(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r = Report::parse_lenient(&bytes).map_err(|source| Error::ParseFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     print(&r, format)
 }
 
 /// The SHA-256 (hex) of a base64 security policy: the report's host_data, MAA's `x-ms-sevsnpvm-hostdata`.
-pub fn policy_digest(b64: &str) -> Result<String, String> {
-    let policy = super::uvm::decode_b64(b64).ok_or("the policy is not base64")?;
+pub fn policy_digest(b64: &str) -> Result<String, Error> {
+    let policy = super::uvm::decode_b64(b64).ok_or(Error::PolicyNotBase64)?;
     Ok(hex(&sha2::Sha256::digest(&policy)))
-}
-
-/// `help report`.
-pub const REPORT_HELP: &str = "\
-encfs-init report [--data HEX] [--raw | --json]
-encfs-init report decode FILE [--raw | --json]
-
-Get an SEV-SNP attestation report from this guest (configfs-tsm, /dev/sev-guest or /dev/sev, VMPL 0) and
-print it decoded as JSON (default) or raw (1184 bytes). --data gives report_data (up to 64 bytes of hex,
-zero-padded). `report decode FILE` decodes a saved report (raw, hex or base64).
-
-Options:
-  --data HEX   report_data
-  --raw        the raw report on stdout
-  --json       decoded JSON (the default)
-  -h, --help   this text
-";
-
-/// `help policy-digest`.
-pub const POLICY_DIGEST_HELP: &str = "\
-encfs-init policy-digest (-p BASE64 | -f FILE)
-
-Print the SHA-256 (hex) of a base64-encoded security policy (the ccePolicy of an ARM template): the
-report's host_data and MAA's x-ms-sevsnpvm-hostdata claim, for release policies.
-
-Options:
-  -p BASE64    the policy, base64
-  -f FILE      a file holding the base64 policy
-  -h, --help   this text
-";
-
-/// Parse `report ...` (after the command word).
-pub fn parse_report(args: &[String]) -> Result<Command, Usage> {
-    use crate::attest::tool::Format;
-    let mut data = None;
-    let mut format = Format::Json;
-    let mut decode = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--data" => data = Some(value(a, &mut it)?.display().to_string()),
-            "--raw" => format = Format::Raw,
-            "--json" => format = Format::Json,
-            "-h" | "--help" => return Ok(Command::Help(REPORT_HELP)),
-            "decode" if decode.is_none() && data.is_none() => decode = Some(value(a, &mut it)?),
-            other => {
-                return Err(Usage(format!(
-                    "report: unexpected argument \"{other}\"; see `encfs-init help report`"
-                )))
-            }
-        }
-    }
-    match decode {
-        Some(file) if data.is_none() => Ok(Command::ReportDecode { file, format }),
-        Some(_) => Err(Usage(
-            "report decode: --data makes no sense with decode".into(),
-        )),
-        None => Ok(Command::Report { data, format }),
-    }
-}
-
-/// Parse `policy-digest ...`.
-pub fn parse_policy_digest(args: &[String]) -> Result<Command, Usage> {
-    let mut source = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let new = match a.as_str() {
-            "-p" => PolicySource::Inline(value(a, &mut it)?.display().to_string()),
-            "-f" => PolicySource::File(value(a, &mut it)?),
-            "-h" | "--help" => return Ok(Command::Help(POLICY_DIGEST_HELP)),
-            other => {
-                return Err(Usage(format!(
-                    "policy-digest: unexpected argument \"{other}\"; give -p BASE64 or -f FILE"
-                )))
-            }
-        };
-        if source.replace(new).is_some() {
-            return Err(Usage("policy-digest: give one of -p or -f, once".into()));
-        }
-    }
-    source
-        .map(|source| Command::PolicyDigest { source })
-        .ok_or_else(|| Usage("policy-digest: give -p BASE64 or -f FILE".into()))
 }
 
 /// Run `policy-digest`; returns the exit code.
@@ -202,30 +176,34 @@ pub fn policy_digest_cmd(source: &PolicySource) -> i32 {
         PolicySource::Inline(s) => s.clone(),
         PolicySource::File(p) => match std::fs::read_to_string(p) {
             Ok(t) => t,
-            Err(e) => {
-                log::error!("policy-digest: {}: {e}", p.display());
+            Err(source) => {
+                let e = Error::Read {
+                    path: p.clone(),
+                    source,
+                };
+                log::error!("policy-digest: {}", crate::errors::chain(&e));
                 return exit::USAGE;
             }
         },
     };
-    match crate::attest::tool::policy_digest(&text) {
+    match policy_digest(&text) {
         Ok(d) => {
             println!("{d}");
             exit::OK
         }
         Err(e) => {
-            log::error!("policy-digest: {e}");
+            log::error!("policy-digest: {}", crate::errors::chain(&e));
             exit::USAGE
         }
     }
 }
 
 /// Log an error and map to an exit code.
-pub fn exit_code(what: &str, r: Result<(), String>) -> i32 {
+pub fn exit_code(what: &str, r: Result<(), Error>) -> i32 {
     match r {
         Ok(()) => exit::OK,
         Err(e) => {
-            log::error!("{what}: {e}");
+            log::error!("{what}: {}", crate::errors::chain(&e));
             exit::BOOT_FAILED
         }
     }

@@ -1,6 +1,7 @@
 //! `image check`: the header summary and whether a key opens it.
 
 use super::create::read_key;
+use crate::errors::chain;
 use crate::exit;
 use crate::luks2::{self, Error, Header, Priority, SegmentSize};
 use std::fs::File;
@@ -47,9 +48,9 @@ pub fn summary(h: &Header, device_size: u64) -> String {
     );
     let size = match (s.size, h.data_range(device_size)) {
         (SegmentSize::Dynamic, Ok((_, len))) => format!("dynamic ({len} bytes on this device)"),
-        (SegmentSize::Dynamic, Err(e)) => format!("dynamic ({e})"),
+        (SegmentSize::Dynamic, Err(e)) => format!("dynamic ({})", chain(&e)),
         (SegmentSize::Fixed(n), Ok(_)) => format!("{n} bytes"),
-        (SegmentSize::Fixed(n), Err(e)) => format!("{n} bytes ({e})"),
+        (SegmentSize::Fixed(n), Err(e)) => format!("{n} bytes ({})", chain(&e)),
     };
     out += &format!(
         "  data segment:  {}, {}-bit key, {}-byte sectors, offset {}, size {}, iv_tweak {}\n",
@@ -98,7 +99,7 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
     };
     let key = match read_key(key_file) {
         Ok(k) => k,
-        Err(e) => return io_error(&e),
+        Err(e) => return io_error(&chain(&e)),
     };
     let device_size = match std::fs::metadata(image) {
         Ok(m) => m.len(),
@@ -111,7 +112,11 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
     let header = match Header::parse_pinned(&buf, pin) {
         Ok(h) => h,
         Err(e) => {
-            emit(&format!("{}: LUKS2 header refused: {e}\n", image.display()));
+            emit(&format!(
+                "{}: LUKS2 header refused: {}\n",
+                image.display(),
+                chain(&e)
+            ));
             return 1;
         }
     };
@@ -163,11 +168,11 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
             1
         }
         Err(e @ Error::Deadline { .. }) => {
-            out += &format!("key: {}: {e}\n", key_file.display());
+            out += &format!("key: {}: {}\n", key_file.display(), chain(&e));
             1
         }
         Err(e) => {
-            out += &format!("{}: LUKS2 header refused: {e}\n", image.display());
+            out += &format!("{}: LUKS2 header refused: {}\n", image.display(), chain(&e));
             1
         }
     };

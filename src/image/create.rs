@@ -10,6 +10,83 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use zeroize::Zeroizing;
 
+/// `image create` (or reading a key file for `image check`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading, writing or walking a file or directory failed.
+    #[error("{}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is far too large to be a key.
+    #[error("{}: {len} bytes is not a key file", path.display())]
+    KeyFileTooLarge {
+        /// The key file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
+    /// The key file does not hold 32 bytes.
+    #[error("{}: {len} bytes; the key file must hold the raw 32-byte key (upstream's rule: not hex, no newline)", path.display())]
+    KeyLength {
+        /// The key file.
+        path: PathBuf,
+        /// Its size.
+        len: usize,
+    },
+    /// `--from` is not a directory.
+    #[error("--from {}: not a directory", .0.display())]
+    FromNotDir(PathBuf),
+    /// OUT exists.
+    #[error("{} exists; remove it first (it is never overwritten)", .0.display())]
+    OutExists(PathBuf),
+    /// No mkfs.ext4 on this machine.
+    #[error("mkfs.ext4 not found: install e2fsprogs (1.43 or newer, for mkfs.ext4 -d)")]
+    NoMkfs,
+    /// mkfs.ext4 could not be started.
+    #[error("{}", tool.display())]
+    RunMkfs {
+        /// The program.
+        tool: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// mkfs.ext4 failed: its own message.
+    #[error("{0}")]
+    MkfsSaid(String),
+    /// The filesystem could not be made at any size tried.
+    #[error("mkfs.ext4 -d {} failed for {size} bytes", from.display())]
+    Mkfs {
+        /// The source directory.
+        from: PathBuf,
+        /// The last size tried.
+        size: u64,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// `--size` leaves no room for a filesystem.
+    #[error("--size {0}: the image needs at least {min} bytes (16 MiB header + 2 MiB)", min = DATA_OFFSET + 2 * MIB)]
+    SizeTooSmall(u64),
+    /// No random bytes for the volume key.
+    #[error("getrandom")]
+    Random(#[source] getrandom::Error),
+    /// The header could not be built.
+    #[error("LUKS2 header")]
+    Format(#[source] crate::luks2::Error),
+    /// Our own header does not parse or open (a bug).
+    #[error("our own header does not {0} (a bug)")]
+    OwnHeader(&'static str, #[source] crate::luks2::Error),
+    /// Our own header opens to another key, or the volume key has a size the cipher refuses (a bug).
+    #[error("{0} (a bug)")]
+    Bug(&'static str),
+}
+
 /// Arguments of `image create`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CreateArgs {
@@ -33,16 +110,15 @@ const CHUNK: usize = 1 << 20;
 const PROGRESS_FROM: u64 = 64 * MIB;
 
 /// Read the raw key file; upstream's rule is exactly 32 bytes.
-pub fn read_key(path: &Path) -> Result<SecretBytes, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_key(path: &Path) -> Result<SecretBytes, Error> {
+    let meta = fs::metadata(path).map_err(io(path))?;
     if meta.len() > 8 * MIB {
-        return Err(format!(
-            "{}: {} bytes is not a key file",
-            path.display(),
-            meta.len()
-        ));
+        return Err(Error::KeyFileTooLarge {
+            path: path.to_path_buf(),
+            len: meta.len(),
+        });
     }
-    let key = SecretBytes::new(fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let key = SecretBytes::new(fs::read(path).map_err(io(path))?);
     Ok(key)
 }
 
@@ -57,16 +133,13 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Bytes and entries under `dir` (files rounded up to 4 KiB blocks; symlinks not followed).
-fn content_size(dir: &Path) -> Result<(u64, u64), String> {
+fn content_size(dir: &Path) -> Result<(u64, u64), Error> {
     let (mut bytes, mut entries) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let e = e.map_err(|e| format!("{}: {e}", d.display()))?;
-            let m = e
-                .path()
-                .symlink_metadata()
-                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+        for e in fs::read_dir(&d).map_err(io(&d))? {
+            let e = e.map_err(io(&d))?;
+            let m = e.path().symlink_metadata().map_err(io(&e.path()))?;
             entries += 1;
             bytes = bytes.saturating_add(m.len().div_ceil(4096) * 4096);
             if m.is_dir() {
@@ -99,10 +172,9 @@ impl Drop for TempFile {
     }
 }
 
-fn mkfs(mkfs: &Path, from: &Path, file: &Path, size: u64, entries: u64) -> Result<(), String> {
-    let f = File::create(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    f.set_len(size)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+fn mkfs(mkfs: &Path, from: &Path, file: &Path, size: u64, entries: u64) -> Result<(), Error> {
+    let f = File::create(file).map_err(io(file))?;
+    f.set_len(size).map_err(io(file))?;
     drop(f);
     let inodes = (entries * 2 + 1024).max(size / 16384);
     let out = Command::new(mkfs)
@@ -122,39 +194,43 @@ fn mkfs(mkfs: &Path, from: &Path, file: &Path, size: u64, entries: u64) -> Resul
         .arg(from)
         .arg(file)
         .output()
-        .map_err(|e| format!("{}: {e}", mkfs.display()))?;
+        .map_err(|source| Error::RunMkfs {
+            tool: mkfs.to_path_buf(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(Error::MkfsSaid(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
+/// An I/O error on `path`.
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Create the image (see the module docs).
-pub fn create(a: &CreateArgs) -> Result<(), String> {
+pub fn create(a: &CreateArgs) -> Result<(), Error> {
     let key = read_key(&a.key_file)?;
     if key.len() != 32 {
-        return Err(format!(
-            "{}: {} bytes; the key file must hold the raw 32-byte key (upstream's rule: not hex, no newline)",
-            a.key_file.display(),
-            key.len()
-        ));
+        return Err(Error::KeyLength {
+            path: a.key_file.clone(),
+            len: key.len(),
+        });
     }
     if !a.from.is_dir() {
-        return Err(format!("--from {}: not a directory", a.from.display()));
+        return Err(Error::FromNotDir(a.from.clone()));
     }
     if a.out.exists() {
-        return Err(format!(
-            "{} exists; remove it first (it is never overwritten)",
-            a.out.display()
-        ));
+        return Err(Error::OutExists(a.out.clone()));
     }
-    let mkfs_bin = find_tool("mkfs.ext4")
-        .ok_or("mkfs.ext4 not found: install e2fsprogs (1.43 or newer, for mkfs.ext4 -d)")?;
+    let mkfs_bin = find_tool("mkfs.ext4").ok_or(Error::NoMkfs)?;
     let (bytes, entries) = content_size(&a.from)?;
     let dir = a
         .out
@@ -170,12 +246,7 @@ pub fn create(a: &CreateArgs) -> Result<(), String> {
 
     // The filesystem: at the given size, or grown until the content fits.
     let mut fs_size = match a.size {
-        Some(s) if s < DATA_OFFSET + 2 * MIB => {
-            return Err(format!(
-                "--size {s}: the image needs at least {} bytes (16 MiB header + 2 MiB)",
-                DATA_OFFSET + 2 * MIB
-            ))
-        }
+        Some(s) if s < DATA_OFFSET + 2 * MIB => return Err(Error::SizeTooSmall(s)),
         Some(s) => (s - DATA_OFFSET) / 4096 * 4096,
         None => estimate_fs_size(bytes, entries),
     };
@@ -185,40 +256,40 @@ pub fn create(a: &CreateArgs) -> Result<(), String> {
             Ok(()) => break,
             Err(e) if a.size.is_none() && attempt < 4 => {
                 log::info!(
-                    "image: {} MiB was too small ({e}); retrying larger",
-                    fs_size / MIB
+                    "image: {} MiB was too small ({}); retrying larger",
+                    fs_size / MIB,
+                    crate::errors::chain(&e)
                 );
                 fs_size = (fs_size + fs_size / 2).div_ceil(MIB) * MIB;
                 attempt += 1;
             }
             Err(e) => {
-                return Err(format!(
-                    "mkfs.ext4 -d {} failed for {} bytes: {e}",
-                    a.from.display(),
-                    fs_size
-                ))
+                return Err(Error::Mkfs {
+                    from: a.from.clone(),
+                    size: fs_size,
+                    source: Box::new(e),
+                })
             }
         }
     }
 
     // The header, checked by our own reader before anything is written.
     let mut vk = Zeroizing::new(vec![0u8; 64]);
-    getrandom::fill(&mut vk).map_err(|e| format!("getrandom: {e}"))?;
+    getrandom::fill(&mut vk).map_err(Error::Random)?;
     let params = FormatParams {
         kdf: a.kdf,
         sector_size: a.sector_size,
     };
     let mut rng = |b: &mut [u8]| getrandom::fill(b);
-    let meta = format::build(&vk, key.expose(), &params, &mut rng).map_err(|e| e.to_string())?;
-    let header =
-        Header::parse(&meta).map_err(|e| format!("our own header does not parse (a bug): {e}"))?;
+    let meta = format::build(&vk, key.expose(), &params, &mut rng).map_err(Error::Format)?;
+    let header = Header::parse(&meta).map_err(|e| Error::OwnHeader("parse", e))?;
     let opened = header
         .unlock(&meta, key.expose())
-        .map_err(|e| format!("our own header does not open (a bug): {e}"))?;
+        .map_err(|e| Error::OwnHeader("open", e))?;
     if opened.expose() != vk.as_slice() {
-        return Err("our own header opens to another key (a bug)".into());
+        return Err(Error::Bug("our own header opens to another key"));
     }
-    let cipher = DataCipher::new(&vk, &header.segment).ok_or("volume key size (a bug)")?;
+    let cipher = DataCipher::new(&vk, &header.segment).ok_or(Error::Bug("volume key size"))?;
 
     // Write header + encrypted filesystem to OUT.tmp, then rename.
     let tmp = TempFile(dir.join(format!(".{name}.tmp-{}", std::process::id())));

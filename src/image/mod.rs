@@ -17,14 +17,16 @@
 mod check;
 mod create;
 
+use crate::argv::{Arg, Args, Parsed, Usage};
 use crate::exit;
 use crate::luks2::format::NewKdf;
 use std::path::PathBuf;
 
 pub use check::check;
-pub use create::{create, CreateArgs};
+pub use create::{create, CreateArgs, Error};
 
-const HELP: &str = "\
+/// `encfs-init image --help`.
+pub const HELP: &str = "\
 encfs-init image: make and inspect LUKS2 images (no root, no dm, no cryptsetup needed)
 
 Usage:
@@ -57,20 +59,21 @@ pub enum ImageCommand {
         /// Optional pin, hex.
         pin: Option<[u8; 32]>,
     },
-    /// Help.
-    Help,
-}
-
-fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
-    crate::hex::decode_array(s)
-        .ok_or_else(|| format!("--header-sha256 needs 64 hex digits, got \"{s:.80}\""))
 }
 
 /// Parse the arguments after `image`.
-pub fn parse(args: &[String]) -> Result<ImageCommand, String> {
-    let Some(sub) = args.first() else {
-        return Ok(ImageCommand::Help);
+pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
+    let (sub, create) = match args.first().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => return Ok(Parsed::Help(HELP)),
+        Some("create") => ("image create", true),
+        Some("check") => ("image check", false),
+        Some(other) => {
+            return Err(Usage(format!(
+                "unknown image command \"{other}\"; use create or check"
+            )))
+        }
     };
+    let mut a = Args::new(sub, "encfs-init help image", &args[1..]);
     let mut key_file = None;
     let mut from = None;
     let mut size = None;
@@ -78,105 +81,95 @@ pub fn parse(args: &[String]) -> Result<ImageCommand, String> {
     let mut sector_size = 4096;
     let mut pin = None;
     let mut positional = Vec::new();
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "-h" | "--help" => return Ok(ImageCommand::Help),
-            "--key-file" => key_file = Some(PathBuf::from(value()?)),
-            "--from" if sub == "create" => from = Some(PathBuf::from(value()?)),
-            "--size" if sub == "create" => {
-                size =
-                    Some(crate::manifest::units::parse_size(&value()?).map_err(|e| e.to_string())?);
+    while let Some(arg) = a.next_arg()? {
+        let opt = match arg {
+            Arg::Help => return Ok(Parsed::Help(HELP)),
+            Arg::Value(v) => {
+                positional.push(PathBuf::from(v));
+                continue;
             }
-            "--pbkdf" if sub == "create" => {
-                kdf = match value()?.as_str() {
+            Arg::Opt(opt) => opt,
+        };
+        match (opt.as_str(), create) {
+            ("--key-file", _) => key_file = Some(a.path()?),
+            ("--from", true) => from = Some(a.path()?),
+            ("--size", true) => {
+                let v = a.value()?;
+                size = Some(crate::manifest::units::parse_size(&v).map_err(|e| a.bad_value(e))?);
+            }
+            ("--pbkdf", true) => {
+                kdf = match a.value()?.as_str() {
                     "pbkdf2" => NewKdf::Pbkdf2 { iterations: 1000 },
                     "argon2id" => NewKdf::Argon2id {
                         time: 4,
                         memory_kib: 65536,
                         cpus: 1,
                     },
-                    other => return Err(format!("--pbkdf {other}: use pbkdf2 or argon2id")),
+                    other => return Err(a.bad_value(format!("{other}: use pbkdf2 or argon2id"))),
                 }
             }
-            "--sector-size" if sub == "create" => {
-                sector_size = match value()?.as_str() {
+            ("--sector-size", true) => {
+                sector_size = match a.value()?.as_str() {
                     "4096" => 4096,
                     "512" => 512,
-                    other => return Err(format!("--sector-size {other}: use 4096 or 512")),
+                    other => return Err(a.bad_value(format!("{other}: use 4096 or 512"))),
                 }
             }
-            "--header-sha256" if sub == "check" => pin = Some(parse_hex32(&value()?)?),
-            s if !s.starts_with('-') => positional.push(PathBuf::from(s)),
-            other => {
-                return Err(format!(
-                    "image {sub}: unknown option \"{other}\"; see `encfs-init image --help`"
-                ))
+            ("--header-sha256", false) => {
+                let v = a.value()?;
+                pin =
+                    Some(crate::hex::decode_array(&v).ok_or_else(|| {
+                        a.bad_value(format!("needs 64 hex digits, got \"{v:.80}\""))
+                    })?);
             }
+            _ => return Err(a.unexpected(Arg::Opt(opt))),
         }
     }
-    let key_file = key_file.ok_or_else(|| format!("image {sub}: --key-file KEY is required"))?;
+    let key_file = key_file.ok_or_else(|| a.plain("--key-file KEY is required"))?;
     let [path] = <[PathBuf; 1]>::try_from(positional).map_err(|_| {
-        format!(
-            "image {sub}: give exactly one {}",
-            if sub == "create" { "OUT" } else { "IMAGE" }
-        )
+        a.plain(format!(
+            "give exactly one {}",
+            if create { "OUT" } else { "IMAGE" }
+        ))
     })?;
-    match sub.as_str() {
-        "create" => Ok(ImageCommand::Create(CreateArgs {
+    Ok(Parsed::Run(if create {
+        ImageCommand::Create(CreateArgs {
             key_file,
-            from: from.ok_or("image create: --from DIR is required")?,
+            from: from.ok_or_else(|| a.plain("--from DIR is required"))?,
             size,
             kdf,
             sector_size,
             out: path,
-        })),
-        "check" => Ok(ImageCommand::Check {
+        })
+    } else {
+        ImageCommand::Check {
             key_file,
             image: path,
             pin,
-        }),
-        other => Err(format!(
-            "unknown image command \"{other}\"; use create or check"
-        )),
-    }
+        }
+    }))
 }
 
 /// Run `encfs-init image ...` (the arguments after `image`); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    if matches!(
-        args.first().map(String::as_str),
-        Some("-h" | "--help" | "help")
-    ) {
-        print!("{HELP}");
-        return exit::OK;
-    }
     match parse(args) {
-        Ok(ImageCommand::Help) => {
-            print!("{HELP}");
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
             exit::OK
         }
-        Ok(ImageCommand::Create(a)) => match create(&a) {
+        Ok(Parsed::Run(ImageCommand::Create(a))) => match create(&a) {
             Ok(()) => exit::OK,
             Err(e) => {
-                eprintln!("encfs-init image create: {e}");
+                eprintln!("encfs-init image create: {}", crate::errors::chain(&e));
                 1
             }
         },
-        Ok(ImageCommand::Check {
+        Ok(Parsed::Run(ImageCommand::Check {
             key_file,
             image,
             pin,
-        }) => check(&key_file, &image, pin.as_ref()),
-        Err(msg) => {
-            eprintln!("encfs-init image: {msg}");
-            exit::USAGE
-        }
+        })) => check(&key_file, &image, pin.as_ref()),
+        Err(e) => crate::argv::fail(&e),
     }
 }
 
@@ -203,7 +196,7 @@ mod tests {
             "o",
         ]))
         .unwrap();
-        let ImageCommand::Create(a) = c else {
+        let Parsed::Run(ImageCommand::Create(a)) = c else {
             panic!("{c:?}")
         };
         assert_eq!(
@@ -214,11 +207,11 @@ mod tests {
         let c = parse(&s(&["check", "--key-file", "k", "img"])).unwrap();
         assert_eq!(
             c,
-            ImageCommand::Check {
+            Parsed::Run(ImageCommand::Check {
                 key_file: "k".into(),
                 image: "img".into(),
                 pin: None
-            }
+            })
         );
         assert!(parse(&s(&["check", "img"])).is_err());
         assert!(parse(&s(&["create", "--key-file", "k", "o"])).is_err());

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use super::server::{self, ServerConfig};
+use crate::argv::{Arg, Args, Parsed, Usage};
 use crate::blob::{self, Auth, AzureBlob, BlockSource, CacheConfig, CachedSource, FileSource};
 use crate::exit;
 use crate::manifest::{self, units, validate};
@@ -41,6 +42,49 @@ The listening address is printed on stdout as `listening on ADDR` once clients c
 SIGINT or SIGTERM: stop accepting, let in-flight requests finish, flush the cache, exit 0.
 ";
 
+/// `nbd serve` failed after its arguments were accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SIGINT and SIGTERM could not be blocked.
+    #[error("block SIGINT and SIGTERM")]
+    BlockSignals(#[source] Errno),
+    /// The signalfd could not be made.
+    #[error("signalfd")]
+    SignalFd(#[source] Errno),
+    /// The built-in defaults do not validate (a bug).
+    #[error("default plan")]
+    DefaultPlan(#[source] manifest::Errors),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Http(#[from] crate::http::Error),
+    /// The source could not be opened, or the cache failed.
+    #[error(transparent)]
+    Blob(#[from] blob::Error),
+    /// Both a SAS (in the URL) and a bearer token file.
+    #[error("give a SAS or a bearer token, not both")]
+    SasAndBearer,
+    /// A file (the token file) or a listening address failed.
+    #[error("{at}")]
+    Io {
+        /// The path or address.
+        at: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Polling for connections and signals failed.
+    #[error("poll")]
+    Poll(#[source] Errno),
+}
+
+/// An I/O error at `at` (a path or an address).
+fn io(at: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io {
+        at: at.to_string(),
+        source,
+    }
+}
+
 /// Parsed `nbd serve` arguments.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ServeArgs {
@@ -62,108 +106,107 @@ pub struct ServeArgs {
     pub once: bool,
 }
 
-/// Parse the arguments after `nbd`. `Ok(None)` = help was asked for.
-pub fn parse(args: &[String]) -> Result<Option<ServeArgs>, String> {
+/// Parse the arguments after `nbd`.
+pub fn parse(args: &[String]) -> Result<Parsed<ServeArgs>, Usage> {
     match args.first().map(String::as_str) {
         Some("serve") => {}
-        None | Some("-h" | "--help" | "help") => return Ok(None),
+        None | Some("-h" | "--help" | "help") => return Ok(Parsed::Help(HELP)),
         Some(other) => {
-            return Err(format!(
+            return Err(Usage(format!(
                 "nbd: unknown subcommand \"{other}\" (try `nbd serve`)"
-            ))
+            )))
         }
     }
+    let mut p = Args::new("nbd serve", "encfs-init help nbd", &args[1..]);
     let mut a = ServeArgs::default();
-    let mut it = args[1..].iter();
-    while let Some(arg) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{arg} needs a value"))
+    while let Some(arg) = p.next_arg()? {
+        let opt = match arg {
+            Arg::Help => return Ok(Parsed::Help(HELP)),
+            Arg::Value(v) if a.source.is_empty() => {
+                a.source = v;
+                continue;
+            }
+            Arg::Opt(o) => o,
+            other => return Err(p.unexpected(other)),
         };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--socket" => a.socket = Some(PathBuf::from(val()?)),
+        match opt.as_str() {
+            "--socket" => a.socket = Some(p.path()?),
             "--listen" => {
-                let v = val()?;
+                let v = p.value()?;
                 let addr: SocketAddr = v
                     .parse()
-                    .map_err(|_| format!("--listen {v}: not an IP:PORT address"))?;
+                    .map_err(|_| p.bad_value(format!("{v}: not an IP:PORT address")))?;
                 if !addr.ip().is_loopback() {
-                    return Err(format!(
-                        "--listen {v}: only loopback addresses are allowed (the export has no authentication)"
-                    ));
+                    return Err(p.bad_value(format!(
+                        "{v}: only loopback addresses are allowed (the export has no authentication)"
+                    )));
                 }
                 a.listen = Some(addr);
             }
             "--read-only" => a.read_only = true,
             "--once" => a.once = true,
-            "--block-size" => {
-                a.block_size = Some(units::parse_size(&val()?).map_err(|e| e.to_string())?)
-            }
-            "--cache-size" => {
-                a.cache_size = Some(units::parse_size(&val()?).map_err(|e| e.to_string())?)
-            }
-            "--bearer-token-file" => a.token_file = Some(PathBuf::from(val()?)),
-            s if !s.starts_with('-') && a.source.is_empty() => a.source = s.to_string(),
-            other => return Err(format!("nbd serve: unexpected argument \"{other}\"")),
+            "--block-size" => a.block_size = Some(size(&mut p)?),
+            "--cache-size" => a.cache_size = Some(size(&mut p)?),
+            "--bearer-token-file" => a.token_file = Some(p.path()?),
+            _ => return Err(p.unexpected(Arg::Opt(opt))),
         }
     }
     if a.source.is_empty() {
-        return Err("nbd serve: give a SOURCE (file:///path or a blob URL)".into());
+        return Err(p.plain("give a SOURCE (file:///path or a blob URL)"));
     }
     if a.socket.is_some() == a.listen.is_some() {
-        return Err("nbd serve: give exactly one of --socket PATH or --listen ADDR:PORT".into());
+        return Err(p.plain("give exactly one of --socket PATH or --listen ADDR:PORT"));
     }
-    Ok(Some(a))
+    Ok(Parsed::Run(a))
+}
+
+/// The value of a size option.
+fn size(p: &mut Args) -> Result<u64, Usage> {
+    let v = p.value()?;
+    units::parse_size(&v).map_err(|e| p.bad_value(e))
 }
 
 /// Entry point for `encfs-init nbd ...`; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let a = match parse(args) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{HELP}");
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
             return exit::OK;
         }
-        Err(msg) => {
-            log::error!("usage: {msg}");
-            return exit::USAGE;
-        }
+        Err(e) => return crate::argv::fail(&e),
     };
     match run(&a) {
         Ok(()) => exit::OK,
-        Err(msg) => {
-            log::error!("nbd serve: {msg}");
+        Err(e) => {
+            log::error!("nbd serve: {}", crate::errors::chain(&e));
             exit::BOOT_FAILED
         }
     }
 }
 
-fn open_source(a: &ServeArgs) -> Result<Box<dyn BlockSource>, String> {
+fn open_source(a: &ServeArgs) -> Result<Box<dyn BlockSource>, Error> {
     if let Some(path) = a.source.strip_prefix("file://") {
-        let f = FileSource::open(std::path::Path::new(path), !a.read_only)
-            .map_err(|e| e.to_string())?;
+        let f = FileSource::open(std::path::Path::new(path), !a.read_only)?;
         return Ok(Box::new(f));
     }
-    let plan = manifest::empty_plan().map_err(|e| format!("default plan: {e:?}"))?;
-    let client = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
+    let plan = manifest::empty_plan().map_err(Error::DefaultPlan)?;
+    let client = crate::http::Client::new(&plan.network)?;
     let (url, query) = match a.source.split_once('?') {
         Some((u, q)) => (u, Some(q)),
         None => (a.source.as_str(), None),
     };
     let auth = match (&a.token_file, query) {
-        (Some(_), Some(_)) => return Err("give a SAS or a bearer token, not both".into()),
+        (Some(_), Some(_)) => return Err(Error::SasAndBearer),
         (Some(p), None) => {
-            let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let t = std::fs::read_to_string(p).map_err(io(p.display()))?;
             let t = SecretString::new(t.trim().to_string());
             Auth::Bearer(Arc::new(blob::StaticToken::new(t)))
         }
         (None, Some(q)) => Auth::Sas(Arc::new(SecretString::new(q.to_string()))),
         (None, None) => Auth::Anonymous,
     };
-    let b = AzureBlob::open(client, url, auth, &plan.api_versions.blob, !a.read_only)
-        .map_err(|e| e.to_string())?;
+    let b = AzureBlob::open(client, url, auth, &plan.api_versions.blob, !a.read_only)?;
     Ok(Box::new(b))
 }
 
@@ -227,7 +270,7 @@ fn serve_until_stopped<L: Listener>(
     signals: &SignalFd,
     cache: &Arc<CachedSource<Box<dyn BlockSource>>>,
     once: bool,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mut conns: Vec<Conn> = Vec::new();
     let mut taken = false;
     loop {
@@ -244,7 +287,7 @@ fn serve_until_stopped<L: Listener>(
         // A finished `--once` connection is noticed within a tick.
         match poll(&mut fds, PollTimeout::from(200u16)) {
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(Error::Poll(e)),
         }
         let signalled = fds[0].any().unwrap_or(false);
         let acceptable = fds.get(1).and_then(PollFd::any).unwrap_or(false);
@@ -261,14 +304,14 @@ fn serve_until_stopped<L: Listener>(
             let conn = match l.accept_one() {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(format!("accept: {e}")),
+                Err(e) => return Err(io("accept")(e)),
             };
-            let stop_reading = L::stop_reading(&conn).map_err(|e| e.to_string())?;
+            let stop_reading = L::stop_reading(&conn).map_err(io("connection"))?;
             let cache = Arc::clone(cache);
             let thread = std::thread::spawn(move || {
                 match server::serve(&cache, conn, &ServerConfig::default()) {
                     Ok(()) => log::info!("NBD client disconnected"),
-                    Err(e) => log::warn!("{e}"),
+                    Err(e) => log::warn!("{}", crate::errors::chain(&e)),
                 }
             });
             conns.push(Conn {
@@ -287,31 +330,29 @@ fn serve_until_stopped<L: Listener>(
     Ok(())
 }
 
-fn run(a: &ServeArgs) -> Result<(), String> {
+fn run(a: &ServeArgs) -> Result<(), Error> {
     // First, before any thread exists (the blob client and the cache start some): every thread inherits the
     // mask, so SIGINT and SIGTERM wait in the signalfd instead of killing the process mid-write.
     let stop = stop_signals();
-    stop.thread_block()
-        .map_err(|e| format!("block SIGINT and SIGTERM: {e}"))?;
+    stop.thread_block().map_err(Error::BlockSignals)?;
     let signals = SignalFd::with_flags(&stop, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {e}"))?;
+        .map_err(Error::SignalFd)?;
     let src = open_source(a)?;
     let bs = a.block_size.unwrap_or(validate::DEFAULT_BLOCK_SIZE);
     let cs = a.cache_size.unwrap_or(validate::DEFAULT_CACHE_SIZE);
-    let cache =
-        Arc::new(CachedSource::new(src, CacheConfig::new(bs, cs)).map_err(|e| e.to_string())?);
+    let cache = Arc::new(CachedSource::new(src, CacheConfig::new(bs, cs))?);
     if let Some(path) = &a.socket {
         let _ = std::fs::remove_file(path);
-        let l = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let l = UnixListener::bind(path).map_err(io(path.display()))?;
+        l.set_nonblocking(true).map_err(io(path.display()))?;
         println!("listening on {}", path.display());
         let served = serve_until_stopped(&l, &signals, &cache, a.once);
         let _ = std::fs::remove_file(path);
         served?;
     } else if let Some(addr) = a.listen {
-        let l = TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let local = l.local_addr().map_err(|e| e.to_string())?;
+        let l = TcpListener::bind(addr).map_err(io(addr))?;
+        l.set_nonblocking(true).map_err(io(addr))?;
+        let local = l.local_addr().map_err(io(addr))?;
         println!("listening on {local}");
         serve_until_stopped(&l, &signals, &cache, a.once)?;
     }
@@ -324,5 +365,5 @@ fn run(a: &ServeArgs) -> Result<(), String> {
         st.uploads,
         st.uploaded_bytes
     );
-    cache.flush().map_err(|e| e.to_string())
+    Ok(cache.flush()?)
 }
