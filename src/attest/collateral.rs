@@ -24,11 +24,14 @@ use super::cert::Cert;
 use super::report::Report;
 use super::uvm::ThimCerts;
 use super::verify::{self, ArkPin};
-use crate::keyrelease::transport::{Request, Transport};
+use crate::http::{self, Exchange};
 use crate::manifest::{CertCacheKind, CertCachePlan, Endpoints};
 use base64::Engine;
 use std::fmt;
 use std::time::SystemTime;
+
+/// Largest certificate response read (a THIM document or a PEM chain is a few KiB).
+const MAX_BODY: u64 = 4 << 20;
 
 /// A chain that fits the report.
 #[derive(Debug, Clone)]
@@ -125,23 +128,16 @@ fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn get(t: &dyn Transport, url: String, metadata: bool) -> Result<Vec<u8>, String> {
-    let mut req = Request::get(url.clone());
+fn get(t: &dyn Exchange, url: String, metadata: bool) -> Result<Vec<u8>, String> {
+    let mut req = http::Request::new("GET", &url).body_limit(MAX_BODY);
     if metadata {
         req = req.header("Metadata", "true");
     }
-    let resp = t.send(&req).map_err(|e| format!("GET {url}: {e}"))?;
-    if !resp.ok() {
-        return Err(format!(
-            "GET {url}: status {} {}",
-            resp.status,
-            resp.snippet()
-        ));
-    }
+    let resp = t.exchange(&req).map_err(|e| e.to_string())?;
     Ok(resp.body)
 }
 
-fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral, String> {
+fn thim(t: &dyn Exchange, endpoint: &str, report: &Report) -> Result<Collateral, String> {
     let sep = if endpoint.contains('?') { '&' } else { '?' };
     let url = format!(
         "{endpoint}{sep}tcbVersion={:x}&platformId={}",
@@ -153,7 +149,7 @@ fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral
     from_pem("THIM", certs.pem_chain())
 }
 
-fn azcache(t: &dyn Transport, cc: &CertCachePlan, report: &Report) -> Result<Collateral, String> {
+fn azcache(t: &dyn Exchange, cc: &CertCachePlan, report: &Report) -> Result<Collateral, String> {
     let tee = cc.tee_type.as_deref().unwrap_or("SevSnpVM");
     let mut url = format!(
         "{}/{tee}/certificates/{}/{:x}?api-version={}",
@@ -170,7 +166,7 @@ fn azcache(t: &dyn Transport, cc: &CertCachePlan, report: &Report) -> Result<Col
 }
 
 fn kds(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     base: &str,
     product: Option<&str>,
     report: &Report,
@@ -204,7 +200,7 @@ fn kds(
 /// Find a chain for `report`. `host` is the UVM's host certificate, `aux` the provider's certificates;
 /// `check`, when given, must pass before a chain is chosen (see the module's documentation).
 pub fn find(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     report: &Report,
     aux: &[Vec<u8>],
     host: Option<&ThimCerts>,

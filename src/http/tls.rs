@@ -11,7 +11,7 @@ use sha2::Digest;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Read the plan's CA bundle (`Ok(None)` without one), checked against `ca_bundle_sha256` when that is
-/// set: the one way every user of the bundle (TLS here, the key-release transport and JWS check) reads it,
+/// set: the one way every user of the bundle (TLS here, and the key-release JWS check) reads it,
 /// so a file swapped after the manifest was checked fails closed.
 pub fn read_ca_bundle(net: &NetworkPlan) -> Result<Option<Vec<u8>>> {
     let Some(path) = &net.ca_bundle else {

@@ -5,7 +5,6 @@
 use crate::attest::{self, uvm, Attester};
 use crate::keyrelease::akv::JwsTrust;
 use crate::keyrelease::token::{TokenCache, TokenSource};
-use crate::keyrelease::transport::UreqTransport;
 use crate::keyrelease::{self, Context};
 use crate::manifest::{KeyPlan, Plan, ReleasePlan};
 use crate::secret::SecretBytes;
@@ -14,7 +13,7 @@ use std::path::Path;
 /// What every release of one boot shares.
 pub struct Keys {
     attester: Box<dyn Attester>,
-    transport: UreqTransport,
+    transport: crate::http::Client,
     uvm: uvm::UvmInfo,
     trust: JwsTrust,
     /// AMD's root keys, plus a test ARK in test mode.
@@ -58,7 +57,7 @@ impl Keys {
         };
         let attester = attest::detect_with(&attest::Paths::default(), plan.test_mode, fake)
             .map_err(|e| e.to_string())?;
-        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
+        let transport = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
         let trust = JwsTrust::from_plan(&plan.network).map_err(|e| e.to_string())?;
         let mut ark_pins = crate::attest::verify::AMD_ARK_PINS.to_vec();
         if let Some((file, pin)) = &plan.attestation.test_ark_pin {
@@ -170,7 +169,7 @@ pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<Secre
 /// 80 % of its lifetime by the token cache.
 pub struct BlobToken {
     cache: TokenCache,
-    transport: UreqTransport,
+    transport: crate::http::Client,
 }
 
 impl std::fmt::Debug for BlobToken {
@@ -189,7 +188,7 @@ impl BlobToken {
             TokenSource::for_resource(None, &resource, plan, &uvm::process_env)
                 .map_err(|e| e.to_string())?,
         );
-        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
+        let transport = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
         Ok(BlobToken { cache, transport })
     }
 }

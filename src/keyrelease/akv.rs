@@ -16,9 +16,9 @@
 //! refused by [`check_key_id`]: the signature says the vault released *a* key, not *this* key.
 #![forbid(unsafe_code)]
 
-use super::transport::{Request, Transport};
 use super::{Error, Step};
 use crate::attest::cert::Cert;
+use crate::http::Exchange;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
 use rsa::pkcs8::DecodePublicKey;
@@ -358,7 +358,7 @@ fn release_body(maa_token: &str) -> Result<Vec<u8>, Error> {
 
 /// Release `kid` from `vault` with the MAA token; returns the compact JWS.
 pub fn release(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     vault: &str,
     kid: &str,
     api_version: &str,
@@ -366,19 +366,9 @@ pub fn release(
     maa_token: &str,
 ) -> Result<String, Error> {
     let url = format!("{vault}/keys/{kid}/release?api-version={api_version}");
-    let req = Request::post_json(url, release_body(maa_token)?)
-        .header("Authorization", bearer_header(bearer));
-    let resp = t.send(&req).map_err(|source| Error::Transport {
-        step: Step::Release,
-        source,
-    })?;
-    if !resp.ok() {
-        return Err(Error::Status {
-            step: Step::Release,
-            status: resp.status,
-            body: resp.snippet(),
-        });
-    }
+    let body = zeroize::Zeroizing::new(release_body(maa_token)?);
+    let req = super::post_json(&url, &body).header("Authorization", bearer_header(bearer));
+    let resp = super::send(t, Step::Release, req)?;
     let v: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|e| Error::Malformed {
             step: Step::Release,

@@ -21,7 +21,6 @@ pub mod akv;
 pub mod jwk;
 pub mod maa;
 pub mod token;
-pub mod transport;
 pub mod unwrap;
 
 use crate::attest::collateral::{self, Collateral};
@@ -29,11 +28,11 @@ use crate::attest::report::{ParseError, Report};
 use crate::attest::uvm::UvmInfo;
 use crate::attest::verify::ArkPin;
 use crate::attest::{self, Attester};
+use crate::http::{self, Exchange};
 use crate::manifest::{CertCachePlan, Endpoints, ReleasePlan};
 use crate::secret::SecretBytes;
 use std::fmt;
 use std::time::SystemTime;
-use transport::{Transport, TransportError};
 
 /// The step that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +71,12 @@ pub enum Error {
     /// No AMD chain verifies the report (every source's reason: TCB or chip id, chain to a pinned root,
     /// report signature).
     Collateral(collateral::Error),
-    /// No response.
+    /// No (complete) response: what failed below HTTP.
     Transport {
         /// Step.
         step: Step,
-        /// Cause.
-        source: TransportError,
+        /// Cause (boxed: an HTTP error is large).
+        source: Box<http::Error>,
     },
     /// A non-2xx response.
     Status {
@@ -119,7 +118,7 @@ impl fmt::Display for Error {
             Error::Attest(e) => write!(f, "attestation report: {e}"),
             Error::Report(e) => write!(f, "attestation report: {e}"),
             Error::Collateral(e) => write!(f, "AMD collateral: {e}"),
-            Error::Transport { step, source } => write!(f, "{step}: {source}"),
+            Error::Transport { step, .. } => write!(f, "{step}"),
             Error::Status { step, status, body } => {
                 write!(f, "{step}: HTTP {status}: {body}{}", hint(*step, *status))
             }
@@ -134,6 +133,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Attest(e) => e.source(),
+            Error::Transport { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -143,8 +143,8 @@ impl std::error::Error for Error {
 pub struct Context<'a> {
     /// The evidence provider.
     pub attester: &'a dyn Attester,
-    /// HTTP.
-    pub transport: &'a dyn Transport,
+    /// HTTP (the one client, [`http::Client`], or a test's fake).
+    pub transport: &'a dyn Exchange,
     /// UVM information (host certificates, reference info).
     pub uvm: &'a UvmInfo,
     /// The manifest's certcache.
@@ -182,6 +182,34 @@ impl fmt::Debug for Attested {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Attested(<runtime key>, <MAA token>)")
     }
+}
+
+/// Largest response body key release reads (a release JWS with its x5c chain, a token, AMD certificates).
+pub const MAX_BODY: u64 = 4 << 20;
+
+/// A JSON POST of `body` (the caller owns it and wipes it: it carries the MAA token).
+pub fn post_json<'a>(url: &'a str, body: &'a [u8]) -> http::Request<'a> {
+    http::Request::new("POST", url)
+        .header("Content-Type", "application/json")
+        .body(body)
+}
+
+/// Send `req` for `step` through the one HTTP client: the 2xx response, or the step's error (a status with
+/// its body snippet and the step's fix, or what failed below HTTP).
+pub fn send(t: &dyn Exchange, step: Step, req: http::Request<'_>) -> Result<http::Response, Error> {
+    t.exchange(&req.body_limit(MAX_BODY)).map_err(|e| match e {
+        http::Error::Status {
+            status, snippet, ..
+        } => Error::Status {
+            step,
+            status,
+            body: snippet,
+        },
+        source => Error::Transport {
+            step,
+            source: Box::new(source),
+        },
+    })
 }
 
 /// Release the key of `rp` and return the disk key (one attestation, one release).
