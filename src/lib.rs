@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod attest;
+pub mod backoff;
 pub mod blob;
 pub mod cli;
 pub mod dm;

@@ -38,12 +38,8 @@ impl RetryPolicy {
     /// The backoff before retry number `attempt + 1` (without `Retry-After`), jittered with `rand` in
     /// `[0, 2^64)`: a value in `[d/2, d]`.
     pub fn backoff(&self, attempt: u32, rand: u64) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        let d = self.initial.saturating_mul(factor).min(self.max);
-        let half = d / 2;
-        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if nanos == 0 { 0 } else { rand % (nanos + 1) };
-        half + Duration::from_nanos(jitter)
+        let d = crate::backoff::exponential(self.initial, self.max, attempt);
+        crate::backoff::jittered(d, rand)
     }
 
     /// The wait before retry number `attempt + 1`: the backoff, or the server's `retry_after` when that is
