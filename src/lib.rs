@@ -28,6 +28,7 @@ pub mod mount;
 pub mod nbd;
 pub mod notify;
 pub mod propagation;
+pub mod ratelimit;
 pub mod ready;
 pub mod redact;
 pub mod secret;

@@ -24,7 +24,7 @@ pub mod retry;
 mod tls;
 
 pub use error::{snippet, Error, Result, TransportKind};
-pub use retry::{stop_retrying, RateLimit, RetryPolicy};
+pub use retry::{stop_retrying, RetryPolicy};
 pub use tls::{check_ca_bundle_pin, read_ca_bundle};
 /// Response headers.
 pub use ureq::http::HeaderMap;
