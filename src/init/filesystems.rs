@@ -194,7 +194,9 @@ fn open_source(
                 s.expose().to_string(),
             ))),
             Access::Private => {
-                blob::Auth::Bearer(Arc::new(super::keys::BlobToken::for_blob(url, plan)?))
+                let token = super::keys::BlobToken::for_blob(url, plan)
+                    .map_err(|e| crate::errors::chain(&e))?;
+                blob::Auth::Bearer(Arc::new(token))
             }
         };
         let mut b =

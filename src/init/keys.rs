@@ -4,6 +4,7 @@
 
 use crate::attest::{self, uvm, Attester};
 use crate::keyrelease::akv::JwsTrust;
+pub use crate::keyrelease::token::BlobToken;
 use crate::keyrelease::token::{TokenCache, TokenSource};
 use crate::keyrelease::{self, Context};
 use crate::manifest::{KeyPlan, Plan, ReleasePlan};
@@ -161,42 +162,5 @@ pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<Secre
                 Err("no attestation session (a bug: Keys::for_plan saw no release)".to_string())
             }
         },
-    }
-}
-
-/// Bearer tokens for a private blob: the identity's token for the storage account (upstream: IMDS with
-/// `resource=https://<account>.blob.core.windows.net`, or workload identity), cached and refreshed before
-/// 80 % of its lifetime by the token cache.
-pub struct BlobToken {
-    cache: TokenCache,
-    transport: crate::http::Client,
-}
-
-impl std::fmt::Debug for BlobToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BlobToken({:?})", self.cache)
-    }
-}
-
-impl BlobToken {
-    /// A token source for the account that serves `blob_url`.
-    pub fn for_blob(blob_url: &str, plan: &Plan) -> Result<Self, String> {
-        let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
-        let host = rest.split('/').next().unwrap_or_default();
-        let resource = format!("{scheme}://{host}");
-        let cache = TokenCache::new(
-            TokenSource::for_resource(None, &resource, plan, &uvm::process_env)
-                .map_err(|e| e.to_string())?,
-        );
-        let transport = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
-        Ok(BlobToken { cache, transport })
-    }
-}
-
-impl crate::blob::BearerSource for BlobToken {
-    fn token(&self) -> crate::blob::Result<crate::secret::SecretString> {
-        self.cache
-            .get(&self.transport)
-            .map_err(|e| crate::blob::Error::Unsupported(format!("blob token: {e}")))
     }
 }

@@ -64,6 +64,8 @@ impl fmt::Display for Step {
 pub enum Error {
     /// Generating the runtime key or a nonce.
     Internal(String),
+    /// The HTTP client cannot be set up (its CA bundle).
+    Client(http::Error),
     /// The attester failed.
     Attest(attest::Error),
     /// The report does not parse.
@@ -115,6 +117,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Internal(e) => write!(f, "internal: {e}"),
+            Error::Client(_) => f.write_str("HTTP client"),
             Error::Attest(e) => write!(f, "attestation report: {e}"),
             Error::Report(e) => write!(f, "attestation report: {e}"),
             Error::Collateral(e) => write!(f, "AMD collateral: {e}"),
@@ -134,6 +137,7 @@ impl std::error::Error for Error {
         match self {
             Error::Attest(e) => e.source(),
             Error::Transport { source, .. } => Some(source.as_ref()),
+            Error::Client(e) => Some(e),
             _ => None,
         }
     }

@@ -331,6 +331,46 @@ impl TokenCache {
     }
 }
 
+/// Bearer tokens for a private blob: the identity's token for the storage account (upstream: IMDS with
+/// `resource=https://<account>.blob.core.windows.net`, or workload identity), cached and refreshed before
+/// 80 % of its lifetime by the token cache. The blob client asks for one per request
+/// ([`crate::blob::BearerSource`]).
+pub struct BlobToken {
+    cache: TokenCache,
+    http: http::Client,
+}
+
+impl std::fmt::Debug for BlobToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobToken({:?})", self.cache)
+    }
+}
+
+impl BlobToken {
+    /// A token source for the account that serves `blob_url`.
+    pub fn for_blob(blob_url: &str, plan: &crate::manifest::Plan) -> Result<Self, Error> {
+        let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
+        let host = rest.split('/').next().unwrap_or_default();
+        let resource = format!("{scheme}://{host}");
+        let cache = TokenCache::new(TokenSource::for_resource(
+            None,
+            &resource,
+            plan,
+            &crate::attest::uvm::process_env,
+        )?);
+        let http = http::Client::new(&plan.network).map_err(Error::Client)?;
+        Ok(BlobToken { cache, http })
+    }
+}
+
+impl crate::blob::BearerSource for BlobToken {
+    fn token(&self) -> crate::blob::Result<SecretString> {
+        self.cache
+            .get(&self.http)
+            .map_err(|e| crate::blob::Error::Token(crate::errors::chain(&e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
