@@ -260,7 +260,7 @@ fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
     };
     encfs_init::keyrelease::release_key(&ctx, &rp)
         .map(|k| k.expose().to_vec())
-        .map_err(|e| e.to_string())
+        .map_err(|e| encfs_init::errors::chain(&e))
 }
 
 fn self_check() -> Result<(), String> {

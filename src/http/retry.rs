@@ -104,8 +104,9 @@ fn log_retry(err: &Error, attempt: u32, wait: Duration) {
     static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(1));
     if let Some(skipped) = LIMIT.check() {
         log::warn!(
-            "retry {attempt} in {} ms after: {err}{}",
+            "retry {attempt} in {} ms after: {}{}",
             wait.as_millis(),
+            crate::errors::chain(err),
             if skipped > 0 {
                 format!(" ({skipped} similar messages suppressed)")
             } else {

@@ -3,6 +3,7 @@
 //! transport and the JWS trust are set up once per boot and shared by every filesystem.
 
 use crate::attest::{self, uvm, Attester};
+use crate::errors::chain;
 use crate::keyrelease::akv::JwsTrust;
 pub use crate::keyrelease::token::BlobToken;
 use crate::keyrelease::token::{TokenCache, TokenSource};
@@ -44,7 +45,8 @@ impl Keys {
             Ok(u) => u,
             Err(e) => {
                 log::warn!(
-                    "UVM information: {e}; going on without it (collateral from THIM / AMD KDS)"
+                    "UVM information: {}; going on without it (collateral from THIM / AMD KDS)",
+                    chain(&e)
                 );
                 uvm::UvmInfo::default()
             }
@@ -57,9 +59,9 @@ impl Keys {
             None => None,
         };
         let attester = attest::detect_with(&attest::Paths::default(), plan.test_mode, fake)
-            .map_err(|e| e.to_string())?;
-        let transport = crate::http::Client::new(&plan.network).map_err(|e| e.to_string())?;
-        let trust = JwsTrust::from_plan(&plan.network).map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
+        let transport = crate::http::Client::new(&plan.network).map_err(|e| chain(&e))?;
+        let trust = JwsTrust::from_plan(&plan.network).map_err(|e| chain(&e))?;
         let mut ark_pins = crate::attest::verify::AMD_ARK_PINS.to_vec();
         if let Some((file, pin)) = &plan.attestation.test_ark_pin {
             log::warn!(
@@ -90,7 +92,7 @@ impl Keys {
                 plan,
                 &uvm::process_env,
             )
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| chain(&e))?,
         );
         // The test-mode fake attester signs with a key of its own, which no pinned AMD root certifies: only
         // the (fake) MAA can check its reports. Real providers are always verified locally first.
@@ -125,15 +127,14 @@ impl Keys {
                     a.clone()
                 }
                 None => {
-                    let a = std::sync::Arc::new(
-                        keyrelease::attest(&ctx, rp).map_err(|e| e.to_string())?,
-                    );
+                    let a =
+                        std::sync::Arc::new(keyrelease::attest(&ctx, rp).map_err(|e| chain(&e))?);
                     m.insert(rp.authority.0.clone(), a.clone());
                     a
                 }
             }
         };
-        keyrelease::release_with(&ctx, &attested, rp).map_err(|e| e.to_string())
+        keyrelease::release_with(&ctx, &attested, rp).map_err(|e| chain(&e))
     }
 }
 

@@ -38,7 +38,7 @@ impl JwsTrust {
     /// Web roots plus the PEM bundle at `path`, if any.
     pub fn from_plan(net: &crate::manifest::NetworkPlan) -> Result<Self, Error> {
         let mut extra_roots = Vec::new();
-        let pem = crate::http::read_ca_bundle(net).map_err(|e| Error::Internal(e.to_string()))?;
+        let pem = crate::http::read_ca_bundle(net).map_err(Error::Trust)?;
         if let (Some(p), Some(pem)) = (&net.ca_bundle, pem) {
             for c in Cert::from_pem_chain(&pem)
                 .map_err(|e| Error::Internal(format!("CA bundle {}: {e}", p.display())))?

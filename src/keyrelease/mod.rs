@@ -58,29 +58,38 @@ impl fmt::Display for Step {
     }
 }
 
-/// Key release errors.
-#[derive(Debug)]
+/// Key release errors. Each says which step failed in its own words; the cause (an HTTP failure, the
+/// attester's, the collateral sources', the unwrap's) is its `source()`.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Generating the runtime key or a nonce.
+    #[error("internal: {0}")]
     Internal(String),
-    /// The HTTP client cannot be set up (its CA bundle).
-    Client(http::Error),
+    /// The trust roots (the CA bundle) cannot be used.
+    #[error("trust roots")]
+    Trust(#[source] http::Error),
     /// The attester failed.
-    Attest(attest::Error),
+    #[error("attestation report")]
+    Attest(#[source] attest::Error),
     /// The report does not parse.
-    Report(ParseError),
+    #[error("attestation report")]
+    Report(#[source] ParseError),
     /// No AMD chain verifies the report (every source's reason: TCB or chip id, chain to a pinned root,
     /// report signature).
-    Collateral(collateral::Error),
+    #[error("AMD collateral")]
+    Collateral(#[source] collateral::Error),
     /// No (complete) response: what failed below HTTP.
+    #[error("{step}")]
     Transport {
         /// Step.
         step: Step,
         /// Cause (boxed: an HTTP error is large).
+        #[source]
         source: Box<http::Error>,
     },
     /// A non-2xx response.
+    #[error("{step}: HTTP {status}: {body}{}", hint(*step, *status))]
     Status {
         /// Step.
         step: Step,
@@ -90,6 +99,7 @@ pub enum Error {
         body: String,
     },
     /// A 2xx response we cannot use.
+    #[error("{step}: {detail}")]
     Malformed {
         /// Step.
         step: Step,
@@ -97,9 +107,11 @@ pub enum Error {
         detail: String,
     },
     /// The release JWS is not acceptable.
+    #[error("key release response (JWS): {0}")]
     Jws(String),
     /// Unwrap or derivation.
-    Unwrap(unwrap::UnwrapError),
+    #[error("released key")]
+    Unwrap(#[source] unwrap::UnwrapError),
 }
 
 fn hint(step: Step, status: u16) -> &'static str {
@@ -110,36 +122,6 @@ fn hint(step: Step, status: u16) -> &'static str {
         (Step::Maa, 400) => "; fix: MAA rejected the evidence (report, VCEK chain or runtime data)",
         (Step::Imds, 400) => "; fix: check the managed identity client_id and that an identity is assigned",
         _ => "",
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Internal(e) => write!(f, "internal: {e}"),
-            Error::Client(_) => f.write_str("HTTP client"),
-            Error::Attest(e) => write!(f, "attestation report: {e}"),
-            Error::Report(e) => write!(f, "attestation report: {e}"),
-            Error::Collateral(e) => write!(f, "AMD collateral: {e}"),
-            Error::Transport { step, .. } => write!(f, "{step}"),
-            Error::Status { step, status, body } => {
-                write!(f, "{step}: HTTP {status}: {body}{}", hint(*step, *status))
-            }
-            Error::Malformed { step, detail } => write!(f, "{step}: {detail}"),
-            Error::Jws(d) => write!(f, "key release response (JWS): {d}"),
-            Error::Unwrap(e) => write!(f, "released key: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Attest(e) => e.source(),
-            Error::Transport { source, .. } => Some(source.as_ref()),
-            Error::Client(e) => Some(e),
-            _ => None,
-        }
     }
 }
 

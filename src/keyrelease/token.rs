@@ -358,7 +358,7 @@ impl BlobToken {
             plan,
             &crate::attest::uvm::process_env,
         )?);
-        let http = http::Client::new(&plan.network).map_err(Error::Client)?;
+        let http = http::Client::new(&plan.network).map_err(Error::Trust)?;
         Ok(BlobToken { cache, http })
     }
 }
