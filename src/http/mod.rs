@@ -25,7 +25,7 @@ mod tls;
 
 pub use error::{snippet, Error, Result, TransportKind};
 pub use retry::{stop_retrying, RetryPolicy};
-pub use tls::{check_ca_bundle_pin, read_ca_bundle};
+pub use tls::{ca_bundle_certs, check_ca_bundle_pin, read_ca_bundle};
 /// Response headers.
 pub use ureq::http::HeaderMap;
 

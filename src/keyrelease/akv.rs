@@ -35,17 +35,14 @@ pub struct JwsTrust {
 }
 
 impl JwsTrust {
-    /// Web roots plus the PEM bundle at `path`, if any.
+    /// Web roots plus the plan's CA bundle, if any (read and parsed as for TLS: [`crate::http::ca_bundle_certs`]).
     pub fn from_plan(net: &crate::manifest::NetworkPlan) -> Result<Self, Error> {
-        let mut extra_roots = Vec::new();
-        let pem = crate::http::read_ca_bundle(net).map_err(Error::Trust)?;
-        if let (Some(p), Some(pem)) = (&net.ca_bundle, pem) {
-            for c in Cert::from_pem_chain(&pem)
-                .map_err(|e| Error::Internal(format!("CA bundle {}: {e}", p.display())))?
-            {
-                extra_roots.push(c.der().to_vec());
-            }
-        }
+        let extra_roots = crate::http::ca_bundle_certs(net)
+            .map_err(Error::Trust)?
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.der().to_vec())
+            .collect();
         Ok(JwsTrust {
             extra_roots,
             web_roots: true,
