@@ -315,3 +315,50 @@ pub fn release_with(
     );
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails every request below HTTP, or with a status.
+    struct Down(Option<u16>);
+    impl Exchange for Down {
+        fn exchange(&self, req: &http::Request<'_>) -> http::Result<http::Response> {
+            Err(match self.0 {
+                None => http::Error::Transport {
+                    method: req.method().to_string(),
+                    url: req.shown_url(),
+                    kind: http::TransportKind::Timeout,
+                    detail: "global timeout".into(),
+                },
+                Some(status) => http::Error::Status {
+                    method: req.method().to_string(),
+                    url: req.shown_url(),
+                    status,
+                    code: None,
+                    snippet: "policy not satisfied".into(),
+                    retry_after: None,
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn a_step_names_itself_and_its_http_cause_once() {
+        let req = || post_json("https://maa.example/attest/SevSnpVM?api-version=1", b"{}");
+        let e = send(&Down(None), Step::Maa, req()).unwrap_err();
+        assert_eq!(e.to_string(), "MAA attestation");
+        assert_eq!(
+            crate::errors::chain(&e),
+            "MAA attestation: POST https://maa.example/attest/SevSnpVM?<redacted>: timed out: global timeout"
+        );
+        let e = send(&Down(Some(403)), Step::Release, req()).unwrap_err();
+        assert!(matches!(e, Error::Status { status: 403, .. }), "{e:?}");
+        assert!(
+            crate::errors::chain(&e).starts_with(
+                "key release: HTTP 403: policy not satisfied; fix: the release policy did not accept"
+            ),
+            "{e}"
+        );
+    }
+}
