@@ -152,7 +152,8 @@ fn a_private_blob_token_comes_from_imds_for_the_account_and_a_failure_names_ever
     plan.endpoints = rig.endpoints.clone();
     plan.network = rig.net.clone();
     let blob = "https://acct.blob.core.windows.net/c/disk.img";
-    let tokens = BlobToken::for_blob(blob, &plan).unwrap();
+    let client = encfs_init::http::Client::new(&plan.network).unwrap();
+    let tokens = BlobToken::for_blob(blob, &plan, client.clone()).unwrap();
     assert!(!tokens.token().unwrap().expose().is_empty());
     assert!(!tokens.token().unwrap().expose().is_empty());
     assert_eq!(rig.az.http.hits("/metadata/identity"), 1, "cached");
@@ -177,7 +178,7 @@ fn a_private_blob_token_comes_from_imds_for_the_account_and_a_failure_names_ever
             },
         );
     }
-    let e = BlobToken::for_blob(blob, &plan)
+    let e = BlobToken::for_blob(blob, &plan, client)
         .unwrap()
         .token()
         .unwrap_err()

@@ -194,7 +194,7 @@ fn open_source(
                 s.expose().to_string(),
             ))),
             Access::Private => {
-                let token = super::keys::BlobToken::for_blob(url, plan)
+                let token = super::keys::BlobToken::for_blob(url, plan, client.clone())
                     .map_err(|e| crate::errors::chain(&e))?;
                 blob::Auth::Bearer(Arc::new(token))
             }

@@ -347,8 +347,13 @@ impl std::fmt::Debug for BlobToken {
 }
 
 impl BlobToken {
-    /// A token source for the account that serves `blob_url`.
-    pub fn for_blob(blob_url: &str, plan: &crate::manifest::Plan) -> Result<Self, Error> {
+    /// A token source for the account that serves `blob_url`, fetching through `http` (the blob's own
+    /// client: one trust store and connection pool for the blob and its identity).
+    pub fn for_blob(
+        blob_url: &str,
+        plan: &crate::manifest::Plan,
+        http: http::Client,
+    ) -> Result<Self, Error> {
         let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
         let host = rest.split('/').next().unwrap_or_default();
         let resource = format!("{scheme}://{host}");
@@ -358,7 +363,6 @@ impl BlobToken {
             plan,
             &crate::attest::uvm::process_env,
         )?);
-        let http = http::Client::new(&plan.network).map_err(Error::Trust)?;
         Ok(BlobToken { cache, http })
     }
 }
