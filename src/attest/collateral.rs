@@ -30,9 +30,6 @@ use base64::Engine;
 use std::fmt;
 use std::time::SystemTime;
 
-/// Largest certificate response read (a THIM document or a PEM chain is a few KiB).
-const MAX_BODY: u64 = 4 << 20;
-
 /// A chain that fits the report.
 #[derive(Debug, Clone)]
 pub struct Collateral {
@@ -148,7 +145,7 @@ fn matches(report: &Report, c: &Collateral) -> Result<(), Problem> {
 }
 
 fn get(t: &dyn Exchange, url: String, metadata: bool) -> Result<Vec<u8>, Problem> {
-    let mut req = http::Request::new("GET", &url).body_limit(MAX_BODY);
+    let mut req = http::Request::new("GET", &url);
     if metadata {
         req = req.header("Metadata", "true");
     }

@@ -170,9 +170,6 @@ impl fmt::Debug for Attested {
     }
 }
 
-/// Largest response body key release reads (a release JWS with its x5c chain, a token, AMD certificates).
-pub const MAX_BODY: u64 = 4 << 20;
-
 /// A JSON POST of `body` (the caller owns it and wipes it: it carries the MAA token).
 pub fn post_json<'a>(url: &'a str, body: &'a [u8]) -> http::Request<'a> {
     http::Request::new("POST", url)
@@ -180,10 +177,11 @@ pub fn post_json<'a>(url: &'a str, body: &'a [u8]) -> http::Request<'a> {
         .body(body)
 }
 
-/// Send `req` for `step` through the one HTTP client: the 2xx response, or the step's error (a status with
-/// its body snippet and the step's fix, or what failed below HTTP).
+/// Send `req` for `step` through the one HTTP client: the 2xx response (its body within the client's
+/// default limit, [`http::DEFAULT_BODY_LIMIT`]), or the step's error (a status with its body snippet and the
+/// step's fix, or what failed below HTTP).
 pub fn send(t: &dyn Exchange, step: Step, req: http::Request<'_>) -> Result<http::Response, Error> {
-    t.exchange(&req.body_limit(MAX_BODY)).map_err(|e| match e {
+    t.exchange(&req).map_err(|e| match e {
         http::Error::Status {
             status, snippet, ..
         } => Error::Status {
