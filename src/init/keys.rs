@@ -1,6 +1,8 @@
 //! The disk keys of the plan: raw keys (test mode) as they are, released keys through attestation and
 //! secure key release ([`crate::keyrelease`]). The evidence provider, the UVM information, the HTTP
-//! transport and the JWS trust are set up once per boot and shared by every filesystem.
+//! client and the JWS trust are set up once per boot and shared by every filesystem; a private blob's
+//! identity token is [`BlobToken`] (re-exported from [`crate::keyrelease::token`]). Causes reach the boot
+//! failure line through [`crate::errors::chain`].
 
 use crate::attest::{self, uvm, Attester};
 use crate::errors::chain;
