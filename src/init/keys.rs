@@ -86,16 +86,13 @@ impl Keys {
     }
 
     /// Release `rp`'s key.
-    pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, String> {
-        let tokens = TokenCache::new(
-            TokenSource::for_vault(
-                rp.bearer_token.as_ref(),
-                rp.vault_kind,
-                plan,
-                &uvm::process_env,
-            )
-            .map_err(|e| chain(&e))?,
-        );
+    pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, keyrelease::Error> {
+        let tokens = TokenCache::new(TokenSource::for_vault(
+            rp.bearer_token.as_ref(),
+            rp.vault_kind,
+            plan,
+            &uvm::process_env,
+        )?);
         // The test-mode fake attester signs with a key of its own, which no pinned AMD root certifies: only
         // the (fake) MAA can check its reports. Real providers are always verified locally first.
         let fake = self.attester.name() == "fake";
@@ -129,14 +126,13 @@ impl Keys {
                     a.clone()
                 }
                 None => {
-                    let a =
-                        std::sync::Arc::new(keyrelease::attest(&ctx, rp).map_err(|e| chain(&e))?);
+                    let a = std::sync::Arc::new(keyrelease::attest(&ctx, rp)?);
                     m.insert(rp.authority.0.clone(), a.clone());
                     a
                 }
             }
         };
-        keyrelease::release_with(&ctx, &attested, rp).map_err(|e| chain(&e))
+        keyrelease::release_with(&ctx, &attested, rp)
     }
 }
 
@@ -155,12 +151,13 @@ fn fake_template(uvm: &uvm::UvmInfo) -> attest::fake::Template {
     t
 }
 
-/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key).
+/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key), or the failure with its
+/// causes on one line (the filesystem step's text).
 pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<SecretBytes, String> {
     match key {
         KeyPlan::Raw(k) => Ok(SecretBytes::new(k.expose().to_vec())),
         KeyPlan::Release(rp) => match keys {
-            Some(k) => k.release(plan, rp),
+            Some(k) => k.release(plan, rp).map_err(|e| chain(&e)),
             None => {
                 Err("no attestation session (a bug: Keys::for_plan saw no release)".to_string())
             }
