@@ -13,8 +13,11 @@
 //!    to release the key asked for (vault, name, pinned version);
 //! 7. unwrap by `enc` and derive the disk key by `kty` ([`unwrap`]).
 //!
-//! Errors say which step failed, with the HTTP status and a body snippet where there is one; none carries
-//! a token or key. The disk key is a [`SecretBytes`].
+//! Every request goes through the one HTTP client ([`http::Client`], seen as [`http::Exchange`]): its trust
+//! roots, retries, redaction and body limit; [`send`] turns its failure into the step's error.
+//!
+//! Errors say which step failed, with the HTTP status and a body snippet where there is one, the cause
+//! through `source()`; none carries a token or key. The disk key is a [`SecretBytes`].
 #![forbid(unsafe_code)]
 
 pub mod akv;
