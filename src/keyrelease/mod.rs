@@ -281,7 +281,7 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
     Ok(Attested { runtime, maa_token })
 }
 
-/// Release `rp`'s key with an attestation made before (see [`attest`]).
+/// Release `rp`'s key with an attestation made before (see [`attest()`]).
 pub fn release_with(
     ctx: &Context<'_>,
     attested: &Attested,
