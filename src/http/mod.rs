@@ -1,5 +1,5 @@
 //! The one HTTP client of the product: ureq over rustls (ring), built from the manifest's
-//! [`NetworkPlan`](crate::manifest::NetworkPlan).
+//! [`crate::manifest::NetworkPlan`].
 //!
 //! Contract:
 //! - TLS trusts the compiled-in Mozilla roots plus, when configured, an extra PEM CA bundle (a scratch

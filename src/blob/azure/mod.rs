@@ -1,4 +1,4 @@
-//! An Azure blob as a block source, over the [`http`](crate::http) client.
+//! An Azure blob as a block source, over the [`crate::http`] client.
 //!
 //! Wire protocol (Blob service REST API; see the upstream spec §4.4):
 //! - open: `HEAD <blob>` (Get Blob Properties) → `Content-Length` (size), `x-ms-blob-type`
