@@ -168,9 +168,11 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// `Http` is transparent: its text is the HTTP error's own, so its source is the HTTP error's source
+    /// (returning the HTTP error itself would print it twice).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Http(e) => Some(e),
+            Self::Http(e) => e.source(),
             _ => None,
         }
     }
