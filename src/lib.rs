@@ -8,6 +8,7 @@
 
 pub mod argv;
 pub mod attest;
+pub mod backoff;
 pub mod blob;
 pub mod cli;
 pub mod dm;
@@ -29,6 +30,7 @@ pub mod nbd;
 pub mod notify;
 pub mod pkcs8;
 pub mod propagation;
+pub mod ratelimit;
 pub mod ready;
 pub mod redact;
 pub mod secret;

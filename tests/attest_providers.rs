@@ -225,7 +225,7 @@ fn azcache_chain_with_ucode_0xdb_matches_the_v3_report() {
         ca_bundle: None,
         ca_bundle_sha256: None,
     };
-    let t = encfs_init::keyrelease::transport::UreqTransport::new(&net).unwrap();
+    let t = encfs_init::http::Client::new(&net).unwrap();
     let check = collateral::Check {
         pins: encfs_init::attest::verify::AMD_ARK_PINS,
         now: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),

@@ -148,9 +148,9 @@ fn one_shot_server() -> (String, std::thread::JoinHandle<()>) {
 
 #[test]
 fn a_key_release_request_body_is_not_copied() {
-    use encfs_init::keyrelease::transport::{Request, Transport, UreqTransport};
+    use encfs_init::http::{Client, Exchange};
     const ASSERTION: &str = "CLIENT-ASSERTION-SECRET-77a1";
-    let t = UreqTransport::new(&encfs_init::manifest::NetworkPlan {
+    let t = Client::new(&encfs_init::manifest::NetworkPlan {
         connect_timeout: std::time::Duration::from_secs(2),
         request_timeout: std::time::Duration::from_secs(5),
         retries: 0,
@@ -160,12 +160,14 @@ fn a_key_release_request_body_is_not_copied() {
     })
     .unwrap();
     let (url, server) = one_shot_server();
-    let body = format!("{{\"target\":\"{ASSERTION}\"}}").into_bytes();
+    let body = zeroize::Zeroizing::new(format!("{{\"target\":\"{ASSERTION}\"}}").into_bytes());
     let leaked = freed_copies(ASSERTION.as_bytes(), || {
-        let req = Request::post_json(format!("{url}/t"), body);
-        let resp = t.send(&req).unwrap();
+        let url = format!("{url}/t");
+        let req = encfs_init::keyrelease::post_json(&url, &body);
+        let resp = t.exchange(&req).unwrap();
         assert_eq!(resp.status, 200);
         drop(req);
+        drop(body);
     });
     server.join().unwrap();
     // Ours: none (the body is lent to ureq, no longer cloned: 2 here before). The one left is ureq's own
@@ -178,17 +180,14 @@ fn a_key_release_request_body_is_not_copied() {
 
 /// Answers every request `{"value":"x"}` without keeping any of it.
 struct Silent;
-impl encfs_init::keyrelease::transport::Transport for Silent {
-    fn send(
+impl encfs_init::http::Exchange for Silent {
+    fn exchange(
         &self,
-        _: &encfs_init::keyrelease::transport::Request,
-    ) -> Result<
-        encfs_init::keyrelease::transport::Response,
-        encfs_init::keyrelease::transport::TransportError,
-    > {
-        Ok(encfs_init::keyrelease::transport::Response {
+        _: &encfs_init::http::Request<'_>,
+    ) -> encfs_init::http::Result<encfs_init::http::Response> {
+        Ok(encfs_init::http::Response {
             status: 200,
-            headers: vec![],
+            headers: Default::default(),
             body: br#"{"value":"x"}"#.to_vec(),
         })
     }

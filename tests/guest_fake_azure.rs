@@ -32,7 +32,6 @@ use encfs_init::attest::fake::FakeAttester;
 use encfs_init::attest::uvm;
 use encfs_init::keyrelease::akv::JwsTrust;
 use encfs_init::keyrelease::token::TokenCache;
-use encfs_init::keyrelease::transport::UreqTransport;
 use encfs_init::keyrelease::Context;
 use encfs_init::manifest::{Endpoint, Endpoints, NetworkPlan, ReleasePlan, VaultKind};
 use p384::pkcs8::EncodePrivateKey;
@@ -230,7 +229,7 @@ fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
         ca_bundle: Some(out.join("ca.pem")),
         ca_bundle_sha256: None,
     };
-    let transport = UreqTransport::new(&net).map_err(|e| e.to_string())?;
+    let transport = encfs_init::http::Client::new(&net).map_err(|e| e.to_string())?;
     let trust = JwsTrust::from_plan(&net).map_err(|e| e.to_string())?;
     let endpoints = Endpoints {
         imds: Endpoint(g.imds.clone()),
@@ -265,7 +264,7 @@ fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
     };
     encfs_init::keyrelease::release_key(&ctx, &rp)
         .map(|k| k.expose().to_vec())
-        .map_err(|e| e.to_string())
+        .map_err(|e| encfs_init::errors::chain(&e))
 }
 
 fn self_check() -> Result<(), String> {

@@ -142,3 +142,50 @@ fn one_attestation_serves_several_releases() {
     );
     assert_eq!(rig.az.https.hits("/keys/"), 2, "two releases");
 }
+
+#[test]
+fn a_private_blob_token_comes_from_imds_for_the_account_and_a_failure_names_every_cause() {
+    use encfs_init::blob::BearerSource;
+    use encfs_init::keyrelease::token::BlobToken;
+    let rig = Rig::new("blob-token");
+    let mut plan = encfs_init::manifest::empty_plan().unwrap();
+    plan.endpoints = rig.endpoints.clone();
+    plan.network = rig.net.clone();
+    let blob = "https://acct.blob.core.windows.net/c/disk.img";
+    let client = encfs_init::http::Client::new(&plan.network).unwrap();
+    let tokens = BlobToken::for_blob(blob, &plan, client.clone()).unwrap();
+    assert!(!tokens.token().unwrap().expose().is_empty());
+    assert!(!tokens.token().unwrap().expose().is_empty());
+    assert_eq!(rig.az.http.hits("/metadata/identity"), 1, "cached");
+    {
+        let log = rig.az.http.log.lock().unwrap();
+        assert!(
+            log.iter().any(|r| r
+                .query
+                .contains("resource=https%3A%2F%2Facct.blob.core.windows.net&")
+                || r.query
+                    .ends_with("resource=https%3A%2F%2Facct.blob.core.windows.net")),
+            "{log:?}"
+        );
+    }
+    // The identity endpoint failing: the blob's error carries the step and the HTTP answer.
+    for _ in 0..=rig.net.retries {
+        rig.az.http.fault(
+            "/metadata",
+            support::Fault {
+                status: Some(400),
+                ..support::Fault::default()
+            },
+        );
+    }
+    let e = BlobToken::for_blob(blob, &plan, client)
+        .unwrap()
+        .token()
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("blob token: IMDS token: HTTP 400"), "{e}");
+    assert!(
+        e.contains("; fix: check the managed identity client_id"),
+        "{e}"
+    );
+}

@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(status, 206);
             assert_ne!(t, size);
         }
-        Err(detail) => assert!(!detail.is_empty()),
+        Err(e) => assert!(!e.to_string().is_empty()),
     }
     let _ = parse_retry_after(cr, cr);
 });

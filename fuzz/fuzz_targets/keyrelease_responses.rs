@@ -1,5 +1,5 @@
 //! Fuzz the parsing of the identity, MAA and vault HTTP responses, through the real protocol functions
-//! behind a fake `Transport` that answers with the fuzz input.
+//! behind a fake [`encfs_init::http::Exchange`] that answers with the fuzz input.
 //!
 //! Input: byte 0 picks the call, byte 1 the status (mostly 200), the rest is the response body:
 //! - `maa::attest`: the MAA answer, JSON with a `token` field (matched case-insensitively);
@@ -13,7 +13,7 @@
 use encfs_init::keyrelease::akv;
 use encfs_init::keyrelease::maa::{self, Attestation};
 use encfs_init::keyrelease::token::{TokenCache, TokenSource};
-use encfs_init::keyrelease::transport::{Request, Response, Transport, TransportError};
+use encfs_init::http::{self, Exchange, Request, Response};
 use libfuzzer_sys::fuzz_target;
 
 struct Fake<'a> {
@@ -21,11 +21,24 @@ struct Fake<'a> {
     body: &'a [u8],
 }
 
-impl Transport for Fake<'_> {
-    fn send(&self, _req: &Request) -> Result<Response, TransportError> {
+impl Exchange for Fake<'_> {
+    /// As the client answers: a 2xx response, or any other status as an error with the body's snippet.
+    fn exchange(&self, req: &Request<'_>) -> http::Result<Response> {
+        if !http::SUCCESS.contains(&self.status) {
+            return Err(http::Error::Status {
+                method: req.method().to_string(),
+                url: req.shown_url(),
+                status: self.status,
+                code: None,
+                snippet: http::snippet(self.body),
+                retry_after: None,
+            });
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().expect("a header value"));
         Ok(Response {
             status: self.status,
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers,
             body: self.body.to_vec(),
         })
     }
@@ -41,12 +54,7 @@ fuzz_target!(|data: &[u8]| {
         status: STATUSES[usize::from(*st) % STATUSES.len()],
         body,
     };
-    let snippet = Response {
-        status: t.status,
-        headers: Vec::new(),
-        body: body.to_vec(),
-    }
-    .snippet();
+    let snippet = http::snippet(body);
     assert!(snippet.chars().count() <= 300);
     match which % 3 {
         0 => {

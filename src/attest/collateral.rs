@@ -23,7 +23,7 @@
 use super::report::Report;
 use super::uvm::ThimCerts;
 use super::verify::{self, ArkPin};
-use crate::keyrelease::transport::{Request, Transport};
+use crate::http::{self, Exchange};
 use crate::manifest::{CertCacheKind, CertCachePlan, Endpoints};
 use crate::x509::Cert;
 use base64::Engine;
@@ -71,6 +71,26 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Why one source gave no acceptable chain (recorded in [`Error::attempts`] with its causes).
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    /// The fetch failed.
+    #[error(transparent)]
+    Http(#[from] http::Error),
+    /// The PEM chain does not parse.
+    #[error(transparent)]
+    Pem(#[from] crate::x509::CertError),
+    /// The THIM document does not parse.
+    #[error(transparent)]
+    Thim(#[from] super::uvm::Error),
+    /// The chain does not fit or verify the report.
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
+    /// Anything else, in words.
+    #[error("{0}")]
+    Unfit(String),
+}
+
 /// DER → PEM.
 pub fn to_pem(der: &[u8]) -> String {
     let b = base64::engine::general_purpose::STANDARD.encode(der);
@@ -83,8 +103,8 @@ pub fn to_pem(der: &[u8]) -> String {
     s
 }
 
-fn from_pem(source: &str, pem: String) -> Result<Collateral, String> {
-    let certs = Cert::from_pem_chain(pem.as_bytes()).map_err(|e| e.to_string())?;
+fn from_pem(source: &str, pem: String) -> Result<Collateral, Problem> {
+    let certs = Cert::from_pem_chain(pem.as_bytes())?;
     Ok(Collateral {
         source: source.to_string(),
         pem,
@@ -99,17 +119,17 @@ fn acceptable(
     report: &Report,
     c: &Collateral,
     check: Option<Check<'_>>,
-) -> Result<Option<&'static str>, String> {
+) -> Result<Option<&'static str>, Problem> {
     matches(report, c)?;
     match check {
-        Some(k) => verify::verify_report(report, &c.certs, k.pins, k.now)
-            .map(Some)
-            .map_err(|e| crate::errors::chain(&e)),
+        Some(k) => Ok(Some(verify::verify_report(
+            report, &c.certs, k.pins, k.now,
+        )?)),
         None => Ok(None),
     }
 }
 
-fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
+fn matches(report: &Report, c: &Collateral) -> Result<(), Problem> {
     let leaf = c
         .certs
         .iter()
@@ -119,29 +139,21 @@ fn matches(report: &Report, c: &Collateral) -> Result<(), String> {
                 Some("SEV-VCEK") | Some("SEV-VLEK")
             )
         })
-        .ok_or("no VCEK in the chain")?;
-    verify::check_tcb_and_chip(report, leaf)
-        .map(|_| ())
-        .map_err(|e| crate::errors::chain(&e))
+        .ok_or_else(|| Problem::Unfit("no VCEK in the chain".into()))?;
+    verify::check_tcb_and_chip(report, leaf)?;
+    Ok(())
 }
 
-fn get(t: &dyn Transport, url: String, metadata: bool) -> Result<Vec<u8>, String> {
-    let mut req = Request::get(url.clone());
+fn get(t: &dyn Exchange, url: String, metadata: bool) -> Result<Vec<u8>, Problem> {
+    let mut req = http::Request::new("GET", &url);
     if metadata {
         req = req.header("Metadata", "true");
     }
-    let resp = t.send(&req).map_err(|e| format!("GET {url}: {e}"))?;
-    if !resp.ok() {
-        return Err(format!(
-            "GET {url}: status {} {}",
-            resp.status,
-            resp.snippet()
-        ));
-    }
+    let resp = t.exchange(&req)?;
     Ok(resp.body)
 }
 
-fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral, String> {
+fn thim(t: &dyn Exchange, endpoint: &str, report: &Report) -> Result<Collateral, Problem> {
     let sep = if endpoint.contains('?') { '&' } else { '?' };
     let url = format!(
         "{endpoint}{sep}tcbVersion={:x}&platformId={}",
@@ -149,11 +161,11 @@ fn thim(t: &dyn Transport, endpoint: &str, report: &Report) -> Result<Collateral
         report.chip_id_hex()
     );
     let body = get(t, url, true)?;
-    let certs = ThimCerts::parse(&body).map_err(|e| crate::errors::chain(&e))?;
+    let certs = ThimCerts::parse(&body)?;
     from_pem("THIM", certs.pem_chain())
 }
 
-fn azcache(t: &dyn Transport, cc: &CertCachePlan, report: &Report) -> Result<Collateral, String> {
+fn azcache(t: &dyn Exchange, cc: &CertCachePlan, report: &Report) -> Result<Collateral, Problem> {
     let tee = cc.tee_type.as_deref().unwrap_or("SevSnpVM");
     let mut url = format!(
         "{}/{tee}/certificates/{}/{:x}?api-version={}",
@@ -170,11 +182,11 @@ fn azcache(t: &dyn Transport, cc: &CertCachePlan, report: &Report) -> Result<Col
 }
 
 fn kds(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     base: &str,
     product: Option<&str>,
     report: &Report,
-) -> Result<Collateral, String> {
+) -> Result<Collateral, Problem> {
     let base = base.trim_end_matches('/');
     let base = if base.ends_with("/vcek/v1") {
         base.to_string()
@@ -204,7 +216,7 @@ fn kds(
 /// Find a chain for `report`. `host` is the UVM's host certificate, `aux` the provider's certificates;
 /// `check`, when given, must pass before a chain is chosen (see the module's documentation).
 pub fn find(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     report: &Report,
     aux: &[Vec<u8>],
     host: Option<&ThimCerts>,
@@ -213,13 +225,14 @@ pub fn find(
     check: Option<Check<'_>>,
 ) -> Result<Collateral, Error> {
     let mut attempts = Vec::new();
-    let mut consider = |name: &str, r: Result<Collateral, String>| -> Option<Collateral> {
+    let mut consider = |name: &str, r: Result<Collateral, Problem>| -> Option<Collateral> {
         let r = r.and_then(|c| {
             acceptable(report, &c, check).map(|verified| Collateral { verified, ..c })
         });
         match r {
             Ok(c) => Some(c),
             Err(e) => {
+                let e = crate::errors::chain(&e);
                 log::info!("collateral: {name}: {e}");
                 attempts.push((name.to_string(), e));
                 None
@@ -235,11 +248,11 @@ pub fn find(
     if let Some(h) = host.filter(|h| !h.is_empty()) {
         let r = match h.tcbm() {
             Ok(t) if t == report.reported_tcb => from_pem("UVM host certificate", h.pem_chain()),
-            Ok(t) => Err(format!(
+            Ok(t) => Err(Problem::Unfit(format!(
                 "tcbm {t:016x} is not the reported TCB {:016x}",
                 report.reported_tcb
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(e) => Err(e.into()),
         };
         if let Some(c) = consider("UVM host certificate", r) {
             return Ok(c);

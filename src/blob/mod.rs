@@ -81,6 +81,8 @@ pub enum Error {
     },
     /// The source cannot be used this way (for example read-write on a block blob).
     Unsupported(String),
+    /// No bearer token for a private blob: the identity endpoint's failure, with its causes.
+    Token(String),
     /// The backend answered something the protocol does not allow.
     Protocol(String),
     /// A local I/O error.
@@ -155,6 +157,7 @@ impl fmt::Display for Error {
                 write!(f, "); fix: {fix}")
             }
             Self::Unsupported(s) => write!(f, "{s}"),
+            Self::Token(s) => write!(f, "blob token: {s}"),
             Self::Protocol(s) => write!(f, "unexpected backend response: {s}"),
             Self::Io {
                 op, path, detail, ..
@@ -165,9 +168,11 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// `Http` is transparent: its text is the HTTP error's own, so its source is the HTTP error's source
+    /// (returning the HTTP error itself would print it twice).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Http(e) => Some(e),
+            Self::Http(e) => e.source(),
             _ => None,
         }
     }

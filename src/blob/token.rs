@@ -1,5 +1,6 @@
-//! Bearer tokens for private blobs. The identity module (IMDS, workload identity) implements
-//! [`BearerSource`] with refresh; [`StaticToken`] serves a token given up front.
+//! Bearer tokens for private blobs. The identity tokens' module ([`crate::keyrelease::token::BlobToken`]:
+//! IMDS, workload identity) implements [`BearerSource`] with refresh; [`StaticToken`] serves a token given
+//! up front.
 #![forbid(unsafe_code)]
 
 use super::Result;

@@ -16,7 +16,7 @@
 
 use super::proto::{self, errno, op, Attr, Request};
 use crate::blob::{self, BlockSource};
-use crate::http::RateLimit;
+use crate::ratelimit::RateLimit;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -126,6 +126,15 @@ impl Error {
         }
     }
 
+    /// What failed below HTTP, when no (complete) response came.
+    pub fn transport_kind(&self) -> Option<TransportKind> {
+        match self {
+            Self::Transport { kind, .. } => Some(*kind),
+            Self::Deadline { last, .. } => last.transport_kind(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -1,5 +1,5 @@
 //! The one HTTP client of the product: ureq over rustls (ring), built from the manifest's
-//! [`NetworkPlan`](crate::manifest::NetworkPlan).
+//! [`crate::manifest::NetworkPlan`].
 //!
 //! Contract:
 //! - TLS trusts the compiled-in Mozilla roots plus, when configured, an extra PEM CA bundle (a scratch
@@ -9,6 +9,9 @@
 //!   stalled server cannot hang a caller. The User-Agent is `encfs-init/<version>`.
 //! - [`Client::send`] retries transient failures ([`Error::is_transient`]) per [`retry::RetryPolicy`];
 //!   [`Client::retry`] does the same for a caller's own attempt closure (to retry on a bad body, too).
+//!   [`http::stop_retrying`](stop_retrying) ends every retry loop at shutdown.
+//! - Protocol modules that talk JSON to a service (key release, identity tokens, AMD collateral) see the
+//!   client through [`Exchange`] (2xx or an error), so their tests can put a fake behind it.
 //! - Errors carry the method, the URL with its query redacted, the status and a short body snippet; header
 //!   values never appear in an error or a log line (they may hold a bearer token).
 //!
@@ -21,8 +24,10 @@ pub mod retry;
 mod tls;
 
 pub use error::{snippet, Error, Result, TransportKind};
-pub use retry::{stop_retrying, RateLimit, RetryPolicy};
-pub use tls::read_ca_bundle;
+pub use retry::{stop_retrying, RetryPolicy};
+pub use tls::{ca_bundle_certs, read_ca_bundle};
+/// Response headers.
+pub use ureq::http::HeaderMap;
 
 use crate::manifest::NetworkPlan;
 use std::fmt;
@@ -40,6 +45,32 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Default cap on a response body a caller reads into memory.
 pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
+
+/// Every 2xx status: what [`Exchange::exchange`] accepts.
+pub const SUCCESS: [u16; 100] = {
+    let mut all = [0u16; 100];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = 200 + i as u16;
+        i += 1;
+    }
+    all
+};
+
+/// What a protocol module (key release, attestation collateral, identity tokens) needs of HTTP: one
+/// request, retried under the client's policy, whose 2xx response comes back; any other status is
+/// [`Error::Status`] (with its body snippet). [`Client`] is the implementation; tests put an in-process
+/// fake behind it.
+pub trait Exchange: Send + Sync {
+    /// Send `req` with retries; a non-2xx status is an error.
+    fn exchange(&self, req: &Request<'_>) -> Result<Response>;
+}
+
+impl Exchange for Client {
+    fn exchange(&self, req: &Request<'_>) -> Result<Response> {
+        self.send(req, &SUCCESS)
+    }
+}
 
 /// One request. Header values are private to the request: `Debug` shows names only.
 pub struct Request<'a> {
@@ -126,7 +157,7 @@ pub struct Response {
     /// HTTP status.
     pub status: u16,
     /// Headers.
-    pub headers: ureq::http::HeaderMap,
+    pub headers: HeaderMap,
     /// The body (empty for HEAD).
     pub body: Vec<u8>,
 }

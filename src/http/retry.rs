@@ -10,7 +10,8 @@
 #![forbid(unsafe_code)]
 
 use super::error::Error;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::ratelimit::RateLimit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a call is retried.
@@ -38,12 +39,8 @@ impl RetryPolicy {
     /// The backoff before retry number `attempt + 1` (without `Retry-After`), jittered with `rand` in
     /// `[0, 2^64)`: a value in `[d/2, d]`.
     pub fn backoff(&self, attempt: u32, rand: u64) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        let d = self.initial.saturating_mul(factor).min(self.max);
-        let half = d / 2;
-        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if nanos == 0 { 0 } else { rand % (nanos + 1) };
-        half + Duration::from_nanos(jitter)
+        let d = crate::backoff::exponential(self.initial, self.max, attempt);
+        crate::backoff::jittered(d, rand)
     }
 
     /// The wait before retry number `attempt + 1`: the backoff, or the server's `retry_after` when that is
@@ -107,8 +104,9 @@ fn log_retry(err: &Error, attempt: u32, wait: Duration) {
     static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(1));
     if let Some(skipped) = LIMIT.check() {
         log::warn!(
-            "retry {attempt} in {} ms after: {err}{}",
+            "retry {attempt} in {} ms after: {}{}",
             wait.as_millis(),
+            crate::errors::chain(err),
             if skipped > 0 {
                 format!(" ({skipped} similar messages suppressed)")
             } else {
@@ -116,52 +114,6 @@ fn log_retry(err: &Error, attempt: u32, wait: Duration) {
             }
         );
     }
-}
-
-/// A per-callsite log limiter: `check` says whether to log now and how many were suppressed since.
-#[derive(Debug)]
-pub struct RateLimit {
-    period_ms: u64,
-    last_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    /// One message per `period`.
-    pub const fn new(period: Duration) -> Self {
-        Self {
-            period_ms: period.as_millis() as u64,
-            last_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(suppressed)` when a message may be logged now.
-    pub fn check(&self) -> Option<u64> {
-        let now = monotonic_ms();
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < self.period_ms {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if self
-            .last_ms
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
-fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
 }
 
 #[cfg(test)]

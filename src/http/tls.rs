@@ -10,7 +10,7 @@ use crate::manifest::NetworkPlan;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Read the plan's CA bundle (`Ok(None)` without one), checked against `ca_bundle_sha256` when that is
-/// set: the one way every user of the bundle (TLS here, the key-release transport and JWS check) reads it,
+/// set: the one way every user of the bundle (TLS here, and the key-release JWS check) reads it,
 /// so a file swapped after the manifest was checked fails closed.
 pub fn read_ca_bundle(net: &NetworkPlan) -> Result<Option<Vec<u8>>> {
     let Some(path) = &net.ca_bundle else {
@@ -28,20 +28,22 @@ pub fn read_ca_bundle(net: &NetworkPlan) -> Result<Option<Vec<u8>>> {
     Ok(Some(pem))
 }
 
-/// The TLS configuration for the plan's bundle (or none).
-pub fn config(net: &NetworkPlan) -> Result<TlsConfig> {
+/// The certificates of the plan's CA bundle (`Ok(None)` without one), read by [`read_ca_bundle`]: the one
+/// parse of the bundle, for TLS here and for the key-release JWS check. Invalid PEM, or no certificate at
+/// all, is an error.
+pub fn ca_bundle_certs(net: &NetworkPlan) -> Result<Option<Vec<Certificate<'static>>>> {
     let Some(pem) = read_ca_bundle(net)? else {
-        return Ok(TlsConfig::builder().root_certs(RootCerts::WebPki).build());
+        return Ok(None);
     };
     let shown = net
         .ca_bundle
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let mut extra = Vec::new();
+    let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
-            Ok(PemItem::Certificate(c)) => extra.push(c),
+            Ok(PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
             Err(e) => {
                 return Err(Error::CaBundle {
@@ -51,12 +53,20 @@ pub fn config(net: &NetworkPlan) -> Result<TlsConfig> {
             }
         }
     }
-    if extra.is_empty() {
+    if certs.is_empty() {
         return Err(Error::CaBundle {
             path: shown,
             detail: "no CERTIFICATE block found".into(),
         });
     }
+    Ok(Some(certs))
+}
+
+/// The TLS configuration: the web roots, plus the plan's bundle when there is one.
+pub fn config(net: &NetworkPlan) -> Result<TlsConfig> {
+    let Some(extra) = ca_bundle_certs(net)? else {
+        return Ok(TlsConfig::builder().root_certs(RootCerts::WebPki).build());
+    };
     let mut roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .map(|der| Certificate::from_der(der.as_ref()))

@@ -241,7 +241,8 @@ fn open_source(
                 s.expose().to_string(),
             ))),
             Access::Private => {
-                blob::Auth::Bearer(Arc::new(super::keys::BlobToken::for_blob(url, plan)?))
+                let token = super::keys::BlobToken::for_blob(url, plan, client.clone())?;
+                blob::Auth::Bearer(Arc::new(token))
             }
         };
         let mut b =

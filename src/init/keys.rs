@@ -1,11 +1,14 @@
 //! The disk keys of the plan: raw keys (test mode) as they are, released keys through attestation and
 //! secure key release ([`crate::keyrelease`]). The evidence provider, the UVM information, the HTTP
-//! transport and the JWS trust are set up once per boot and shared by every filesystem.
+//! client and the JWS trust are set up once per boot and shared by every filesystem; a private blob's
+//! identity token is [`BlobToken`] (re-exported from [`crate::keyrelease::token`]). Causes reach the boot
+//! failure line through [`crate::errors::chain`].
 
 use crate::attest::{self, uvm, Attester};
+use crate::errors::chain;
 use crate::keyrelease::akv::JwsTrust;
+pub use crate::keyrelease::token::BlobToken;
 use crate::keyrelease::token::{TokenCache, TokenSource};
-use crate::keyrelease::transport::UreqTransport;
 use crate::keyrelease::{self, Context};
 use crate::manifest::{KeyPlan, Plan, ReleasePlan};
 use crate::secret::SecretBytes;
@@ -14,7 +17,7 @@ use std::path::Path;
 /// What every release of one boot shares.
 pub struct Keys {
     attester: Box<dyn Attester>,
-    transport: UreqTransport,
+    transport: crate::http::Client,
     uvm: uvm::UvmInfo,
     trust: JwsTrust,
     /// AMD's root keys, plus a test ARK in test mode.
@@ -45,7 +48,7 @@ impl Keys {
             Err(e) => {
                 log::warn!(
                     "UVM information: {}; going on without it (collateral from THIM / AMD KDS)",
-                    crate::errors::chain(&e)
+                    chain(&e)
                 );
                 uvm::UvmInfo::default()
             }
@@ -58,9 +61,9 @@ impl Keys {
             None => None,
         };
         let attester = attest::detect_with(&attest::Paths::default(), plan.test_mode, fake)
-            .map_err(|e| e.to_string())?;
-        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
-        let trust = JwsTrust::from_plan(&plan.network).map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
+        let transport = crate::http::Client::new(&plan.network).map_err(|e| chain(&e))?;
+        let trust = JwsTrust::from_plan(&plan.network).map_err(|e| chain(&e))?;
         let mut ark_pins = crate::attest::verify::AMD_ARK_PINS.to_vec();
         if let Some((file, pin)) = &plan.attestation.test_ark_pin {
             log::warn!(
@@ -83,16 +86,13 @@ impl Keys {
     }
 
     /// Release `rp`'s key.
-    pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, String> {
-        let tokens = TokenCache::new(
-            TokenSource::for_vault(
-                rp.bearer_token.as_ref(),
-                rp.vault_kind,
-                plan,
-                &uvm::process_env,
-            )
-            .map_err(|e| e.to_string())?,
-        );
+    pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, keyrelease::Error> {
+        let tokens = TokenCache::new(TokenSource::for_vault(
+            rp.bearer_token.as_ref(),
+            rp.vault_kind,
+            plan,
+            &uvm::process_env,
+        )?);
         // The test-mode fake attester signs with a key of its own, which no pinned AMD root certifies: only
         // the (fake) MAA can check its reports. Real providers are always verified locally first.
         let fake = self.attester.name() == "fake";
@@ -126,15 +126,13 @@ impl Keys {
                     a.clone()
                 }
                 None => {
-                    let a = std::sync::Arc::new(
-                        keyrelease::attest(&ctx, rp).map_err(|e| e.to_string())?,
-                    );
+                    let a = std::sync::Arc::new(keyrelease::attest(&ctx, rp)?);
                     m.insert(rp.authority.0.clone(), a.clone());
                     a
                 }
             }
         };
-        keyrelease::release_with(&ctx, &attested, rp).map_err(|e| e.to_string())
+        keyrelease::release_with(&ctx, &attested, rp)
     }
 }
 
@@ -153,52 +151,16 @@ fn fake_template(uvm: &uvm::UvmInfo) -> attest::fake::Template {
     t
 }
 
-/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key).
+/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key), or the failure with its
+/// causes on one line (the filesystem step's text).
 pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<SecretBytes, String> {
     match key {
         KeyPlan::Raw(k) => Ok(SecretBytes::new(k.expose().to_vec())),
         KeyPlan::Release(rp) => match keys {
-            Some(k) => k.release(plan, rp),
+            Some(k) => k.release(plan, rp).map_err(|e| chain(&e)),
             None => {
                 Err("no attestation session (a bug: Keys::for_plan saw no release)".to_string())
             }
         },
-    }
-}
-
-/// Bearer tokens for a private blob: the identity's token for the storage account (upstream: IMDS with
-/// `resource=https://<account>.blob.core.windows.net`, or workload identity), cached and refreshed before
-/// 80 % of its lifetime by the token cache.
-pub struct BlobToken {
-    cache: TokenCache,
-    transport: UreqTransport,
-}
-
-impl std::fmt::Debug for BlobToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BlobToken({:?})", self.cache)
-    }
-}
-
-impl BlobToken {
-    /// A token source for the account that serves `blob_url`.
-    pub fn for_blob(blob_url: &str, plan: &Plan) -> Result<Self, String> {
-        let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
-        let host = rest.split('/').next().unwrap_or_default();
-        let resource = format!("{scheme}://{host}");
-        let cache = TokenCache::new(
-            TokenSource::for_resource(None, &resource, plan, &uvm::process_env)
-                .map_err(|e| e.to_string())?,
-        );
-        let transport = UreqTransport::new(&plan.network).map_err(|e| e.to_string())?;
-        Ok(BlobToken { cache, transport })
-    }
-}
-
-impl crate::blob::BearerSource for BlobToken {
-    fn token(&self) -> crate::blob::Result<crate::secret::SecretString> {
-        self.cache
-            .get(&self.transport)
-            .map_err(|e| crate::blob::Error::Unsupported(format!("blob token: {e}")))
     }
 }

@@ -16,8 +16,8 @@
 //! refused by [`check_key_id`]: the signature says the vault released *a* key, not *this* key.
 #![forbid(unsafe_code)]
 
-use super::transport::{Request, Transport};
 use super::{Error, Step};
+use crate::http::Exchange;
 use crate::x509::Cert;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
@@ -35,17 +35,14 @@ pub struct JwsTrust {
 }
 
 impl JwsTrust {
-    /// Web roots plus the PEM bundle at `path`, if any.
+    /// Web roots plus the plan's CA bundle, if any (read and parsed as for TLS: [`crate::http::ca_bundle_certs`]).
     pub fn from_plan(net: &crate::manifest::NetworkPlan) -> Result<Self, Error> {
-        let mut extra_roots = Vec::new();
-        let pem = crate::http::read_ca_bundle(net).map_err(|e| Error::Internal(e.to_string()))?;
-        if let (Some(p), Some(pem)) = (&net.ca_bundle, pem) {
-            for c in Cert::from_pem_chain(&pem)
-                .map_err(|e| Error::Internal(format!("CA bundle {}: {e}", p.display())))?
-            {
-                extra_roots.push(c.der().to_vec());
-            }
-        }
+        let extra_roots = crate::http::ca_bundle_certs(net)
+            .map_err(Error::Trust)?
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.der().to_vec())
+            .collect();
         Ok(JwsTrust {
             extra_roots,
             web_roots: true,
@@ -350,7 +347,7 @@ fn release_body(maa_token: &str) -> Result<Vec<u8>, Error> {
 
 /// Release `kid` from `vault` with the MAA token; returns the compact JWS.
 pub fn release(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     vault: &str,
     kid: &str,
     api_version: &str,
@@ -358,19 +355,9 @@ pub fn release(
     maa_token: &str,
 ) -> Result<String, Error> {
     let url = format!("{vault}/keys/{kid}/release?api-version={api_version}");
-    let req = Request::post_json(url, release_body(maa_token)?)
-        .header("Authorization", bearer_header(bearer));
-    let resp = t.send(&req).map_err(|source| Error::Transport {
-        step: Step::Release,
-        source,
-    })?;
-    if !resp.ok() {
-        return Err(Error::Status {
-            step: Step::Release,
-            status: resp.status,
-            body: resp.snippet(),
-        });
-    }
+    let body = zeroize::Zeroizing::new(release_body(maa_token)?);
+    let req = super::post_json(&url, &body).header("Authorization", bearer_header(bearer));
+    let resp = super::send(t, Step::Release, req)?;
     let v: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|e| Error::Malformed {
             step: Step::Release,

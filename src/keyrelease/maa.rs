@@ -9,8 +9,8 @@
 //! Response: JSON with a `token` field (matched case-insensitively): the MAA JWT, passed to the vault.
 #![forbid(unsafe_code)]
 
-use super::transport::{Request, Transport};
 use super::{Error, Step};
+use crate::http::Exchange;
 use crate::secret::SecretString;
 use base64::engine::general_purpose::URL_SAFE as B64URL_PAD;
 use base64::Engine;
@@ -57,7 +57,7 @@ pub fn body(a: &Attestation<'_>, nonce: u64) -> String {
 
 /// Attest and return the MAA token.
 pub fn attest(
-    t: &dyn Transport,
+    t: &dyn Exchange,
     authority: &str,
     api_version: &str,
     a: &Attestation<'_>,
@@ -65,18 +65,8 @@ pub fn attest(
     let mut n = [0u8; 8];
     getrandom::fill(&mut n).map_err(|e| Error::Internal(format!("random nonce: {e}")))?;
     let url = format!("{authority}/attest/SevSnpVM?api-version={api_version}");
-    let req = Request::post_json(url, body(a, u64::from_le_bytes(n)).into_bytes());
-    let resp = t.send(&req).map_err(|source| Error::Transport {
-        step: Step::Maa,
-        source,
-    })?;
-    if !resp.ok() {
-        return Err(Error::Status {
-            step: Step::Maa,
-            status: resp.status,
-            body: resp.snippet(),
-        });
-    }
+    let body = zeroize::Zeroizing::new(body(a, u64::from_le_bytes(n)).into_bytes());
+    let resp = super::send(t, Step::Maa, super::post_json(&url, &body))?;
     let v: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|e| Error::Malformed {
             step: Step::Maa,

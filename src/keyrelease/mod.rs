@@ -13,15 +13,17 @@
 //!    to release the key asked for (vault, name, pinned version);
 //! 7. unwrap by `enc` and derive the disk key by `kty` ([`unwrap`]).
 //!
-//! Errors say which step failed, with the HTTP status and a body snippet where there is one; none carries
-//! a token or key. The disk key is a [`SecretBytes`].
+//! Every request goes through the one HTTP client ([`http::Client`], seen as [`http::Exchange`]): its trust
+//! roots, retries, redaction and body limit; [`send`] turns its failure into the step's error.
+//!
+//! Errors say which step failed, with the HTTP status and a body snippet where there is one, the cause
+//! through `source()`; none carries a token or key. The disk key is a [`SecretBytes`].
 #![forbid(unsafe_code)]
 
 pub mod akv;
 pub mod jwk;
 pub mod maa;
 pub mod token;
-pub mod transport;
 pub mod unwrap;
 
 use crate::attest::collateral::{self, Collateral};
@@ -29,11 +31,11 @@ use crate::attest::report::{ParseError, Report};
 use crate::attest::uvm::UvmInfo;
 use crate::attest::verify::ArkPin;
 use crate::attest::{self, Attester};
+use crate::http::{self, Exchange};
 use crate::manifest::{CertCachePlan, Endpoints, ReleasePlan};
 use crate::secret::SecretBytes;
 use std::fmt;
 use std::time::SystemTime;
-use transport::{Transport, TransportError};
 
 /// The step that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,27 +61,38 @@ impl fmt::Display for Step {
     }
 }
 
-/// Key release errors.
-#[derive(Debug)]
+/// Key release errors. Each says which step failed in its own words; the cause (an HTTP failure, the
+/// attester's, the collateral sources', the unwrap's) is its `source()`.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Generating the runtime key or a nonce.
+    #[error("internal: {0}")]
     Internal(String),
+    /// The trust roots (the CA bundle) cannot be used.
+    #[error("trust roots")]
+    Trust(#[source] http::Error),
     /// The attester failed.
-    Attest(attest::Error),
+    #[error("attestation report")]
+    Attest(#[source] attest::Error),
     /// The report does not parse.
-    Report(ParseError),
+    #[error("attestation report")]
+    Report(#[source] ParseError),
     /// No AMD chain verifies the report (every source's reason: TCB or chip id, chain to a pinned root,
     /// report signature).
-    Collateral(collateral::Error),
-    /// No response.
+    #[error("AMD collateral")]
+    Collateral(#[source] collateral::Error),
+    /// No (complete) response: what failed below HTTP.
+    #[error("{step}")]
     Transport {
         /// Step.
         step: Step,
-        /// Cause.
-        source: TransportError,
+        /// Cause (boxed: an HTTP error is large).
+        #[source]
+        source: Box<http::Error>,
     },
     /// A non-2xx response.
+    #[error("{step}: HTTP {status}: {body}{}", hint(*step, *status))]
     Status {
         /// Step.
         step: Step,
@@ -89,6 +102,7 @@ pub enum Error {
         body: String,
     },
     /// A 2xx response we cannot use.
+    #[error("{step}: {detail}")]
     Malformed {
         /// Step.
         step: Step,
@@ -96,9 +110,11 @@ pub enum Error {
         detail: String,
     },
     /// The release JWS is not acceptable.
+    #[error("key release response (JWS): {0}")]
     Jws(String),
     /// Unwrap or derivation.
-    Unwrap(unwrap::UnwrapError),
+    #[error("released key")]
+    Unwrap(#[source] unwrap::UnwrapError),
 }
 
 fn hint(step: Step, status: u16) -> &'static str {
@@ -112,39 +128,12 @@ fn hint(step: Step, status: u16) -> &'static str {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Internal(e) => write!(f, "internal: {e}"),
-            Error::Attest(e) => write!(f, "attestation report: {e}"),
-            Error::Report(e) => write!(f, "attestation report: {e}"),
-            Error::Collateral(e) => write!(f, "AMD collateral: {e}"),
-            Error::Transport { step, source } => write!(f, "{step}: {source}"),
-            Error::Status { step, status, body } => {
-                write!(f, "{step}: HTTP {status}: {body}{}", hint(*step, *status))
-            }
-            Error::Malformed { step, detail } => write!(f, "{step}: {detail}"),
-            Error::Jws(d) => write!(f, "key release response (JWS): {d}"),
-            Error::Unwrap(e) => write!(f, "released key: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Attest(e) => e.source(),
-            _ => None,
-        }
-    }
-}
-
 /// Everything a release needs besides the per-filesystem plan.
 pub struct Context<'a> {
     /// The evidence provider.
     pub attester: &'a dyn Attester,
-    /// HTTP.
-    pub transport: &'a dyn Transport,
+    /// HTTP (the one client, [`http::Client`], or a test's fake).
+    pub transport: &'a dyn Exchange,
     /// UVM information (host certificates, reference info).
     pub uvm: &'a UvmInfo,
     /// The manifest's certcache.
@@ -182,6 +171,32 @@ impl fmt::Debug for Attested {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Attested(<runtime key>, <MAA token>)")
     }
+}
+
+/// A JSON POST of `body` (the caller owns it and wipes it: it carries the MAA token).
+pub fn post_json<'a>(url: &'a str, body: &'a [u8]) -> http::Request<'a> {
+    http::Request::new("POST", url)
+        .header("Content-Type", "application/json")
+        .body(body)
+}
+
+/// Send `req` for `step` through the one HTTP client: the 2xx response (its body within the client's
+/// default limit, [`http::DEFAULT_BODY_LIMIT`]), or the step's error (a status with its body snippet and the
+/// step's fix, or what failed below HTTP).
+pub fn send(t: &dyn Exchange, step: Step, req: http::Request<'_>) -> Result<http::Response, Error> {
+    t.exchange(&req).map_err(|e| match e {
+        http::Error::Status {
+            status, snippet, ..
+        } => Error::Status {
+            step,
+            status,
+            body: snippet,
+        },
+        source => Error::Transport {
+            step,
+            source: Box::new(source),
+        },
+    })
 }
 
 /// Release the key of `rp` and return the disk key (one attestation, one release).
@@ -266,7 +281,7 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
     Ok(Attested { runtime, maa_token })
 }
 
-/// Release `rp`'s key with an attestation made before (see [`attest`]).
+/// Release `rp`'s key with an attestation made before (see [`attest()`]).
 pub fn release_with(
     ctx: &Context<'_>,
     attested: &Attested,
@@ -300,4 +315,51 @@ pub fn release_with(
         released.enc
     );
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails every request below HTTP, or with a status.
+    struct Down(Option<u16>);
+    impl Exchange for Down {
+        fn exchange(&self, req: &http::Request<'_>) -> http::Result<http::Response> {
+            Err(match self.0 {
+                None => http::Error::Transport {
+                    method: req.method().to_string(),
+                    url: req.shown_url(),
+                    kind: http::TransportKind::Timeout,
+                    detail: "global timeout".into(),
+                },
+                Some(status) => http::Error::Status {
+                    method: req.method().to_string(),
+                    url: req.shown_url(),
+                    status,
+                    code: None,
+                    snippet: "policy not satisfied".into(),
+                    retry_after: None,
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn a_step_names_itself_and_its_http_cause_once() {
+        let req = || post_json("https://maa.example/attest/SevSnpVM?api-version=1", b"{}");
+        let e = send(&Down(None), Step::Maa, req()).unwrap_err();
+        assert_eq!(e.to_string(), "MAA attestation");
+        assert_eq!(
+            crate::errors::chain(&e),
+            "MAA attestation: POST https://maa.example/attest/SevSnpVM?<redacted>: timed out: global timeout"
+        );
+        let e = send(&Down(Some(403)), Step::Release, req()).unwrap_err();
+        assert!(matches!(e, Error::Status { status: 403, .. }), "{e:?}");
+        assert!(
+            crate::errors::chain(&e).starts_with(
+                "key release: HTTP 403: policy not satisfied; fix: the release policy did not accept"
+            ),
+            "{e}"
+        );
+    }
 }

@@ -14,8 +14,8 @@
 //! Resources: `https://vault.azure.net` for Key Vault, `https://managedhsm.azure.net` for a managed HSM.
 #![forbid(unsafe_code)]
 
-use super::transport::{Request, Transport};
 use super::{Error, Step};
+use crate::http::{self, Exchange};
 use crate::manifest::VaultKind;
 use crate::secret::SecretString;
 use std::path::PathBuf;
@@ -126,7 +126,7 @@ impl TokenSource {
     }
 
     /// Fetch a token and its lifetime.
-    pub fn fetch(&self, t: &dyn Transport) -> Result<(SecretString, Option<Duration>), Error> {
+    pub fn fetch(&self, t: &dyn Exchange) -> Result<(SecretString, Option<Duration>), Error> {
         match self {
             TokenSource::Static(s) => Ok((SecretString::new(s.expose().to_string()), None)),
             TokenSource::Imds {
@@ -142,13 +142,8 @@ impl TokenSource {
                 if let Some(c) = client_id {
                     url.push_str(&format!("&client_id={}", pct(c)));
                 }
-                let resp = t
-                    .send(&Request::get(url).header("Metadata", "true"))
-                    .map_err(|source| Error::Transport {
-                        step: Step::Imds,
-                        source,
-                    })?;
-                parse_token(Step::Imds, resp)
+                let req = http::Request::new("GET", &url).header("Metadata", "true");
+                parse_token(Step::Imds, &super::send(t, Step::Imds, req)?)
             }
             TokenSource::Workload {
                 authority,
@@ -173,20 +168,12 @@ impl TokenSource {
                     pct(assertion.expose()),
                     pct(&format!("{resource}/.default")),
                 ));
-                let req = Request {
-                    method: "POST",
-                    url: format!("{authority}/{}/oauth2/v2.0/token", pct(tenant)),
-                    headers: vec![(
-                        "Content-Type".into(),
-                        "application/x-www-form-urlencoded".into(),
-                    )],
-                    body: Some(form.expose().as_bytes().to_vec()),
-                };
-                let resp = t.send(&req).map_err(|source| Error::Transport {
-                    step: Step::WorkloadIdentity,
-                    source,
-                })?;
-                parse_token(Step::WorkloadIdentity, resp)
+                let url = format!("{authority}/{}/oauth2/v2.0/token", pct(tenant));
+                let req = http::Request::new("POST", &url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(form.expose().as_bytes());
+                let step = Step::WorkloadIdentity;
+                parse_token(step, &super::send(t, step, req)?)
             }
         }
     }
@@ -225,15 +212,8 @@ fn checked_authority_host(raw: &str, test_mode: bool) -> Result<String, Error> {
 
 fn parse_token(
     step: Step,
-    resp: super::transport::Response,
+    resp: &http::Response,
 ) -> Result<(SecretString, Option<Duration>), Error> {
-    if !resp.ok() {
-        return Err(Error::Status {
-            step,
-            status: resp.status,
-            body: resp.snippet(),
-        });
-    }
     let v: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|e| Error::Malformed {
             step,
@@ -305,7 +285,7 @@ impl TokenCache {
     }
 
     /// A valid token: the cached one, or a fresh one.
-    pub fn get(&self, t: &dyn Transport) -> Result<SecretString, Error> {
+    pub fn get(&self, t: &dyn Exchange) -> Result<SecretString, Error> {
         let mut guard = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         let now = (self.clock)();
         if let Some(c) = guard.as_ref() {
@@ -325,7 +305,8 @@ impl TokenCache {
                         .and_then(|x| x.checked_duration_since(now + EXPIRY_MARGIN))
                     {
                         log::warn!(
-                            "token: refresh failed ({e}); the current token is valid for {} s more, trying again in {} s",
+                            "token: refresh failed ({}); the current token is valid for {} s more, trying again in {} s",
+                            crate::errors::chain(&e),
                             left.as_secs() + EXPIRY_MARGIN.as_secs(),
                             REFRESH_RETRY.as_secs()
                         );
@@ -350,20 +331,63 @@ impl TokenCache {
     }
 }
 
+/// Bearer tokens for a private blob: the identity's token for the storage account (upstream: IMDS with
+/// `resource=https://<account>.blob.core.windows.net`, or workload identity), cached and refreshed before
+/// 80 % of its lifetime by the token cache. The blob client asks for one per request
+/// ([`crate::blob::BearerSource`]).
+pub struct BlobToken {
+    cache: TokenCache,
+    http: http::Client,
+}
+
+impl std::fmt::Debug for BlobToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobToken({:?})", self.cache)
+    }
+}
+
+impl BlobToken {
+    /// A token source for the account that serves `blob_url`, fetching through `http` (the blob's own
+    /// client: one trust store and connection pool for the blob and its identity).
+    pub fn for_blob(
+        blob_url: &str,
+        plan: &crate::manifest::Plan,
+        http: http::Client,
+    ) -> Result<Self, Error> {
+        let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
+        let host = rest.split('/').next().unwrap_or_default();
+        let resource = format!("{scheme}://{host}");
+        let cache = TokenCache::new(TokenSource::for_resource(
+            None,
+            &resource,
+            plan,
+            &crate::attest::uvm::process_env,
+        )?);
+        Ok(BlobToken { cache, http })
+    }
+}
+
+impl crate::blob::BearerSource for BlobToken {
+    fn token(&self) -> crate::blob::Result<SecretString> {
+        self.cache
+            .get(&self.http)
+            .map_err(|e| crate::blob::Error::Token(crate::errors::chain(&e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyrelease::transport::{Response, TransportError};
 
     /// IMDS answering one fixed `expires_in`.
     struct Imds(serde_json::Value);
 
-    impl Transport for Imds {
-        fn send(&self, _req: &Request) -> Result<Response, TransportError> {
+    impl Exchange for Imds {
+        fn exchange(&self, _req: &http::Request<'_>) -> http::Result<http::Response> {
             let body = serde_json::json!({"access_token": "t0k", "expires_in": self.0});
-            Ok(Response {
+            Ok(http::Response {
                 status: 200,
-                headers: Vec::new(),
+                headers: Default::default(),
                 body: body.to_string().into_bytes(),
             })
         }

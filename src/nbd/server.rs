@@ -12,7 +12,7 @@
 
 use super::proto::{self, tflags, Check, Cmd, Errno, Export, Next, Request};
 use crate::blob::{self, BlockSource};
-use crate::http::RateLimit;
+use crate::ratelimit::RateLimit;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

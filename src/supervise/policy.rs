@@ -8,7 +8,8 @@
 //! * [`RestartMode::Always`]: every exit restarts, 0 included.
 //! * A run that lasted at least `stable_after` wipes the history: backoff back to `backoff_initial`, the
 //!   restart count back to zero.
-//! * Restart number k in a row (k = 1, 2, ...) waits `backoff_initial * 2^(k-1)`, capped at `backoff_max`.
+//! * Restart number k in a row (k = 1, 2, ...) waits `backoff_initial * 2^(k-1)`, capped at `backoff_max`
+//!   ([`crate::backoff::exponential`]).
 //! * At most `max_restarts` restarts in a row: the exit that would need one more gives up (the supervisor
 //!   then ends with [`crate::exit::GAVE_UP`]). `max_restarts = 0` gives up at the first restartable exit.
 #![forbid(unsafe_code)]
@@ -84,7 +85,7 @@ impl RestartPolicy {
                 last_code: code,
             };
         }
-        let delay = backoff(
+        let delay = crate::backoff::exponential(
             self.plan.backoff_initial,
             self.plan.backoff_max,
             self.in_a_row,
@@ -95,12 +96,6 @@ impl RestartPolicy {
             attempt: self.in_a_row,
         }
     }
-}
-
-/// `initial * 2^n`, capped at `max` (and never above it, even if `initial > max`), without overflow.
-pub fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {
-    let factor = 1u32.checked_shl(n).unwrap_or(u32::MAX);
-    initial.saturating_mul(factor).min(max)
 }
 
 #[cfg(test)]
@@ -270,15 +265,6 @@ mod tests {
         assert!(replay(RestartMode::Always, plan(1), &long)
             .iter()
             .all(|d| *d == restart(100, 1)));
-    }
-
-    #[test]
-    fn backoff_is_overflow_safe_and_capped() {
-        assert_eq!(backoff(100 * MS, 1000 * MS, 40), 1000 * MS);
-        assert_eq!(backoff(Duration::MAX, 1000 * MS, 3), 1000 * MS);
-        // initial above max: max wins.
-        assert_eq!(backoff(5000 * MS, 1000 * MS, 0), 1000 * MS);
-        assert_eq!(backoff(Duration::ZERO, 1000 * MS, 5), Duration::ZERO);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Everything a release needs, wired to the fake Azure: a fake AMD chain and a signer with its VCEK key,
-//! UVM info whose host certificate matches, a ureq transport trusting the test CA, an IMDS token cache.
+//! UVM info whose host certificate matches, the HTTP client trusting the test CA, an IMDS token cache.
 use super::azure::{FakeAzure, VaultKey, FAST};
 use super::pki::{self, AmdChain};
 use encfs_init::attest::fake::{FakeAttester, Template};
 use encfs_init::attest::uvm::{ThimCerts, UvmInfo};
 use encfs_init::attest::verify::ArkPin;
 use encfs_init::attest::Attester;
+use encfs_init::http::Client;
 use encfs_init::keyrelease::akv::JwsTrust;
 use encfs_init::keyrelease::token::{TokenCache, TokenSource};
-use encfs_init::keyrelease::transport::UreqTransport;
 use encfs_init::keyrelease::{self, Context, Error};
 use encfs_init::manifest::{Endpoint, Endpoints, NetworkPlan, ReleasePlan, VaultKind};
 use encfs_init::secret::{SecretBytes, SecretString};
@@ -126,13 +126,13 @@ impl Rig {
     }
 
     pub fn release(&self, rp: &ReleasePlan) -> Result<SecretBytes, Error> {
-        let transport = UreqTransport::new(&self.net).unwrap();
+        let transport = Client::new(&self.net).unwrap();
         keyrelease::release_key(&self.context(&transport), rp)
     }
 
     /// One attestation, then a release of each plan with it (what a boot with several filesystems does).
     pub fn release_all(&self, rps: &[ReleasePlan]) -> Result<Vec<SecretBytes>, Error> {
-        let transport = UreqTransport::new(&self.net).unwrap();
+        let transport = Client::new(&self.net).unwrap();
         let ctx = self.context(&transport);
         let attested = keyrelease::attest(&ctx, &rps[0])?;
         rps.iter()
@@ -140,7 +140,7 @@ impl Rig {
             .collect()
     }
 
-    pub fn context<'a>(&'a self, transport: &'a UreqTransport) -> Context<'a> {
+    pub fn context<'a>(&'a self, transport: &'a Client) -> Context<'a> {
         Context {
             attester: self.attester.as_ref(),
             transport,
