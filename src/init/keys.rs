@@ -2,7 +2,7 @@
 //! secure key release ([`crate::keyrelease`]). The evidence provider, the UVM information, the HTTP
 //! client and the JWS trust are set up once per boot and shared by every filesystem; a private blob's
 //! identity token is [`BlobToken`] (re-exported from [`crate::keyrelease::token`]). Causes reach the boot
-//! failure line through [`crate::errors::chain`].
+//! failure line through [`crate::errors::chain`], once.
 
 use crate::attest::{self, uvm, Attester};
 use crate::errors::chain;
@@ -13,6 +13,27 @@ use crate::keyrelease::{self, Context};
 use crate::manifest::{KeyPlan, Plan, ReleasePlan};
 use crate::secret::SecretBytes;
 use std::path::Path;
+
+/// Why the disk keys could not be had. Each cause is the layer's own error, printed by
+/// [`crate::errors::chain`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The test-mode fake VCEK key does not parse.
+    #[error("test_mode fake VCEK key")]
+    FakeVcekKey(#[source] crate::pkcs8::Error),
+    /// No evidence provider (or a broken one).
+    #[error(transparent)]
+    Attester(attest::Error),
+    /// The HTTP client (its trust store) cannot be built.
+    #[error(transparent)]
+    Http(crate::http::Error),
+    /// A step of the key release (or its JWS trust).
+    #[error(transparent)]
+    Release(keyrelease::Error),
+    /// A release without the session [`Keys::for_plan`] makes: a bug.
+    #[error("no attestation session (a bug: Keys::for_plan saw no release)")]
+    NoSession,
+}
 
 /// What every release of one boot shares.
 pub struct Keys {
@@ -35,7 +56,7 @@ impl std::fmt::Debug for Keys {
 
 impl Keys {
     /// Set up attestation for `plan`, or `Ok(None)` when no filesystem needs a key release.
-    pub fn for_plan(plan: &Plan) -> Result<Option<Self>, String> {
+    pub fn for_plan(plan: &Plan) -> Result<Option<Self>, Error> {
         if !plan
             .filesystems
             .iter()
@@ -55,15 +76,15 @@ impl Keys {
         };
         let fake = match &plan.attestation.fake_vcek_key {
             Some((_, der)) => Some(attest::fake::FakeAttester::new(
-                crate::pkcs8::p384_signing_key(der).map_err(|e| crate::errors::chain(&e))?,
+                crate::pkcs8::p384_signing_key(der).map_err(Error::FakeVcekKey)?,
                 fake_template(&uvm),
             )),
             None => None,
         };
         let attester = attest::detect_with(&attest::Paths::default(), plan.test_mode, fake)
-            .map_err(|e| chain(&e))?;
-        let transport = crate::http::Client::new(&plan.network).map_err(|e| chain(&e))?;
-        let trust = JwsTrust::from_plan(&plan.network).map_err(|e| chain(&e))?;
+            .map_err(Error::Attester)?;
+        let transport = crate::http::Client::new(&plan.network).map_err(Error::Http)?;
+        let trust = JwsTrust::from_plan(&plan.network).map_err(Error::Release)?;
         let mut ark_pins = crate::attest::verify::AMD_ARK_PINS.to_vec();
         if let Some((file, pin)) = &plan.attestation.test_ark_pin {
             log::warn!(
@@ -151,16 +172,13 @@ fn fake_template(uvm: &uvm::UvmInfo) -> attest::fake::Template {
     t
 }
 
-/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key), or the failure with its
-/// causes on one line (the filesystem step's text).
-pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<SecretBytes, String> {
+/// The disk key of `key` (the LUKS2 passphrase, as upstream: the 32-byte key).
+pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<SecretBytes, Error> {
     match key {
         KeyPlan::Raw(k) => Ok(SecretBytes::new(k.expose().to_vec())),
         KeyPlan::Release(rp) => match keys {
-            Some(k) => k.release(plan, rp).map_err(|e| chain(&e)),
-            None => {
-                Err("no attestation session (a bug: Keys::for_plan saw no release)".to_string())
-            }
+            Some(k) => k.release(plan, rp).map_err(Error::Release),
+            None => Err(Error::NoSession),
         },
     }
 }

@@ -62,7 +62,7 @@ enum BootError {
     #[error(transparent)]
     Filesystem(filesystems::StepError),
     #[error("attestation")]
-    Attestation(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    Attestation(#[source] Box<keys::Error>),
     #[error("readiness file {}; fix: make its directory writable or change readiness_file", .0.display())]
     Readiness(std::path::PathBuf, #[source] std::io::Error),
     #[error("signals")]
@@ -230,7 +230,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     // Every filesystem opens in a thread of its own (key release, blob, header, NBD, dm, mount). Opened
     // filesystems close themselves when dropped, so when one fails the others are undone: nothing stays
     // mounted or mapped.
-    let keys = keys::Keys::for_plan(plan).map_err(|e| BootError::Attestation(e.into()))?;
+    let keys = keys::Keys::for_plan(plan).map_err(|e| BootError::Attestation(Box::new(e)))?;
     let results: Vec<Result<filesystems::Opened, filesystems::StepError>> =
         std::thread::scope(|s| {
             let handles: Vec<_> = plan
