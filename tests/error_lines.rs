@@ -23,13 +23,13 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Run `encfs-init run` with a one-filesystem test-mode manifest for `url`; return the exit code and the
 /// `boot failed:` lines of its log.
-fn boot(dir: &Path, url: &str) -> (Option<i32>, Vec<String>, String) {
+fn boot(dir: &Path, url: &str, retries: u32) -> (Option<i32>, Vec<String>, String) {
     let manifest = dir.join("manifest.toml");
     std::fs::write(
         &manifest,
         format!(
             "test_mode = true\nreadiness_file = \"{d}/ready\"\n\
-             [network]\nretries = 0\n\
+             [network]\nretries = {retries}\n\
              [[filesystem]]\nmount_point = \"{d}/mnt/data\"\nurl = \"{url}\"\naccess = \"anonymous\"\n\
              [filesystem.key]\nraw_key_file = \"{d}/key.bin\"\n",
             d = dir.display()
@@ -87,9 +87,13 @@ fn tls_unknown_issuer_is_printed_once() {
         std::sync::Arc::new(|_: &support::Req| support::Resp::text(200, "")),
     );
     let url = format!("{}/c/fs.img", server.url());
-    let r = boot(&dir, &url);
+    let r = boot(&dir, &url, 2);
     assert_one_line(&r, "filesystem[0]", &["UnknownIssuer"]);
     assert!(r.1[0].contains(": blob"), "the blob step: {}", r.1[0]);
+    // A certificate problem is a TLS failure with its fix, not a connection reset (which is retried).
+    assert!(r.1[0].contains("TLS failure"), "named as TLS: {}", r.1[0]);
+    assert!(!r.2.contains("retry 1"), "a certificate problem is not retried:\n{}", r.2);
+    assert!(r.1[0].contains("; fix: ") && r.1[0].contains("ca_bundle"), "the fix: {}", r.1[0]);
 }
 
 #[test]
@@ -109,7 +113,7 @@ fn http_403_with_azures_code_is_printed_once() {
             );
         }
     });
-    let r = boot(&dir, &format!("http://127.0.0.1:{port}/c/fs.img"));
+    let r = boot(&dir, &format!("http://127.0.0.1:{port}/c/fs.img"), 0);
     assert_one_line(
         &r,
         "filesystem[0]",
@@ -135,7 +139,7 @@ fn a_refused_luks2_field_is_printed_once() {
     );
     let server =
         support::range_server::RangeServer::start(std::fs::read(&img).unwrap(), "PageBlob");
-    let r = boot(&dir, &server.url());
+    let r = boot(&dir, &server.url(), 0);
     assert_one_line(&r, "LUKS2 header", &["aes-cbc-essiv:sha256"]);
     assert!(r.1[0].contains("; fix: "), "the fix is named: {}", r.1[0]);
 }

@@ -357,6 +357,20 @@ fn map_ureq(e: &ureq::Error, transport: &impl Fn(TransportKind, String) -> Error
         U::Timeout(t) => (TransportKind::Timeout, format!("{t} timeout")),
         U::HostNotFound => (TransportKind::Resolve, "host not found".to_string()),
         U::ConnectionFailed => (TransportKind::Connect, "connection failed".to_string()),
+        // rustls reports a failed handshake (an untrusted certificate, above all) as an I/O error.
+        U::Io(io) if io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).is_some() => {
+            let certificate = matches!(
+                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::InvalidCertificate(_))
+            );
+            let fix = if certificate {
+                "; fix: the server's certificate does not chain to the web roots or [network] ca_bundle: add \
+                 its CA to ca_bundle (a TLS-inspecting proxy needs its CA there too)"
+            } else {
+                ""
+            };
+            (TransportKind::Tls, format!("{io}{fix}"))
+        }
         U::Io(io) => {
             let kind = match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => TransportKind::Connect,
