@@ -356,7 +356,7 @@ fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>, i32> {
     if std::env::var_os(LEGACY_ENV).is_some() {
         std::env::remove_var(LEGACY_ENV);
         if let Err(e) = crate::init::process::scrub_env_value(LEGACY_ENV) {
-            log::warn!("manifest: wiping {LEGACY_ENV} from the original environment block failed: {e}; its value stays readable in /proc/<pid>/environ to root with CAP_SYS_PTRACE; fix: pass the manifest as a file (--manifest)");
+            log::warn!("manifest: wiping {LEGACY_ENV} from the original environment block failed: {}; its value stays readable in /proc/<pid>/environ to root with CAP_SYS_PTRACE; fix: pass the manifest as a file (--manifest)", crate::errors::chain(&e));
         }
     }
     match loaded {
@@ -502,7 +502,7 @@ fn probe(source: &SourceArg, readiness_file: Option<PathBuf>) -> i32 {
 fn run(ctx: Context, source: &SourceArg, app: Vec<String>) -> i32 {
     // Before any secret is read: no core dumps, no memory reads through /proc by non-ptracers.
     if let Err(e) = crate::init::process::harden() {
-        log::error!("{e}");
+        log::error!("{}", crate::errors::chain(&e));
         return exit::INTERNAL;
     }
     let mut plan = match load(source) {

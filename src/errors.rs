@@ -69,7 +69,10 @@ mod tests {
     fn a_chain_moves_each_layers_fix_to_the_end_once() {
         let inner = Layer("TLS: unknown issuer; fix: add the CA to ca_bundle", None);
         let mid = Layer("GET https://kv/keys/k", Some(Box::new(inner)));
-        let outer = Layer("key release; fix: add the CA to ca_bundle", Some(Box::new(mid)));
+        let outer = Layer(
+            "key release; fix: add the CA to ca_bundle",
+            Some(Box::new(mid)),
+        );
         assert_eq!(
             chain(&outer),
             "key release: GET https://kv/keys/k: TLS: unknown issuer; fix: add the CA to ca_bundle"
@@ -83,7 +86,10 @@ mod tests {
             "open /dev/sev-guest: permission denied (os error 13)",
             Some(Box::new(inner)),
         );
-        assert_eq!(chain(&outer), "open /dev/sev-guest: permission denied (os error 13)");
+        assert_eq!(
+            chain(&outer),
+            "open /dev/sev-guest: permission denied (os error 13)"
+        );
     }
 
     #[derive(Debug)]

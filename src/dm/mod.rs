@@ -9,8 +9,10 @@
 //! table; the devicemapper crate logs tables at trace level, so `logging` caps its log target at info.
 //!
 //! Without udev there is no `/dev/mapper/<name>`: the device is `/dev/dm-<minor>`, which devtmpfs creates.
+#![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod keyring;
+mod sys;
 
 use crate::secret::SecretBytes;
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};

@@ -88,7 +88,7 @@ pub enum End {
 /// Serve requests from `slot` until the connection goes away. First serves the request a predecessor held,
 /// if any (see the module docs). A panic while serving leaves the request in the slot and ends the thread.
 pub fn serve(sh: &Shared, slot: &Slot) -> End {
-    crate::nbd::set_io_flusher();
+    crate::io_flusher::set_io_flusher();
     let mut guard = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
     let st = &mut *guard;
     // A WRITE's header, its `fuse_write_in` and max_write bytes, with room to spare.

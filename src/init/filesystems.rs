@@ -303,8 +303,8 @@ pub fn open(
         crate::transport::Kind::Nbd => ("NBD", "NBD attach"),
         crate::transport::Kind::Fuse => ("FUSE + loop", "FUSE + loop attach"),
     };
-    let backing =
-        crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
+    let backing = crate::transport::attach(kind, src.clone(), &opts)
+        .map_err(|e| s.fail(step, crate::errors::chain(&e)))?;
     let block_device = backing.device().to_path_buf();
     s.done(done);
 
@@ -434,8 +434,9 @@ impl Opened {
                 backing.detach()
             };
             if let Err(e) = detached {
+                let e = crate::errors::chain(&e);
                 log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
-                first.get_or_insert(e.to_string());
+                first.get_or_insert(e);
             }
         }
         match first {

@@ -23,6 +23,7 @@ pub mod health;
 pub mod keys;
 pub mod modules;
 pub mod process;
+mod sys;
 
 use crate::errors::chain as error_chain;
 use crate::exit;

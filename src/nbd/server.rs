@@ -184,7 +184,7 @@ pub fn serve_transmission<S: BlockSource, T: Stream>(
     mut conn: T,
     config: &ServerConfig,
 ) -> Result<(), ServeError> {
-    super::set_io_flusher();
+    crate::io_flusher::set_io_flusher();
     let writer = Mutex::new(conn.try_clone()?);
     let (tx, rx) = sync_channel::<Job>(config.workers.max(1) * 2);
     let rx = Mutex::new(rx);
@@ -255,7 +255,7 @@ fn worker<S: BlockSource, T: Stream>(
     writer: &Mutex<T>,
     sever_on_panic: bool,
 ) {
-    super::set_io_flusher();
+    crate::io_flusher::set_io_flusher();
     let mut buf = Vec::new();
     loop {
         let job = {

@@ -26,6 +26,7 @@
 //!   A command that cannot be started counts as an exit with 127 (not found) or 126 (not executable).
 //! * **Never panics, never exits.** [`Supervisor::run`] returns an [`Outcome`]; the caller (`init::run`)
 //!   tears down and decides how the process ends.
+#![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod budget;
 pub mod children;
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;
+mod sys;
 
 pub use children::{Entry, Owner, Registry};
 

@@ -359,7 +359,8 @@ impl Bench {
             fuse_dir: PathBuf::from(format!("/run/bench-fuse-{tag}")),
         };
         if raw {
-            let backing = transport::attach(kind, src, &opts)?;
+            let backing =
+                transport::attach(kind, src, &opts).map_err(|e| encfs_init::errors::chain(&e))?;
             let dev = backing.device().to_path_buf();
             let measured = timed_dd(&dev, self.image_bytes as u64);
             let ok = measured
@@ -369,7 +370,7 @@ impl Bench {
             let detached = backing.detach();
             let (mbps, secs) = measured?;
             let ok = ok.unwrap_or(Ok(false))?;
-            detached?;
+            detached.map_err(|e| encfs_init::errors::chain(&e))?;
             return Ok(Run {
                 mbps,
                 secs,
@@ -388,7 +389,8 @@ impl Bench {
         };
         // The header is read through the cache (as the boot does), the data through the transport.
         let size = src.size();
-        let backing = transport::attach(kind, src, &opts)?;
+        let backing =
+            transport::attach(kind, src, &opts).map_err(|e| encfs_init::errors::chain(&e))?;
         let dev = backing.device().to_path_buf();
         let dir = Self::mount_dir(tag);
         let mounted = crypt_mount(
@@ -414,7 +416,7 @@ impl Bench {
         let detached = backing.detach();
         let (mbps, secs, ok) = read?;
         closed?;
-        detached?;
+        detached.map_err(|e| encfs_init::errors::chain(&e))?;
         Ok(Run {
             mbps,
             secs,
@@ -529,7 +531,8 @@ impl Bench {
                 direct_io: false,
                 block_size: 512,
             },
-        )?;
+        )
+        .map_err(|e| encfs_init::errors::chain(&e))?;
         let dev = lo.device().to_path_buf();
         let reader = file_reader(copy)?;
         let m = crypt_mount(
@@ -552,7 +555,7 @@ impl Bench {
         let detached = lo.detach();
         let (mbps, secs, ok) = read?;
         closed?;
-        detached?;
+        detached.map_err(|e| encfs_init::errors::chain(&e))?;
         Ok(Run {
             mbps,
             secs,
