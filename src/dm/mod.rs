@@ -108,50 +108,36 @@ impl CryptParams {
     }
 }
 
+/// The step whose failure most often means a missing module.
+const LOAD: &str = "load the crypt table of";
+
 /// An error of one dm step, naming the device and how to fix it.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `/dev/mapper/control` could not be opened.
-    Control(devicemapper::DmError),
+    #[error("cannot open /dev/mapper/control; fix: load dm-mod and dm-crypt (kernel_modules), run privileged")]
+    Control(#[source] devicemapper::DmError),
     /// A dm ioctl failed.
+    #[error("{step} {name}{}", if *step == LOAD { "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded" } else { "" })]
     Step {
         /// What we were doing.
         step: &'static str,
         /// The mapping's name.
         name: String,
         /// The cause.
+        #[source]
         source: devicemapper::DmError,
     },
     /// The name is not a valid dm name.
+    #[error("\"{0}\" is not a valid device-mapper name")]
     Name(String),
     /// The kernel keyring refused the key for a reason other than "not supported".
-    Keyring(std::io::Error),
+    #[error("adding the key to the kernel keyring")]
+    Keyring(#[source] std::io::Error),
     /// `/dev/dm-<minor>` did not appear.
+    #[error("{} did not appear; fix: mount devtmpfs on /dev", .0.display())]
     Node(PathBuf),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Control(e) => write!(
-                f,
-                "cannot open /dev/mapper/control ({e}); fix: load dm-mod and dm-crypt (kernel_modules), run privileged"
-            ),
-            Error::Step { step, name, source } => {
-                write!(f, "{step} {name}: {source}")?;
-                if *step == "load the crypt table of" {
-                    write!(f, "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded")?;
-                }
-                Ok(())
-            }
-            Error::Name(n) => write!(f, "\"{n}\" is not a valid device-mapper name"),
-            Error::Keyring(e) => write!(f, "adding the key to the kernel keyring: {e}"),
-            Error::Node(p) => write!(f, "{} did not appear; fix: mount devtmpfs on /dev", p.display()),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// An active crypt mapping. Removed by [`CryptDevice::remove`]; a dropped one is removed too (best effort,
 /// logged), so an error path cannot leave it behind.
@@ -230,7 +216,7 @@ impl CryptDevice {
         );
         zeroize::Zeroize::zeroize(&mut targets[0].3);
         drop(logon);
-        loaded.map_err(step("load the crypt table of"))?;
+        loaded.map_err(step(LOAD))?;
         // DM_DEV_SUSPEND without DM_SUSPEND is "resume": the new table becomes live.
         let info = dm
             .device_suspend(&id, DmOptions::default())
@@ -284,7 +270,11 @@ impl Drop for CryptDevice {
     fn drop(&mut self) {
         if !self.removed {
             if let Err(e) = remove(&self.name) {
-                log::error!("dm {}: removing after an error failed: {e}", self.name);
+                log::error!(
+                    "dm {}: removing after an error failed: {}",
+                    self.name,
+                    crate::errors::chain(&e)
+                );
             }
         }
     }

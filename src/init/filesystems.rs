@@ -334,7 +334,7 @@ pub fn open(
         backing: Some(backing),
     };
     let dm = CryptDevice::open(&name, Some(&uuid), &params, vk.secret())
-        .map_err(|e| s.fail("dm-crypt", e))?;
+        .map_err(|e| s.fail("dm-crypt", crate::errors::chain(&e)))?;
     // The volume key's only copy in this process, wiped now that the kernel holds it.
     drop(vk);
     opened.dm_device = dm.node().to_path_buf();
@@ -423,8 +423,9 @@ impl Opened {
                 dm.remove()
             };
             if let Err(e) = removed {
+                let e = crate::errors::chain(&e);
                 log::error!("filesystem[{i}]: {e}");
-                first.get_or_insert(e.to_string());
+                first.get_or_insert(e);
             }
         }
         if let Some(backing) = self.backing.take() {

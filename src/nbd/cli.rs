@@ -264,7 +264,7 @@ fn serve_until_stopped<L: Listener>(
             let thread = std::thread::spawn(move || {
                 match server::serve(&cache, conn, &ServerConfig::default()) {
                     Ok(()) => log::info!("NBD client disconnected"),
-                    Err(e) => log::warn!("{e}"),
+                    Err(e) => log::warn!("{}", crate::errors::chain(&e)),
                 }
             });
             conns.push(Conn {

@@ -181,7 +181,7 @@ impl Mounted {
         }
         if let Some(dm) = self.dm.take() {
             if let Err(e) = dm.remove() {
-                errors.push(e.to_string());
+                errors.push(encfs_init::errors::chain(&e));
             }
         }
         if errors.is_empty() {
@@ -241,7 +241,8 @@ fn crypt_mount(
         sector_size: header.segment.sector_size,
         read_only: true,
     };
-    let dm = CryptDevice::open(name, None, &params, vk.secret()).map_err(|e| e.to_string())?;
+    let dm = CryptDevice::open(name, None, &params, vk.secret())
+        .map_err(|e| encfs_init::errors::chain(&e))?;
     let mut m = Mounted {
         dir: dir.to_path_buf(),
         dm: Some(dm),
