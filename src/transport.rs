@@ -348,4 +348,30 @@ mod tests {
             .to_string();
         assert!(e.contains("/dev/fuse and /dev/loop-control missing"), "{e}");
     }
+
+    #[test]
+    fn an_attach_failure_prints_its_os_error_once() {
+        let denied = || std::io::Error::from_raw_os_error(nix::libc::EACCES);
+        let fuse = Error::from(crate::fuse::Error::from(crate::loopdev::Error::Open {
+            path: crate::loopdev::LOOP_CONTROL.into(),
+            source: denied(),
+        }));
+        assert_eq!(
+            crate::errors::chain(&fuse),
+            "open /dev/loop-control: Permission denied (os error 13)"
+        );
+        let nbd = Error::from(crate::nbd::kernel::Error::NoFreeDevice {
+            last: Some(Box::new(crate::nbd::kernel::Error::Device {
+                path: "/dev/nbd3".into(),
+                source: std::io::Error::from_raw_os_error(nix::libc::EBUSY),
+            })),
+        });
+        assert_eq!(
+            crate::errors::chain(&nbd),
+            "no free NBD device: /dev/nbd3: Device or resource busy (os error 16); fix: load nbd with a larger nbds_max"
+        );
+        let fuse = Error::from(crate::fuse::Error::OpenDev(denied()));
+        let line = crate::errors::chain(&fuse);
+        assert!(line.starts_with("open /dev/fuse: Permission denied (os error 13); fix: the kernel needs CONFIG_FUSE_FS"), "{line}");
+    }
 }

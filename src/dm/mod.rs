@@ -380,4 +380,33 @@ mod tests {
         let t = params(512).table(&KeyRef::Hex(Zeroizing::new("00ff".into())));
         assert_eq!(t.as_str(), "aes-xts-plain64 00ff 0 /dev/nbd0 32768");
     }
+
+    #[test]
+    fn a_busy_ioctl_keeps_its_os_text_once_and_the_fix_last() {
+        let busy = devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(
+            4,
+            None,
+            None,
+            Box::new(nix::errno::Errno::EBUSY),
+        ));
+        let e = Error::Step {
+            step: LOAD,
+            name: "fs0".into(),
+            source: busy,
+        };
+        let line = crate::errors::chain(&e);
+        assert!(line.starts_with("load the crypt table of fs0: "), "{line}");
+        assert_eq!(line.matches("Device or resource busy").count(), 1, "{line}");
+        assert!(
+            line.ends_with(
+                "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded"
+            ),
+            "{line}"
+        );
+        let e = Error::Keyring(std::io::Error::from_raw_os_error(nix::libc::EACCES));
+        assert_eq!(
+            crate::errors::chain(&e),
+            "adding the key to the kernel keyring: Permission denied (os error 13)"
+        );
+    }
 }

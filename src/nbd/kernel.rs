@@ -82,7 +82,7 @@ pub enum Error {
         minutes: u64,
     },
     /// The kernel refused a new connection after the serving side died.
-    #[error("/dev/nbd{index}: its I/O fails: cannot hand the kernel a new connection")]
+    #[error("/dev/nbd{index}: cannot hand the kernel a new connection (its I/O fails)")]
     Reconnect {
         /// N.
         index: u32,
