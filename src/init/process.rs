@@ -18,7 +18,7 @@ pub enum Error {
     #[error("process hardening: setrlimit(RLIMIT_CORE, 0) failed; fix: run on Linux with setrlimit allowed by the seccomp profile")]
     CoreLimit(#[source] io::Error),
     /// The original environment block could not be found or written.
-    #[error("the original environment block")]
+    #[error("locate it with /proc/self/stat")]
     EnvBlock(#[source] io::Error),
 }
 
