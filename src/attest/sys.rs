@@ -59,7 +59,7 @@ nix::ioctl_readwrite!(
     GuestRequest
 );
 
-/// What the driver answered: the response message, or the ioctl's error with the firmware's error code.
+/// The fields of the driver's response message (`MSG_REPORT_RSP`) that the caller checks.
 pub(super) struct Answer {
     /// `MSG_REPORT_RSP.status` (0 = success).
     pub status: u32,
