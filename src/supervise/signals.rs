@@ -85,33 +85,14 @@ pub fn original_mask() -> Option<SigSet> {
 }
 
 /// Errors of the signal source.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The process mask does not block the signals the supervisor reads (`block_all` did not run first).
+    #[error("Signals are not blocked (supervise::signals::block_all must run first)")]
     NotBlocked,
     /// A signalfd call failed.
-    SignalFd(Errno),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::NotBlocked => write!(
-                f,
-                "Signals are not blocked (supervise::signals::block_all must run first)"
-            ),
-            Error::SignalFd(_) => write!(f, "Cannot read signals through signalfd"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::NotBlocked => None,
-            Error::SignalFd(e) => Some(e),
-        }
-    }
+    #[error("Cannot read signals through signalfd")]
+    SignalFd(#[source] Errno),
 }
 
 /// The supervisor's single signal source: a non-blocking `signalfd` over [`blocked_set`].
