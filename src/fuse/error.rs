@@ -1,7 +1,8 @@
 //! The FUSE transport's one error type.
 #![forbid(unsafe_code)]
 
-use super::{proto, DEV_FUSE};
+use super::proto;
+use super::sys::DEV_FUSE;
 use crate::loopdev;
 use std::io;
 use std::path::PathBuf;

@@ -3,8 +3,9 @@
 //! fails instead of hanging) once the serving side has died too often ([`crate::supervise::budget`]).
 #![forbid(unsafe_code)]
 
+use super::error::Error;
 use super::server::{self, End, Shared, Slot};
-use super::{sys, Error};
+use super::sys;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -1,17 +1,21 @@
 //! Attaching by ioctls, the fallback when the kernel has no NBD generic-netlink family: a free
 //! `/dev/nbdN` is configured (block size, size, timeout, flags, `SET_SOCK`), then `DO_IT` blocks a thread
 //! of its own until the connection ends. No reconnect: a dead server fails the device's I/O.
+//! [`super::kernel`] makes the configured device an `Attached` one.
 #![forbid(unsafe_code)]
 
-use super::keeper::spawn_server;
-use super::kernel::{block_size, connected, server_flags, Attached, Error, Link};
+use super::device::{block_size, connected, server_flags};
+use super::error::Error;
+use super::keeper::{spawn_server, Server};
 use super::sys::nbd_ioctl;
 use crate::blob::BlockSource;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub(super) const NBD_SET_SOCK: u8 = 0;
@@ -26,12 +30,26 @@ pub(super) const NBD_SET_FLAGS: u8 = 10;
 /// How many /dev/nbdN to look through (the module's default nbds_max is 16).
 const MAX_DEVICES: u32 = 64;
 
-/// Attach `src` to the first free `/dev/nbdN` by ioctls.
-pub(super) fn attach(
+/// A `/dev/nbdN` configured by ioctls, its server and its `DO_IT` thread running.
+pub(super) struct Configured {
+    /// `/dev/nbdN`.
+    pub path: PathBuf,
+    /// N.
+    pub index: u32,
+    /// The open device.
+    pub file: File,
+    /// The thread blocked in `DO_IT` until the connection ends.
+    pub do_it: JoinHandle<io::Result<()>>,
+    /// Our server.
+    pub server: Server,
+}
+
+/// Configure the first free `/dev/nbdN` by ioctls for `src` and start serving it.
+pub(super) fn configure(
     src: Arc<dyn BlockSource>,
     read_only: bool,
     timeout: Duration,
-) -> Result<Attached, Error> {
+) -> Result<Configured, Error> {
     let size = src.size();
     let blksize = block_size(size);
     let mut last: Option<Error> = None;
@@ -87,23 +105,13 @@ pub(super) fn attach(
                 what: "the NBD runner",
                 source,
             })?;
-        let attached = Attached {
-            device: path,
+        return Ok(Configured {
+            path,
             index: n,
-            link: Link::Ioctl {
-                file: Some(file),
-                do_it: Some(do_it),
-                server: Some(server),
-            },
-        };
-        attached.wait_ready()?;
-        log::info!(
-            "nbd: {} attached by ioctls ({} bytes, {blksize}-byte blocks, {})",
-            attached.device.display(),
-            size,
-            if read_only { "read-only" } else { "read-write" }
-        );
-        return Ok(attached);
+            file,
+            do_it,
+            server,
+        });
     }
     Err(Error::NoFreeDevice {
         last: last.map(Box::new),

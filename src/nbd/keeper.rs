@@ -4,7 +4,7 @@
 //! ([`crate::supervise::budget`]).
 #![forbid(unsafe_code)]
 
-use super::kernel::Error;
+use super::error::Error;
 use super::netlink::Nbd;
 use super::server::{serve_transmission, ServerConfig};
 use crate::blob::BlockSource;
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// What the keeper thread shares with [`super::kernel::Attached`].
+/// What the keeper thread shares with the attached device ([`super::kernel::Attached`]).
 #[derive(Debug, Default)]
 pub(super) struct Keeper {
     /// Set before a disconnect: the server's end is then expected.

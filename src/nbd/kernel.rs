@@ -18,10 +18,13 @@
 //! source, and returns; the device is then free for reuse.
 #![forbid(unsafe_code)]
 
+use super::device::{block_size, connected, server_flags};
 use super::ioctl::{NBD_CLEAR_SOCK, NBD_DISCONNECT};
 use super::keeper::{keep, spawn_server, Keeper, Server};
 use super::netlink::{ConnectParams, Nbd};
 use super::sys::nbd_ioctl;
+
+pub use super::error::Error;
 use crate::blob::BlockSource;
 use std::fs::File;
 use std::io;
@@ -32,87 +35,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-const FLAG_HAS_FLAGS: u64 = 1 << 0;
-const FLAG_READ_ONLY: u64 = 1 << 1;
-const FLAG_SEND_FLUSH: u64 = 1 << 2;
-const FLAG_SEND_FUA: u64 = 1 << 3;
-
-/// Why attaching or detaching `/dev/nbdN` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Neither the netlink family nor `/dev/nbd0`.
-    #[error("no /dev/nbd0: the kernel has no NBD client loaded; fix: add \"nbd\" to kernel_modules (VM) or load the nbd module in the utility VM")]
-    NoClient,
-    /// `socketpair(2)` failed.
-    #[error("socketpair")]
-    SocketPair(#[source] io::Error),
-    /// The netlink `NBD_CMD_CONNECT` failed.
-    #[error("netlink NBD connect")]
-    Connect(#[source] io::Error),
-    /// Our end of the socket could not be cloned.
-    #[error("socket")]
-    Socket(#[source] io::Error),
-    /// A thread could not be started.
-    #[error("spawn {what}")]
-    Spawn {
-        /// Which thread.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The server ended abnormally.
-    #[error(transparent)]
-    Serve(super::ServeError),
-    /// The server panicked.
-    #[error("the NBD server panicked: {0}")]
-    ServerPanicked(String),
-    /// A thread of ours panicked.
-    #[error("{0} panicked")]
-    ThreadPanicked(&'static str),
-    /// The keeper stopped restarting the serving side.
-    #[error("/dev/nbd{index}: the serving side died {deaths} times in {minutes} minutes; not restarting it again, its I/O fails")]
-    GaveUp {
-        /// N.
-        index: u32,
-        /// Deaths within the window.
-        deaths: usize,
-        /// The window.
-        minutes: u64,
-    },
-    /// The kernel refused a new connection after the serving side died.
-    #[error("/dev/nbd{index}: cannot hand the kernel a new connection (its I/O fails)")]
-    Reconnect {
-        /// N.
-        index: u32,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A device could not be opened or configured (an ioctl failed).
-    #[error("{}", path.display())]
-    Device {
-        /// `/dev/nbdN`.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Every `/dev/nbdN` is in use.
-    #[error("no free NBD device; fix: load nbd with a larger nbds_max")]
-    NoFreeDevice {
-        /// Why the last one tried could not be used.
-        #[source]
-        last: Option<Box<Error>>,
-    },
-    /// The device did not come up.
-    #[error("{} did not come up", path.display())]
-    NotReady {
-        /// `/dev/nbdN`.
-        path: PathBuf,
-    },
-}
 
 /// Kernel-side timeouts of an attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,13 +58,13 @@ impl Default for Timeouts {
 /// An attached device. [`Attached::detach`] disconnects cleanly; dropping one detaches too (best effort).
 #[derive(Debug)]
 pub struct Attached {
-    pub(super) device: PathBuf,
-    pub(super) index: u32,
-    pub(super) link: Link,
+    device: PathBuf,
+    index: u32,
+    link: Link,
 }
 
 #[derive(Debug)]
-pub(super) enum Link {
+enum Link {
     Netlink {
         keeper: Option<JoinHandle<Result<(), Error>>>,
         state: Arc<Keeper>,
@@ -153,14 +75,6 @@ pub(super) enum Link {
         server: Option<Server>,
     },
     Detached,
-}
-
-pub(super) fn connected(n: u32) -> bool {
-    Path::new(&format!("/sys/block/nbd{n}/pid")).exists()
-}
-
-pub(super) fn server_flags(read_only: bool) -> u64 {
-    FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_FUA | if read_only { FLAG_READ_ONLY } else { 0 }
 }
 
 /// Attach `src` to a free `/dev/nbdN` with the default [`Timeouts`].
@@ -182,17 +96,36 @@ pub fn attach_with(
             log::info!(
                 "nbd: no generic-netlink interface ({e}); attaching by ioctls, without reconnect"
             );
-            super::ioctl::attach(src, read_only, timeouts.request)
+            attach_ioctl(src, read_only, timeouts.request)
         }
     }
 }
 
-pub(super) fn block_size(size: u64) -> u64 {
-    if size % 4096 == 0 {
-        4096
-    } else {
-        512
-    }
+/// Attach by ioctls ([`super::ioctl`]): no reconnect.
+fn attach_ioctl(
+    src: Arc<dyn BlockSource>,
+    read_only: bool,
+    timeout: Duration,
+) -> Result<Attached, Error> {
+    let size = src.size();
+    let c = super::ioctl::configure(src, read_only, timeout)?;
+    let attached = Attached {
+        device: c.path,
+        index: c.index,
+        link: Link::Ioctl {
+            file: Some(c.file),
+            do_it: Some(c.do_it),
+            server: Some(c.server),
+        },
+    };
+    attached.wait_ready()?;
+    log::info!(
+        "nbd: {} attached by ioctls ({size} bytes, {}-byte blocks, {})",
+        attached.device.display(),
+        block_size(size),
+        if read_only { "read-only" } else { "read-write" }
+    );
+    Ok(attached)
 }
 
 fn attach_netlink(
@@ -303,7 +236,7 @@ impl Attached {
 
     /// The device is live once the kernel publishes the connection's pid and the device's size (a device
     /// used before may still show size 0 for a moment after it starts).
-    pub(super) fn wait_ready(&self) -> Result<(), Error> {
+    fn wait_ready(&self) -> Result<(), Error> {
         let n = self.index;
         let deadline = Instant::now() + Duration::from_secs(5);
         let sized = || {

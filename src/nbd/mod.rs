@@ -5,6 +5,7 @@
 //! - [`kernel`]: attaching `/dev/nbdN` to one end of a socketpair (generic netlink with reconnect, or
 //!   ioctls), and restarting the serving side when it dies;
 //! - `keeper`: the serving thread, and the keeper that restarts it (netlink);
+//! - `device`, `error`: what both ways of attaching share, and their error type;
 //! - `ioctl`: the ioctl attachment, without reconnect;
 //! - [`netlink`]: the kernel's NBD generic-netlink messages;
 //! - [`cli`]: `encfs-init nbd serve`, the same server on a Unix or loopback TCP socket for real NBD
@@ -15,6 +16,8 @@
 #![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod cli;
+mod device;
+mod error;
 mod ioctl;
 mod keeper;
 pub mod kernel;
