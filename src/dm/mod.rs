@@ -9,6 +9,7 @@
 //! table; the devicemapper crate logs tables at trace level, so `logging` caps its log target at info.
 //!
 //! Without udev there is no `/dev/mapper/<name>`: the device is `/dev/dm-<minor>`, which devtmpfs creates.
+//! The keyring's two raw calls are in `sys`, the only `unsafe` of the area.
 #![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod keyring;

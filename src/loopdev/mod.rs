@@ -5,6 +5,8 @@
 //! A free device comes from `LOOP_CTL_GET_FREE` on `/dev/loop-control`; a device somebody else takes
 //! between that and our `LOOP_CONFIGURE` (`EBUSY`) is skipped. In a container whose `/dev` does not follow
 //! the host's (no devtmpfs), a missing `/dev/loopN` node is made with `mknod` (block major 7).
+//!
+//! The three ioctls and the kernel's `struct loop_config` are in `sys`, the only `unsafe` of the area.
 #![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 mod sys;

@@ -26,6 +26,9 @@
 //!   A command that cannot be started counts as an exit with 127 (not found) or 126 (not executable).
 //! * **Never panics, never exits.** [`Supervisor::run`] returns an [`Outcome`]; the caller (`init::run`)
 //!   tears down and decides how the process ends.
+//!
+//! Stopping processes (the application's leftover group, the final sweep) is in `stop`; the raw calls
+//! (signal dispositions, `waitpid`, the child's `pre_exec` hook) in `sys`, the only `unsafe` of the area.
 #![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod budget;
