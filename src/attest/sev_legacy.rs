@@ -3,7 +3,7 @@
 //! ioctl `SEV_SNP_GUEST_MSG_REPORT` = `_IOWR('S', 1, 40)` = `0xC0285301` with a 40-byte
 //! `GuestRequest` pointing at a 96-byte `MSG_REPORT_REQ` (report_data, vmpl = 0) and a 1280-byte
 //! `MSG_REPORT_RSP` (status u32 @0 must be 0, report_size u32 @4, the 1184-byte report @32). This is the
-//! only `unsafe` of the attestation code, in [`super::sys`]: the two `#[repr(C)]` structs and one ioctl.
+//! only `unsafe` of the attestation code, in `sys`: the two `#[repr(C)]` structs and one ioctl.
 #![forbid(unsafe_code)]
 
 use super::report::REPORT_LEN;

@@ -7,7 +7,7 @@
 //! kernel shows in `dmsetup table`, and the devicemapper crate logs at trace level) carries only the name.
 //! A `logon` key's payload cannot be read back from user space at all, unlike a `user` key.
 //!
-//! The two raw calls (`add_key`, `keyctl`) are in [`super::sys`].
+//! The two raw calls (`add_key`, `keyctl`) are in `sys`.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;

@@ -5,7 +5,7 @@
 //!
 //! - [`proto`]: the wire format (pure, `forbid(unsafe_code)`);
 //! - [`server`]: the serving threads' request handling;
-//! - [`sys`]: mount, `FUSE_DEV_IOC_CLONE`, unmount (the only `unsafe` of the area);
+//! - `sys`: mount, `FUSE_DEV_IOC_CLONE`, unmount (the only `unsafe` of the area);
 //! - `keeper`: replacing serving threads that die;
 //! - the loop device, `LOOP_CONFIGURE`: [`crate::loopdev`].
 //!

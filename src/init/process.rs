@@ -1,5 +1,5 @@
 //! The process's own attributes: no core dumps and no ptrace-style reads of PID 1's memory, and the legacy
-//! variable's value wiped from the original environment block (the raw calls are in [`super::sys`]).
+//! variable's value wiped from the original environment block (the raw calls are in `sys`).
 //!
 //! `std::env::remove_var` only takes the variable out of libc's `environ` array: the bytes the kernel copied
 //! onto the initial stack at `execve` stay, and `/proc/<pid>/environ` shows exactly that block (the range

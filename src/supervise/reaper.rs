@@ -9,7 +9,7 @@
 //! **Only the supervisor reaps.** Nothing else in the process may call `waitpid`, `Command::status()` or
 //! `Child::wait()`: a reaped pid is routed to its owner through [`crate::supervise::Registry`].
 //!
-//! `waitpid` is called through libc rather than nix (in [`super::sys`]): nix decodes the status into its [`Signal`] enum and
+//! `waitpid` is called through libc rather than nix (in `sys`): nix decodes the status into its [`Signal`] enum and
 //! returns `EINVAL` for a child killed by a real-time signal, after the kernel has already released it — that
 //! exit would be lost. We keep the raw status and decode it with the pure [`Termination::from_raw`].
 #![forbid(unsafe_code)]

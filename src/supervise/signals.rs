@@ -14,7 +14,7 @@
 //!   nothing here has to be async-signal-safe, and one loop owns every signal.
 //! * Children must not inherit the mask: [`crate::supervise::spawn`] clears it (to empty, not merely to the
 //!   [`original_mask`]: a container runtime may start PID 1 with signals blocked) and resets dispositions,
-//!   including those of the real-time signals libc reserves (see [`super::sys`]).
+//!   including those of the real-time signals libc reserves (see `sys`).
 //!
 //! Real-time signals are blocked (so they don't kill us) and read, but only the classic named ones are
 //! reported: nix's [`Signal`] has no variants for them and nothing in this project uses them.
