@@ -19,6 +19,7 @@ pub mod hex;
 pub mod http;
 pub mod image;
 pub mod init;
+pub mod io_flusher;
 pub mod keyrelease;
 pub mod logging;
 pub mod loopdev;

@@ -11,6 +11,7 @@
 //! or `/dev/nbd0`; probed after the plan's kernel modules were loaded), else FUSE + loop (`/dev/fuse` and
 //! `/dev/loop-control`). A transport forced in the manifest that the kernel lacks fails the filesystem
 //! with one line: what is missing and the fix. [`choose`] is the pure decision; [`Probe::kernel`] looks.
+#![forbid(unsafe_code)]
 
 use crate::blob::BlockSource;
 use crate::manifest::TransportChoice;
@@ -94,25 +95,51 @@ const FIX_NBD: &str = "load the nbd module (in a VM: list \"nbd\" in kernel_modu
 /// The fix for a kernel or container without FUSE or loop.
 const FIX_FUSE: &str = "use a kernel with CONFIG_FUSE_FS and CONFIG_BLK_DEV_LOOP (in a VM: list \"fuse\" and \"loop\" in kernel_modules when they are modules), and in a container pass both devices in (privileged); or set transport = \"auto\" to use NBD";
 
+/// Why no transport could be chosen, or attaching or detaching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `transport = "nbd"` on a kernel without NBD.
+    #[error("transport = \"nbd\" but this kernel has no NBD client ({seen}); fix: {FIX_NBD}")]
+    NoNbd {
+        /// What the probe saw of NBD.
+        seen: &'static str,
+    },
+    /// `transport = "fuse"` without FUSE or loop.
+    #[error("transport = \"fuse\" but {missing} missing; fix: {FIX_FUSE}")]
+    NoFuse {
+        /// The missing devices.
+        missing: String,
+    },
+    /// `transport = "auto"` on a kernel with neither.
+    #[error("this kernel has neither NBD ({seen}) nor FUSE + loop ({missing} missing); fix: use a kernel with CONFIG_BLK_DEV_NBD, or with CONFIG_FUSE_FS and CONFIG_BLK_DEV_LOOP (in a VM, list the modules in kernel_modules; in a container, pass the devices in)")]
+    Neither {
+        /// What the probe saw of NBD.
+        seen: &'static str,
+        /// The missing devices.
+        missing: String,
+    },
+    /// The NBD transport.
+    #[error(transparent)]
+    Nbd(#[from] crate::nbd::kernel::Error),
+    /// The FUSE + loop transport.
+    #[error(transparent)]
+    Fuse(#[from] crate::fuse::Error),
+}
+
 /// Decide: the transport and why (one phrase for the log), or why none can run (one line, with the fix).
-pub fn choose(want: TransportChoice, p: &Probe) -> Result<(Kind, String), String> {
+pub fn choose(want: TransportChoice, p: &Probe) -> Result<(Kind, String), Error> {
     match want {
-        TransportChoice::Nbd if p.has_nbd() => Ok((
-            Kind::Nbd,
-            format!("transport = \"nbd\" ({})", p.nbd_seen()),
-        )),
-        TransportChoice::Nbd => Err(format!(
-            "transport = \"nbd\" but this kernel has no NBD client ({}); fix: {FIX_NBD}",
-            p.nbd_seen()
-        )),
+        TransportChoice::Nbd if p.has_nbd() => {
+            Ok((Kind::Nbd, format!("transport = \"nbd\" ({})", p.nbd_seen())))
+        }
+        TransportChoice::Nbd => Err(Error::NoNbd { seen: p.nbd_seen() }),
         TransportChoice::Fuse if p.has_fuse() => Ok((
             Kind::Fuse,
             "transport = \"fuse\" (/dev/fuse and /dev/loop-control present)".to_string(),
         )),
-        TransportChoice::Fuse => Err(format!(
-            "transport = \"fuse\" but {} missing; fix: {FIX_FUSE}",
-            p.fuse_missing()
-        )),
+        TransportChoice::Fuse => Err(Error::NoFuse {
+            missing: p.fuse_missing(),
+        }),
         TransportChoice::Auto if p.has_nbd() => Ok((
             Kind::Nbd,
             format!("auto: the kernel has NBD ({})", p.nbd_seen()),
@@ -124,11 +151,10 @@ pub fn choose(want: TransportChoice, p: &Probe) -> Result<(Kind, String), String
                 p.nbd_seen()
             ),
         )),
-        TransportChoice::Auto => Err(format!(
-            "this kernel has neither NBD ({}) nor FUSE + loop ({} missing); fix: use a kernel with CONFIG_BLK_DEV_NBD, or with CONFIG_FUSE_FS and CONFIG_BLK_DEV_LOOP (in a VM, list the modules in kernel_modules; in a container, pass the devices in)",
-            p.nbd_seen(),
-            p.fuse_missing()
-        )),
+        TransportChoice::Auto => Err(Error::Neither {
+            seen: p.nbd_seen(),
+            missing: p.fuse_missing(),
+        }),
     }
 }
 
@@ -157,16 +183,18 @@ pub fn attach(
     kind: Kind,
     src: Arc<dyn BlockSource>,
     opts: &AttachOptions,
-) -> Result<Backing, String> {
-    match kind {
-        Kind::Nbd => crate::nbd::kernel::attach_with(src, opts.read_only, opts.nbd_timeouts)
-            .map(Backing::Nbd),
-        Kind::Fuse => crate::fuse::attach(
+) -> Result<Backing, Error> {
+    Ok(match kind {
+        Kind::Nbd => Backing::Nbd(crate::nbd::kernel::attach_with(
+            src,
+            opts.read_only,
+            opts.nbd_timeouts,
+        )?),
+        Kind::Fuse => Backing::Fuse(crate::fuse::attach(
             src,
             &crate::fuse::Config::new(opts.fuse_dir.clone(), opts.read_only),
-        )
-        .map(Backing::Fuse),
-    }
+        )?),
+    })
 }
 
 impl Backing {
@@ -205,21 +233,23 @@ impl Backing {
     }
 
     /// Detach: every write flushed to the source, the device released.
-    pub fn detach(self) -> Result<(), String> {
+    pub fn detach(self) -> Result<(), Error> {
         match self {
-            Backing::Nbd(a) => a.detach(),
-            Backing::Fuse(a) => a.detach(),
+            Backing::Nbd(a) => a.detach()?,
+            Backing::Fuse(a) => a.detach()?,
         }
+        Ok(())
     }
 
     /// [`Backing::detach`] while the device is still held open from above (a filesystem detached lazily,
     /// its dm device removed only at the last close): the serving side is ended at once instead of waiting
     /// for the kernel to let go, which it does only when that last user closes.
-    pub fn detach_held(self) -> Result<(), String> {
+    pub fn detach_held(self) -> Result<(), Error> {
         match self {
-            Backing::Nbd(a) => a.detach_held(),
-            Backing::Fuse(a) => a.detach_held(),
+            Backing::Nbd(a) => a.detach_held()?,
+            Backing::Fuse(a) => a.detach_held()?,
         }
+        Ok(())
     }
 }
 
@@ -272,7 +302,9 @@ mod tests {
 
     #[test]
     fn auto_with_neither_fails_naming_both() {
-        let e = choose(TransportChoice::Auto, &NEITHER).unwrap_err();
+        let e = choose(TransportChoice::Auto, &NEITHER)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains('\n'));
         assert!(e.contains("no /dev/nbd0"), "{e}");
         assert!(e.contains("/dev/fuse and /dev/loop-control missing"), "{e}");
@@ -285,7 +317,8 @@ mod tests {
                 ..FUSE_ONLY
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("(/dev/loop-control missing)"), "{e}");
     }
 
@@ -293,20 +326,52 @@ mod tests {
     fn forced_transports_are_used_when_there_and_fail_closed_when_not() {
         assert_eq!(choose(TransportChoice::Fuse, &NBD).unwrap().0, Kind::Fuse);
         assert_eq!(choose(TransportChoice::Nbd, &NBD).unwrap().0, Kind::Nbd);
-        let e = choose(TransportChoice::Nbd, &FUSE_ONLY).unwrap_err();
+        let e = choose(TransportChoice::Nbd, &FUSE_ONLY)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e.lines().count(), 1);
         assert!(
             e.starts_with("transport = \"nbd\" but this kernel has no NBD client"),
             "{e}"
         );
         assert!(e.contains("fix: load the nbd module"), "{e}");
-        let e = choose(TransportChoice::Fuse, &Probe { fuse: false, ..NBD }).unwrap_err();
+        let e = choose(TransportChoice::Fuse, &Probe { fuse: false, ..NBD })
+            .unwrap_err()
+            .to_string();
         assert_eq!(e.lines().count(), 1);
         assert!(
             e.starts_with("transport = \"fuse\" but /dev/fuse missing; fix:"),
             "{e}"
         );
-        let e = choose(TransportChoice::Fuse, &NEITHER).unwrap_err();
+        let e = choose(TransportChoice::Fuse, &NEITHER)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/dev/fuse and /dev/loop-control missing"), "{e}");
+    }
+
+    #[test]
+    fn an_attach_failure_prints_its_os_error_once() {
+        let denied = || std::io::Error::from_raw_os_error(nix::libc::EACCES);
+        let fuse = Error::from(crate::fuse::Error::from(crate::loopdev::Error::Open {
+            path: crate::loopdev::LOOP_CONTROL.into(),
+            source: denied(),
+        }));
+        assert_eq!(
+            crate::errors::chain(&fuse),
+            "open /dev/loop-control: Permission denied (os error 13)"
+        );
+        let nbd = Error::from(crate::nbd::kernel::Error::NoFreeDevice {
+            last: Some(Box::new(crate::nbd::kernel::Error::Device {
+                path: "/dev/nbd3".into(),
+                source: std::io::Error::from_raw_os_error(nix::libc::EBUSY),
+            })),
+        });
+        assert_eq!(
+            crate::errors::chain(&nbd),
+            "no free NBD device: /dev/nbd3: Device or resource busy (os error 16); fix: load nbd with a larger nbds_max"
+        );
+        let fuse = Error::from(crate::fuse::Error::OpenDev(denied()));
+        let line = crate::errors::chain(&fuse);
+        assert!(line.starts_with("open /dev/fuse: Permission denied (os error 13); fix: the kernel needs CONFIG_FUSE_FS"), "{line}");
     }
 }

@@ -92,8 +92,16 @@ fn tls_unknown_issuer_is_printed_once() {
     assert!(r.1[0].contains(": blob"), "the blob step: {}", r.1[0]);
     // A certificate problem is a TLS failure with its fix, not a connection reset (which is retried).
     assert!(r.1[0].contains("TLS failure"), "named as TLS: {}", r.1[0]);
-    assert!(!r.2.contains("retry 1"), "a certificate problem is not retried:\n{}", r.2);
-    assert!(r.1[0].contains("; fix: ") && r.1[0].contains("ca_bundle"), "the fix: {}", r.1[0]);
+    assert!(
+        !r.2.contains("retry 1"),
+        "a certificate problem is not retried:\n{}",
+        r.2
+    );
+    assert!(
+        r.1[0].contains("; fix: ") && r.1[0].contains("ca_bundle"),
+        "the fix: {}",
+        r.1[0]
+    );
 }
 
 #[test]

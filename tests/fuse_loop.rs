@@ -358,7 +358,7 @@ fn a_serving_side_that_keeps_dying_is_given_up_and_fails_closed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Teardown still removes everything, and says the serving side had given up.
-    let e = a.detach().unwrap_err();
+    let e = encfs_init::errors::chain(&a.detach().unwrap_err());
     assert!(e.contains("not restarting"), "{e}");
     assert!(!loop_bound(&dev), "{} still bound", dev.display());
 }

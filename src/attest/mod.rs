@@ -16,6 +16,7 @@ pub mod fake;
 pub mod report;
 pub mod sev_guest;
 pub mod sev_legacy;
+mod sys;
 pub mod tool;
 pub mod tsm;
 pub mod uvm;

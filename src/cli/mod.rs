@@ -196,7 +196,7 @@ fn probe(source: &SourceArg, readiness_file: Option<PathBuf>) -> i32 {
 fn run(ctx: Context, source: &SourceArg, app: Vec<String>) -> i32 {
     // Before any secret is read: no core dumps, no memory reads through /proc by non-ptracers.
     if let Err(e) = crate::init::process::harden() {
-        log::error!("{e}");
+        log::error!("{}", crate::errors::chain(&e));
         return exit::INTERNAL;
     }
     let mut plan = match load(source) {

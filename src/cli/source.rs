@@ -106,7 +106,7 @@ pub(super) fn load_with(source: &SourceArg, loud: bool) -> Result<Option<Loaded>
     if std::env::var_os(LEGACY_ENV).is_some() {
         std::env::remove_var(LEGACY_ENV);
         if let Err(e) = crate::init::process::scrub_env_value(LEGACY_ENV) {
-            log::warn!("manifest: wiping {LEGACY_ENV} from the original environment block failed: {e}; its value stays readable in /proc/<pid>/environ to root with CAP_SYS_PTRACE; fix: pass the manifest as a file (--manifest)");
+            log::warn!("manifest: wiping {LEGACY_ENV} from the original environment block failed: {}; its value stays readable in /proc/<pid>/environ to root with CAP_SYS_PTRACE; fix: pass the manifest as a file (--manifest)", crate::errors::chain(&e));
         }
     }
     match loaded {

@@ -7,15 +7,11 @@
 //! kernel shows in `dmsetup table`, and the devicemapper crate logs at trace level) carries only the name.
 //! A `logon` key's payload cannot be read back from user space at all, unlike a `user` key.
 //!
-//! nix has no keyctl wrappers; these are the only two raw syscalls, kept here.
+//! The two raw calls (`add_key`, `keyctl`) are in `sys`.
+#![forbid(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
-
-/// `KEY_SPEC_THREAD_KEYRING` from `<linux/keyctl.h>`.
-const KEY_SPEC_THREAD_KEYRING: i32 = -1;
-/// `KEYCTL_INVALIDATE` from `<linux/keyctl.h>`.
-const KEYCTL_INVALIDATE: i32 = 21;
 
 /// A key added to the thread keyring; invalidated on drop.
 #[derive(Debug)]
@@ -30,40 +26,17 @@ impl LogonKey {
         let kind = CString::new("logon").map_err(io::Error::other)?;
         let desc =
             CString::new(description).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: add_key(2) reads two NUL-terminated strings that live for the whole call, and `payload.len()`
-        // bytes from `payload`, which is a valid slice; it writes nothing into our memory. The return value is
-        // a key serial or -1 with errno set, checked below.
-        let rc = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_add_key,
-                kind.as_ptr(),
-                desc.as_ptr(),
-                payload.as_ptr(),
-                payload.len(),
-                KEY_SPEC_THREAD_KEYRING,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let serial = i32::try_from(rc)
-            .map_err(|_| io::Error::other("add_key returned an out-of-range serial"))?;
+        let serial = super::sys::add_thread_key(&kind, &desc, payload)?;
         Ok(Self { serial })
     }
 }
 
 impl Drop for LogonKey {
     fn drop(&mut self) {
-        // SAFETY: keyctl(KEYCTL_INVALIDATE, serial) takes two integers and touches no user memory. A failure
-        // (the key already gone) leaves nothing to clean up; the thread keyring dies with the thread anyway.
-        let rc =
-            unsafe { nix::libc::syscall(nix::libc::SYS_keyctl, KEYCTL_INVALIDATE, self.serial) };
-        if rc < 0 {
-            log::debug!(
-                "keyring: invalidate key {}: {}",
-                self.serial,
-                io::Error::last_os_error()
-            );
+        // A failure (the key already gone) leaves nothing to clean up; the thread keyring dies with the
+        // thread anyway.
+        if let Err(e) = super::sys::invalidate_key(self.serial) {
+            log::debug!("keyring: invalidate key {}: {e}", self.serial);
         }
     }
 }

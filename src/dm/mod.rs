@@ -9,8 +9,11 @@
 //! table; the devicemapper crate logs tables at trace level, so `logging` caps its log target at info.
 //!
 //! Without udev there is no `/dev/mapper/<name>`: the device is `/dev/dm-<minor>`, which devtmpfs creates.
+//! The keyring's two raw calls are in `sys`, the only `unsafe` of the area.
+#![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod keyring;
+mod sys;
 
 use crate::secret::SecretBytes;
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
@@ -106,50 +109,36 @@ impl CryptParams {
     }
 }
 
+/// The step whose failure most often means a missing module.
+const LOAD: &str = "load the crypt table of";
+
 /// An error of one dm step, naming the device and how to fix it.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `/dev/mapper/control` could not be opened.
-    Control(devicemapper::DmError),
+    #[error("cannot open /dev/mapper/control; fix: load dm-mod and dm-crypt (kernel_modules), run privileged")]
+    Control(#[source] devicemapper::DmError),
     /// A dm ioctl failed.
+    #[error("{step} {name}{}", if *step == LOAD { "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded" } else { "" })]
     Step {
         /// What we were doing.
         step: &'static str,
         /// The mapping's name.
         name: String,
         /// The cause.
+        #[source]
         source: devicemapper::DmError,
     },
     /// The name is not a valid dm name.
+    #[error("\"{0}\" is not a valid device-mapper name")]
     Name(String),
     /// The kernel keyring refused the key for a reason other than "not supported".
-    Keyring(std::io::Error),
+    #[error("adding the key to the kernel keyring")]
+    Keyring(#[source] std::io::Error),
     /// `/dev/dm-<minor>` did not appear.
+    #[error("{} did not appear; fix: mount devtmpfs on /dev", .0.display())]
     Node(PathBuf),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Control(e) => write!(
-                f,
-                "cannot open /dev/mapper/control ({e}); fix: load dm-mod and dm-crypt (kernel_modules), run privileged"
-            ),
-            Error::Step { step, name, source } => {
-                write!(f, "{step} {name}: {source}")?;
-                if *step == "load the crypt table of" {
-                    write!(f, "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded")?;
-                }
-                Ok(())
-            }
-            Error::Name(n) => write!(f, "\"{n}\" is not a valid device-mapper name"),
-            Error::Keyring(e) => write!(f, "adding the key to the kernel keyring: {e}"),
-            Error::Node(p) => write!(f, "{} did not appear; fix: mount devtmpfs on /dev", p.display()),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// An active crypt mapping. Removed by [`CryptDevice::remove`]; a dropped one is removed too (best effort,
 /// logged), so an error path cannot leave it behind.
@@ -228,7 +217,7 @@ impl CryptDevice {
         );
         zeroize::Zeroize::zeroize(&mut targets[0].3);
         drop(logon);
-        loaded.map_err(step("load the crypt table of"))?;
+        loaded.map_err(step(LOAD))?;
         // DM_DEV_SUSPEND without DM_SUSPEND is "resume": the new table becomes live.
         let info = dm
             .device_suspend(&id, DmOptions::default())
@@ -282,7 +271,11 @@ impl Drop for CryptDevice {
     fn drop(&mut self) {
         if !self.removed {
             if let Err(e) = remove(&self.name) {
-                log::error!("dm {}: removing after an error failed: {e}", self.name);
+                log::error!(
+                    "dm {}: removing after an error failed: {}",
+                    self.name,
+                    crate::errors::chain(&e)
+                );
             }
         }
     }
@@ -387,5 +380,34 @@ mod tests {
     fn hex_table_for_512_byte_sectors_has_no_options() {
         let t = params(512).table(&KeyRef::Hex(Zeroizing::new("00ff".into())));
         assert_eq!(t.as_str(), "aes-xts-plain64 00ff 0 /dev/nbd0 32768");
+    }
+
+    #[test]
+    fn a_busy_ioctl_keeps_its_os_text_once_and_the_fix_last() {
+        let busy = devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(
+            4,
+            None,
+            None,
+            Box::new(nix::errno::Errno::EBUSY),
+        ));
+        let e = Error::Step {
+            step: LOAD,
+            name: "fs0".into(),
+            source: busy,
+        };
+        let line = crate::errors::chain(&e);
+        assert!(line.starts_with("load the crypt table of fs0: "), "{line}");
+        assert_eq!(line.matches("Device or resource busy").count(), 1, "{line}");
+        assert!(
+            line.ends_with(
+                "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded"
+            ),
+            "{line}"
+        );
+        let e = Error::Keyring(std::io::Error::from_raw_os_error(nix::libc::EACCES));
+        assert_eq!(
+            crate::errors::chain(&e),
+            "adding the key to the kernel keyring: Permission denied (os error 13)"
+        );
     }
 }

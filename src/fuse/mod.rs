@@ -5,7 +5,8 @@
 //!
 //! - [`proto`]: the wire format (pure, `forbid(unsafe_code)`);
 //! - [`server`]: the serving threads' request handling;
-//! - [`sys`]: mount, `FUSE_DEV_IOC_CLONE`, unmount;
+//! - `sys`: mount, `FUSE_DEV_IOC_CLONE`, unmount (the only `unsafe` of the area);
+//! - `keeper`: replacing serving threads that die;
 //! - the loop device, `LOOP_CONFIGURE`: [`crate::loopdev`].
 //!
 //! [`attach`]: mount in a private directory (mode 0700, only root may enter), answer `FUSE_INIT` (the
@@ -23,23 +24,29 @@
 //! [`Attached::detach`] follows the teardown order from the loop device down: loop detach, FUSE unmount
 //! (the serving threads see the connection end), a final flush of the source, the directory removed.
 
+#![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
+
+mod error;
+mod keeper;
 pub mod proto;
 pub mod server;
 mod sys;
 
 use crate::blob::BlockSource;
 use crate::loopdev::{self, Loop};
-use server::{End, Shared, Slot};
+use keeper::{keep, spawn_worker, KeeperState};
+use server::{Shared, Slot};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use error::Error;
 pub use sys::DEV_FUSE;
 
 /// Pages per request we ask for at most (4 MiB), whatever larger limit the kernel has.
@@ -81,17 +88,6 @@ pub struct Negotiated {
     pub cloned: usize,
 }
 
-/// The keeper's shared state.
-#[derive(Debug, Default)]
-struct KeeperState {
-    /// Set before unmounting: threads ending then are expected.
-    stopping: AtomicBool,
-    /// Serving threads replaced so far.
-    restarts: AtomicU32,
-    /// Why the keeper stopped replacing them, once it did.
-    gave_up: std::sync::Mutex<Option<String>>,
-}
-
 /// An attached FUSE file and loop device.
 #[derive(Debug)]
 pub struct Attached {
@@ -102,49 +98,23 @@ pub struct Attached {
     file: Option<File>,
     shared: Arc<Shared>,
     state: Arc<KeeperState>,
-    keeper: Option<JoinHandle<Result<(), String>>>,
+    keeper: Option<JoinHandle<Result<(), Error>>>,
     mounted: bool,
     negotiated: Negotiated,
 }
 
-/// Sends the slot index to the keeper when a serving thread ends, however it ends (also while unwinding).
-struct Exit {
-    index: usize,
-    tx: Sender<usize>,
-}
-
-impl Drop for Exit {
-    fn drop(&mut self) {
-        let _ = self.tx.send(self.index);
-    }
-}
-
-fn spawn_worker(
-    index: usize,
-    shared: Arc<Shared>,
-    slot: Arc<Slot>,
-    tx: Sender<usize>,
-) -> std::io::Result<JoinHandle<End>> {
-    std::thread::Builder::new()
-        .name(format!("fuse-serve-{index}"))
-        .spawn(move || {
-            let _exit = Exit { index, tx };
-            server::serve(&shared, &slot)
-        })
-}
-
 /// Answer `FUSE_INIT`, the first request of a new connection.
-fn init(dev: &File) -> Result<proto::InitReply, String> {
+fn init(dev: &File) -> Result<proto::InitReply, Error> {
     // The INIT request is small; the kernel wants a buffer of at least 8 KiB for any read.
     let mut buf = vec![0u8; 64 << 10];
     let n = loop {
         match (&*dev).read(&mut buf) {
             Ok(n) => break n,
             Err(e) if e.raw_os_error() == Some(nix::libc::EINTR) => {}
-            Err(e) => return Err(format!("read FUSE_INIT: {e}")),
+            Err(e) => return Err(Error::ReadInit(e)),
         }
     };
-    let (h, req) = proto::parse(&buf[..n]).map_err(|e| format!("FUSE_INIT: {e}"))?;
+    let (h, req) = proto::parse(&buf[..n]).map_err(Error::Init)?;
     let proto::Request::Init {
         major,
         minor,
@@ -152,21 +122,18 @@ fn init(dev: &File) -> Result<proto::InitReply, String> {
         flags,
     } = req
     else {
-        return Err(format!(
-            "the kernel's first request is opcode {}, not FUSE_INIT",
-            h.opcode
-        ));
+        return Err(Error::NotInit(h.opcode));
     };
     let pages = u16::try_from(sys::max_pages_limit().min(MAX_PAGES_WANTED)).unwrap_or(256);
     let reply = match proto::negotiate_init(major, minor, max_readahead, flags, pages) {
         Ok(r) => r,
         Err(e) => {
             let _ = write_once(dev, &proto::error_reply(h.unique, proto::errno::EPROTO));
-            return Err(e.to_string());
+            return Err(Error::Init(e));
         }
     };
     write_once(dev, &proto::reply(h.unique, &proto::init_out(&reply)))
-        .map_err(|e| format!("answer FUSE_INIT: {e}"))?;
+        .map_err(Error::AnswerInit)?;
     if reply.flags & proto::init_flags::MAX_PAGES == 0 {
         log::warn!("fuse: the kernel did not take max_pages: requests stay at 128 KiB");
     }
@@ -184,26 +151,38 @@ fn write_once(mut dev: &File, m: &[u8]) -> std::io::Result<()> {
 }
 
 /// Mount, serve, attach a loop device: see the module docs.
-pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, String> {
+pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Error> {
     let dir = &cfg.dir;
     // The parent (/run/encfs-init) also holds the readiness file, which applications read: its mode is
     // left as is; the mount directory itself is root's alone.
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| Error::Chmod {
+                    path: dir.clone(),
+                    source,
+                },
+            )?;
         }
-        Err(e) => return Err(format!("create {}: {e}", dir.display())),
+        Err(source) => {
+            return Err(Error::CreateDir {
+                path: dir.clone(),
+                source,
+            })
+        }
     }
-    let master = sys::open_dev().map_err(|e| {
-        format!("open {DEV_FUSE}: {e}; fix: the kernel needs CONFIG_FUSE_FS (or the fuse module), and a container needs the device")
+    let master = sys::open_dev().map_err(Error::OpenDev)?;
+    sys::mount(&master, dir, cfg.read_only).map_err(|source| Error::Mount {
+        dir: dir.clone(),
+        source,
     })?;
-    sys::mount(&master, dir, cfg.read_only)
-        .map_err(|e| format!("mount FUSE on {}: {e}", dir.display()))?;
     let mut attached = Attached {
         dir: dir.clone(),
         device: PathBuf::new(),
@@ -246,9 +225,7 @@ pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Strin
                 if cloned == 0 && slots.is_empty() {
                     log::info!("fuse: no per-thread /dev/fuse clones ({e}); the serving threads share one fd");
                 }
-                master
-                    .try_clone()
-                    .map_err(|e| format!("dup the {DEV_FUSE} fd: {e}"))?
+                master.try_clone().map_err(Error::Dup)?
             }
         };
         slots.push(Arc::new(Slot::new(dev)));
@@ -262,8 +239,12 @@ pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Strin
     let mut handles = Vec::with_capacity(threads);
     for (i, slot) in slots.iter().enumerate() {
         handles.push(Some(
-            spawn_worker(i, shared.clone(), slot.clone(), tx.clone())
-                .map_err(|e| format!("spawn a FUSE serving thread: {e}"))?,
+            spawn_worker(i, shared.clone(), slot.clone(), tx.clone()).map_err(|source| {
+                Error::Spawn {
+                    what: "a FUSE serving thread",
+                    source,
+                }
+            })?,
         ));
     }
     let state = attached.state.clone();
@@ -283,7 +264,10 @@ pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Strin
                     &keeper_dir,
                 )
             })
-            .map_err(|e| format!("spawn the FUSE keeper: {e}"))?,
+            .map_err(|source| Error::Spawn {
+                what: "the FUSE keeper",
+                source,
+            })?,
     );
 
     let path = dir.join(std::str::from_utf8(proto::FILE_NAME).unwrap_or("disk"));
@@ -291,7 +275,10 @@ pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Strin
         .read(true)
         .write(!cfg.read_only)
         .open(&path)
-        .map_err(|e| format!("open {}: {e}", path.display()))?;
+        .map_err(|source| Error::OpenFile {
+            path: path.clone(),
+            source,
+        })?;
     let size = attached.shared.src.size();
     let opts = loopdev::Options {
         read_only: cfg.read_only,
@@ -312,81 +299,6 @@ pub fn attach(src: Arc<dyn BlockSource>, cfg: &Config) -> Result<Attached, Strin
     attached.loop_dev = Some(lo);
     attached.file = Some(file);
     Ok(attached)
-}
-
-/// The keeper: replace serving threads that end while the filesystem is mounted; return once all have
-/// ended because the connection is gone.
-#[allow(clippy::too_many_arguments)]
-fn keep(
-    shared: &Arc<Shared>,
-    master: File,
-    slots: &[Arc<Slot>],
-    mut handles: Vec<Option<JoinHandle<End>>>,
-    tx: &Sender<usize>,
-    rx: &Receiver<usize>,
-    st: &KeeperState,
-    dir: &Path,
-) -> Result<(), String> {
-    let mut live = handles.len();
-    let mut budget = crate::supervise::budget::RestartBudget::new();
-    let mut verdict = Ok(());
-    let mut given_up = false;
-    while live > 0 {
-        let Ok(i) = rx.recv() else { break };
-        let Some(h) = handles.get_mut(i).and_then(Option::take) else {
-            continue;
-        };
-        let why = match h.join() {
-            Ok(End::Gone) => {
-                live -= 1;
-                continue;
-            }
-            Ok(End::Io(e)) => format!("/dev/fuse: {e}"),
-            Err(p) => format!("panicked: {}", crate::errors::panic_message(&*p)),
-        };
-        if st.stopping.load(Ordering::SeqCst) || given_up {
-            live -= 1;
-            continue;
-        }
-        if let Err(deaths) = budget.take() {
-            let msg = format!(
-                "{}: the FUSE serving side died {deaths} times in {} minutes; not restarting it again, aborting the connection so that its I/O fails",
-                dir.display(),
-                crate::supervise::budget::RestartBudget::window_minutes()
-            );
-            log::error!("fuse: {msg}");
-            *st.gave_up
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(msg.clone());
-            let t = Instant::now();
-            match sys::abort(dir) {
-                Ok(()) => log::info!(
-                    "fuse: {}: connection aborted ({} ms)",
-                    dir.display(),
-                    t.elapsed().as_millis()
-                ),
-                Err(e) => log::error!("fuse: abort {}: {e}", dir.display()),
-            }
-            verdict = Err(msg);
-            given_up = true;
-            live -= 1;
-            continue;
-        }
-        let n = st.restarts.fetch_add(1, Ordering::SeqCst) + 1;
-        log::warn!(
-            "fuse: serving thread {i} ended ({why}); replacing it, its request is served again by the successor (restart {n})"
-        );
-        let Some(slot) = slots.get(i) else { continue };
-        match spawn_worker(i, shared.clone(), slot.clone(), tx.clone()) {
-            Ok(h) => handles[i] = Some(h),
-            Err(e) => {
-                log::error!("fuse: cannot replace serving thread {i}: {e}");
-                live -= 1;
-            }
-        }
-    }
-    drop(master);
-    verdict
 }
 
 impl Attached {
@@ -434,23 +346,23 @@ impl Attached {
 
     /// Loop detach, FUSE unmount (the serving threads end), final flush of the source, directory removed.
     /// Every step is attempted; the first error is returned.
-    pub fn detach(mut self) -> Result<(), String> {
+    pub fn detach(mut self) -> Result<(), Error> {
         self.detach_inner(false)
     }
 
     /// [`Attached::detach`] while the loop device is still held open from above: the loop device is left to
     /// the kernel's autoclear, and the FUSE connection is aborted at once (the loop device keeps the file
     /// open, so an unmount would only wait, and the serving threads with it).
-    pub fn detach_held(mut self) -> Result<(), String> {
+    pub fn detach_held(mut self) -> Result<(), Error> {
         self.detach_inner(true)
     }
 
-    fn detach_inner(&mut self, held: bool) -> Result<(), String> {
-        let mut first: Option<String> = None;
+    fn detach_inner(&mut self, held: bool) -> Result<(), Error> {
+        let mut first: Option<Error> = None;
         if let Some(lo) = self.loop_dev.take() {
             let r = if held { lo.detach_held() } else { lo.detach() };
             if let Err(e) = r {
-                first.get_or_insert(e);
+                first.get_or_insert(e.into());
             }
         }
         drop(self.file.take());
@@ -461,14 +373,20 @@ impl Attached {
                 "fuse: {}: the loop device is still held open; aborting the connection and detaching it",
                 self.dir.display()
             );
-            if let Err(e) = sys::abort(&self.dir) {
-                first.get_or_insert(format!("abort FUSE {}: {e}", self.dir.display()));
+            if let Err(source) = sys::abort(&self.dir) {
+                first.get_or_insert(Error::Abort {
+                    dir: self.dir.clone(),
+                    source,
+                });
             }
         }
         if self.mounted {
             self.mounted = false;
-            if let Err(e) = sys::unmount(&self.dir, Duration::from_secs(5)) {
-                first.get_or_insert(format!("unmount FUSE {}: {e}", self.dir.display()));
+            if let Err(source) = sys::unmount(&self.dir, Duration::from_secs(5)) {
+                first.get_or_insert(Error::Unmount {
+                    dir: self.dir.clone(),
+                    source,
+                });
                 // The threads would wait for requests forever: end the connection.
                 let _ = sys::abort(&self.dir);
             }
@@ -480,13 +398,13 @@ impl Attached {
                     first.get_or_insert(e);
                 }
                 Err(_) => {
-                    first.get_or_insert("the FUSE keeper thread panicked".to_string());
+                    first.get_or_insert(Error::KeeperPanicked);
                 }
             }
         }
         if !self.shared.read_only {
             if let Err(e) = self.shared.src.flush() {
-                first.get_or_insert(format!("final flush: {e}"));
+                first.get_or_insert(Error::Flush(e));
             }
         }
         if let Err(e) = std::fs::remove_dir(&self.dir) {
@@ -508,7 +426,7 @@ impl Drop for Attached {
     fn drop(&mut self) {
         if self.mounted || self.loop_dev.is_some() || self.keeper.is_some() {
             if let Err(e) = self.detach_inner(false) {
-                log::error!("fuse: {}: {e}", self.dir.display());
+                log::error!("fuse: {}: {}", self.dir.display(), crate::errors::chain(&e));
             }
         }
     }

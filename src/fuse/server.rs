@@ -88,7 +88,7 @@ pub enum End {
 /// Serve requests from `slot` until the connection goes away. First serves the request a predecessor held,
 /// if any (see the module docs). A panic while serving leaves the request in the slot and ends the thread.
 pub fn serve(sh: &Shared, slot: &Slot) -> End {
-    crate::nbd::set_io_flusher();
+    crate::io_flusher::set_io_flusher();
     let mut guard = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
     let st = &mut *guard;
     // A WRITE's header, its `fuse_write_in` and max_write bytes, with room to spare.
@@ -273,7 +273,10 @@ fn handle(sh: &Shared, dev: &File, msg: &[u8], scratch: &mut Vec<u8>) {
                 send(dev, &parts);
             });
             if let Err(e) = r {
-                log_error(&format!("READ {offset}+{len}: {e}"));
+                log_error(&format!(
+                    "READ {offset}+{len}: {}",
+                    crate::errors::chain(&e)
+                ));
                 fail(dev, u, errno_of(&e, false));
             }
         }
@@ -292,7 +295,10 @@ fn handle(sh: &Shared, dev: &File, msg: &[u8], scratch: &mut Vec<u8>) {
                         &proto::write_out(u32::try_from(data.len()).unwrap_or(0)),
                     ),
                     Err(e) => {
-                        log_error(&format!("WRITE {offset}+{len}: {e}"));
+                        log_error(&format!(
+                            "WRITE {offset}+{len}: {}",
+                            crate::errors::chain(&e)
+                        ));
                         fail(dev, u, errno_of(&e, true));
                     }
                 }
@@ -310,7 +316,7 @@ fn handle(sh: &Shared, dev: &File, msg: &[u8], scratch: &mut Vec<u8>) {
                 match sh.src.flush() {
                     Ok(()) => ok(dev, u, &[]),
                     Err(e) => {
-                        log_error(&format!("flush: {e}"));
+                        log_error(&format!("flush: {}", crate::errors::chain(&e)));
                         fail(dev, u, errno::EIO);
                     }
                 }

@@ -2,6 +2,8 @@
 //! (we are root: no fusermount, no libfuse), cloning the device fd per serving thread
 //! (`FUSE_DEV_IOC_CLONE`), and unmounting.
 
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;

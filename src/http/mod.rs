@@ -358,7 +358,12 @@ fn map_ureq(e: &ureq::Error, transport: &impl Fn(TransportKind, String) -> Error
         U::HostNotFound => (TransportKind::Resolve, "host not found".to_string()),
         U::ConnectionFailed => (TransportKind::Connect, "connection failed".to_string()),
         // rustls reports a failed handshake (an untrusted certificate, above all) as an I/O error.
-        U::Io(io) if io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).is_some() => {
+        U::Io(io)
+            if io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some() =>
+        {
             let certificate = matches!(
                 io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
                 Some(rustls::Error::InvalidCertificate(_))

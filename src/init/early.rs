@@ -15,11 +15,11 @@
 //!
 //! This runs before logging exists, so problems are recorded and [`super::run`] reports them (a failed
 //! required mount fails the boot closed).
+#![forbid(unsafe_code)]
 
 use super::Context;
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
-use nix::libc;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::Mode;
 use nix::sys::statfs::{statfs, PROC_SUPER_MAGIC};
@@ -146,7 +146,7 @@ pub fn setup_vm() {
     }
     attach_console();
     mount_configfs();
-    if let Err(e) = loopback_up() {
+    if let Err(e) = super::sys::loopback_up() {
         record(format!("bring up the loopback interface: {e}"), false);
     }
 }
@@ -190,10 +190,7 @@ pub fn mount_configfs() {
 /// Point each closed fd among 0, 1, 2 at `/dev/console`.
 fn attach_console() {
     for fd in 0..3 {
-        // SAFETY: F_GETFD only reads the descriptor flags of `fd`; on a closed fd it fails with EBADF. No
-        // memory is passed.
-        let open_already = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
-        if open_already {
+        if super::sys::fd_is_open(fd) {
             continue;
         }
         match open(
@@ -213,32 +210,6 @@ fn attach_console() {
             Err(e) => record(format!("open /dev/console for fd {fd}: {e}"), false),
         }
     }
-}
-
-/// `ip link set lo up` with two ioctls.
-fn loopback_up() -> Result<(), Errno> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: `ifreq` is a plain C struct (name array plus a union of plain data); all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = libc::c_char::from_ne_bytes([*src]);
-    }
-    // SAFETY: SIOCGIFFLAGS reads the interface named in `req` and writes its flags into `req`, a live,
-    // correctly sized `ifreq`; the socket fd is open for the duration of the call.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) })?;
-    // SAFETY: the kernel filled the `ifru_flags` member of the union just above.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    let up = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
-    req.ifr_ifru.ifru_flags = flags | up;
-    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut req) })?;
-    Ok(())
 }
 
 #[cfg(test)]

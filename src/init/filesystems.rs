@@ -482,7 +482,11 @@ impl Opened {
                 backing.detach()
             };
             if let Err(e) = detached {
-                log::error!("filesystem[{i}]: {} detach: {e}", self.transport.as_str());
+                log::error!(
+                    "filesystem[{i}]: {} detach: {}",
+                    self.transport.as_str(),
+                    crate::errors::chain(&e)
+                );
                 first.get_or_insert(CloseError::Failed);
             }
         }

@@ -19,6 +19,49 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BLOCK: usize = 4096;
 
+/// Why a health read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device could not be opened.
+    #[error("open {}", path.display())]
+    Open {
+        /// The device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its size could not be read.
+    #[error("size of {}", path.display())]
+    Size {
+        /// The device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It has no whole block.
+    #[error("{} is empty", path.display())]
+    Empty {
+        /// The device.
+        path: PathBuf,
+    },
+    /// No aligned window in the buffer (cannot happen).
+    #[error("no aligned buffer")]
+    NoAlignedBuffer,
+    /// The read failed.
+    #[error("read 4 KiB at {offset} of {}", path.display())]
+    Read {
+        /// Where.
+        offset: u64,
+        /// The device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The running health thread.
 #[derive(Debug)]
 pub struct Monitor {
@@ -60,7 +103,7 @@ impl Monitor {
 }
 
 /// Fold one read into the state; logs when health changes. Returns whether it changed.
-fn update(st: &mut FsState, r: Result<Duration, String>) -> bool {
+fn update(st: &mut FsState, r: Result<Duration, Error>) -> bool {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -81,7 +124,7 @@ fn update(st: &mut FsState, r: Result<Duration, String>) -> bool {
             ok: false,
             checked_unix: now,
             latency_ms: 0,
-            error: Some(e),
+            error: Some(crate::errors::chain(&e)),
             checks: checks + 1,
             failures: failures + 1,
         },
@@ -106,19 +149,24 @@ fn update(st: &mut FsState, r: Result<Duration, String>) -> bool {
 }
 
 /// Read one random 4 KiB block of `dev` with O_DIRECT; the time it took.
-pub fn read_block(dev: &Path) -> Result<Duration, String> {
+pub fn read_block(dev: &Path) -> Result<Duration, Error> {
     let t = Instant::now();
+    let path = || dev.to_path_buf();
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_DIRECT)
         .open(dev)
-        .map_err(|e| format!("open {}: {e}", dev.display()))?;
-    let size = f
-        .seek(SeekFrom::End(0))
-        .map_err(|e| format!("size of {}: {e}", dev.display()))?;
+        .map_err(|source| Error::Open {
+            path: path(),
+            source,
+        })?;
+    let size = f.seek(SeekFrom::End(0)).map_err(|source| Error::Size {
+        path: path(),
+        source,
+    })?;
     let blocks = size / BLOCK as u64;
     if blocks == 0 {
-        return Err(format!("{} is empty", dev.display()));
+        return Err(Error::Empty { path: path() });
     }
     let offset = (getrandom::u64().unwrap_or(0) % blocks) * BLOCK as u64;
     // O_DIRECT wants a buffer aligned to the logical block size: take an aligned window of a larger one.
@@ -126,9 +174,12 @@ pub fn read_block(dev: &Path) -> Result<Duration, String> {
     let skew = raw.as_ptr().align_offset(BLOCK);
     let buf = raw
         .get_mut(skew..skew + BLOCK)
-        .ok_or_else(|| "no aligned buffer".to_string())?;
-    f.read_exact_at(buf, offset)
-        .map_err(|e| format!("read 4 KiB at {offset} of {}: {e}", dev.display()))?;
+        .ok_or(Error::NoAlignedBuffer)?;
+    f.read_exact_at(buf, offset).map_err(|source| Error::Read {
+        offset,
+        path: path(),
+        source,
+    })?;
     Ok(t.elapsed())
 }
 
@@ -156,11 +207,19 @@ mod tests {
         assert!(!update(&mut st, Ok(Duration::from_millis(7))));
         let h = st.health.clone().unwrap();
         assert!(h.ok && h.checks == 1 && h.failures == 0 && h.latency_ms == 7);
-        assert!(update(&mut st, Err("EIO".into())));
+        let eio = || Error::Read {
+            offset: 0,
+            path: "/dev/dm-0".into(),
+            source: std::io::Error::other("EIO"),
+        };
+        assert!(update(&mut st, Err(eio())));
         let h = st.health.clone().unwrap();
         assert!(!h.ok && h.checks == 2 && h.failures == 1);
-        assert_eq!(h.error.as_deref(), Some("EIO"));
-        assert!(!update(&mut st, Err("EIO".into())));
+        assert_eq!(
+            h.error.as_deref(),
+            Some("read 4 KiB at 0 of /dev/dm-0: EIO")
+        );
+        assert!(!update(&mut st, Err(eio())));
         assert!(update(&mut st, Ok(Duration::ZERO)));
         let h = st.health.unwrap();
         assert!(h.ok && h.checks == 4 && h.failures == 2 && h.error.is_none());
@@ -168,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_read_of_a_missing_device_names_it() {
-        let e = read_block(Path::new("/nonexistent/dm-9")).unwrap_err();
+        let e = crate::errors::chain(&read_block(Path::new("/nonexistent/dm-9")).unwrap_err());
         assert!(e.contains("/nonexistent/dm-9"), "{e}");
     }
 }

@@ -23,6 +23,7 @@ pub mod health;
 pub mod keys;
 pub mod modules;
 pub mod process;
+mod sys;
 
 use crate::exit;
 use crate::manifest::Plan;

@@ -13,7 +13,6 @@
 use super::proto::{self, tflags, Check, Cmd, Errno, Export, Next, Request};
 use crate::blob::{self, BlockSource};
 use crate::ratelimit::RateLimit;
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -72,39 +71,18 @@ impl Default for ServerConfig {
 }
 
 /// Why a connection ended abnormally.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
     /// The socket failed.
-    Io(io::Error),
+    #[error("NBD connection")]
+    Io(#[from] io::Error),
     /// The client sent something malformed.
-    Protocol(proto::ProtoError),
+    #[error("NBD client protocol error")]
+    Protocol(#[from] proto::ProtoError),
     /// The final flush after DISC (or end of stream) failed: data may not be durable.
-    Flush(blob::Error),
-}
-
-impl fmt::Display for ServeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Io(e) => write!(f, "NBD connection: {e}"),
-            Self::Protocol(e) => write!(f, "NBD client protocol error: {e}"),
-            Self::Flush(e) => write!(f, "final flush failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ServeError {}
-
-impl From<io::Error> for ServeError {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-impl From<proto::ProtoError> for ServeError {
-    fn from(e: proto::ProtoError) -> Self {
-        Self::Protocol(e)
-    }
+    #[error("final flush failed")]
+    Flush(#[source] blob::Error),
 }
 
 /// The export a source presents.
@@ -184,7 +162,7 @@ pub fn serve_transmission<S: BlockSource, T: Stream>(
     mut conn: T,
     config: &ServerConfig,
 ) -> Result<(), ServeError> {
-    super::set_io_flusher();
+    crate::io_flusher::set_io_flusher();
     let writer = Mutex::new(conn.try_clone()?);
     let (tx, rx) = sync_channel::<Job>(config.workers.max(1) * 2);
     let rx = Mutex::new(rx);
@@ -255,7 +233,7 @@ fn worker<S: BlockSource, T: Stream>(
     writer: &Mutex<T>,
     sever_on_panic: bool,
 ) {
-    super::set_io_flusher();
+    crate::io_flusher::set_io_flusher();
     let mut buf = Vec::new();
     loop {
         let job = {
@@ -419,10 +397,11 @@ fn log_failure(req: &Request, e: &blob::Error) {
     static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(1));
     if let Some(skipped) = LIMIT.check() {
         log::error!(
-            "NBD {:?} {}+{} failed: {e}{}",
+            "NBD {:?} {}+{} failed: {}{}",
             req.cmd,
             req.offset,
             req.len,
+            crate::errors::chain(e),
             if skipped > 0 {
                 format!(" ({skipped} more errors suppressed)")
             } else {

@@ -1,24 +1,23 @@
-//! The one raw call the serving path needs: `prctl(PR_SET_IO_FLUSHER)`.
+//! The one raw call of the NBD area: the `_IO(0xab, nr)` ioctls of the kernel's NBD client, used by the
+//! ioctl attachment ([`super::kernel`]) when the generic-netlink family is missing.
+//!
+//! The errno convention of every `sys` file: a raw call's result is checked with
+//! [`Errno::result`](nix::errno::Errno::result) and returned as an [`io::Error`] (which keeps the OS text).
+#![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use nix::errno::Errno;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
 
-/// `PR_SET_IO_FLUSHER` from `<linux/prctl.h>` (Linux 5.6); the libc crate only defines it for Android.
-const PR_SET_IO_FLUSHER: nix::libc::c_int = 57;
-
-/// Mark the calling thread as an I/O flusher (see the module docs). Returns whether it worked; a
-/// failure (EPERM without CAP_SYS_RESOURCE, EINVAL before Linux 5.6) is logged once at debug level.
-pub fn set_io_flusher() -> bool {
-    // SAFETY: PR_SET_IO_FLUSHER takes only integer arguments (1 = set, the rest must be 0); prctl reads
-    // no memory of ours and changes only the calling thread's flags.
-    let rc = unsafe { nix::libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
-    if rc != 0 {
-        static ONCE: AtomicBool = AtomicBool::new(false);
-        if !ONCE.swap(true, Ordering::Relaxed) {
-            log::debug!(
-                "PR_SET_IO_FLUSHER not set: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    rc == 0
+/// The one ioctl shape NBD uses: `_IO(0xab, nr)` with an integer argument.
+pub(super) fn nbd_ioctl(dev: &File, nr: u8, arg: u64) -> io::Result<()> {
+    let request = (0xab_u64 << 8) | u64::from(nr);
+    // SAFETY: NBD ioctls take their argument by value (an integer or an fd number), never a pointer, so the
+    // kernel reads no memory of ours; `dev` is an open /dev/nbdN for the whole call. The return value is
+    // checked.
+    Errno::result(unsafe {
+        nix::libc::ioctl(dev.as_raw_fd(), request as _, arg as nix::libc::c_ulong)
+    })?;
+    Ok(())
 }

@@ -26,6 +26,10 @@
 //!   A command that cannot be started counts as an exit with 127 (not found) or 126 (not executable).
 //! * **Never panics, never exits.** [`Supervisor::run`] returns an [`Outcome`]; the caller (`init::run`)
 //!   tears down and decides how the process ends.
+//!
+//! Stopping processes (the application's leftover group, the final sweep) is in `stop`; the raw calls
+//! (signal dispositions, `waitpid`, the child's `pre_exec` hook) in `sys`, the only `unsafe` of the area.
+#![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
 pub mod budget;
 pub mod children;
@@ -33,22 +37,21 @@ pub mod policy;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;
+mod stop;
+mod sys;
 
 pub use children::{Entry, Owner, Registry};
 
 use crate::manifest::{AppPlan, SupervisePlan};
-use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use policy::{Decision, RestartPolicy};
 use reaper::Termination;
 use std::time::{Duration, Instant};
+use stop::signal_group;
 
 /// The periodic tick: reap even if a `SIGCHLD` was lost, re-check deadlines.
 pub const TICK: Duration = Duration::from_secs(1);
-
-/// How long to wait for processes to vanish after a final `SIGKILL` before giving up on them.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Signals passed on to the application's process group.
 pub const FORWARDED: [Signal; 9] = [
@@ -212,79 +215,6 @@ impl Supervisor {
             }
         }
         outcome
-    }
-
-    /// The application's leader has ended for good, but processes it started in its group (a background
-    /// writer, say) may live on and keep files open, which would make the read-only remount before the
-    /// final flush fail. Stop them too, as the final sweep stops everything: SIGTERM (also when shutting
-    /// down: the signal forwarded then may have been one that a shell's background jobs ignore, SIGINT or
-    /// SIGQUIT), the grace period (what is left of it when shutting down), SIGKILL.
-    fn drain_group(&mut self, pgid: Pid) {
-        let term_deadline = match self.shutdown {
-            Some(sd) => sd.deadline,
-            None => Instant::now() + self.opts.plan.grace_period,
-        };
-        self.escalate(
-            Pid::from_raw(-pgid.as_raw()),
-            &format!("the rest of the application's process group ({pgid})"),
-            term_deadline,
-            &|s: &mut Self| {
-                s.reap_all();
-                killpg(pgid, None).is_ok()
-            },
-        );
-    }
-
-    /// Stop `target` (a `kill` target: -1 for every process, -PGID for a group), politely then not:
-    /// SIGTERM, wait until `term_deadline`, SIGKILL, wait at most [`KILL_WAIT`]. Ends as soon as `remaining`
-    /// (which also reaps) says nobody is left. Only SIGCHLD matters meanwhile; other signals are dropped.
-    fn escalate(
-        &mut self,
-        target: Pid,
-        who: &str,
-        term_deadline: Instant,
-        remaining: &dyn Fn(&mut Self) -> bool,
-    ) {
-        for sig in [Signal::SIGTERM, Signal::SIGKILL] {
-            if !remaining(self) {
-                return;
-            }
-            log::info!("sending {sig} to {who}");
-            if let Err(e) = kill(target, sig) {
-                if e == Errno::ESRCH {
-                    return;
-                }
-                log::warn!("kill({target}, {sig}): {e}");
-            }
-            let deadline = match sig {
-                Signal::SIGTERM => term_deadline,
-                _ => Instant::now() + KILL_WAIT,
-            };
-            while Instant::now() < deadline {
-                if !remaining(self) {
-                    return;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if let Err(e) = self.signals.wait(left.min(TICK)) {
-                    log::warn!("supervisor: {}", crate::errors::chain(&e));
-                    return;
-                }
-            }
-        }
-        if remaining(self) {
-            log::warn!(
-                "{who}: survived SIGKILL for {KILL_WAIT:?} (uninterruptible sleep?): going on without them"
-            );
-        }
-    }
-
-    /// After [`Supervisor::run`]: as PID 1 of a namespace, end every process still alive (SIGTERM, the
-    /// grace period, SIGKILL). Separate from `run` so that read-write filesystems can be flushed to the
-    /// blob service first, while every process they may need is still alive.
-    pub fn sweep_leftovers(&mut self) {
-        if self.opts.sweep {
-            self.sweep();
-        }
     }
 
     /// Start the app when its wait is over; SIGKILL its group when the grace period is over.
@@ -467,36 +397,6 @@ impl Supervisor {
                     reason: Reason::GaveUp,
                 });
             }
-        }
-    }
-
-    /// As PID 1 of a namespace: stop everything still running, politely then not.
-    fn sweep(&mut self) {
-        let term_deadline = Instant::now() + self.opts.plan.grace_period;
-        self.escalate(
-            Pid::from_raw(-1),
-            "the remaining processes",
-            term_deadline,
-            &Self::reap_all,
-        );
-    }
-
-    /// Reap without routing (during the final sweep); true while children remain.
-    fn reap_all(&mut self) -> bool {
-        let children = &mut self.children;
-        reaper::reap(|pid, t| {
-            if children.remove(pid).is_none() {
-                log::debug!("reaped orphan {pid}: {t}");
-            }
-        })
-    }
-}
-
-/// Signal the application's group; fall back to the pid if it left the group.
-fn signal_group(pid: Pid, pgid: Pid, sig: Signal) {
-    if let Err(e) = killpg(pgid, sig) {
-        if let Err(e2) = kill(pid, sig) {
-            log::debug!("cannot send {sig} to the application: killpg: {e}, kill: {e2}");
         }
     }
 }

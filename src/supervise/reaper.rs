@@ -9,9 +9,10 @@
 //! **Only the supervisor reaps.** Nothing else in the process may call `waitpid`, `Command::status()` or
 //! `Child::wait()`: a reaped pid is routed to its owner through [`crate::supervise::Registry`].
 //!
-//! `waitpid` is called through libc rather than nix: nix decodes the status into its [`Signal`] enum and
+//! `waitpid` is called through libc rather than nix (in `sys`): nix decodes the status into its [`Signal`] enum and
 //! returns `EINVAL` for a child killed by a real-time signal, after the kernel has already released it — that
 //! exit would be lost. We keep the raw status and decode it with the pure [`Termination::from_raw`].
+#![forbid(unsafe_code)]
 
 use nix::errno::Errno;
 use nix::libc;
@@ -69,26 +70,22 @@ impl std::fmt::Display for Termination {
 /// children remain (false once `waitpid` says `ECHILD`).
 pub fn reap(mut on_exit: impl FnMut(Pid, Termination)) -> bool {
     loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: `status` is a live local the kernel writes an int into; pid -1 and WNOHANG make this a
-        // non-blocking query of any child, with no other memory involved.
-        let rc = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        match rc {
-            0 => return true,
-            -1 => match Errno::last() {
-                Errno::EINTR => continue,
-                Errno::ECHILD => return false,
-                e => {
+        match super::sys::wait_any_nohang() {
+            Ok(None) => return true,
+            Ok(Some((pid, status))) => {
+                if let Some(t) = Termination::from_raw(status) {
+                    on_exit(pid, t);
+                }
+            }
+            Err(e) => match e.raw_os_error().map(Errno::from_raw) {
+                Some(Errno::EINTR) => continue,
+                Some(Errno::ECHILD) => return false,
+                _ => {
                     // Cannot happen with these arguments (EINVAL only for bad options); don't spin.
                     log::warn!("waitpid failed: {e}");
                     return true;
                 }
             },
-            pid => {
-                if let Some(t) = Termination::from_raw(status) {
-                    on_exit(Pid::from_raw(pid), t);
-                }
-            }
         }
     }
 }

@@ -14,10 +14,11 @@
 //!   nothing here has to be async-signal-safe, and one loop owns every signal.
 //! * Children must not inherit the mask: [`crate::supervise::spawn`] clears it (to empty, not merely to the
 //!   [`original_mask`]: a container runtime may start PID 1 with signals blocked) and resets dispositions,
-//!   including those of the real-time signals libc reserves (see [`reset_to_default_raw`]).
+//!   including those of the real-time signals libc reserves (see `sys`).
 //!
 //! Real-time signals are blocked (so they don't kill us) and read, but only the classic named ones are
 //! reported: nix's [`Signal`] has no variants for them and nothing in this project uses them.
+#![forbid(unsafe_code)]
 
 use nix::errno::Errno;
 use nix::libc;
@@ -72,7 +73,8 @@ pub fn block_all() {
         // synchronous ones (std's stack-overflow handler lives on SIGSEGV/SIGBUS).
         let keep = signo == libc::SIGPIPE || SYNCHRONOUS.iter().any(|s| *s as libc::c_int == signo);
         if !keep {
-            reset_to_default(signo);
+            // SIGKILL, SIGSTOP and the signals libc reserves refuse; libc keeps managing those.
+            let _ = super::sys::reset_to_default(signo);
         }
     }
 }
@@ -82,73 +84,15 @@ pub fn original_mask() -> Option<SigSet> {
     ORIGINAL_MASK.get().copied()
 }
 
-/// Set the disposition of signal number `signo` to `SIG_DFL` in this process, through libc, ignoring errors
-/// (`SIGKILL`, `SIGSTOP` and the signals libc reserves for itself refuse; libc keeps managing those).
-fn reset_to_default(signo: libc::c_int) {
-    // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid value (empty mask, no
-    // flags); `sa_sigaction = SIG_DFL` (0) installs no handler, so no Rust code can be run from signal
-    // context. The pointers passed are to a live local and null (old action not wanted).
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(signo, &action, std::ptr::null_mut());
-    }
-}
-
-/// Set signal number `signo` to `SIG_DFL` with the raw `rt_sigaction` system call, errors ignored.
-///
-/// Unlike [`reset_to_default`] this also reaches the real-time signals glibc and musl reserve for
-/// themselves (32-34), which libc's `sigaction` refuses to touch: an environment that ignores one of them
-/// would otherwise pass `SIG_IGN` on to the application (measured: signal 32 arrived ignored on a CI-like
-/// host). Only for a child about to `exec`, where libc's own use of those signals no longer matters.
-/// Async-signal-safe: one system call, no allocation.
-pub(crate) fn reset_to_default_raw(signo: libc::c_int) {
-    // The kernel's `struct sigaction` is at most handler, flags, restorer and a 64-bit mask (32 bytes on
-    // x86_64); all zero means SIG_DFL, no flags, empty mask. The set size is the kernel's (64 signals).
-    let action = [0u64; 4];
-    const KERNEL_SIGSET_SIZE: libc::size_t = 8;
-    // SAFETY: rt_sigaction reads `action`, a live, suitably aligned, zero-filled buffer at least as large as
-    // the kernel's struct sigaction on every Linux architecture, and writes nothing (old action pointer is
-    // null). SIG_DFL installs no handler.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            libc::c_long::from(signo),
-            action.as_ptr(),
-            std::ptr::null_mut::<libc::c_void>(),
-            KERNEL_SIGSET_SIZE,
-        );
-    }
-}
-
 /// Errors of the signal source.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The process mask does not block the signals the supervisor reads (`block_all` did not run first).
+    #[error("Signals are not blocked (supervise::signals::block_all must run first)")]
     NotBlocked,
     /// A signalfd call failed.
-    SignalFd(Errno),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::NotBlocked => write!(
-                f,
-                "Signals are not blocked (supervise::signals::block_all must run first)"
-            ),
-            Error::SignalFd(_) => write!(f, "Cannot read signals through signalfd"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::NotBlocked => None,
-            Error::SignalFd(e) => Some(e),
-        }
-    }
+    #[error("Cannot read signals through signalfd")]
+    SignalFd(#[source] Errno),
 }
 
 /// The supervisor's single signal source: a non-blocking `signalfd` over [`blocked_set`].
@@ -246,10 +190,9 @@ mod tests {
         std::thread::spawn(|| {
             sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked_set()), None).unwrap();
             let source = SignalSource::new().unwrap();
-            // SAFETY: pthread_self is always valid for the calling thread; SIGUSR2 is blocked in this thread,
-            // so it stays pending for the signalfd instead of running its default action.
-            let rc = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
-            assert_eq!(rc, 0);
+            // raise(3) signals the calling thread; SIGUSR2 is blocked in this thread, so it stays pending for
+            // the signalfd instead of running its default action.
+            nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
             let got = source.wait(Duration::from_secs(5)).unwrap();
             assert_eq!(got, vec![Signal::SIGUSR2]);
             assert!(source.wait(Duration::from_millis(10)).unwrap().is_empty());

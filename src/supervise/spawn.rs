@@ -21,11 +21,10 @@
 //! Children are never waited for here (the returned [`std::process::Child`] is dropped): the reaper owns
 //! `waitpid`. The one exception is std's own: when `exec` fails, `spawn` reaps that child itself before
 //! returning the error, and it does so synchronously in the supervisor thread.
+#![forbid(unsafe_code)]
 
 use nix::errno::Errno;
-use nix::libc;
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-use nix::unistd::{getpid, isatty, setpgid, tcsetpgrp, Pid};
+use nix::unistd::Pid;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -193,12 +192,7 @@ pub fn spawn(argv: &[String], opts: &SpawnOptions) -> Result<Spawned, Error> {
     let mut cmd = Command::new(&resolved);
     cmd.arg0(program).args(args);
     let foreground = opts.foreground_tty;
-    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe calls are
-    // allowed: setpgid, isatty (an ioctl), tcsetpgrp (an ioctl), getpid, rt_sigaction (reset_to_default_raw) and
-    // sigprocmask are all on the POSIX async-signal-safe list, and nothing here allocates or takes a lock.
-    unsafe {
-        cmd.pre_exec(move || child_setup(foreground));
-    }
+    super::sys::clean_child_state(&mut cmd, foreground);
     match cmd.spawn() {
         Ok(child) => {
             let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
@@ -206,24 +200,6 @@ pub fn spawn(argv: &[String], opts: &SpawnOptions) -> Result<Spawned, Error> {
         }
         Err(source) => Err(classify(program, &resolved, source)),
     }
-}
-
-/// Runs in the child after fork (see the SAFETY comment in [`spawn`]).
-fn child_setup(foreground_tty: bool) -> io::Result<()> {
-    let me = Pid::from_raw(0);
-    setpgid(me, me).map_err(io::Error::from)?;
-    if foreground_tty {
-        let stdin = std::io::stdin();
-        if isatty(&stdin).unwrap_or(false) {
-            // ENOTTY (not our controlling terminal) and friends are fine: there is nothing to hand over.
-            let _ = tcsetpgrp(&stdin, getpid());
-        }
-    }
-    for signo in 1..=libc::SIGRTMAX() {
-        super::signals::reset_to_default_raw(signo);
-    }
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)?;
-    Ok(())
 }
 
 /// Map a failed `spawn` to the shell's categories.

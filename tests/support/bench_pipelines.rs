@@ -181,7 +181,7 @@ impl Mounted {
         }
         if let Some(dm) = self.dm.take() {
             if let Err(e) = dm.remove() {
-                errors.push(e.to_string());
+                errors.push(encfs_init::errors::chain(&e));
             }
         }
         if errors.is_empty() {
@@ -241,7 +241,8 @@ fn crypt_mount(
         sector_size: header.segment.sector_size,
         read_only: true,
     };
-    let dm = CryptDevice::open(name, None, &params, vk.secret()).map_err(|e| e.to_string())?;
+    let dm = CryptDevice::open(name, None, &params, vk.secret())
+        .map_err(|e| encfs_init::errors::chain(&e))?;
     let mut m = Mounted {
         dir: dir.to_path_buf(),
         dm: Some(dm),
@@ -359,7 +360,8 @@ impl Bench {
             fuse_dir: PathBuf::from(format!("/run/bench-fuse-{tag}")),
         };
         if raw {
-            let backing = transport::attach(kind, src, &opts)?;
+            let backing =
+                transport::attach(kind, src, &opts).map_err(|e| encfs_init::errors::chain(&e))?;
             let dev = backing.device().to_path_buf();
             let measured = timed_dd(&dev, self.image_bytes as u64);
             let ok = measured
@@ -369,7 +371,7 @@ impl Bench {
             let detached = backing.detach();
             let (mbps, secs) = measured?;
             let ok = ok.unwrap_or(Ok(false))?;
-            detached?;
+            detached.map_err(|e| encfs_init::errors::chain(&e))?;
             return Ok(Run {
                 mbps,
                 secs,
@@ -388,7 +390,8 @@ impl Bench {
         };
         // The header is read through the cache (as the boot does), the data through the transport.
         let size = src.size();
-        let backing = transport::attach(kind, src, &opts)?;
+        let backing =
+            transport::attach(kind, src, &opts).map_err(|e| encfs_init::errors::chain(&e))?;
         let dev = backing.device().to_path_buf();
         let dir = Self::mount_dir(tag);
         let mounted = crypt_mount(
@@ -414,7 +417,7 @@ impl Bench {
         let detached = backing.detach();
         let (mbps, secs, ok) = read?;
         closed?;
-        detached?;
+        detached.map_err(|e| encfs_init::errors::chain(&e))?;
         Ok(Run {
             mbps,
             secs,
@@ -529,7 +532,8 @@ impl Bench {
                 direct_io: false,
                 block_size: 512,
             },
-        )?;
+        )
+        .map_err(|e| encfs_init::errors::chain(&e))?;
         let dev = lo.device().to_path_buf();
         let reader = file_reader(copy)?;
         let m = crypt_mount(
@@ -552,7 +556,7 @@ impl Bench {
         let detached = lo.detach();
         let (mbps, secs, ok) = read?;
         closed?;
-        detached?;
+        detached.map_err(|e| encfs_init::errors::chain(&e))?;
         Ok(Run {
             mbps,
             secs,

@@ -15,7 +15,7 @@ impl<S: BlockSource> Inner<S> {
     }
 
     pub(super) fn worker(&self) {
-        crate::nbd::set_io_flusher();
+        crate::io_flusher::set_io_flusher();
         loop {
             let (idx, prefetch, mut buf) = {
                 let mut st = lock(&self.state);

@@ -5,66 +5,21 @@
 //! A free device comes from `LOOP_CTL_GET_FREE` on `/dev/loop-control`; a device somebody else takes
 //! between that and our `LOOP_CONFIGURE` (`EBUSY`) is skipped. In a container whose `/dev` does not follow
 //! the host's (no devtmpfs), a missing `/dev/loopN` node is made with `mknod` (block major 7).
+//!
+//! The three ioctls and the kernel's `struct loop_config` are in `sys`, the only `unsafe` of the area.
+#![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
+
+mod sys;
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The loop control device.
 pub const LOOP_CONTROL: &str = "/dev/loop-control";
 
-const LO_FLAGS_READ_ONLY: u32 = 1;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-const LO_FLAGS_DIRECT_IO: u32 = 16;
 const LOOP_MAJOR: u64 = 7;
-
-/// `struct loop_info64` (`include/uapi/linux/loop.h`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; 64],
-    lo_crypt_name: [u8; 64],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
-
-/// `struct loop_config`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
-}
-
-nix::ioctl_none_bad!(
-    /// `LOOP_CTL_GET_FREE`: the index of a free loop device (made when none is free).
-    loop_ctl_get_free,
-    0x4C82
-);
-nix::ioctl_write_ptr_bad!(
-    /// `LOOP_CONFIGURE`: bind a backing fd with all settings at once.
-    loop_configure,
-    0x4C0A,
-    LoopConfig
-);
-nix::ioctl_none_bad!(
-    /// `LOOP_CLR_FD`: unbind.
-    loop_clr_fd,
-    0x4C01
-);
 
 /// How to set a loop device up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,76 +65,100 @@ fn node(index: u32) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-fn configure(dev: &File, backing: &File, flags: u32, block_size: u32) -> io::Result<()> {
-    let mut info = LoopInfo64 {
-        lo_device: 0,
-        lo_inode: 0,
-        lo_rdevice: 0,
-        lo_offset: 0,
-        lo_sizelimit: 0,
-        lo_number: 0,
-        lo_encrypt_type: 0,
-        lo_encrypt_key_size: 0,
-        lo_flags: flags,
-        lo_file_name: [0; 64],
-        lo_crypt_name: [0; 64],
-        lo_encrypt_key: [0; 32],
-        lo_init: [0; 2],
-    };
-    let name = b"encfs-init";
-    info.lo_file_name[..name.len()].copy_from_slice(name);
-    let config = LoopConfig {
-        fd: u32::try_from(backing.as_raw_fd())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
-        block_size,
-        info,
-        reserved: [0; 8],
-    };
-    // SAFETY: LOOP_CONFIGURE reads one `struct loop_config` through the pointer; `config` is a #[repr(C)]
-    // copy of the kernel's layout (304 bytes, checked by a test), alive for the whole call. `dev` is an
-    // open loop device and `config.fd` an open file. The kernel writes nothing back. The result is checked.
-    unsafe { loop_configure(dev.as_raw_fd(), &config) }
-        .map(|_| ())
-        .map_err(io::Error::from)
+/// Why a loop device could not be attached or released.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A device (`/dev/loop-control`, `/dev/loopN`) could not be opened.
+    #[error("open {}", path.display())]
+    Open {
+        /// The device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `LOOP_CTL_GET_FREE` failed.
+    #[error("{LOOP_CONTROL}: no free loop device")]
+    NoFree(#[source] io::Error),
+    /// `/dev/loopN` neither appeared nor could be made.
+    #[error("/dev/loop{index}")]
+    Node {
+        /// N.
+        index: u32,
+        /// The cause (`mknod`).
+        #[source]
+        source: io::Error,
+    },
+    /// `LOOP_CONFIGURE` failed.
+    #[error("LOOP_CONFIGURE {}", path.display())]
+    Configure {
+        /// The device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Every free device we were given was taken by somebody else first.
+    #[error("no loop device could be configured ({} was the last one taken first)", path.display())]
+    AllBusy {
+        /// The last device tried.
+        path: PathBuf,
+        /// Its `EBUSY`.
+        #[source]
+        source: io::Error,
+    },
+    /// `LOOP_CLR_FD` failed.
+    #[error("LOOP_CLR_FD {}", path.display())]
+    Clear {
+        /// The device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel did not let go of the backing file.
+    #[error("{} still bound 5 s after LOOP_CLR_FD (something holds it open)", path.display())]
+    StillBound {
+        /// The device.
+        path: PathBuf,
+    },
 }
 
 /// Attach `backing` to a free loop device.
-pub fn attach(backing: &File, opts: Options) -> Result<Loop, String> {
-    let ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(LOOP_CONTROL)
-        .map_err(|e| format!("open {LOOP_CONTROL}: {e}"))?;
-    let mut flags = LO_FLAGS_AUTOCLEAR;
-    if opts.read_only {
-        flags |= LO_FLAGS_READ_ONLY;
-    }
-    let mut last = String::new();
-    for _ in 0..32 {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and reads no memory of ours; `ctl` is an open
-        // /dev/loop-control. A negative result is returned as an error.
-        let index = unsafe { loop_ctl_get_free(ctl.as_raw_fd()) }
-            .map_err(|e| format!("{LOOP_CONTROL}: no free loop device: {e}"))?;
-        let index = u32::try_from(index).map_err(|_| format!("{LOOP_CONTROL}: bad index"))?;
-        let path = node(index).map_err(|e| format!("/dev/loop{index}: {e}"))?;
-        let dev = OpenOptions::new()
+pub fn attach(backing: &File, opts: Options) -> Result<Loop, Error> {
+    let open = |path: &Path, write: bool| {
+        OpenOptions::new()
             .read(true)
-            .write(!opts.read_only)
-            .open(&path)
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
+            .write(write)
+            .open(path)
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let ctl = open(Path::new(LOOP_CONTROL), true)?;
+    let mut flags = sys::LO_FLAGS_AUTOCLEAR;
+    if opts.read_only {
+        flags |= sys::LO_FLAGS_READ_ONLY;
+    }
+    let mut last = None;
+    for _ in 0..32 {
+        let index = sys::get_free(&ctl).map_err(Error::NoFree)?;
+        let path = node(index).map_err(|source| Error::Node { index, source })?;
+        let dev = open(&path, !opts.read_only)?;
         let want_dio = if opts.direct_io {
-            LO_FLAGS_DIRECT_IO
+            sys::LO_FLAGS_DIRECT_IO
         } else {
             0
         };
-        let mut r = configure(&dev, backing, flags | want_dio, opts.block_size);
+        let mut r = sys::configure(&dev, backing, flags | want_dio, opts.block_size);
         // Kernels that refuse direct I/O on this backing file at configure time (rather than quietly
         // falling back) get buffered I/O.
         if want_dio != 0
             && r.as_ref()
                 .is_err_and(|e| e.raw_os_error() == Some(nix::libc::EINVAL))
         {
-            r = configure(&dev, backing, flags, opts.block_size);
+            r = sys::configure(&dev, backing, flags, opts.block_size);
         }
         match r {
             Ok(()) => {
@@ -193,13 +172,13 @@ pub fn attach(backing: &File, opts: Options) -> Result<Loop, String> {
                 });
             }
             // Somebody else took it first.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
-                last = format!("{}: {e}", path.display());
+            Err(source) if source.raw_os_error() == Some(nix::libc::EBUSY) => {
+                last = Some(Error::AllBusy { path, source });
             }
-            Err(e) => return Err(format!("LOOP_CONFIGURE {}: {e}", path.display())),
+            Err(source) => return Err(Error::Configure { path, source }),
         }
     }
-    Err(format!("no loop device could be configured ({last})"))
+    Err(last.unwrap_or_else(|| Error::NoFree(io::Error::from(io::ErrorKind::ResourceBusy))))
 }
 
 impl Loop {
@@ -220,27 +199,32 @@ impl Loop {
 
     /// Release the device: `LOOP_CLR_FD` (a device still open elsewhere is released by the kernel at its
     /// last close: autoclear), then wait up to 5 s until the kernel has let go of the backing file.
-    pub fn detach(mut self) -> Result<(), String> {
+    pub fn detach(mut self) -> Result<(), Error> {
         self.detach_inner(false)
     }
 
     /// [`Loop::detach`] for a device still open above it: `LOOP_CLR_FD` (autoclear), without waiting for a
     /// release that happens only at that user's last close.
-    pub fn detach_held(mut self) -> Result<(), String> {
+    pub fn detach_held(mut self) -> Result<(), Error> {
         self.detach_inner(true)
     }
 
-    fn detach_inner(&mut self, held: bool) -> Result<(), String> {
+    fn detach_inner(&mut self, held: bool) -> Result<(), Error> {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
-        // SAFETY: LOOP_CLR_FD takes no argument and reads no memory of ours; `file` is the open device.
-        let r = unsafe { loop_clr_fd(file.as_raw_fd()) };
+        let r = sys::clear_fd(&file);
         drop(file);
         match r {
+            Ok(()) => {}
             // ENXIO: already cleared (autoclear after its last user went).
-            Ok(_) | Err(nix::errno::Errno::ENXIO) => {}
-            Err(e) => return Err(format!("LOOP_CLR_FD {}: {e}", self.path.display())),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {}
+            Err(source) => {
+                return Err(Error::Clear {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         }
         if held {
             log::info!(
@@ -252,10 +236,9 @@ impl Loop {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Self::bound(self.index) {
             if Instant::now() > deadline {
-                return Err(format!(
-                    "{} still bound 5 s after LOOP_CLR_FD (something holds it open)",
-                    self.path.display()
-                ));
+                return Err(Error::StillBound {
+                    path: self.path.clone(),
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -266,18 +249,7 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         if let Err(e) = self.detach_inner(false) {
-            log::error!("loop: {e}");
+            log::error!("loop: {}", crate::errors::chain(&e));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loop_config_has_the_kernels_layout() {
-        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
-        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
     }
 }
