@@ -5,6 +5,8 @@
 //! The binary (`src/main.rs`) is thin; every step lives in a module here so that tests, the fuzz targets and
 //! the VM harness link against the same code.
 #![warn(missing_docs)]
+// `unsafe` only in the sys files (each says `#![allow(unsafe_code)]`) and every block with its SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod argv;
 pub mod attest;
@@ -36,6 +38,7 @@ pub mod ready;
 pub mod redact;
 pub mod secret;
 pub mod supervise;
+pub mod sys;
 pub mod transport;
 pub mod url;
 pub mod uuid;

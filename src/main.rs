@@ -1,5 +1,6 @@
 //! The encfs-init binary: read the command line, block signals when it is `run`, find out where we run, set up
 //! logging, dispatch, and end (exit, or power off as a VM's PID 1). Everything else lives in the library.
+#![forbid(unsafe_code)]
 
 fn main() {
     // Parsing spawns no thread and touches nothing; it decides whether this is PID 1's `run`.
