@@ -112,6 +112,88 @@ impl CryptParams {
 /// The step whose failure most often means a missing module.
 const LOAD: &str = "load the crypt table of";
 
+/// The fix a failed step knows: a refused table most often means a missing module; a name that is taken
+/// means a mapping left by an earlier run.
+fn fix(step: &str, name: &str, cause: &Ioctl) -> String {
+    if step == LOAD {
+        "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded".into()
+    } else if step == CREATE && cause.errno() == Some(nix::errno::Errno::EBUSY) {
+        format!(
+            "; fix: a device-mapper device named {name} exists already (left by an earlier run, or another \
+             encfs-init in this VM): remove it (`dmsetup remove {name}`) or restart the container group"
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// A failed device-mapper call of the devicemapper crate, worded briefly: the ioctl's name and the OS
+/// error (`DM_DEV_CREATE: Device or resource busy (os error 16)`), not the crate's dump of both headers.
+#[derive(Debug)]
+pub struct Ioctl(pub devicemapper::DmError);
+
+impl Ioctl {
+    /// The OS error of a failed ioctl.
+    pub fn errno(&self) -> Option<nix::errno::Errno> {
+        match &self.0 {
+            devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, e)) => {
+                Some(**e)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<devicemapper::DmError> for Ioctl {
+    fn from(e: devicemapper::DmError) -> Self {
+        Ioctl(e)
+    }
+}
+
+impl std::fmt::Display for Ioctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(op, _, _, e)) => {
+                write!(f, "{}: {}", ioctl_name(*op), std::io::Error::from(**e))
+            }
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+// The OS error is part of the text above: there is no further cause to print.
+impl std::error::Error for Ioctl {}
+
+/// The name of dm ioctl number `op` (`enum` of `<linux/dm-ioctl.h>`).
+fn ioctl_name(op: u8) -> String {
+    const NAMES: [&str; 18] = [
+        "DM_VERSION",
+        "DM_REMOVE_ALL",
+        "DM_LIST_DEVICES",
+        "DM_DEV_CREATE",
+        "DM_DEV_REMOVE",
+        "DM_DEV_RENAME",
+        "DM_DEV_SUSPEND",
+        "DM_DEV_STATUS",
+        "DM_DEV_WAIT",
+        "DM_TABLE_LOAD",
+        "DM_TABLE_CLEAR",
+        "DM_TABLE_DEPS",
+        "DM_TABLE_STATUS",
+        "DM_LIST_VERSIONS",
+        "DM_TARGET_MSG",
+        "DM_DEV_SET_GEOMETRY",
+        "DM_DEV_ARM_POLL",
+        "DM_GET_TARGET_VERSION",
+    ];
+    NAMES
+        .get(usize::from(op))
+        .map_or_else(|| format!("dm ioctl {op}"), |n| (*n).to_string())
+}
+
+/// The step whose failure, with EBUSY, means the name is taken.
+const CREATE: &str = "create";
+
 /// An error of one dm step, naming the device and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,7 +201,7 @@ pub enum Error {
     #[error("cannot open /dev/mapper/control; fix: load dm-mod and dm-crypt (kernel_modules), run privileged")]
     Control(#[source] devicemapper::DmError),
     /// A dm ioctl failed.
-    #[error("{step} {name}{}", if *step == LOAD { "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded" } else { "" })]
+    #[error("{step} {name}{}", fix(step, name, source))]
     Step {
         /// What we were doing.
         step: &'static str,
@@ -127,7 +209,7 @@ pub enum Error {
         name: String,
         /// The cause.
         #[source]
-        source: devicemapper::DmError,
+        source: Ioctl,
     },
     /// The name is not a valid dm name.
     #[error("\"{0}\" is not a valid device-mapper name")]
@@ -172,10 +254,14 @@ impl CryptDevice {
         };
         let step = |step: &'static str| {
             let name = name.to_string();
-            move |source| Error::Step { step, name, source }
+            move |e| Error::Step {
+                step,
+                name,
+                source: Ioctl(e),
+            }
         };
         dm.device_create(dm_name, dm_uuid, DmOptions::default().set_flags(ro))
-            .map_err(step("create"))?;
+            .map_err(step(CREATE))?;
         // From here on the device exists: any failure removes it.
         let mut dev = CryptDevice {
             name: name.to_string(),
@@ -304,20 +390,20 @@ fn remove_as(name: &str, deferred: bool) -> Result<(), Error> {
                 log::info!("dm {name}: removed");
             }
         })
-        .map_err(|source| Error::Step {
+        .map_err(|e| Error::Step {
             step,
             name: name.to_string(),
-            source,
+            source: Ioctl(e),
         })
 }
 
 /// Names of every dm device present (for tests and for teardown checks).
 pub fn list() -> Result<Vec<String>, Error> {
     let dm = DM::new().map_err(Error::Control)?;
-    let devs = dm.list_devices().map_err(|source| Error::Step {
+    let devs = dm.list_devices().map_err(|e| Error::Step {
         step: "list",
         name: String::new(),
-        source,
+        source: Ioctl(e),
     })?;
     Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).collect())
 }
@@ -393,7 +479,7 @@ mod tests {
         let e = Error::Step {
             step: LOAD,
             name: "fs0".into(),
-            source: busy,
+            source: Ioctl(busy),
         };
         let line = crate::errors::chain(&e);
         assert!(line.starts_with("load the crypt table of fs0: "), "{line}");
@@ -403,6 +489,28 @@ mod tests {
                 "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded"
             ),
             "{line}"
+        );
+        // A taken name: the ioctl by name and the OS text once, no header dump, and the fix that says so.
+        let taken = Error::Step {
+            step: CREATE,
+            name: "remote-crypt-0".into(),
+            source: Ioctl(devicemapper::DmError::Core(
+                devicemapper::errors::Error::Ioctl(
+                    3,
+                    None,
+                    None,
+                    Box::new(nix::errno::Errno::EBUSY),
+                ),
+            )),
+        };
+        let ebusy = std::io::Error::from_raw_os_error(nix::libc::EBUSY);
+        assert_eq!(
+            crate::errors::chain(&taken),
+            format!(
+                "create remote-crypt-0: DM_DEV_CREATE: {ebusy}; fix: a device-mapper device named \
+                 remote-crypt-0 exists already (left by an earlier run, or another encfs-init in this VM): \
+                 remove it (`dmsetup remove remote-crypt-0`) or restart the container group"
+            )
         );
         let e = Error::Keyring(std::io::Error::from_raw_os_error(nix::libc::EACCES));
         assert_eq!(

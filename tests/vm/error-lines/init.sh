@@ -44,7 +44,11 @@ rc=$(cat /tmp/run.rc)
 grep 'boot failed' /tmp/run.out > /tmp/boot-failed.out
 [ "$(wc -l < /tmp/boot-failed.out)" -eq 1 ] || fail "not one 'boot failed' line"
 grep -q ': dm-crypt' /tmp/boot-failed.out || fail "the line does not name the dm-crypt step"
-once "EBUSY" "Device or resource busy" /tmp/boot-failed.out
+# (musl's text for EBUSY is "Resource busy", glibc's "Device or resource busy": match the number.)
+once "EBUSY" "(os error 16)" /tmp/boot-failed.out
+grep -q 'DM_DEV_CREATE: [A-Za-z ]*busy (os error 16); fix: .*dmsetup remove remote-crypt-0' /tmp/boot-failed.out \
+    || fail "the dm line does not name the ioctl and the fix"
+! grep -q 'DeviceInfo' /tmp/boot-failed.out || fail "the dm line dumps the ioctl headers"
 # Fail closed: only the stale mapping is left, no NBD device is connected, no readiness file.
 left=$(/usr/sbin/dmsetup ls | grep -v '^remote-crypt-0' | grep -v 'No devices found')
 attached=$(cat /sys/block/nbd*/pid 2>/dev/null)
