@@ -42,4 +42,5 @@ pub mod sys;
 pub mod transport;
 pub mod url;
 pub mod uuid;
+pub mod verity;
 pub mod x509;
