@@ -35,6 +35,9 @@ pub struct FsState {
     pub read_only: bool,
     /// The blob's ETag pinned at open (none for a local file).
     pub etag: Option<String>,
+    /// Read-write Azure blobs: the write lease, `held`, `released` or `lost` (writes fail; not ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::blob::LeaseWatch>,
     /// Milliseconds per step, in order.
     pub timings_ms: Vec<(String, u64)>,
     /// The latest health read (none before the first).
@@ -65,7 +68,7 @@ struct State<'a> {
 }
 
 /// True when `path` says ready: our JSON with `"ready": true` and no filesystem whose latest health read
-/// failed, or upstream's `1`.
+/// failed or whose write lease is lost, or upstream's `1`.
 pub fn is_ready(path: &Path) -> bool {
     let Ok(text) = fs::read_to_string(path) else {
         return false;
@@ -81,8 +84,10 @@ pub fn is_ready(path: &Path) -> bool {
         .get("filesystems")
         .and_then(serde_json::Value::as_array)
         .is_some_and(|fs| {
-            fs.iter()
-                .any(|f| f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false)))
+            fs.iter().any(|f| {
+                f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false))
+                    || f.get("lease").and_then(serde_json::Value::as_str) == Some("lost")
+            })
         });
     ready && !unhealthy
 }
@@ -179,6 +184,7 @@ mod tests {
             transport: "nbd".into(),
             read_only: true,
             etag: Some("\"0x1\"".into()),
+            lease: None,
             timings_ms: vec![("key".into(), 3)],
             health: None,
         };
@@ -218,6 +224,21 @@ mod tests {
         assert!(!is_ready(&p), "upstream's failure value is not ready");
         fs::write(&p, "{\"ready\": false}").unwrap();
         assert!(!is_ready(&p));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_lost_write_lease_makes_the_probe_fail() {
+        let dir = std::env::temp_dir().join(format!("encfs-ready-lease-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ready");
+        for (lease, ready) in [("held", true), ("released", true), ("lost", false)] {
+            let body = format!(
+                "{{\"ready\": true, \"filesystems\": [{{\"index\": 0}}, {{\"index\": 1, \"lease\": \"{lease}\"}}]}}"
+            );
+            fs::write(&p, body).unwrap();
+            assert_eq!(is_ready(&p), ready, "lease {lease}");
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 

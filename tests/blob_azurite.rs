@@ -12,6 +12,7 @@ mod support;
 
 use encfs_init::blob::{
     Auth, AzureBlob, BearerSource, BlobType, BlockSource, CacheConfig, CachedSource, Error,
+    LeaseState,
 };
 use encfs_init::http::Client;
 use encfs_init::secret::SecretString;
@@ -377,6 +378,12 @@ fn bearer_tokens_over_https_read_and_write_and_each_request_asks_for_a_current_t
     let page = pattern(512, 92);
     blob.write_at(1024, &page).unwrap();
     assert!(az.get_blob("images", "p.img")[1024..1536] == page[..]);
+    // The write lease, acquired and sent under the bearer token too.
+    assert_eq!(blob.lease().map(|l| l.state()), Some(LeaseState::Held));
+    assert_eq!(
+        az.properties("images", "p.img").header("x-ms-lease-state"),
+        Some("leased")
+    );
     // Open (properties), one read, one write: each asked the source, none reused a token it kept.
     assert!(source.calls.load(Ordering::SeqCst) >= 3);
 }

@@ -148,6 +148,11 @@ fn only_dirty_aligned_ranges_are_uploaded_and_fua_and_flush_reach_the_blob() {
     assert_eq!(h["x-ms-page-write"], "update");
     assert_eq!(h["x-ms-version"], VERSION);
     assert!(h.contains_key("if-match") && h.contains_key("x-ms-client-request-id"));
+    // ...and the write lease taken at open.
+    assert_eq!(
+        Some(h["x-ms-lease-id"].as_str()),
+        server.blob.lock().unwrap().leased()
+    );
 }
 
 #[test]

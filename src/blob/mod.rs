@@ -16,7 +16,7 @@ pub mod cache;
 pub mod file;
 pub mod token;
 
-pub use azure::{Auth, AzureBlob, BlobType};
+pub use azure::{Auth, AzureBlob, BlobType, LeaseConfig, LeaseState, LeaseWatch};
 pub use cache::{CacheConfig, CacheStats, CachedSource};
 pub use file::FileSource;
 pub use token::{BearerSource, StaticToken};
@@ -78,6 +78,20 @@ pub enum Error {
         code: Option<String>,
         /// How we authenticated: `SAS`, `bearer token` or `anonymous`.
         how: &'static str,
+    },
+    /// Read-write open refused: another writer holds the blob's lease (HTTP 409 at Lease Blob acquire).
+    Leased {
+        /// The blob URL (no query).
+        url: String,
+        /// Azure's `x-ms-error-code` (`LeaseAlreadyPresent`, `LeaseIsBreakingAndCannotBeAcquired`).
+        code: Option<String>,
+    },
+    /// Our lease on a read-write blob is gone (broken, taken, or expired unrenewed): writes are refused.
+    LeaseLost {
+        /// The blob URL (no query).
+        url: String,
+        /// How it was found out.
+        why: String,
     },
     /// The source cannot be used this way (for example read-write on a block blob).
     Unsupported(String),
@@ -156,6 +170,26 @@ impl fmt::Display for Error {
                 };
                 write!(f, "); fix: {fix}")
             }
+            Self::Leased { url, code } => {
+                write!(f, "{url} is leased by another writer (HTTP 409")?;
+                if let Some(c) = code {
+                    write!(f, " {c}")?;
+                }
+                write!(
+                    f,
+                    "): another encfs-init (or another tool) has it open read-write, and a second writer \
+                     would corrupt it; fix: stop the other writer; if it is gone, its lease expires by \
+                     itself (encfs-init's within 60 s of its last renewal), or break it now: {}",
+                    azure::lease::break_hint(url)
+                )
+            }
+            Self::LeaseLost { url, why } => write!(
+                f,
+                "{url}: our write lease on the blob is lost ({why}): another writer may have written \
+                 to it, so every write is refused; fix: make sure only one encfs-init mounts this blob \
+                 read-write, then restart this one (it takes a new lease at open); check the filesystem \
+                 (fsck) if two writers may have written"
+            ),
             Self::Unsupported(s) => write!(f, "{s}"),
             Self::Token(s) => write!(f, "blob token: {s}"),
             Self::Protocol(s) => write!(f, "unexpected backend response: {s}"),

@@ -196,6 +196,7 @@ mod tests {
             transport: "nbd".into(),
             read_only: true,
             etag: None,
+            lease: None,
             timings_ms: vec![],
             health: None,
         }

@@ -310,6 +310,21 @@ impl Azurite {
         r.body
     }
 
+    /// Lease Blob with Shared Key (`x-ms-lease-action: action`, plus `headers`): the answer as is. A test
+    /// breaks a lease this way, as an administrator would.
+    pub fn lease(
+        &self,
+        container: &str,
+        blob: &str,
+        action: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut h = vec![("x-ms-lease-action", action)];
+        h.extend_from_slice(headers);
+        let path = format!("/{ACCOUNT}/{container}/{blob}?comp=lease");
+        self.shared_key("PUT", &path, &h, &[])
+    }
+
     /// Get Blob Properties with Shared Key.
     pub fn properties(&self, container: &str, blob: &str) -> Resp {
         let path = format!("/{ACCOUNT}/{container}/{blob}");

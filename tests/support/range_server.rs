@@ -1,6 +1,8 @@
 //! A small blob-like HTTP server on 127.0.0.1 for tests: HEAD (Content-Length, x-ms-blob-type, ETag),
 //! GET with `x-ms-range`/`Range` (206), `PUT ?comp=page` (201 + new ETag), `If-Match` (412), keep-alive,
 //! and injectable faults: 503 bursts (with Retry-After), connection resets, stalls and truncated bodies.
+//! Leases as Azure keeps them (`PUT ?comp=lease`: acquire, renew, release, break; 409 to another holder),
+//! and a Put Page on a leased blob must carry its `x-ms-lease-id` (412 `LeaseIdMissing` otherwise).
 //!
 //! [`RangeServer::set_profile`] makes it behave like one Azure page blob under load ([`Profile::azure`]):
 //! a first-byte latency on every response, and the per-blob scale targets (60 MiB/s, 500 requests/s)
@@ -131,6 +133,18 @@ pub struct Blob {
     /// Write every accepted Put Page through to this file (synced before the 201), so that the blob
     /// outlives the server.
     pub persist: Option<std::fs::File>,
+    /// The lease: its id and when it expires.
+    pub lease: Option<(String, Instant)>,
+}
+
+impl Blob {
+    /// The lease id, if a lease is in force now.
+    pub fn leased(&self) -> Option<&str> {
+        self.lease
+            .as_ref()
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(id, _)| id.as_str())
+    }
 }
 
 pub struct RangeServer {
@@ -158,6 +172,7 @@ impl RangeServer {
                 blob_type,
                 generation: 1,
                 persist: None,
+                lease: None,
             })),
             faults: Arc::new(Faults::default()),
             requests: Arc::new(AtomicU64::new(0)),
@@ -473,7 +488,62 @@ impl Ctx {
                     .fetch_add(slice.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
+            "PUT" if target.contains("comp=lease") => {
+                let action = h.get("x-ms-lease-action").map(String::as_str);
+                let given = h.get("x-ms-lease-id").cloned().unwrap_or_default();
+                let held = b.leased().map(str::to_string);
+                let secs: u64 = h
+                    .get("x-ms-lease-duration")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(60);
+                let until = Instant::now() + Duration::from_secs(secs);
+                let (status, code, id) = match action {
+                    Some("acquire") => {
+                        let proposed = h.get("x-ms-proposed-lease-id").cloned().unwrap_or_default();
+                        if held.as_ref().is_some_and(|id| *id != proposed) {
+                            ("409 Conflict", "LeaseAlreadyPresent", None)
+                        } else if !(15..=60).contains(&secs) {
+                            ("400 Bad Request", "InvalidHeaderValue", None)
+                        } else {
+                            b.lease = Some((proposed.clone(), until));
+                            ("201 Created", "", Some(proposed))
+                        }
+                    }
+                    Some("renew") if held.as_deref() == Some(given.as_str()) => {
+                        b.lease = Some((given.clone(), until));
+                        ("200 OK", "", Some(given))
+                    }
+                    Some("release") if held.as_deref() == Some(given.as_str()) => {
+                        b.lease = None;
+                        ("200 OK", "", None)
+                    }
+                    Some("break") => {
+                        b.lease = None;
+                        ("202 Accepted", "", None)
+                    }
+                    Some("renew" | "release") => ("409 Conflict", "LeaseIdMismatchWithLeaseOperation", None),
+                    _ => ("400 Bad Request", "InvalidHeaderValue", None),
+                };
+                drop(b);
+                let id = id.map(|i| format!("x-ms-lease-id: {i}\r\n")).unwrap_or_default();
+                let code = if code.is_empty() {
+                    String::new()
+                } else {
+                    format!("x-ms-error-code: {code}\r\n")
+                };
+                write!(w, "HTTP/1.1 {status}\r\n{echo}{id}{code}Content-Length: 0\r\n\r\n")
+            }
             "PUT" if target.contains("comp=page") => {
+                let refused = match (b.leased(), h.get("x-ms-lease-id")) {
+                    (Some(_), None) => Some("LeaseIdMissing"),
+                    (Some(id), Some(given)) if id != given.as_str() => Some("LeaseIdMismatchWithBlobOperation"),
+                    (None, Some(_)) => Some("LeaseNotPresentWithBlobOperation"),
+                    _ => None,
+                };
+                if let Some(code) = refused {
+                    drop(b);
+                    return write!(w, "HTTP/1.1 412 Precondition Failed\r\n{echo}x-ms-error-code: {code}\r\nContent-Length: 0\r\n\r\n");
+                }
                 let Some((a, z)) = range else {
                     drop(b);
                     return write!(w, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");

@@ -10,6 +10,8 @@
 //! - every request: `x-ms-version` (from the plan), a random `x-ms-client-request-id` (an echo must match),
 //!   auth (nothing, the SAS appended to the query, or `Authorization: Bearer` — Azure needs
 //!   `x-ms-version` ≥ 2017-11-09 for bearer tokens, and tokens are only sent over https or to loopback).
+//! - read-write: a blob lease taken at open, before the HEAD, renewed in the background, sent as
+//!   `x-ms-lease-id` with every write and released when the blob is dropped (see [`lease`]).
 //!
 //! Consistency: the ETag read at open is sent as `If-Match` on every read and write. A blob replaced or
 //! modified by someone else answers 412 and becomes [`Error::Changed`] instead of mixed data. Our own
@@ -17,18 +19,22 @@
 //! read that raced with one of our writes (412 while a write was in flight) is retried with the new ETag.
 //! Read-write on anything but a page blob is refused at open.
 //!
-//! This module builds the requests and runs them; `answers` judges what comes back (the errors at open,
-//! the ranges).
+//! This module builds the requests and runs them (`endpoint` addresses and authorizes them); `answers`
+//! judges what comes back (the errors at open, the ranges); `lease` keeps us the only writer.
 #![forbid(unsafe_code)]
 
 mod answers;
+mod endpoint;
+pub mod lease;
 
 pub use answers::{check_range_response, RangeError, RangeResponse, RangeVerdict};
+pub use lease::{LeaseConfig, LeaseState, LeaseWatch};
 
 use super::{check_range, BearerSource, BlockSource, Error, Result};
-use crate::http::{self, Client, Request};
+use crate::http::{self, Client};
 use crate::secret::SecretString;
 use answers::open_error;
+use endpoint::Endpoint;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Put Page limit per request.
@@ -63,10 +69,9 @@ pub enum BlobType {
 /// An open blob.
 #[derive(Debug)]
 pub struct AzureBlob {
-    client: Client,
-    url: String,
-    auth: Auth,
-    version: String,
+    ep: Endpoint,
+    /// Read-write only: our lease on the blob.
+    lease: Option<lease::Lease>,
     size: u64,
     blob_type: BlobType,
     writable: bool,
@@ -81,13 +86,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AzureBlob {
-    /// Open `url` (no query: a SAS goes in `auth`): HEAD it, pin its ETag, check it can be used.
+    /// Open `url` (no query: a SAS goes in `auth`): HEAD it, pin its ETag, check it can be used; read-write
+    /// first takes the blob's lease (the default [`LeaseConfig`]).
     pub fn open(
         client: Client,
         url: &str,
         auth: Auth,
         version: &str,
         read_write: bool,
+    ) -> Result<Self> {
+        Self::open_with(client, url, auth, version, read_write, LeaseConfig::DEFAULT)
+    }
+
+    /// [`open`](Self::open) with the lease's duration and renewal interval (tests shorten them).
+    pub fn open_with(
+        client: Client,
+        url: &str,
+        auth: Auth,
+        version: &str,
+        read_write: bool,
+        lease_config: LeaseConfig,
     ) -> Result<Self> {
         if url.contains(['?', '#']) {
             return Err(Error::Unsupported(format!(
@@ -113,25 +131,36 @@ impl AzureBlob {
                 )));
             }
         }
-        let mut blob = Self {
+        let ep = Endpoint {
             client,
             url: url.to_string(),
             auth,
             version: version.to_string(),
+        };
+        // The lease first: the properties (the ETag pinned) are then read while no one else can write.
+        let lease = if read_write {
+            Some(lease::Lease::acquire(&ep, lease_config)?)
+        } else {
+            None
+        };
+        let mut blob = Self {
+            ep,
+            lease,
             size: 0,
             blob_type: BlobType::BlockBlob,
             writable: read_write,
             etag: Mutex::new(String::new()),
             write_lock: Mutex::new(()),
         };
-        let target = blob.target(None);
+        let target = blob.ep.target(None);
         let resp = blob
+            .ep
             .client
             .retry(|_| {
-                let req = blob.request("HEAD", &target)?;
-                blob.checked(&req, &[200])
+                let req = blob.ep.request("HEAD", &target)?;
+                blob.ep.checked(&req, &[200])
             })
-            .map_err(|e| open_error(e, url, &blob.auth))?;
+            .map_err(|e| open_error(e, url, &blob.ep.auth))?;
         let header = |n: &str| {
             resp.header(n).ok_or_else(|| {
                 Error::Protocol(format!("HEAD {}: no {n} header", crate::redact::url(url)))
@@ -165,7 +194,12 @@ impl AzureBlob {
 
     /// Retry every later request with `policy` (the data path's, after an open that used the client's).
     pub fn set_retry_policy(&mut self, policy: http::RetryPolicy) {
-        self.client = self.client.with_policy(policy);
+        self.ep.client = self.ep.client.with_policy(policy);
+    }
+
+    /// The lease's state, live (read-write blobs only).
+    pub fn lease(&self) -> Option<LeaseWatch> {
+        self.lease.as_ref().map(lease::Lease::watch)
     }
 
     /// The ETag currently expected.
@@ -173,65 +207,9 @@ impl AzureBlob {
         lock(&self.etag).clone()
     }
 
-    /// The URL with the SAS and `comp` appended.
-    fn target(&self, comp: Option<&str>) -> String {
-        let mut q: Vec<&str> = Vec::new();
-        if let Some(c) = comp {
-            q.push(c);
-        }
-        if let Auth::Sas(s) = &self.auth {
-            q.push(s.expose());
-        }
-        if q.is_empty() {
-            self.url.clone()
-        } else {
-            format!("{}?{}", self.url, q.join("&"))
-        }
-    }
-
-    fn request<'a>(&self, method: &'static str, target: &'a str) -> http::Result<Request<'a>> {
-        let mut req = Request::new(method, target)
-            .header("x-ms-version", self.version.clone())
-            .header("x-ms-client-request-id", request_id());
-        if let Auth::Bearer(t) = &self.auth {
-            let token = t.token().map_err(|e| http::Error::Transport {
-                method: method.to_string(),
-                url: crate::redact::url(target),
-                kind: http::TransportKind::Request,
-                detail: format!("no bearer token: {e}"),
-            })?;
-            req = req.header("authorization", format!("Bearer {}", token.expose()));
-        }
-        Ok(req)
-    }
-
-    /// One attempt with the request-id echo check.
-    fn checked(&self, req: &Request<'_>, accept: &[u16]) -> http::Result<http::Response> {
-        self.checked_into(req, accept, None).map(|(resp, _)| resp)
-    }
-
-    /// [`checked`](Self::checked) with [`Client::send_once_into`]'s direct body read.
-    fn checked_into(
-        &self,
-        req: &Request<'_>,
-        accept: &[u16],
-        into: Option<(u16, &mut [u8])>,
-    ) -> http::Result<(http::Response, bool)> {
-        let (resp, filled) = self.client.send_once_into(req, accept, into)?;
-        let sent = req.header_value("x-ms-client-request-id");
-        match resp.header("x-ms-client-request-id") {
-            Some(echo) if Some(echo) != sent => Err(http::Error::BadResponse {
-                method: req.method().to_string(),
-                url: req.shown_url(),
-                detail: "x-ms-client-request-id echo does not match the request".into(),
-            }),
-            _ => Ok((resp, filled)),
-        }
-    }
-
     fn changed(&self, etag: String) -> Error {
         Error::Changed {
-            url: self.url.clone(),
+            url: self.ep.url.clone(),
             etag,
         }
     }
@@ -243,18 +221,21 @@ impl AzureBlob {
     /// size is refused at once (defence in depth for a server that ignores `If-Match`).
     fn get_range(&self, offset: u64, buf: &mut [u8], etag: &str) -> Result<Option<()>> {
         let len = buf.len() as u64;
-        let target = self.target(None);
+        let target = self.ep.target(None);
         let last = offset + len - 1;
         let range = format!("bytes={offset}-{last}");
-        let r = self.client.retry(|_| {
+        let r = self.ep.client.retry(|_| {
             let req = self
+                .ep
                 .request("GET", &target)?
                 .header("x-ms-range", range.clone())
                 .header("if-match", etag)
                 .body_limit(len);
             // A 206 of the right length goes straight into `buf`; anything else into a body first, at most
             // `len` bytes of it.
-            let (resp, filled) = self.checked_into(&req, &[200, 206], Some((206, &mut *buf)))?;
+            let (resp, filled) = self
+                .ep
+                .checked_into(&req, &[200, 206], Some((206, &mut *buf)))?;
             let got = RangeResponse {
                 status: resp.status,
                 content_range: resp.header("content-range"),
@@ -277,7 +258,7 @@ impl AzureBlob {
                 "GET {}: the blob service says the blob is {total} bytes, but it was {} bytes at open; \
                  fix: the blob was replaced or resized while in use (or the service ignores If-Match): \
                  restart to use the new blob, and stop whoever else writes to it",
-                crate::redact::url(&self.url),
+                self.ep.shown(),
                 self.size
             ))),
             Err(e) if e.status() == Some(412) => Ok(None),
@@ -286,22 +267,34 @@ impl AzureBlob {
     }
 
     fn put_page(&self, offset: u64, data: &[u8], etag: &mut String) -> Result<()> {
-        let target = self.target(Some("comp=page"));
+        let target = self.ep.target(Some("comp=page"));
         let range = format!("bytes={}-{}", offset, offset + data.len() as u64 - 1);
         let mut failed_before = false;
-        let r = self.client.retry(|_| {
+        let r = self.ep.client.retry(|_| {
             let req = self
+                .ep
                 .request("PUT", &target)?
                 .header("x-ms-page-write", "update")
                 .header("x-ms-range", range.clone())
-                .header("if-match", etag.clone())
-                .body(data);
-            let r = self.checked(&req, &[200, 201]);
+                .header("if-match", etag.clone());
+            // Every write carries the lease (read-write blobs always have one).
+            let req = match &self.lease {
+                Some(l) => req.header("x-ms-lease-id", l.id().to_string()),
+                None => req,
+            }
+            .body(data);
+            let r = self.ep.checked(&req, &[200, 201]);
             if let Err(e) = &r {
                 failed_before |= e.is_transient();
             }
             r
         });
+        // Refused for a lease reason: the lease is lost (reported once), not retried.
+        if let (Err(e), Some(l)) = (&r, &self.lease) {
+            if let Some(lost) = l.refused_write(e) {
+                return Err(lost);
+            }
+        }
         match r {
             Ok(resp) => {
                 let new = resp
@@ -321,14 +314,15 @@ impl AzureBlob {
     }
 
     fn adopt_if_ours(&self, offset: u64, data: &[u8], etag: &mut String) -> Result<()> {
-        let target = self.target(None);
+        let target = self.ep.target(None);
         let range = format!("bytes={}-{}", offset, offset + data.len() as u64 - 1);
-        let resp = self.client.retry(|_| {
+        let resp = self.ep.client.retry(|_| {
             let req = self
+                .ep
                 .request("GET", &target)?
                 .header("x-ms-range", range.clone())
                 .body_limit(data.len() as u64);
-            self.checked(&req, &[206])
+            self.ep.checked(&req, &[206])
         })?;
         match resp.header("etag") {
             Some(new) if resp.body == data => {
@@ -391,6 +385,9 @@ impl BlockSource for AzureBlob {
                 align: PAGE,
             });
         }
+        if let Some(l) = &self.lease {
+            l.check()?;
+        }
         let _serial = lock(&self.write_lock);
         let mut etag = self.etag();
         let step = usize::try_from(MAX_PUT_PAGE).unwrap_or(usize::MAX);
@@ -414,12 +411,14 @@ impl BlockSource for AzureBlob {
     }
 }
 
-/// A random UUID v4 for `x-ms-client-request-id`.
-fn request_id() -> String {
-    let mut b = [0u8; 16];
-    // Without randomness the id is only less useful for tracing; requests still work.
-    let _ = getrandom::fill(&mut b);
-    crate::uuid::v4(b)
+impl Drop for AzureBlob {
+    /// The owner is done with the blob (teardown, after the final flush; or an open that failed): give the
+    /// lease back.
+    fn drop(&mut self) {
+        if let Some(l) = &self.lease {
+            l.release();
+        }
+    }
 }
 
 /// Whether the URL's host is a loopback address (`127.0.0.0/8`, `[::1]`, `localhost`).
@@ -440,14 +439,6 @@ pub fn is_loopback_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_ids_are_uuid_v4() {
-        let id = request_id();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert_ne!(id, request_id());
-    }
 
     #[test]
     fn loopback_detection() {

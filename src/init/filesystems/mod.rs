@@ -43,6 +43,8 @@ pub struct Opened {
     pub timings: Vec<(&'static str, Duration)>,
     /// The blob's ETag pinned at open.
     pub etag: Option<String>,
+    /// Read-write Azure blobs: the write lease (taken at open, released when the blob is dropped at close).
+    pub lease: Option<blob::LeaseWatch>,
     mounted: bool,
     dm: Option<CryptDevice>,
     backing: Option<crate::transport::Backing>,
@@ -143,12 +145,17 @@ impl Steps {
     }
 }
 
+/// The blob behind its cache, its ETag and (read-write) its lease.
+type Source = (
+    Arc<dyn BlockSource>,
+    Option<String>,
+    Option<blob::LeaseWatch>,
+);
+
 /// The blob behind its cache.
-fn open_source(
-    fs: &FilesystemPlan,
-    plan: &Plan,
-) -> Result<(Arc<dyn BlockSource>, Option<String>), Cause> {
+fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
     let mut etag = None;
+    let mut lease = None;
     let url = fs.url.url.as_str();
     let raw: Box<dyn BlockSource> = if let Some(path) = url.strip_prefix("file://") {
         Box::new(blob::FileSource::open(
@@ -179,11 +186,12 @@ fn open_source(
             blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)?;
         b.set_retry_policy(data_policy);
         etag = Some(b.etag());
+        lease = b.lease();
         Box::new(b)
     };
     let cached =
         blob::CachedSource::new(raw, blob::CacheConfig::new(fs.block_size, fs.cache_size))?;
-    Ok((Arc::new(cached), etag))
+    Ok((Arc::new(cached), etag, lease))
 }
 
 fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>, Cause> {
@@ -208,7 +216,7 @@ pub fn open(
     let key = super::keys::disk_key(&fs.key, keys, plan).map_err(|e| s.fail("key", e))?;
     s.done("key");
 
-    let (src, etag) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
+    let (src, etag, lease) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
     s.done("blob");
 
     // The binary header says how large the metadata is; read both copies, then through the keyslots.
@@ -306,6 +314,7 @@ pub fn open(
         read_only,
         timings: Vec::new(),
         etag,
+        lease,
         mounted: false,
         dm: None,
         backing: Some(backing),
@@ -345,6 +354,7 @@ impl Opened {
             transport: self.transport.as_str().to_string(),
             read_only: self.read_only,
             etag: self.etag.clone(),
+            lease: self.lease.clone(),
             timings_ms: self
                 .timings
                 .iter()
