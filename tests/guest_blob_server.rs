@@ -2,10 +2,14 @@
 //! the guest's 127.0.0.1 the way Azure Blob answers (HEAD, ranged GET, Put Page, ETag, If-Match), reusing
 //! the range server of tests/support. The rig builds it static (`cargo_tests = ["guest_blob_server"]`).
 //!
-//! `guest_blob_server --serve FILE --port-file PATH [--block-blob] [--persist] [--path /c/b] [STORM]`: serve
+//! `guest_blob_server --serve FILE --port-file PATH [--block-blob] [--persist] [--path /c/b]
+//! [--break-lease-on FILE] [STORM]`: serve
 //! until killed; the chosen port is written to PATH once listening. With `--persist` every Put Page is
 //! also written to FILE (a disk such as /dev/vda) and synced before it is acknowledged. Without `--path` any path is the blob; with
 //! it only that path is, and any other answers 404 `BlobNotFound` as Azure does.
+//!
+//! `--break-lease-on FILE`: once FILE exists, the blob's lease is broken (as `az storage blob lease break`
+//! with a break period of 0 would), `lease broken` is printed on stderr and FILE removed.
 //!
 //! STORM (`--storm-secs S [--storm-arm FILE] [--storm-after-bytes N] [--storm-dir DIR]`): once FILE exists
 //! (at once without `--storm-arm`) and N more bytes of range reads have been served, every GET and PUT
@@ -72,6 +76,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let mut blob_type = "PageBlob";
     let mut only_path = None;
     let mut persist = false;
+    let mut break_on: Option<PathBuf> = None;
     let mut storm = Storm {
         secs: 0,
         arm: None,
@@ -89,6 +94,7 @@ fn serve(args: &[String]) -> Result<(), String> {
             "--port-file" => port_file = it.next().cloned(),
             "--block-blob" => blob_type = "BlockBlob",
             "--persist" => persist = true,
+            "--break-lease-on" => break_on = it.next().map(PathBuf::from),
             "--path" => only_path = it.next().cloned(),
             "--storm-secs" => storm.secs = number(it.next(), a)?,
             "--storm-after-bytes" => storm.after_bytes = number(it.next(), a)?,
@@ -123,6 +129,17 @@ fn serve(args: &[String]) -> Result<(), String> {
         server.addr,
         only_path.as_deref().unwrap_or("/ (any path)")
     );
+    if let Some(trigger) = break_on {
+        let blob = server.blob.clone();
+        std::thread::spawn(move || {
+            while !trigger.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            blob.lock().unwrap().lease = None;
+            eprintln!("guest_blob_server: lease broken");
+            let _ = std::fs::remove_file(&trigger);
+        });
+    }
     if storm.secs > 0 {
         run_storm(&server, &storm);
     }
