@@ -1,13 +1,14 @@
 //! The blob client and the block cache against our fault-injecting range server and an in-memory
 //! model: data read through the cache equals the source byte for byte while faults come and go; writes
 //! reach the backend only as dirty, aligned ranges; ETag pinning; read-write refused on block blobs;
-//! panics become errors.
+//! panics become errors; a write lease the service cannot renew is lost when it expires.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use encfs_init::blob::{
-    Auth, AzureBlob, BlockSource, CacheConfig, CachedSource, Error, StaticToken,
+    Auth, AzureBlob, BlockSource, CacheConfig, CachedSource, Error, LeaseConfig, LeaseState,
+    StaticToken,
 };
 use encfs_init::http::Client;
 use encfs_init::secret::SecretString;
@@ -153,6 +154,46 @@ fn only_dirty_aligned_ranges_are_uploaded_and_fua_and_flush_reach_the_blob() {
         Some(h["x-ms-lease-id"].as_str()),
         server.blob.lock().unwrap().leased()
     );
+}
+
+#[test]
+fn a_lease_the_service_cannot_renew_is_lost_when_it_expires_and_writes_then_fail_without_a_request()
+{
+    let server = RangeServer::start(pattern(8192, 3), "PageBlob");
+    let lease = LeaseConfig {
+        duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(2),
+    };
+    let client = Client::new(&fast_network(2)).unwrap();
+    let blob =
+        AzureBlob::open_with(client, &server.url(), Auth::Anonymous, VERSION, true, lease).unwrap();
+    let watch = blob.lease().unwrap();
+    // The blob service answers 503 to everything: renewals are retried while the lease lasts, then given up.
+    server.set_faults(100, 0, 0, 0, 0);
+    server.faults_on(true);
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(watch.state(), LeaseState::Held, "still valid: still held");
+    let t = Instant::now();
+    while watch.state() == LeaseState::Held && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(watch.state(), LeaseState::Lost);
+    // Writes fail at once, naming why, without a request (the service is back, but the lease may have been
+    // someone else's meanwhile).
+    server.faults_on(false);
+    let before = server.requests.load(Ordering::Relaxed);
+    let err = blob.write_at(0, &[1; 512]).unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("(it expired before it could be renewed (the last attempt: "),
+        "{shown}"
+    );
+    assert!(shown.contains("HTTP 503"), "{shown}");
+    assert_eq!(server.requests.load(Ordering::Relaxed), before);
+    // A lost lease is not released at drop (it is not ours any more).
+    drop(blob);
+    assert_eq!(server.requests.load(Ordering::Relaxed), before);
 }
 
 #[test]
