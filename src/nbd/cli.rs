@@ -31,7 +31,8 @@ SOURCE is file:///path or an http(s) blob URL (a query string is used as the SAS
 Options:
   --socket PATH            listen on a Unix socket (created; removed on exit)
   --listen ADDR:PORT       listen on TCP; loopback addresses only (port 0 picks one)
-  --read-only              refuse writes (otherwise read-write; blobs must then be page blobs)
+  --read-only              refuse writes (otherwise read-write: blobs must then be page blobs, and the
+                           blob's lease is taken for as long as this runs, so no second writer opens it)
   --block-size SIZE        cache block and range request size (default 1MiB)
   --cache-size SIZE        cache budget (default 64MiB)
   --bearer-token-file PATH send `Authorization: Bearer <contents>` (https or loopback only)
