@@ -334,3 +334,29 @@ fn a_sparse_gigabyte_image_seals_in_bounded_memory() {
     assert_eq!(size, offset + (1 + 2048 + 16 + 1) * 4096);
     assert_verifies(&img, &root, offset);
 }
+
+/// An image whose size is not a multiple of 4096 is sealed as if padded with zeros to the next block: the
+/// superblock goes there, and the padded image still opens.
+#[test]
+fn an_odd_sized_image_is_padded_to_the_next_block() {
+    let s = Scratch::new("verity-odd");
+    let (img, key) = (s.path("odd.img"), s.path("key"));
+    key_file(&key, 32);
+    let size = (20 << 20) + 1000;
+    std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+    luks_format(&img, &key, FAST_PBKDF2);
+    let (root, offset) = seal_cli(&img);
+    assert_eq!(offset, size.div_ceil(4096) * 4096);
+    assert_verifies(&img, &root, offset);
+    assert_veritysetup_writes_the_same(&s, &img, &root, offset);
+    image_check(&img, &key);
+
+    // A file that is not a LUKS2 image is refused and left as it was.
+    let plain = s.path("plain.img");
+    std::fs::write(&plain, vec![7u8; 1 << 20]).unwrap();
+    let o = bin().args(["image", "seal"]).arg(&plain).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a LUKS2 image"), "{stderr}");
+    assert_eq!(std::fs::metadata(&plain).unwrap().len(), 1 << 20);
+}
