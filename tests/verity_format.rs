@@ -108,6 +108,19 @@ fn assert_veritysetup_writes_the_same(s: &Scratch, img: &Path, root: &str, offse
     std::fs::remove_file(&copy).unwrap();
 }
 
+/// An empty unlinked file for the tree (what `image seal` builds it in).
+fn scratch(s: &Scratch) -> std::fs::File {
+    let p = s.path("scratch");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap();
+    std::fs::remove_file(&p).unwrap();
+    f
+}
+
 fn flip(img: &Path, at: u64) {
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -257,7 +270,7 @@ fn a_changed_data_byte_changes_the_root_and_salt_and_uuid_are_fresh() {
             ..superblock_at(&a, off)
         };
         f.set_len(off).unwrap();
-        tree::seal(&f, &sb, off, &mut |_| ()).unwrap()
+        tree::seal(&f, &scratch(&s), &sb, off, &mut |_| ()).unwrap()
     };
     let same = seal_with(&b, &sa.salt);
     assert_eq!(
@@ -298,7 +311,9 @@ fn tree_geometry_matches_veritysetup_at_level_edges() {
             data_blocks: blocks,
             salt: salt.clone(),
         };
-        let root = encfs_init::hex::encode(&tree::seal(&f, &sb, offset, &mut |_| ()).unwrap());
+        let root = encfs_init::hex::encode(
+            &tree::seal(&f, &scratch(&s), &sb, offset, &mut |_| ()).unwrap(),
+        );
         drop(f);
         assert_veritysetup_writes_the_same(&s, &img, &root, offset);
         assert_verifies(&img, &root, offset);
@@ -359,4 +374,33 @@ fn an_odd_sized_image_is_padded_to_the_next_block() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not a LUKS2 image"), "{stderr}");
     assert_eq!(std::fs::metadata(&plain).unwrap().len(), 1 << 20);
+}
+
+/// A seal killed while hashing leaves the image as it was (the tree is built in an unlinked scratch file
+/// and appended only at the end) and leaves no file behind.
+#[test]
+fn a_seal_killed_while_hashing_leaves_the_image_as_it_was() {
+    use std::io::{BufRead, BufReader};
+    let s = Scratch::new("verity-kill");
+    let (img, key) = (s.path("big.img"), s.path("key"));
+    key_file(&key, 32);
+    sparse(&img, 4096);
+    luks_format(&img, &key, FAST_PBKDF2);
+    let before = std::fs::read_dir(&s.0).unwrap().count();
+    let mut child = bin()
+        .args(["image", "seal"])
+        .arg(&img)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.contains("image: hashed"), "{first}");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 4 << 30);
+    assert_eq!(std::fs::read_dir(&s.0).unwrap().count(), before);
 }

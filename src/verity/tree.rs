@@ -1,5 +1,5 @@
 //! dm-verity's hash tree in veritysetup's "normal" layout (hash type 1, sha256, 4096-byte data and hash
-//! blocks), built over a file's own data and appended to it, in bounded memory.
+//! blocks), built over a file's own data in bounded memory and appended to it.
 //!
 //! The layout (checked byte for byte against `veritysetup format --hash-offset` in tests/verity_format.rs):
 //! - the data: blocks `0 .. data_blocks` of the file;
@@ -148,24 +148,23 @@ fn write_at(file: &File, buf: &[u8], offset: u64, what: &'static str) -> Result<
     })
 }
 
-/// Hash `blocks` blocks of `file` from block `from` into hash blocks written from block `to`; `progress`
-/// gets the blocks hashed so far.
+/// Hash `blocks` blocks of `src` from block `from` into hash blocks written to `dst` from block `to`;
+/// `progress` gets the blocks hashed so far.
 fn hash_level(
-    file: &File,
     prefix: &Sha256,
-    (from, blocks): (u64, u64),
-    to: u64,
+    (src, from, blocks): (&File, u64, u64),
+    (dst, to): (&File, u64),
     what: &'static str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; (CHUNK_BLOCKS * B) as usize];
     let mut out: Vec<u8> = Vec::with_capacity(OUT_BYTES + BLOCK as usize);
-    let mut dst = to * B;
+    let mut at = to * B;
     let mut done = 0;
     while done < blocks {
         let n = (blocks - done).min(CHUNK_BLOCKS);
         let chunk = &mut buf[..(n * B) as usize];
-        read_at(file, chunk, (from + done) * B, what)?;
+        read_at(src, chunk, (from + done) * B, what)?;
         for block in chunk.chunks_exact(BLOCK as usize) {
             out.extend_from_slice(&salted(prefix, block));
         }
@@ -176,20 +175,24 @@ fn hash_level(
                 out.resize(out.len().div_ceil(BLOCK as usize) * BLOCK as usize, 0);
             }
             let whole = out.len() / BLOCK as usize * BLOCK as usize;
-            write_at(file, &out[..whole], dst, "hash tree")?;
-            dst += whole as u64;
+            write_at(dst, &out[..whole], at, "hash tree (scratch file)")?;
+            at += whole as u64;
             out.drain(..whole);
         }
     }
     Ok(())
 }
 
-/// Seal `file`: write `sb` at `hash_offset` (a multiple of 4096, at or past the end of the data) and the
-/// tree over the file's first `sb.data_blocks` blocks after it, reading one level at a time from the file
-/// (memory stays about 1.3 MiB whatever the size). The file is first sized to the end of the tree, so data
-/// blocks past its old end read as zeros. Returns the root hash; `progress` gets the data blocks hashed.
+/// Seal `file`: the tree over its first `sb.data_blocks` blocks, then `sb` at `hash_offset` (a multiple of
+/// 4096, at or past the end of the file's data). The tree is built in `scratch` (an empty file, e.g. an
+/// unlinked one beside the image), one level at a time, reading the level below from the files (memory
+/// stays about 1.3 MiB whatever the size); only then is it copied after the superblock's block and the
+/// superblock written, last. So an interrupted seal leaves the image as it was (but for zeros up to
+/// `hash_offset` when its size is not a multiple of 4096), except while the tree is copied. Data blocks
+/// past the file's end read as zeros. Returns the root hash; `progress` gets the data blocks hashed.
 pub fn seal(
     file: &File,
+    scratch: &File,
     sb: &Superblock,
     hash_offset: u64,
     progress: &mut dyn FnMut(u64),
@@ -198,25 +201,56 @@ pub fn seal(
         return Err(Error::Geometry(sb.data_blocks));
     }
     let layout = layout(sb, hash_offset)?;
-    file.set_len(layout.end_bytes())
-        .map_err(|source| Error::Io {
-            what: "sizing the image for the hash tree",
-            offset: layout.end_bytes(),
+    let size = file.metadata().map_err(|source| Error::Io {
+        what: "the image's size",
+        offset: 0,
+        source,
+    })?;
+    if size.len() < hash_offset {
+        file.set_len(hash_offset).map_err(|source| Error::Io {
+            what: "padding the image to a whole block",
+            offset: size.len(),
             source,
         })?;
+    }
+    let start = sb.hash_start_block(hash_offset);
+    let prefix = Sha256::new_with_prefix(&sb.salt);
+    let mut source = (file, 0, sb.data_blocks);
+    for (i, level) in layout.levels.iter().enumerate() {
+        let what = if i == 0 {
+            "data"
+        } else {
+            "hash tree (scratch file)"
+        };
+        let mut quiet = |_: u64| ();
+        let report: &mut dyn FnMut(u64) = if i == 0 { &mut *progress } else { &mut quiet };
+        let to = level.first_block - start;
+        hash_level(&prefix, source, (scratch, to), what, report)?;
+        source = (scratch, to, level.blocks);
+    }
+    // The root: the top block's hash (scratch block 0), or the one data block's.
+    let (src, what) = if layout.levels.is_empty() {
+        (file, "data")
+    } else {
+        (scratch, "hash tree (scratch file)")
+    };
+    let mut buf = vec![0u8; (CHUNK_BLOCKS * B) as usize];
+    read_at(src, &mut buf[..BLOCK as usize], 0, what)?;
+    let root = salted(&prefix, &buf[..BLOCK as usize]);
+    // Copy the tree after the superblock's block, then write the superblock.
+    let tree = layout.tree_blocks();
+    let mut done = 0;
+    while done < tree {
+        let n = (tree - done).min(CHUNK_BLOCKS);
+        let chunk = &mut buf[..(n * B) as usize];
+        read_at(scratch, chunk, done * B, "hash tree (scratch file)")?;
+        write_at(file, chunk, (start + done) * B, "hash tree")?;
+        done += n;
+    }
     let mut block = vec![0u8; BLOCK as usize];
     block[..SUPERBLOCK_LEN].copy_from_slice(&sb.to_bytes());
     write_at(file, &block, hash_offset, "verity superblock")?;
-    let prefix = Sha256::new_with_prefix(&sb.salt);
-    let mut source = (0, sb.data_blocks);
-    for (i, level) in layout.levels.iter().enumerate() {
-        let what = if i == 0 { "data" } else { "hash tree" };
-        let mut quiet = |_: u64| ();
-        let report: &mut dyn FnMut(u64) = if i == 0 { &mut *progress } else { &mut quiet };
-        hash_level(file, &prefix, source, level.first_block, what, report)?;
-        source = (level.first_block, level.blocks);
-    }
-    root_hash(file, sb, hash_offset)
+    Ok(root)
 }
 
 /// The root hash of the tree on `file` (read, not verified: the hash of its top block, or of the one data
