@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 pub use check::check;
 pub use create::{create, CreateArgs, Error};
-pub use seal::{seal, seal_file, Error as SealError, Sealed};
+pub use seal::{seal, Error as SealError, Sealed};
 
 /// `encfs-init image --help`.
 pub const HELP: &str = "\
