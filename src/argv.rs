@@ -1,5 +1,5 @@
 //! The one command-line parser every command uses (`run`, `check`, `probe`, `report`, `policy-digest`,
-//! `nbd serve`, `image create|check`), built on the `lexopt` crate: `--flag value` and `--flag=value`,
+//! `nbd serve`, `image create|seal|check`), built on the `lexopt` crate: `--flag value` and `--flag=value`,
 //! `-p VALUE` and `-pVALUE`, `--` ending the options, `-h`/`--help` anywhere, and one wording for every usage
 //! error (an unknown option, a stray argument, a missing value, a value given to a flag).
 //!

@@ -2,10 +2,20 @@
 #![forbid(unsafe_code)]
 
 /// The version-4 UUID made of 16 random bytes (version and variant bits set), lowercase and hyphenated.
-pub fn v4(mut random: [u8; 16]) -> String {
+pub fn v4(random: [u8; 16]) -> String {
+    text(&v4_bytes(random))
+}
+
+/// 16 random bytes with the version-4 and variant bits set (a dm-verity superblock's binary uuid).
+pub fn v4_bytes(mut random: [u8; 16]) -> [u8; 16] {
     random[6] = (random[6] & 0x0f) | 0x40;
     random[8] = (random[8] & 0x3f) | 0x80;
-    let h = crate::hex::encode(&random);
+    random
+}
+
+/// A binary UUID as text, lowercase and hyphenated.
+pub fn text(uuid: &[u8; 16]) -> String {
+    let h = crate::hex::encode(uuid);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

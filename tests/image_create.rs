@@ -183,6 +183,7 @@ fn argon2id_with_512_byte_sectors() {
         size: Some(40 << 20),
         kdf,
         sector_size: 512,
+        verity: false,
         out: img.clone(),
     };
     create(&a).unwrap();
@@ -216,6 +217,7 @@ fn refusals() {
         size,
         kdf: NewKdf::Pbkdf2 { iterations: 1000 },
         sector_size: 4096,
+        verity: false,
         out: s.path(out),
     };
     // OUT exists: never overwritten.

@@ -12,7 +12,7 @@ Usage:
   encfs-init check [--manifest PATH | --legacy FILE | PATH]
   encfs-init probe [--manifest PATH | --readiness-file PATH]
   encfs-init nbd serve SOURCE (--socket PATH | --listen 127.0.0.1:PORT) [OPTIONS]
-  encfs-init image create|check --key-file KEY ...   (LUKS2 images; `encfs-init image --help`)
+  encfs-init image create|seal|check ...             (LUKS2 images; `encfs-init image --help`)
   encfs-init report [--data HEX] [--raw | --json]
   encfs-init report decode FILE [--raw | --json]
   encfs-init policy-digest (-p BASE64 | -f FILE)

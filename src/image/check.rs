@@ -84,6 +84,35 @@ pub fn summary(h: &Header, device_size: u64) -> String {
     out
 }
 
+/// A line on the dm-verity tree `image seal` leaves at the image's end, if there is one.
+fn verity_summary(image: &Path, size: u64) -> String {
+    use crate::verity::{tree, Superblock};
+    let found = File::open(image).map_err(|e| e.to_string()).and_then(|f| {
+        match tree::find_superblock(&f, size) {
+            Ok(Some((at, raw))) => match Superblock::parse(&raw) {
+                Ok(sb) => tree::root_hash(&f, &sb, at)
+                    .map(|root| {
+                        Some(format!(
+                            "sealed: superblock at byte {at} (verity_hash_offset), {} data blocks, \
+                             root hash {} (read from the tree, not verified)",
+                            sb.data_blocks,
+                            crate::hex::encode(&root)
+                        ))
+                    })
+                    .map_err(|e| chain(&e)),
+                Err(e) => Ok(Some(format!("superblock at byte {at}: {}", chain(&e)))),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(chain(&e)),
+        }
+    });
+    match found {
+        Ok(Some(line)) => format!("  verity:        {line}\n"),
+        Ok(None) => String::new(),
+        Err(e) => format!("  verity:        {e}\n"),
+    }
+}
+
 /// Write to stdout, ignoring a closed pipe (`image check | head` must not panic).
 fn emit(text: &str) {
     use std::io::Write;
@@ -121,6 +150,7 @@ pub fn check(key_file: &Path, image: &Path, pin: Option<&[u8; 32]>) -> i32 {
         }
     };
     let mut out = summary(&header, device_size);
+    out += &verity_summary(image, device_size);
     if let Some(p) = pin {
         out += &format!(
             "  pin:           header_sha256 matches {}\n",

@@ -82,6 +82,9 @@ pub enum Error {
     /// Our own header does not parse or open (a bug).
     #[error("our own header does not {0} (a bug)")]
     OwnHeader(&'static str, #[source] crate::luks2::Error),
+    /// Sealing the new image with dm-verity failed.
+    #[error("--verity")]
+    Seal(#[source] super::seal::Error),
     /// Our own header opens to another key, or the volume key has a size the cipher refuses (a bug).
     #[error("{0} (a bug)")]
     Bug(&'static str),
@@ -100,6 +103,8 @@ pub struct CreateArgs {
     pub kdf: NewKdf,
     /// Data sector size.
     pub sector_size: u32,
+    /// Append a dm-verity hash tree (`image seal`).
+    pub verity: bool,
     /// Output image.
     pub out: PathBuf,
 }
@@ -294,6 +299,7 @@ pub fn create(a: &CreateArgs) -> Result<(), Error> {
     // Write header + encrypted filesystem to OUT.tmp, then rename.
     let tmp = TempFile(dir.join(format!(".{name}.tmp-{}", std::process::id())));
     let mut out = OpenOptions::new()
+        .read(true) // --verity reads the image back to hash it
         .write(true)
         .create_new(true)
         .open(&tmp.0)
@@ -319,12 +325,17 @@ pub fn create(a: &CreateArgs) -> Result<(), Error> {
         }
     }
     out.sync_all().map_err(io(&tmp.0))?;
+    let sealed = if a.verity {
+        Some(super::seal::seal_file(&out, &tmp.0).map_err(Error::Seal)?)
+    } else {
+        None
+    };
     drop(out);
     fs::rename(&tmp.0, &a.out).map_err(io(&a.out))?;
     drop(tmp); // renamed away: its removal is a no-op
 
     let total = DATA_OFFSET + fs_size;
-    let report = format!(
+    let mut report = format!(
         "image: {} ({total} bytes: 16 MiB LUKS2 header + {} MiB ext4)\nuuid: {}\n\
          cipher: aes-xts-plain64, 512-bit key, {}-byte sectors, keyslot 0: {}\nheader_sha256 = \"{}\"\n",
         a.out.display(),
@@ -334,6 +345,10 @@ pub fn create(a: &CreateArgs) -> Result<(), Error> {
         header.keyslots[0].kdf,
         crate::hex::encode(&header.header_sha256)
     );
+    if let Some(sealed) = sealed {
+        eprintln!("image: {}", sealed.overhead());
+        report += &sealed.manifest_lines();
+    }
     let _ = std::io::stdout().write_all(report.as_bytes());
     Ok(())
 }

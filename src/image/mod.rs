@@ -8,6 +8,10 @@
 //! upstream's sidecar, and with encfs-init. The key file is the raw 32-byte key (upstream's rule: the key
 //! released by SKR is used as the LUKS2 passphrase as is).
 //!
+//! `image create --verity` and `image seal` append a dm-verity hash tree over the whole image, header
+//! included ([`crate::verity::tree`], see [`seal`]), and print the `verity_root_hash` and
+//! `verity_hash_offset` lines that pin it in the manifest.
+//!
 //! `image check` prints the header summary and says whether the key opens a keyslot, through the boot's
 //! own call ([`crate::luks2::Header::open_device`]): what the boot refuses, it refuses with the same error.
 //! When the key opens nothing, it explains how upstream turns a released key into the passphrase (the oct
@@ -16,6 +20,7 @@
 
 mod check;
 mod create;
+mod seal;
 
 use crate::argv::{Arg, Args, Parsed, Usage};
 use crate::exit;
@@ -24,21 +29,30 @@ use std::path::PathBuf;
 
 pub use check::check;
 pub use create::{create, CreateArgs, Error};
+pub use seal::{seal, Error as SealError, Sealed};
 
 /// `encfs-init image --help`.
 pub const HELP: &str = "\
-encfs-init image: make and inspect LUKS2 images (no root, no dm, no cryptsetup needed)
+encfs-init image: make, seal and inspect LUKS2 images (no root, no dm, no cryptsetup needed)
 
 Usage:
   encfs-init image create --key-file KEY --from DIR [--size SIZE] [--pbkdf pbkdf2|argon2id]
-                          [--sector-size 4096|512] OUT
+                          [--sector-size 4096|512] [--verity] OUT
+  encfs-init image seal   IMAGE
   encfs-init image check  --key-file KEY [--header-sha256 HEX] IMAGE
 
 create: ext4 from DIR (mkfs.ext4 -d, e2fsprogs >= 1.43), then LUKS2 (aes-xts-plain64, 512-bit volume key,
         4096-byte sectors by default, one keyslot) encrypted in userspace. KEY is the raw 32-byte key
         used as the passphrase, as upstream. SIZE (e.g. 256MiB) is the whole image; default: computed from
         DIR. Prints the header_sha256 to pin in the manifest. --pbkdf: pbkdf2 (sha256, 1000 iterations,
-        upstream's format) or argon2id (4 passes, 64 MiB).
+        upstream's format) or argon2id (4 passes, 64 MiB). --verity: then seal OUT, as `seal` does.
+seal:   appends a dm-verity hash tree over the whole LUKS2 image, header included (veritysetup's format:
+        sha256, 4096-byte blocks, a random 32-byte salt; the superblock at the image size rounded up to
+        4096, the tree after it), for an image made by create, generatefs.sh or cryptsetup. Prints the
+        manifest lines to pin it, verity_root_hash = \"HEX\" and verity_hash_offset = BYTES, and the tree's
+        size on stderr. Refuses an image that is already sealed (it names its offset and root hash) or
+        that is more than its LUKS2 device. Check with:
+        veritysetup verify IMAGE IMAGE ROOT_HASH --hash-offset=BYTES
 check:  prints the header and whether KEY opens a keyslot, with every check the boot makes (the data
         segment must lie on IMAGE; the unlock must fit the work budget, this machine's memory and the
         deadline). Exit 0 if it opens, 1 if not or if the header is refused (the boot's error line), 2 on
@@ -50,6 +64,8 @@ check:  prints the header and whether KEY opens a keyslot, with every check the 
 pub enum ImageCommand {
     /// `image create`.
     Create(CreateArgs),
+    /// `image seal`.
+    Seal(PathBuf),
     /// `image check`.
     Check {
         /// Key file.
@@ -63,13 +79,14 @@ pub enum ImageCommand {
 
 /// Parse the arguments after `image`.
 pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
-    let (sub, create) = match args.first().map(String::as_str) {
+    let (sub, create, seal) = match args.first().map(String::as_str) {
         None | Some("-h" | "--help" | "help") => return Ok(Parsed::Help(HELP)),
-        Some("create") => ("image create", true),
-        Some("check") => ("image check", false),
+        Some("create") => ("image create", true, false),
+        Some("check") => ("image check", false, false),
+        Some("seal") => ("image seal", false, true),
         Some(other) => {
             return Err(Usage(format!(
-                "unknown image command \"{other}\"; use create or check"
+                "unknown image command \"{other}\"; use create, seal or check"
             )))
         }
     };
@@ -80,6 +97,7 @@ pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
     let mut kdf = NewKdf::Pbkdf2 { iterations: 1000 };
     let mut sector_size = 4096;
     let mut pin = None;
+    let mut verity = false;
     let mut positional = Vec::new();
     while let Some(arg) = a.next_arg()? {
         let opt = match arg {
@@ -90,7 +108,11 @@ pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
             }
             Arg::Opt(opt) => opt,
         };
+        if seal {
+            return Err(a.unexpected(Arg::Opt(opt)));
+        }
         match (opt.as_str(), create) {
+            ("--verity", true) => verity = true,
             ("--key-file", _) => key_file = Some(a.path()?),
             ("--from", true) => from = Some(a.path()?),
             ("--size", true) => {
@@ -125,13 +147,16 @@ pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
             _ => return Err(a.unexpected(Arg::Opt(opt))),
         }
     }
-    let key_file = key_file.ok_or_else(|| a.plain("--key-file KEY is required"))?;
     let [path] = <[PathBuf; 1]>::try_from(positional).map_err(|_| {
         a.plain(format!(
             "give exactly one {}",
             if create { "OUT" } else { "IMAGE" }
         ))
     })?;
+    if seal {
+        return Ok(Parsed::Run(ImageCommand::Seal(path)));
+    }
+    let key_file = key_file.ok_or_else(|| a.plain("--key-file KEY is required"))?;
     Ok(Parsed::Run(if create {
         ImageCommand::Create(CreateArgs {
             key_file,
@@ -139,6 +164,7 @@ pub fn parse(args: &[String]) -> Result<Parsed<ImageCommand>, Usage> {
             size,
             kdf,
             sector_size,
+            verity,
             out: path,
         })
     } else {
@@ -161,6 +187,18 @@ pub fn main(args: &[String]) -> i32 {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("encfs-init image create: {}", crate::errors::chain(&e));
+                1
+            }
+        },
+        Ok(Parsed::Run(ImageCommand::Seal(image))) => match seal(&image) {
+            Ok(sealed) => {
+                use std::io::Write as _;
+                eprintln!("encfs-init image seal: {}", sealed.overhead());
+                let _ = std::io::stdout().write_all(sealed.manifest_lines().as_bytes());
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("encfs-init image seal: {}", crate::errors::chain(&e));
                 1
             }
         },
@@ -237,5 +275,26 @@ mod tests {
         .is_err());
         assert!(parse(&s(&["check", "--key-file", "k", "a", "b"])).is_err());
         assert!(parse(&s(&["frobnicate", "--key-file", "k", "a"])).is_err());
+        assert_eq!(
+            parse(&s(&["seal", "img"])).unwrap(),
+            Parsed::Run(ImageCommand::Seal("img".into()))
+        );
+        assert!(parse(&s(&["seal", "--key-file", "k", "img"])).is_err());
+        assert!(parse(&s(&["seal"])).is_err());
+        assert!(parse(&s(&["check", "--verity", "--key-file", "k", "img"])).is_err());
+        let c = parse(&s(&[
+            "create",
+            "--key-file",
+            "k",
+            "--from",
+            "d",
+            "--verity",
+            "o",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            c,
+            Parsed::Run(ImageCommand::Create(CreateArgs { verity: true, .. }))
+        ));
     }
 }

@@ -8,6 +8,8 @@
 //! shape the tree), so a changed field fails the verification of the first block read.
 #![forbid(unsafe_code)]
 
+pub mod tree;
+
 /// The superblock's size in bytes (the rest of its hash block is zero).
 pub const SUPERBLOCK_LEN: usize = 512;
 /// The signature at offset 0.
