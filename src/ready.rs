@@ -39,6 +39,24 @@ pub struct FsState {
     pub timings_ms: Vec<(String, u64)>,
     /// The latest health read (none before the first).
     pub health: Option<Health>,
+    /// The dm-verity mapping under dm-crypt, for an image whose root hash the manifest pins.
+    pub verity: Option<VerityState>,
+}
+
+/// The dm-verity mapping of a pinned filesystem, and whether it has seen a corrupted block.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerityState {
+    /// The mapping's name, `remote-verity-<i>`.
+    pub name: String,
+    /// Its device, `/dev/dm-M`.
+    pub device: String,
+    /// The pinned root hash, hex.
+    pub root_hash: String,
+    /// A block read did not match the tree (dm-verity's status `C`): that block reads as EIO, the others are
+    /// still served. `encfs-init probe` fails from then on.
+    pub corrupted: bool,
+    /// The first corrupted block the kernel named (in 4096-byte blocks of the image), when it did.
+    pub first_bad_block: Option<u64>,
 }
 
 /// The result of the periodic health reads of one filesystem.
@@ -65,7 +83,7 @@ struct State<'a> {
 }
 
 /// True when `path` says ready: our JSON with `"ready": true` and no filesystem whose latest health read
-/// failed, or upstream's `1`.
+/// failed or whose dm-verity mapping saw a corrupted block, or upstream's `1`.
 pub fn is_ready(path: &Path) -> bool {
     let Ok(text) = fs::read_to_string(path) else {
         return false;
@@ -81,8 +99,10 @@ pub fn is_ready(path: &Path) -> bool {
         .get("filesystems")
         .and_then(serde_json::Value::as_array)
         .is_some_and(|fs| {
-            fs.iter()
-                .any(|f| f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false)))
+            fs.iter().any(|f| {
+                f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false))
+                    || f.pointer("/verity/corrupted") == Some(&serde_json::Value::Bool(true))
+            })
         });
     ready && !unhealthy
 }
@@ -181,6 +201,7 @@ mod tests {
             etag: Some("\"0x1\"".into()),
             timings_ms: vec![("key".into(), 3)],
             health: None,
+            verity: None,
         };
         mark_ready_with(&p, std::slice::from_ref(&fs_state)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
@@ -207,8 +228,27 @@ mod tests {
             error: None,
             ..h
         });
-        mark_ready_with(&p, &[fs_state, sick]).unwrap();
+        mark_ready_with(&p, &[fs_state.clone(), sick]).unwrap();
         assert!(is_ready(&p));
+        // A verity mapping that saw a corrupted block makes the probe fail, though its health read passed.
+        let mut pinned = fs_state.clone();
+        pinned.verity = Some(VerityState {
+            name: "remote-verity-0".into(),
+            device: "/dev/dm-0".into(),
+            root_hash: "ab".repeat(32),
+            corrupted: false,
+            first_bad_block: None,
+        });
+        mark_ready_with(&p, std::slice::from_ref(&pinned)).unwrap();
+        assert!(is_ready(&p), "a verified mapping is ready");
+        if let Some(v) = pinned.verity.as_mut() {
+            v.corrupted = true;
+            v.first_bad_block = Some(4100);
+        }
+        mark_ready_with(&p, &[fs_state, pinned]).unwrap();
+        assert!(!is_ready(&p), "a corrupted mapping is not ready");
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["filesystems"][1]["verity"]["first_bad_block"], 4100);
         clear(&p).unwrap();
         assert!(!is_ready(&p));
         clear(&p).unwrap();
