@@ -107,6 +107,49 @@ pub fn is_ready(path: &Path) -> bool {
     ready && !unhealthy
 }
 
+/// Why the filesystems in the readiness file at `path` keep it from saying ready, one line each (a failed
+/// latest health read, a dm-verity mapping that saw a corrupted block); empty when none does.
+pub fn unhealthy(path: &Path) -> Vec<String> {
+    let Some(v) = fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return Vec::new();
+    };
+    let mut why = Vec::new();
+    for f in v
+        .get("filesystems")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = format!(
+            "filesystem[{}] ({})",
+            f.get("index").unwrap_or(&serde_json::Value::Null),
+            f.get("mount_point")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        );
+        if f.pointer("/verity/corrupted") == Some(&serde_json::Value::Bool(true)) {
+            let block = f
+                .pointer("/verity/first_bad_block")
+                .and_then(serde_json::Value::as_u64)
+                .map_or_else(String::new, |b| format!(" (first bad block {b})"));
+            why.push(format!(
+                "{name}: corrupted: a block does not match verity_root_hash{block}"
+            ));
+        }
+        if f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false)) {
+            let error = f
+                .pointer("/health/error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            why.push(format!("{name}: the latest health read failed: {error}"));
+        }
+    }
+    why
+}
+
 /// Mark ready with no filesystem details.
 pub fn mark_ready(path: &Path) -> io::Result<()> {
     mark_ready_with(path, &[])
@@ -247,6 +290,14 @@ mod tests {
         }
         mark_ready_with(&p, &[fs_state, pinned]).unwrap();
         assert!(!is_ready(&p), "a corrupted mapping is not ready");
+        assert_eq!(
+            unhealthy(&p),
+            vec![
+                "filesystem[0] (/mnt/a): corrupted: a block does not match verity_root_hash (first bad \
+                 block 4100)"
+                    .to_string()
+            ]
+        );
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["filesystems"][1]["verity"]["first_bad_block"], 4100);
         clear(&p).unwrap();
