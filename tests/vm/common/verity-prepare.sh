@@ -8,6 +8,7 @@
 #   header-flip  one byte flipped in the LUKS2 header's JSON area
 #   tree-flip    one byte flipped in the hash tree's last block (level 0: the hashes of the last data blocks)
 #   wrong-root   the blob is an older image (other content, sealed too); the manifest pins the current one
+#   bad-offset   the image as it is, but the manifest's verity_hash_offset is one block short (no superblock)
 set -euo pipefail
 : "${VERITY_CASE:?}"
 MIB=$((1 << 20))
@@ -69,6 +70,7 @@ wrong-root)
     seal "$OUT/old.img" > /dev/null
     mv "$OUT/old.img" "$OUT/fs.img"
     ;;
+bad-offset) PIN_OFFSET=$((OFFSET - 4096)) ;;
 *) echo "unknown VERITY_CASE $VERITY_CASE" >&2; exit 1 ;;
 esac
-printf 'ROOT=%s\nOFFSET=%s\nCASE=%s\n' "$ROOT" "$OFFSET" "$VERITY_CASE" > "$OUT/verity.env"
+printf 'ROOT=%s\nOFFSET=%s\nCASE=%s\n' "$ROOT" "${PIN_OFFSET:-$OFFSET}" "$VERITY_CASE" > "$OUT/verity.env"
