@@ -42,6 +42,24 @@ pub struct FsState {
     pub timings_ms: Vec<(String, u64)>,
     /// The latest health read (none before the first).
     pub health: Option<Health>,
+    /// The dm-verity mapping under dm-crypt, for an image whose root hash the manifest pins.
+    pub verity: Option<VerityState>,
+}
+
+/// The dm-verity mapping of a pinned filesystem, and whether it has seen a corrupted block.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerityState {
+    /// The mapping's name, `remote-verity-<i>`.
+    pub name: String,
+    /// Its device, `/dev/dm-M`.
+    pub device: String,
+    /// The pinned root hash, hex.
+    pub root_hash: String,
+    /// A block read did not match the tree (dm-verity's status `C`): that block reads as EIO, the others are
+    /// still served. `encfs-init probe` fails from then on.
+    pub corrupted: bool,
+    /// The first corrupted block the kernel named (in 4096-byte blocks of the image), when it did.
+    pub first_bad_block: Option<u64>,
 }
 
 /// The result of the periodic health reads of one filesystem.
@@ -68,7 +86,8 @@ struct State<'a> {
 }
 
 /// True when `path` says ready: our JSON with `"ready": true` and no filesystem whose latest health read
-/// failed or whose write lease is lost, or upstream's `1`.
+/// failed, whose write lease is lost or whose dm-verity mapping saw a corrupted block ([`unhealthy`]), or
+/// upstream's `1`.
 pub fn is_ready(path: &Path) -> bool {
     let Ok(text) = fs::read_to_string(path) else {
         return false;
@@ -79,17 +98,58 @@ pub fn is_ready(path: &Path) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
         return false;
     };
-    let ready = v.get("ready").and_then(serde_json::Value::as_bool) == Some(true);
-    let unhealthy = v
+    v.get("ready").and_then(serde_json::Value::as_bool) == Some(true) && problems(&v).is_empty()
+}
+
+/// Why the filesystems in the readiness file at `path` keep it from saying ready, one line each (a failed
+/// latest health read, a lost write lease, a dm-verity mapping that saw a corrupted block); empty when none
+/// does.
+pub fn unhealthy(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map_or_else(Vec::new, |v| problems(&v))
+}
+
+/// The problems of the filesystems in a readiness document, one line each.
+fn problems(v: &serde_json::Value) -> Vec<String> {
+    let mut why = Vec::new();
+    for f in v
         .get("filesystems")
         .and_then(serde_json::Value::as_array)
-        .is_some_and(|fs| {
-            fs.iter().any(|f| {
-                f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false))
-                    || f.get("lease").and_then(serde_json::Value::as_str) == Some("lost")
-            })
-        });
-    ready && !unhealthy
+        .into_iter()
+        .flatten()
+    {
+        let name = format!(
+            "filesystem[{}] ({})",
+            f.get("index").unwrap_or(&serde_json::Value::Null),
+            f.get("mount_point")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        );
+        if f.pointer("/verity/corrupted") == Some(&serde_json::Value::Bool(true)) {
+            let block = f
+                .pointer("/verity/first_bad_block")
+                .and_then(serde_json::Value::as_u64)
+                .map_or_else(String::new, |b| format!(" (first bad block {b})"));
+            why.push(format!(
+                "{name}: corrupted: a block does not match verity_root_hash{block}"
+            ));
+        }
+        if f.get("lease").and_then(serde_json::Value::as_str) == Some("lost") {
+            why.push(format!(
+                "{name}: the blob's write lease is lost: writes fail (see the log)"
+            ));
+        }
+        if f.pointer("/health/ok") == Some(&serde_json::Value::Bool(false)) {
+            let error = f
+                .pointer("/health/error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            why.push(format!("{name}: the latest health read failed: {error}"));
+        }
+    }
+    why
 }
 
 /// Mark ready with no filesystem details.
@@ -187,6 +247,7 @@ mod tests {
             lease: None,
             timings_ms: vec![("key".into(), 3)],
             health: None,
+            verity: None,
         };
         mark_ready_with(&p, std::slice::from_ref(&fs_state)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
@@ -213,8 +274,35 @@ mod tests {
             error: None,
             ..h
         });
-        mark_ready_with(&p, &[fs_state, sick]).unwrap();
+        mark_ready_with(&p, &[fs_state.clone(), sick]).unwrap();
         assert!(is_ready(&p));
+        // A verity mapping that saw a corrupted block makes the probe fail, though its health read passed.
+        let mut pinned = fs_state.clone();
+        pinned.verity = Some(VerityState {
+            name: "remote-verity-0".into(),
+            device: "/dev/dm-0".into(),
+            root_hash: "ab".repeat(32),
+            corrupted: false,
+            first_bad_block: None,
+        });
+        mark_ready_with(&p, std::slice::from_ref(&pinned)).unwrap();
+        assert!(is_ready(&p), "a verified mapping is ready");
+        if let Some(v) = pinned.verity.as_mut() {
+            v.corrupted = true;
+            v.first_bad_block = Some(4100);
+        }
+        mark_ready_with(&p, &[fs_state, pinned]).unwrap();
+        assert!(!is_ready(&p), "a corrupted mapping is not ready");
+        assert_eq!(
+            unhealthy(&p),
+            vec![
+                "filesystem[0] (/mnt/a): corrupted: a block does not match verity_root_hash (first bad \
+                 block 4100)"
+                    .to_string()
+            ]
+        );
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["filesystems"][1]["verity"]["first_bad_block"], 4100);
         clear(&p).unwrap();
         assert!(!is_ready(&p));
         clear(&p).unwrap();

@@ -16,6 +16,9 @@ authority = "sharedeus.eus.attest.azure.net"
 vault = "v.vault.azure.net"
 "#;
 
+/// A valid dm-verity pin that cases modify.
+const VERITY: &str = "verity_root_hash = \"abababababababababababababababababababababababababababababababab\"\nverity_hash_offset = 16777216\n";
+
 /// `(name, manifest text, words the error must contain)`.
 fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
     let fs = FS.to_string();
@@ -257,6 +260,72 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
                 "header_sha256 = \"1234\"\n[filesystem.key]",
             ),
             vec!["filesystem[0].header_sha256", "2 bytes"],
+        ),
+        (
+            "verity root hash on a read-write filesystem",
+            fs.replace(
+                "[filesystem.key]",
+                &format!("read_write = true\n{VERITY}[filesystem.key]"),
+            ),
+            vec![
+                "filesystem[0].verity_root_hash",
+                "read_write = true",
+                "read-only",
+            ],
+        ),
+        (
+            "verity root hash not 64 hex digits",
+            fs.replace(
+                "[filesystem.key]",
+                &(VERITY.replacen(&"ab".repeat(32), &"ab".repeat(31), 1) + "[filesystem.key]"),
+            ),
+            vec![
+                "filesystem[0].verity_root_hash",
+                "31 bytes",
+                "64 hex digits",
+            ],
+        ),
+        (
+            "verity hash offset not a multiple of 4096",
+            fs.replace(
+                "[filesystem.key]",
+                &(VERITY.replace("16777216", "16777000") + "[filesystem.key]"),
+            ),
+            vec![
+                "filesystem[0].verity_hash_offset",
+                "16777000 is not a positive multiple of 4096",
+                "image seal",
+            ],
+        ),
+        (
+            "verity hash offset zero",
+            fs.replace(
+                "[filesystem.key]",
+                &(VERITY.replace("16777216", "0") + "[filesystem.key]"),
+            ),
+            vec![
+                "filesystem[0].verity_hash_offset",
+                "0 is not a positive multiple",
+            ],
+        ),
+        (
+            "verity root hash without its offset",
+            fs.replace(
+                "[filesystem.key]",
+                &(VERITY.replace("verity_hash_offset = 16777216\n", "") + "[filesystem.key]"),
+            ),
+            vec![
+                "filesystem[0].verity_hash_offset",
+                "verity_root_hash is set but verity_hash_offset is not",
+            ],
+        ),
+        (
+            "verity offset without a root hash",
+            fs.replace(
+                "[filesystem.key]",
+                "verity_hash_offset = 16777216\n[filesystem.key]",
+            ),
+            vec!["filesystem[0].verity_root_hash", "nothing pins the image"],
         ),
         (
             "fake VCEK key outside test mode",

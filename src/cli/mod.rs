@@ -189,6 +189,9 @@ fn probe(source: &SourceArg, readiness_file: Option<PathBuf>) -> i32 {
             "encfs-init: not ready ({} does not say ready)",
             path.display()
         );
+        for why in crate::ready::unhealthy(&path) {
+            eprintln!("encfs-init: not ready: {why}");
+        }
         exit::NOT_READY
     }
 }

@@ -1,5 +1,6 @@
 //! dm-crypt through device-mapper ioctls (the devicemapper crate): create, load one `crypt` target, resume,
-//! remove. No cryptsetup, no loop device, no key file.
+//! remove. No cryptsetup, no loop device, no key file. dm-verity under it, for images pinned by a root hash,
+//! is [`verity`].
 //!
 //! The kernel contract (Documentation/admin-guide/device-mapper/dm-crypt.rst): a `crypt` target's parameters
 //! are `<cipher> <key> <iv_offset> <device> <offset> [<#opt> <opt>...]`, lengths and offsets in 512-byte
@@ -12,8 +13,13 @@
 //! The keyring's two raw calls are in `sys`, the only `unsafe` of the area.
 #![deny(unsafe_code)] // the raw calls are in `sys` (the one file allowed them)
 
+mod ioctl;
 pub mod keyring;
 mod sys;
+pub mod verity;
+
+pub use ioctl::Ioctl;
+pub use verity::{VerityDevice, VerityParams};
 
 use crate::secret::SecretBytes;
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
@@ -111,12 +117,16 @@ impl CryptParams {
 
 /// The step whose failure most often means a missing module.
 const LOAD: &str = "load the crypt table of";
+/// The same for a verity mapping.
+const LOAD_VERITY: &str = "load the verity table of";
 
 /// The fix a failed step knows: a refused table most often means a missing module; a name that is taken
 /// means a mapping left by an earlier run.
 fn fix(step: &str, name: &str, cause: &Ioctl) -> String {
     if step == LOAD {
         "; fix: make sure dm-crypt and the cipher's modules (xts, aesni-intel) are loaded".into()
+    } else if step == LOAD_VERITY {
+        "; fix: make sure dm-verity is loaded (kernel_modules: dm-verity)".into()
     } else if step == CREATE && cause.errno() == Some(nix::errno::Errno::EBUSY) {
         format!(
             "; fix: a device-mapper device named {name} exists already (left by an earlier run, or another \
@@ -125,70 +135,6 @@ fn fix(step: &str, name: &str, cause: &Ioctl) -> String {
     } else {
         String::new()
     }
-}
-
-/// A failed device-mapper call of the devicemapper crate, worded briefly: the ioctl's name and the OS
-/// error (`DM_DEV_CREATE: Device or resource busy (os error 16)`), not the crate's dump of both headers.
-#[derive(Debug)]
-pub struct Ioctl(pub devicemapper::DmError);
-
-impl Ioctl {
-    /// The OS error of a failed ioctl.
-    pub fn errno(&self) -> Option<nix::errno::Errno> {
-        match &self.0 {
-            devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, e)) => {
-                Some(**e)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl From<devicemapper::DmError> for Ioctl {
-    fn from(e: devicemapper::DmError) -> Self {
-        Ioctl(e)
-    }
-}
-
-impl std::fmt::Display for Ioctl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(op, _, _, e)) => {
-                write!(f, "{}: {}", ioctl_name(*op), std::io::Error::from(**e))
-            }
-            other => write!(f, "{other}"),
-        }
-    }
-}
-
-// The OS error is part of the text above: there is no further cause to print.
-impl std::error::Error for Ioctl {}
-
-/// The name of dm ioctl number `op` (`enum` of `<linux/dm-ioctl.h>`).
-fn ioctl_name(op: u8) -> String {
-    const NAMES: [&str; 18] = [
-        "DM_VERSION",
-        "DM_REMOVE_ALL",
-        "DM_LIST_DEVICES",
-        "DM_DEV_CREATE",
-        "DM_DEV_REMOVE",
-        "DM_DEV_RENAME",
-        "DM_DEV_SUSPEND",
-        "DM_DEV_STATUS",
-        "DM_DEV_WAIT",
-        "DM_TABLE_LOAD",
-        "DM_TABLE_CLEAR",
-        "DM_TABLE_DEPS",
-        "DM_TABLE_STATUS",
-        "DM_LIST_VERSIONS",
-        "DM_TARGET_MSG",
-        "DM_DEV_SET_GEOMETRY",
-        "DM_DEV_ARM_POLL",
-        "DM_GET_TARGET_VERSION",
-    ];
-    NAMES
-        .get(usize::from(op))
-        .map_or_else(|| format!("dm ioctl {op}"), |n| (*n).to_string())
 }
 
 /// The step whose failure, with EBUSY, means the name is taken.
@@ -217,6 +163,9 @@ pub enum Error {
     /// The kernel keyring refused the key for a reason other than "not supported".
     #[error("adding the key to the kernel keyring")]
     Keyring(#[source] std::io::Error),
+    /// The mapping has no verity target (or a status we cannot read).
+    #[error("{0} has no dm-verity status")]
+    NotVerity(String),
     /// `/dev/dm-<minor>` did not appear.
     #[error("{} did not appear; fix: mount devtmpfs on /dev", .0.display())]
     Node(PathBuf),

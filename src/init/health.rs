@@ -4,6 +4,13 @@
 //! (a random block of a large blob rarely is). The result is written into the readiness file, whose
 //! `encfs-init probe` then fails while a filesystem's latest read failed; changes are logged.
 //!
+//! A filesystem whose image is pinned by `verity_root_hash` is also checked for corruption on every round:
+//! dm-verity's status line (`dmsetup status`) says `V` while every block read so far matched the tree and
+//! `C` once one did not. That block reads as EIO for the application; the others are still served (the chosen
+//! policy: keep serving the good blocks). The first `C` is recorded in the readiness file (so `encfs-init
+//! probe` fails from then on) and logged once, naming the filesystem and the first bad block when the
+//! kernel's message (`/dev/kmsg`) gives it.
+//!
 //! The reads run in a thread of their own (a stalled device must not stall signal handling and reaping);
 //! [`Monitor::stop`] ends it before teardown.
 #![forbid(unsafe_code)]
@@ -86,6 +93,7 @@ impl Monitor {
                 }
                 for st in &mut states {
                     update(st, read_block(Path::new(&st.device)));
+                    check_verity(st);
                 }
                 // Rewritten on every round: `checked_unix` says how fresh it is.
                 if let Err(e) = crate::ready::mark_ready_with(&ready, &states) {
@@ -148,6 +156,90 @@ fn update(st: &mut FsState, r: Result<Duration, Error>) -> bool {
     changed
 }
 
+/// Look at a pinned filesystem's dm-verity status; on the first corruption record it in `st` and log it.
+/// Returns whether it changed. dm-verity's `C` never goes back to `V`, so neither does this.
+fn check_verity(st: &mut FsState) -> bool {
+    let Some(v) = st.verity.as_mut() else {
+        return false;
+    };
+    if v.corrupted {
+        return false;
+    }
+    match crate::dm::verity::status(&v.name) {
+        Ok(crate::dm::verity::Status::Verified) => return false,
+        Ok(crate::dm::verity::Status::Corrupted) => {}
+        Err(e) => {
+            log::debug!(
+                "filesystem[{}]: dm-verity status: {}",
+                st.index,
+                crate::errors::chain(&e)
+            );
+            return false;
+        }
+    }
+    v.corrupted = true;
+    v.first_bad_block = first_bad_block(Path::new(&st.block_device));
+    let which = v.first_bad_block.map_or_else(
+        || "a block (which one: see the kernel log)".to_string(),
+        |b| format!("block {b} (of 4096 bytes, from the start of the image)"),
+    );
+    log::error!(
+        "filesystem[{}] ({}): dm-verity: corrupted: {which} does not match verity_root_hash; the application \
+         gets EIO for it and good blocks are still served; `encfs-init probe` fails from now on; fix: restore \
+         the blob from the sealed image (someone who can write the blob changed it)",
+        st.index,
+        st.mount_point
+    );
+    true
+}
+
+/// The first block the kernel reported corrupted on the dm-verity mapping over `data_dev` (its message:
+/// `device-mapper: verity: <major>:<minor>: data block <n> is corrupted`), from `/dev/kmsg`; `None` when the
+/// kernel log cannot be read (a container without access) or holds no such line.
+fn first_bad_block(data_dev: &Path) -> Option<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(data_dev).ok()?.rdev();
+    let tag = format!(
+        "verity: {}:{}: ",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    let mut kmsg = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    // One record per read; EAGAIN at the end; EPIPE when a record was overwritten while reading (go on).
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..100_000 {
+        match kmsg.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => {
+                if let Some(b) = bad_block_in(&String::from_utf8_lossy(&buf[..n]), &tag) {
+                    return Some(b);
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The block number of a `<tag>data block <n> is corrupted` (or `metadata block`) kernel message.
+fn bad_block_in(record: &str, tag: &str) -> Option<u64> {
+    let rest = &record[record.find(tag)? + tag.len()..];
+    let rest = rest
+        .strip_prefix("data block ")
+        .or_else(|| rest.strip_prefix("metadata block "))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if !rest[digits.len()..].starts_with(" is corrupted") {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Read one random 4 KiB block of `dev` with O_DIRECT; the time it took.
 pub fn read_block(dev: &Path) -> Result<Duration, Error> {
     let t = Instant::now();
@@ -199,6 +291,7 @@ mod tests {
             lease: None,
             timings_ms: vec![],
             health: None,
+            verity: None,
         }
     }
 
@@ -224,6 +317,35 @@ mod tests {
         assert!(update(&mut st, Ok(Duration::ZERO)));
         let h = st.health.unwrap();
         assert!(h.ok && h.checks == 4 && h.failures == 2 && h.error.is_none());
+    }
+
+    #[test]
+    fn the_kernels_corruption_message_gives_the_block_of_that_device_only() {
+        let tag = "verity: 43:0: ";
+        let rec = "3,812,5123456,-;device-mapper: verity: 43:0: data block 4100 is corrupted\n";
+        assert_eq!(bad_block_in(rec, tag), Some(4100));
+        let meta =
+            "3,813,5123457,-;device-mapper: verity: 43:0: metadata block 12290 is corrupted\n";
+        assert_eq!(bad_block_in(meta, tag), Some(12290));
+        assert_eq!(bad_block_in(rec, "verity: 7:0: "), None, "another device");
+        assert_eq!(
+            bad_block_in(
+                "6,1,1,-;device-mapper: verity: 43:0: data block 5 is fine",
+                tag
+            ),
+            None
+        );
+        assert_eq!(
+            bad_block_in("6,2,2,-;nbd0: detected capacity change", tag),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unpinned_filesystem_has_no_verity_verdict() {
+        let mut st = state();
+        assert!(!check_verity(&mut st));
+        assert!(st.verity.is_none());
     }
 
     #[test]

@@ -321,6 +321,18 @@ pub struct FilesystemPlan {
     pub key: KeyPlan,
     /// Optional pin: SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<[u8; 32]>,
+    /// Optional pin of the whole image: dm-verity under dm-crypt (read-only filesystems only).
+    pub verity: Option<VerityPin>,
+}
+
+/// `verity_root_hash` + `verity_hash_offset`: the blob is mapped through dm-verity, whose root hash commits
+/// to every byte below `hash_offset` (the LUKS2 header included) and to the tree's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerityPin {
+    /// The tree's root hash (SHA-256).
+    pub root_hash: [u8; 32],
+    /// Byte offset of the verity superblock in the blob: the end of the verified data, a multiple of 4096.
+    pub hash_offset: u64,
 }
 
 /// `shared_volume`: whether the volume that holds the mount points must be a shared mount, so that a mount

@@ -232,6 +232,14 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
         if let Some(h) = &f.header_sha256 {
             writeln!(o, "  header pin:    sha256 {}", crate::hex::encode(h))?;
         }
+        if let Some(vp) = &f.verity {
+            writeln!(
+                o,
+                "  verity pin:    root sha256 {}, hash tree at byte {} (dm-verity under dm-crypt, read-only)",
+                crate::hex::encode(&vp.root_hash),
+                vp.hash_offset
+            )?;
+        }
     }
     Ok(())
 }

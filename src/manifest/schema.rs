@@ -200,6 +200,10 @@ pub struct Filesystem {
     pub transport: Option<String>,
     /// Hex SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<String>,
+    /// Hex root hash of the dm-verity tree over the image (read-only filesystems).
+    pub verity_root_hash: Option<String>,
+    /// Byte offset of the dm-verity superblock in the blob (the end of the verified data).
+    pub verity_hash_offset: Option<Size>,
     /// `[filesystem.key]`
     pub key: Option<Key>,
     /// `[filesystem.key_derivation]`

@@ -132,6 +132,68 @@ fn salted(prefix: &Sha256, block: &[u8]) -> Hash {
     h.finalize().into()
 }
 
+/// Why a tree read back from an image does not check out (see [`check`]).
+#[derive(Debug)]
+pub enum Checked<E> {
+    /// The superblock's data blocks make no tree.
+    Geometry(u64),
+    /// A block of the tree does not match its entry in the level above (or, for the top block, the root).
+    Mismatch {
+        /// The level (0: the hashes of the data blocks).
+        level: u32,
+        /// The block, in 4096-byte blocks from the start of the image.
+        block: u64,
+    },
+    /// Reading the tree failed.
+    Read(E),
+}
+
+/// Check every block of the tree `sb` describes (superblock at `hash_offset`) against `root`, reading the
+/// tree through `read(offset, buf)`: from the top level down, each block's `sha256(salt || block)` must equal
+/// its entry in the level above. Holds at most one level above the data's level in memory (1/128 of the
+/// tree) and reads 1 MiB at a time.
+pub fn check<E>(
+    sb: &Superblock,
+    hash_offset: u64,
+    root: &Hash,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+) -> Result<(), Checked<E>> {
+    let layout = Layout::new(sb.data_blocks, sb.hash_start_block(hash_offset))
+        .ok_or(Checked::Geometry(sb.data_blocks))?;
+    let mut prefix = Sha256::new();
+    prefix.update(&sb.salt);
+    // The digests of the level above, in order; the top level's parent is the root.
+    let mut parent: Vec<u8> = root.to_vec();
+    for (level, l) in layout.levels.iter().enumerate().rev() {
+        let keep = level > 0;
+        let mut this = Vec::new();
+        let mut j = 0u64;
+        while j < l.blocks {
+            let k = CHUNK_BLOCKS.min(l.blocks - j);
+            let mut buf = vec![0u8; usize::try_from(k * B).unwrap_or(0)];
+            read((l.first_block + j) * B, &mut buf).map_err(Checked::Read)?;
+            for (i, b) in buf.chunks(BLOCK as usize).enumerate() {
+                let index = j + i as u64;
+                let want = usize::try_from(index)
+                    .ok()
+                    .and_then(|x| parent.get(x * 32..x * 32 + 32));
+                if want != Some(&salted(&prefix, b)[..]) {
+                    return Err(Checked::Mismatch {
+                        level: level as u32,
+                        block: l.first_block + index,
+                    });
+                }
+            }
+            if keep {
+                this.extend_from_slice(&buf);
+            }
+            j += k;
+        }
+        parent = this;
+    }
+    Ok(())
+}
+
 fn read_at(file: &File, buf: &mut [u8], offset: u64, what: &'static str) -> Result<(), Error> {
     file.read_exact_at(buf, offset).map_err(|source| Error::Io {
         what,

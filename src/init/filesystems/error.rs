@@ -77,3 +77,59 @@ impl std::fmt::Display for CloseError {
 }
 
 impl std::error::Error for CloseError {}
+
+/// Why a verity-pinned filesystem could not be mapped or read at boot.
+#[derive(Debug, thiserror::Error)]
+pub enum VerityError {
+    /// A read through the dm-verity device failed: with EIO, a block did not match the pinned tree.
+    #[error("reading the {what} through {} (every block checked against verity_root_hash){}", node.display(), eio_fix(source))]
+    Read {
+        /// What was read.
+        what: &'static str,
+        /// The dm-verity device.
+        node: PathBuf,
+        /// The cause (EIO: verification failed).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blob ends before the superblock.
+    #[error("the blob has {size} bytes, so no verity superblock can be at byte {offset}; fix: check verity_hash_offset (`encfs-init image seal` prints it) and that the blob is the sealed image")]
+    Short {
+        /// The blob's size.
+        size: u64,
+        /// verity_hash_offset.
+        offset: u64,
+    },
+    /// A block of the hash tree does not match its entry in the level above (or the root).
+    #[error("hash tree block {block} (level {level}, in 4096-byte blocks of the image) does not match verity_root_hash; fix: the blob does not match verity_root_hash: it is another or an older image, or bytes of its hash tree were changed; serve the image the manifest pins, or pin this image's root hash (`encfs-init image seal` prints it)")]
+    Tree {
+        /// The tree level (0: the hashes of data blocks).
+        level: u32,
+        /// The block, from the start of the blob.
+        block: u64,
+    },
+    /// The superblock's number of data blocks makes no tree that fits in 64-bit offsets.
+    #[error("the verity superblock's {0} data blocks make no hash tree; fix: the blob is not the sealed image the manifest pins")]
+    Geometry(u64),
+    /// The hash tree could not be read from the blob.
+    #[error("reading the hash tree")]
+    TreeRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The superblock's data area does not end where the tree begins.
+    #[error("the verity superblock covers {covered} bytes of data, but verity_hash_offset is {offset}; fix: check verity_hash_offset (`encfs-init image seal` prints it)")]
+    Extent {
+        /// data blocks × block size.
+        covered: u64,
+        /// verity_hash_offset.
+        offset: u64,
+    },
+}
+
+fn eio_fix(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(nix::libc::EIO) {
+        "; fix: the blob does not match verity_root_hash: it is another or an older image, or bytes of its \
+         LUKS2 header or hash tree were changed; serve the image the manifest pins, or pin this image's root \
+         hash (`encfs-init image seal` prints it)"
+    } else {
+        ""
+    }
+}

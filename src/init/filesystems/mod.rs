@@ -3,12 +3,18 @@
 //! Per filesystem, in order (each step timed and logged; any failure undoes the steps before it):
 //! 1. the disk key (a raw key in test mode; secure key release otherwise);
 //! 2. the blob as a [`BlockSource`]: Azure Blob over HTTP(S) behind the block cache, or a local file in test mode;
-//! 3. the LUKS2 header read from the source, checked (allowlist, optional pin) and unlocked with the key;
+//! 3. the LUKS2 header read from the source, checked (allowlist, optional pin) and unlocked with the key
+//!    ([`unlock`]);
 //! 4. the source served to the kernel as a block device, by the transport the manifest asks for or the
 //!    kernel offers ([`crate::transport`]): the NBD client over a socketpair (`/dev/nbdN`), or a FUSE file
 //!    of our own on a loop device (`/dev/loopN`);
 //! 5. dm-crypt over that device, named `remote-crypt-<i>` as upstream: `/dev/dm-M`;
 //! 6. ext4 mounted at `<parent>/.filesystem-<i>`, then published by the `mount_point` symlink.
+//!
+//! A filesystem whose manifest pins `verity_root_hash` goes another order ([`verity`]): key, blob, the
+//! transport (read-only, the whole blob), dm-verity `remote-verity-<i>` over it, then the header read and
+//! unlocked THROUGH the dm-verity device (never from the blob), dm-crypt over the dm-verity device, ext4
+//! read-only. Teardown is the reverse: unmount, dm-crypt, dm-verity, transport.
 
 use crate::blob::{self, BlockSource};
 use crate::dm::{CryptDevice, CryptParams};
@@ -18,8 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod error;
+mod unlock;
+mod verity;
 use error::Cause;
-pub use error::{CloseError, StepError};
+pub use error::{CloseError, StepError, VerityError};
+use unlock::Reader;
 
 /// An opened, mounted and published filesystem. [`Opened::close`] undoes it in reverse order; dropping one
 /// without closing still removes what it can (the dm device, the NBD or FUSE + loop attachment).
@@ -45,9 +54,23 @@ pub struct Opened {
     pub etag: Option<String>,
     /// Read-write Azure blobs: the write lease (taken at open, released when the blob is dropped at close).
     pub lease: Option<blob::LeaseWatch>,
+    /// The dm-verity mapping under dm-crypt, for an image the manifest pins.
+    pub verity: Option<VerityInfo>,
     mounted: bool,
     dm: Option<CryptDevice>,
+    verity_dev: Option<crate::dm::VerityDevice>,
     backing: Option<crate::transport::Backing>,
+}
+
+/// The dm-verity mapping of a pinned filesystem.
+#[derive(Debug, Clone)]
+pub struct VerityInfo {
+    /// `remote-verity-<i>`.
+    pub name: String,
+    /// `/dev/dm-M`.
+    pub device: PathBuf,
+    /// The pinned root hash, hex.
+    pub root_hash: String,
 }
 
 impl Opened {
@@ -194,13 +217,6 @@ fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
     Ok((Arc::new(cached), etag, lease))
 }
 
-fn read_exact_at(src: &dyn BlockSource, offset: u64, len: u64) -> Result<Vec<u8>, Cause> {
-    let len = len.min(src.size().saturating_sub(offset));
-    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| "header too large")?];
-    src.read_at(offset, &mut buf)?;
-    Ok(buf)
-}
-
 /// Open, map, mount and publish `fs`.
 pub fn open(
     fs: &FilesystemPlan,
@@ -219,56 +235,47 @@ pub fn open(
     let (src, etag, lease) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
     s.done("blob");
 
-    // The binary header says how large the metadata is; read both copies, then through the keyslots.
-    let first = read_exact_at(&*src, 0, 4096).map_err(|e| s.fail("LUKS2 header", e))?;
-    // hdr_size is the big-endian u64 at offset 8 of the primary binary header; the parser checks it (and
-    // both copies) properly, this only decides how much to read, within LUKS2's bounds.
-    let hdr_size = first
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(16 << 10, u64::from_be_bytes)
-        .clamp(16 << 10, 4 << 20);
-    let head = read_exact_at(&*src, 0, hdr_size * 2).map_err(|e| s.fail("LUKS2 header", e))?;
-    let header = crate::luks2::Header::parse_pinned(&head, fs.header_sha256.as_ref())
-        .map_err(|e| s.fail_fix("LUKS2 header", Some("the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"); if it may have been tampered with, restore it and pin header_sha256 in the manifest"), e))?;
-    for w in &header.warnings {
-        log::warn!("filesystem[{}]: LUKS2 header: {w}", fs.index);
-    }
-    // Only the tried keyslots' material is fetched (about 256 KB each), not the 16 MiB keyslots region.
-    // `image check` makes the same call: the data segment must lie on the device, the unlock must fit the
-    // work budget, the machine's memory and the deadline, and the key must open a keyslot.
-    let mut read_error = None;
-    let opened = header.open_device(
-        src.size(),
-        key.expose(),
-        &crate::luks2::Limits::for_this_machine(),
-        |offset, len| {
-            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-            src.read_at(offset, &mut buf).map(|()| buf).map_err(|e| {
-                read_error = Some(e);
-                crate::luks2::Error::Truncated {
-                    what: "keyslot area",
-                    need: offset.saturating_add(len),
-                    have: offset,
-                }
-            })
-        },
-    );
-    let (vk, (offset, len)) = match (opened, read_error) {
-        (Ok(opened), _) => opened,
-        (Err(_), Some(e)) => return Err(s.fail("LUKS2 header: reading a keyslot", e)),
-        (Err(e @ crate::luks2::Error::NoKeyslotOpened { .. }), None) => {
-            return Err(s.fail_fix("unlock", Some("the key does not open this image: check kid, and for RSA keys the salt and label (`encfs-init image check` explains)"), e))
-        }
-        (Err(e @ crate::luks2::Error::Deadline { .. }), None) => {
-            return Err(s.fail("unlock", e))
-        }
-        (Err(e), None) => return Err(s.fail("LUKS2 header", e)),
+    let Some(pin) = &fs.verity else {
+        // Unpinned: the header is read from the blob before anything is attached.
+        let unlocked =
+            unlock::unlock(&mut s, &Reader::Blob(&*src), fs.header_sha256.as_ref(), key)?;
+        let (kind, backing) = attach(&mut s, fs, src, !fs.read_write)?;
+        return map_and_mount(s, fs, (etag, lease), (kind, backing), None, unlocked);
     };
-    drop(key);
-    s.done("LUKS2 unlock");
+    // Pinned: the whole blob is attached read-only and mapped through dm-verity first; the header, the
+    // keyslots and the data are then read only through the verified device.
+    let (kind, backing) = attach(&mut s, fs, src.clone(), true)?;
+    let verity_dev = verity::map(&mut s, pin, &*src, backing.device())?;
+    let node = verity_dev.node().to_path_buf();
+    let unlocked = {
+        let file = std::fs::File::open(&node).map_err(|e| s.fail(verity::STEP, e))?;
+        let size = pin.hash_offset;
+        let reader = Reader::Verified {
+            file: &file,
+            node: &node,
+            size,
+        };
+        unlock::unlock(&mut s, &reader, fs.header_sha256.as_ref(), key)
+    };
+    // On an error, the verity device is removed before the transport is detached (drop order).
+    let unlocked = unlocked?;
+    map_and_mount(
+        s,
+        fs,
+        (etag, lease),
+        (kind, backing),
+        Some(verity_dev),
+        unlocked,
+    )
+}
 
-    let read_only = !fs.read_write;
+/// The transport the manifest asks for or the kernel offers, attached over `src`.
+fn attach(
+    s: &mut Steps,
+    fs: &FilesystemPlan,
+    src: Arc<dyn BlockSource>,
+    read_only: bool,
+) -> Result<(crate::transport::Kind, crate::transport::Backing), StepError> {
     let (kind, why) = crate::transport::choose(fs.transport, &crate::transport::Probe::kernel())
         .map_err(|e| s.fail("transport", e))?;
     log::info!(
@@ -288,19 +295,34 @@ pub fn open(
         crate::transport::Kind::Nbd => ("NBD", "NBD attach"),
         crate::transport::Kind::Fuse => ("FUSE + loop", "FUSE + loop attach"),
     };
-    let backing =
-        crate::transport::attach(kind, src.clone(), &opts).map_err(|e| s.fail(step, e))?;
-    let block_device = backing.device().to_path_buf();
+    let backing = crate::transport::attach(kind, src, &opts).map_err(|e| s.fail(step, e))?;
     s.done(done);
+    Ok((kind, backing))
+}
 
+/// dm-crypt over the transport's device (or over dm-verity), then mount and publish.
+fn map_and_mount(
+    mut s: Steps,
+    fs: &FilesystemPlan,
+    (etag, lease): (Option<String>, Option<blob::LeaseWatch>),
+    (kind, backing): (crate::transport::Kind, crate::transport::Backing),
+    verity_dev: Option<crate::dm::VerityDevice>,
+    unlocked: unlock::Unlocked,
+) -> Result<Opened, StepError> {
+    let read_only = !fs.read_write;
+    let block_device = backing.device().to_path_buf();
+    let crypt_over = verity_dev
+        .as_ref()
+        .map_or_else(|| block_device.clone(), |v| v.node().to_path_buf());
+    let header = &unlocked.header;
     let name = format!("remote-crypt-{}", fs.index);
     let uuid = format!("CRYPT-LUKS2-{}-{name}", header.binary.uuid.replace('-', ""));
     let params = CryptParams {
         cipher: header.segment.cipher.clone(),
         iv_offset: header.segment.iv_tweak,
-        device: block_device.clone(),
-        offset_sectors: offset / 512,
-        size_sectors: len / 512,
+        device: crypt_over,
+        offset_sectors: unlocked.offset / 512,
+        size_sectors: unlocked.len / 512,
         sector_size: header.segment.sector_size,
         read_only,
     };
@@ -315,10 +337,21 @@ pub fn open(
         timings: Vec::new(),
         etag,
         lease,
+        verity: fs
+            .verity
+            .as_ref()
+            .zip(verity_dev.as_ref())
+            .map(|(pin, v)| VerityInfo {
+                name: v.name().to_string(),
+                device: v.node().to_path_buf(),
+                root_hash: crate::hex::encode(&pin.root_hash),
+            }),
         mounted: false,
         dm: None,
+        verity_dev,
         backing: Some(backing),
     };
+    let vk = unlocked.vk;
     let dm = CryptDevice::open(&name, Some(&uuid), &params, vk.secret())
         .map_err(|e| s.fail("dm-crypt", e))?;
     // The volume key's only copy in this process, wiped now that the kernel holds it.
@@ -366,6 +399,13 @@ impl Opened {
                 })
                 .collect(),
             health: None,
+            verity: self.verity.as_ref().map(|v| crate::ready::VerityState {
+                name: v.name.clone(),
+                device: v.device.display().to_string(),
+                root_hash: v.root_hash.clone(),
+                corrupted: false,
+                first_bad_block: None,
+            }),
         }
     }
 
@@ -415,6 +455,17 @@ impl Opened {
                 first.get_or_insert(CloseError::Failed);
             }
         }
+        if let Some(verity) = self.verity_dev.take() {
+            let removed = if busy {
+                verity.remove_deferred()
+            } else {
+                verity.remove()
+            };
+            if let Err(e) = removed {
+                log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
+                first.get_or_insert(CloseError::Failed);
+            }
+        }
         if let Some(backing) = self.backing.take() {
             let detached = if busy {
                 backing.detach_held()
@@ -442,7 +493,8 @@ impl Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        if self.mounted || self.dm.is_some() || self.backing.is_some() {
+        if self.mounted || self.dm.is_some() || self.verity_dev.is_some() || self.backing.is_some()
+        {
             let _ = self.close_inner(Duration::from_secs(5));
         }
     }

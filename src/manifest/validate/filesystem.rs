@@ -226,6 +226,14 @@ pub(super) fn filesystem(
             a
         });
 
+    let verity = super::verity::verity_pin(
+        v,
+        p,
+        f.verity_root_hash.as_deref(),
+        f.verity_hash_offset.map(|s| s.0),
+        f.read_write,
+    );
+
     let key = key_plan(v, p, f.key, f.key_derivation);
     if v.errors.len() != errors_before {
         return None;
@@ -243,6 +251,7 @@ pub(super) fn filesystem(
         transport: transport?,
         key: key?,
         header_sha256,
+        verity,
     })
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 mod attestation;
 mod check;
 mod filesystem;
+mod verity;
 use attestation::{attestation, certcache};
 use check::V;
 use filesystem::{check_mount_points, filesystem};

@@ -1,0 +1,3 @@
+# Host side: see ../common/verity-prepare.sh.
+VERITY_CASE=ok
+. "$SCENARIO/../common/verity-prepare.sh"
