@@ -212,9 +212,8 @@ fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
         lease = b.lease();
         Box::new(b)
     };
-    let cached =
-        blob::CachedSource::new(raw, blob::CacheConfig::new(fs.block_size, fs.cache_size))?;
-    Ok((Arc::new(cached), etag, lease))
+    let config = blob::CacheConfig::new(fs.block_size, fs.cache_size);
+    Ok((Arc::new(blob::CachedSource::new(raw, config)?), etag, lease))
 }
 
 /// Open, map, mount and publish `fs`.
