@@ -1,7 +1,9 @@
 # Host side of the verity-* scenarios (sourced by each scenario's prepare.sh, which sets VERITY_CASE): an
 # encrypted image made by `encfs-init image create`, sealed with Debian's `veritysetup format` over the whole
 # image (LUKS2 header included) with the hash tree after it in the same file (the oracle's layout), then
-# changed as the case says. Writes fs.img, key.bin, a.txt (the expected content) and verity.env (the root
+# changed as the case says. With VERITY_SEALER=encfs-init (default: veritysetup) our own `image create
+# --verity` makes and seals it in one go and the manifest pins what it printed; `veritysetup verify` checks
+# the sealed image either way. Writes fs.img, key.bin, a.txt (the expected content) and verity.env (the root
 # hash and the hash offset to pin, and the case) into OUT.
 #   ok           the sealed image as it is
 #   data-flip    one byte flipped in the first block of a.txt's data
@@ -19,8 +21,10 @@ seal() { # IMAGE -> prints the root hash
     veritysetup format --data-blocks=$((size / 4096)) --hash-offset="$size" "$1" "$1" \
         | awk '/^Root hash:/ {print $3}'
 }
-make_image() { # CONTENT-DIR IMAGE
-    "$ENCFS_INIT" image create --pbkdf pbkdf2 --size "$SIZE" --key-file "$OUT/key.bin" --from "$1" "$2" >&2
+make_image() { # CONTENT-DIR IMAGE [ARG...]: `image create` (its report on stdout)
+    local from=$1 image=$2
+    shift 2
+    "$ENCFS_INIT" image create --pbkdf pbkdf2 --size "$SIZE" --key-file "$OUT/key.bin" --from "$from" "$@" "$image"
 }
 mkdir -p "$OUT/content"
 printf 'This is a file inside the filesystem.\n' > "$OUT/content/test.txt"
@@ -29,9 +33,25 @@ awk 'BEGIN { for (i = 0; i < 4096; i++) printf "verity line %08d: the quick brow
     > "$OUT/content/a.txt"
 cp "$OUT/content/a.txt" "$OUT/a.txt"
 head -c 32 /dev/urandom > "$OUT/key.bin"
-make_image "$OUT/content" "$OUT/fs.img"
-OFFSET=$(stat -c %s "$OUT/fs.img")
-ROOT=$(seal "$OUT/fs.img")
+case "${VERITY_SEALER:-veritysetup}" in
+veritysetup)
+    make_image "$OUT/content" "$OUT/fs.img" >&2
+    OFFSET=$(stat -c %s "$OUT/fs.img")
+    ROOT=$(seal "$OUT/fs.img")
+    ;;
+encfs-init)
+    make_image "$OUT/content" "$OUT/fs.img" --verity > "$OUT/create.out"
+    cat "$OUT/create.out" >&2
+    ROOT=$(sed -n 's/^verity_root_hash = "\([0-9a-f]*\)"$/\1/p' "$OUT/create.out")
+    OFFSET=$(sed -n 's/^verity_hash_offset = \([0-9]*\)$/\1/p' "$OUT/create.out")
+    # The pin: the root hash, and the superblock right after the 48 MiB LUKS2 image.
+    if [ "${#ROOT}" -ne 64 ] || [ "$OFFSET" != "$SIZE" ]; then
+        echo "verity-prepare: image create --verity printed root '$ROOT', offset '$OFFSET'" >&2
+        exit 1
+    fi
+    ;;
+*) echo "unknown VERITY_SEALER $VERITY_SEALER" >&2; exit 1 ;;
+esac
 veritysetup verify --data-blocks=$((OFFSET / 4096)) --hash-offset="$OFFSET" "$OUT/fs.img" "$OUT/fs.img" "$ROOT" >&2
 
 flip() { # OFFSET: xor that byte of fs.img with 0x01
@@ -66,7 +86,7 @@ wrong-root)
     # The older image: other content, same key, sealed; served in place of the current one.
     mkdir -p "$OUT/old"
     printf 'An older version of the file.\n' > "$OUT/old/test.txt"
-    make_image "$OUT/old" "$OUT/old.img"
+    make_image "$OUT/old" "$OUT/old.img" >&2
     seal "$OUT/old.img" > /dev/null
     mv "$OUT/old.img" "$OUT/fs.img"
     ;;
