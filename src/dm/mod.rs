@@ -15,14 +15,16 @@
 
 mod ioctl;
 pub mod keyring;
+mod mapping;
 mod sys;
 pub mod verity;
 
 pub use ioctl::Ioctl;
+pub use mapping::Mapping;
 pub use verity::{VerityDevice, VerityParams};
 
 use crate::secret::SecretBytes;
-use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
+use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -171,13 +173,16 @@ pub enum Error {
     Node(PathBuf),
 }
 
-/// An active crypt mapping. Removed by [`CryptDevice::remove`]; a dropped one is removed too (best effort,
-/// logged), so an error path cannot leave it behind.
+/// An active crypt mapping: a [`Mapping`] (its node and name), removed by [`CryptDevice::remove`] or when
+/// dropped.
 #[derive(Debug)]
-pub struct CryptDevice {
-    name: String,
-    node: PathBuf,
-    removed: bool,
+pub struct CryptDevice(Mapping);
+
+impl std::ops::Deref for CryptDevice {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.0
+    }
 }
 
 impl CryptDevice {
@@ -190,34 +195,14 @@ impl CryptDevice {
         p: &CryptParams,
         key: &SecretBytes,
     ) -> Result<Self, Error> {
-        let dm = DM::new().map_err(Error::Control)?;
-        let dm_name = DmName::new(name).map_err(|_| Error::Name(name.to_string()))?;
-        let dm_uuid = match uuid {
-            Some(u) => Some(DmUuid::new(u).map_err(|_| Error::Name(u.to_string()))?),
-            None => None,
-        };
         let ro = if p.read_only {
             DmFlags::DM_READONLY
         } else {
             DmFlags::empty()
         };
-        let step = |step: &'static str| {
-            let name = name.to_string();
-            move |e| Error::Step {
-                step,
-                name,
-                source: Ioctl(e),
-            }
-        };
-        dm.device_create(dm_name, dm_uuid, DmOptions::default().set_flags(ro))
-            .map_err(step(CREATE))?;
-        // From here on the device exists: any failure removes it.
-        let mut dev = CryptDevice {
-            name: name.to_string(),
-            node: PathBuf::new(),
-            removed: false,
-        };
-        let id = DevId::Name(dm_name);
+        // From here on the device exists: any failure removes it (on drop).
+        let (dm, mut dev) = Mapping::create(name, uuid, ro)?;
+        let id = dev.id()?;
 
         // The keyring key must live in this thread across the table load, and not a moment longer.
         let description = format!("encfs:{name}");
@@ -252,16 +237,11 @@ impl CryptDevice {
         );
         zeroize::Zeroize::zeroize(&mut targets[0].3);
         drop(logon);
-        loaded.map_err(step(LOAD))?;
-        // DM_DEV_SUSPEND without DM_SUSPEND is "resume": the new table becomes live.
-        let info = dm
-            .device_suspend(&id, DmOptions::default())
-            .map_err(step("resume"))?;
-        dev.node = PathBuf::from(format!("/dev/dm-{}", info.device().minor));
-        wait_for(&dev.node).ok_or_else(|| Error::Node(dev.node.clone()))?;
+        loaded.map_err(mapping::step(LOAD, name))?;
+        dev.resume(&dm)?;
         log::info!(
             "dm {name}: {} over {} ({} sectors of 512, {}{})",
-            dev.node.display(),
+            dev.node().display(),
             p.device.display(),
             p.size_sectors,
             if p.read_only {
@@ -275,44 +255,17 @@ impl CryptDevice {
                 ""
             }
         );
-        Ok(dev)
-    }
-
-    /// `/dev/dm-<minor>`.
-    pub fn node(&self) -> &Path {
-        &self.node
-    }
-
-    /// The mapping's name.
-    pub fn name(&self) -> &str {
-        &self.name
+        Ok(CryptDevice(dev))
     }
 
     /// Remove the mapping (the crate retries while it is busy).
-    pub fn remove(mut self) -> Result<(), Error> {
-        self.removed = true;
-        remove(&self.name)
+    pub fn remove(self) -> Result<(), Error> {
+        self.0.remove()
     }
 
-    /// Remove the mapping when its last user closes it (`DM_DEFERRED_REMOVE`): for a device still held
-    /// open by a filesystem that was detached lazily. The kernel removes it at once when it is not open.
-    pub fn remove_deferred(mut self) -> Result<(), Error> {
-        self.removed = true;
-        remove_as(&self.name, true)
-    }
-}
-
-impl Drop for CryptDevice {
-    fn drop(&mut self) {
-        if !self.removed {
-            if let Err(e) = remove(&self.name) {
-                log::error!(
-                    "dm {}: removing after an error failed: {}",
-                    self.name,
-                    crate::errors::chain(&e)
-                );
-            }
-        }
+    /// Remove the mapping at its last close (see [`Mapping::remove_deferred`]).
+    pub fn remove_deferred(self) -> Result<(), Error> {
+        self.0.remove_deferred()
     }
 }
 

@@ -9,10 +9,11 @@
 //! reads as EIO (the default) and the status line's first word turns from `V` to `C`.
 #![forbid(unsafe_code)]
 
-use super::{wait_for, Error, Ioctl};
+use super::mapping::step;
+use super::{Error, Ioctl, Mapping};
 use crate::verity::Superblock;
-use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
-use std::path::{Path, PathBuf};
+use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
+use std::path::PathBuf;
 
 /// What a verity mapping needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,92 +75,48 @@ impl Status {
     }
 }
 
-/// An active verity mapping, read-only. Removed by [`VerityDevice::remove`]; a dropped one is removed too.
+/// An active verity mapping, read-only: a [`Mapping`] (its node and name), removed by
+/// [`VerityDevice::remove`] or when dropped.
 #[derive(Debug)]
-pub struct VerityDevice {
-    name: String,
-    node: PathBuf,
-    removed: bool,
+pub struct VerityDevice(Mapping);
+
+impl std::ops::Deref for VerityDevice {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.0
+    }
 }
 
 impl VerityDevice {
     /// Create `name` as a verity mapping as `p` says. `uuid`, when given, becomes the dm uuid.
     pub fn open(name: &str, uuid: Option<&str>, p: &VerityParams) -> Result<Self, Error> {
-        let dm = DM::new().map_err(Error::Control)?;
-        let dm_name = DmName::new(name).map_err(|_| Error::Name(name.to_string()))?;
-        let dm_uuid = match uuid {
-            Some(u) => Some(DmUuid::new(u).map_err(|_| Error::Name(u.to_string()))?),
-            None => None,
-        };
-        let step = |step: &'static str| {
-            let name = name.to_string();
-            move |e| Error::Step {
-                step,
-                name,
-                source: Ioctl(e),
-            }
-        };
-        let ro = DmOptions::default().set_flags(DmFlags::DM_READONLY);
-        dm.device_create(dm_name, dm_uuid, ro)
-            .map_err(step(super::CREATE))?;
-        let mut dev = VerityDevice {
-            name: name.to_string(),
-            node: PathBuf::new(),
-            removed: false,
-        };
-        let id = DevId::Name(dm_name);
+        let (dm, mut dev) = Mapping::create(name, uuid, DmFlags::DM_READONLY)?;
         let targets = [(0, p.size_sectors(), "verity".to_string(), p.table())];
-        dm.table_load(&id, &targets, ro)
-            .map_err(step(super::LOAD_VERITY))?;
-        let info = dm
-            .device_suspend(&id, DmOptions::default())
-            .map_err(step("resume"))?;
-        dev.node = PathBuf::from(format!("/dev/dm-{}", info.device().minor));
-        wait_for(&dev.node).ok_or_else(|| Error::Node(dev.node.clone()))?;
+        dm.table_load(
+            &dev.id()?,
+            &targets,
+            DmOptions::default().set_flags(DmFlags::DM_READONLY),
+        )
+        .map_err(step(super::LOAD_VERITY, name))?;
+        dev.resume(&dm)?;
         log::info!(
             "dm {name}: {} over {} (verity, {} data blocks, root {}, read-only)",
-            dev.node.display(),
+            dev.node().display(),
             p.device.display(),
             p.superblock.data_blocks,
             crate::hex::encode(&p.root_hash)
         );
-        Ok(dev)
-    }
-
-    /// `/dev/dm-<minor>`.
-    pub fn node(&self) -> &Path {
-        &self.node
-    }
-
-    /// The mapping's name.
-    pub fn name(&self) -> &str {
-        &self.name
+        Ok(VerityDevice(dev))
     }
 
     /// Remove the mapping.
-    pub fn remove(mut self) -> Result<(), Error> {
-        self.removed = true;
-        super::remove(&self.name)
+    pub fn remove(self) -> Result<(), Error> {
+        self.0.remove()
     }
 
-    /// Remove the mapping when its last user closes it (the dm-crypt device above a lazily detached mount).
-    pub fn remove_deferred(mut self) -> Result<(), Error> {
-        self.removed = true;
-        super::remove_as(&self.name, true)
-    }
-}
-
-impl Drop for VerityDevice {
-    fn drop(&mut self) {
-        if !self.removed {
-            if let Err(e) = super::remove(&self.name) {
-                log::error!(
-                    "dm {}: removing after an error failed: {}",
-                    self.name,
-                    crate::errors::chain(&e)
-                );
-            }
-        }
+    /// Remove the mapping at its last close (the dm-crypt device above a lazily detached mount).
+    pub fn remove_deferred(self) -> Result<(), Error> {
+        self.0.remove_deferred()
     }
 }
 
