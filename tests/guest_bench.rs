@@ -470,33 +470,22 @@ fn phase(r: &Run, name: &str) -> Option<f64> {
 /// dm-verity against from the blob; and the tree's size.
 fn report_verity(a: &Args, runs: &BTreeMap<String, Vec<Option<Run>>>, line: PrintLine<'_>) {
     let Some(pin) = &a.bench.verity else { return };
+    println!("bench: what verity costs, per round in the same boot, worst / median / best (mount: the verity run's time to a readable mount - the plain one's; of it: the whole-tree check, the mapping, and the header read + unlock through dm-verity - from the blob):");
     for n in ["ours-nbd", "ours-fuse"] {
         let v = format!("{n}-verity");
         let of = [n, v.as_str()];
         let read = per_round(runs, &of, |r| Some(r[1].mbps / r[0].mbps));
-        line(&format!("{v} / {n} (read)"), &read, true, "", 3);
+        line(&format!("{v} / {n}, read"), &read, true, "", 3);
         let mount = per_round(runs, &of, |r| Some(r[1].mount_secs? - r[0].mount_secs?));
-        line(&format!("mount {v} - {n}, s"), &mount, false, "", 3);
+        line(&format!("{v} - {n}, mount s"), &mount, false, "", 3);
         let tree = per_round(runs, &of[1..], |r| phase(r[0], "tree check"));
-        line(
-            &format!("  of which {v} tree check, s"),
-            &tree,
-            false,
-            "",
-            3,
-        );
+        line("  tree check, s", &tree, false, "", 3);
         let map = per_round(runs, &of[1..], |r| phase(r[0], "verity map"));
-        line(&format!("  of which {v} verity map, s"), &map, false, "", 3);
+        line("  verity map, s", &map, false, "", 3);
         let unlock = per_round(runs, &of, |r| {
             Some(phase(r[1], "header + unlock")? - phase(r[0], "header + unlock")?)
         });
-        line(
-            &format!("  header + unlock through verity - from the blob ({n}), s"),
-            &unlock,
-            false,
-            "",
-            3,
-        );
+        line("  header + unlock, verity - blob, s", &unlock, false, "", 3);
     }
     println!(
         "bench: {}",
@@ -508,7 +497,7 @@ fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>)
     let line = |label: &str, v: &[f64], higher: bool, unit: &str, digits: usize| {
         if let Some((w, m, b)) = wmb(v, higher) {
             println!(
-                "bench:   {label:<34} {w:>7.digits$} / {m:>7.digits$} / {b:>7.digits$}{unit}  ({} rounds)",
+                "bench:   {label:<44} {w:>7.digits$} / {m:>7.digits$} / {b:>7.digits$}{unit}  ({} rounds)",
                 v.len()
             );
         }
@@ -564,11 +553,11 @@ fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>)
             3,
         );
     }
-    report_verity(a, runs, &line);
     let mount_gap = per_round(runs, &["ours-fuse", "ours-nbd"], |r| {
         Some(r[0].mount_secs? - r[1].mount_secs?)
     });
     line("mount ours-fuse - ours-nbd, s", &mount_gap, false, "", 3);
+    report_verity(a, runs, &line);
     let mut cap = BTreeMap::new();
     if a.profile {
         for n in names {

@@ -320,6 +320,8 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
             "dm-verity",
             "xts",
             "aesni-intel",
+            // dm-verity's SHA-256 (sha256-ni / -avx2 / -ssse3) as udev would load it; without it, the C one.
+            "sha256-ssse3",
             "virtio_blk",
         ]
         .map(String::from)
@@ -425,6 +427,7 @@ fi
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 echo "bench: guest kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPUs, $(grep MemTotal /proc/meminfo)"
 echo "bench: AES drivers in /proc/crypto: $(grep -E '^driver +: (aes|xts)-' /proc/crypto | sed 's/.*: //' | sort -u | tr '\n' ' ')"
+echo "bench: SHA-256 drivers in /proc/crypto (dm-verity): $(grep -E '^driver +: sha256-' /proc/crypto | sed 's/.*: //' | sort -u | tr '\n' ' ')"
 [ -e /sys/block/nbd0 ] && echo "bench: /dev/nbd0 read_ahead_kb $(cat /sys/block/nbd0/queue/read_ahead_kb), max_sectors_kb $(cat /sys/block/nbd0/queue/max_sectors_kb)"
 /bench/guest_bench --bench --rounds {rounds} --profile {profile} --latency-ms {latency} {diag}{tune}{only}\
     --image /dev/vda --image-bytes {bytes} --image-sha256 {sha} --file {FILE_NAME} --file-sha256 {file_sha} \
