@@ -407,7 +407,7 @@ fn measure(a: &Args) -> Result<bool, String> {
             match &r {
                 Ok(run) => {
                     println!(
-                        "bench: round {} {name:<13} {:>7.1} MB/s ({:.2} s){} data {} {}",
+                        "bench: round {} {name:<16} {:>7.1} MB/s ({:.2} s){} data {} {}",
                         round + 1,
                         run.mbps,
                         run.secs,
