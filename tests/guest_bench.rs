@@ -6,6 +6,9 @@
 //!
 //! - `ours-nbd` / `ours-fuse`: our blob client + block cache (the manifest's defaults) behind the product's
 //!   NBD front end (`/dev/nbdN`) or FUSE + loop front end (`/dev/loopN`);
+//! - `ours-nbd-verity` / `ours-fuse-verity` (the image is sealed, `--verity-root` given): the same with
+//!   dm-verity between the transport and dm-crypt, as the boot maps an image pinned by `verity_root_hash`
+//!   (the whole tree checked first, the LUKS2 header read through the verified device);
 //! - `nbdkit`: Debian's `nbdkit` curl plugin + `nbd-client`;
 //! - `ceiling-512k` / `ceiling-4m`: a raw range-GET client over the whole blob, one keep-alive connection,
 //!   no block layer (what any pipeline could at best reach);
@@ -14,10 +17,11 @@
 //!
 //! A pipeline the kernel cannot run (NBD on azure-uvm) is left out and said so. Each round runs every pipeline
 //! once, the order reversed every other round. The report gives MB/s (10^6 bytes) worst / median / best, the
-//! time from start to a readable mount, and per-round ratios (each against `ceiling-4m`, FUSE against NBD,
-//! under `--profile azure` each as a fraction of the 60 MiB/s cap, mount time FUSE - NBD), worst / median /
-//! best, then one verdict line per target (judged on the median). Wrong data makes the exit status 1;
-//! slowness never does.
+//! time from start to a readable mount and its phases (medians), and per-round ratios (each against
+//! `ceiling-4m`, FUSE against NBD, verity against none per transport, under `--profile azure` each as a
+//! fraction of the 60 MiB/s cap, mount time FUSE - NBD and verity - none), worst / median / best, the hash
+//! tree's size, then one verdict line per target (judged on the median). Wrong data makes the exit status
+//! 1; slowness never does.
 //!
 //! `--profile azure` makes the server an Azure page blob: first byte after 10 ms, 60 MiB/s and 500
 //! requests/s per blob. `--latency-ms N` only delays every response. `--diag` adds `raw-nbd` / `raw-fuse`
@@ -28,12 +32,14 @@
 //! be named for an A/B of the window in the same boot.
 //!
 //! `guest_bench --bench --image PATH --image-bytes N --image-sha256 HEX --file NAME --file-sha256 HEX --key
-//! PATH [--rounds N] [--profile azure] [--latency-ms N] [--diag] [--tune ...] [--only NAMES] [--nbdkit PATH
+//! PATH [--verity-root HEX --verity-offset BYTES] [--rounds N] [--profile azure] [--latency-ms N] [--diag] [--tune ...] [--only NAMES] [--nbdkit PATH
 //! --curl-plugin PATH --nbd-client PATH]`. Run without `--bench` (as `cargo test` does) it checks its
 //! ceiling client and the Azure profile's rate limit against a small blob and prints the usual summary.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // bench support: a failed expectation is the report
 
+#[path = "support/bench_mount.rs"]
+mod bench_mount;
 #[path = "support/bench_pipelines.rs"]
 mod bench_pipelines;
 #[path = "support/range_server.rs"]
@@ -118,6 +124,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let (mut image, mut image_bytes, mut image_sha, mut file, mut file_sha, mut key) =
         (None, None, None, None, None, None);
     let (mut nbdkit, mut plugin, mut client) = (None, None, None);
+    let (mut verity_root, mut verity_offset) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} wants a value"));
@@ -157,6 +164,14 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--nbdkit" => nbdkit = Some(val()?),
             "--curl-plugin" => plugin = Some(val()?),
             "--nbd-client" => client = Some(val()?),
+            "--verity-root" => {
+                let root =
+                    <[u8; 32]>::try_from(unhex(&val()?)?).map_err(|_| "bad --verity-root")?;
+                verity_root = Some(root)
+            }
+            "--verity-offset" => {
+                verity_offset = Some(val()?.parse::<u64>().map_err(|_| "bad --verity-offset")?)
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -173,6 +188,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
         nbdkit: match (nbdkit, plugin, client) {
             (Some(a), Some(b), Some(c)) => Some((a, b, c)),
             _ => None,
+        },
+        verity: match (verity_root, verity_offset) {
+            (Some(root), Some(hash_offset)) => Some(bench_mount::Pin { root, hash_offset }),
+            (None, None) => None,
+            _ => return Err("--verity-root and --verity-offset go together".into()),
         },
     };
     Ok(Args {
@@ -314,6 +334,9 @@ fn measure(a: &Args) -> Result<bool, String> {
     for (n, _) in &transports {
         names.push(n.to_string());
         names.extend(a.tune.iter().map(|t| tune_name(n, *t)));
+        if a.bench.verity.is_some() {
+            names.push(format!("{n}-verity"));
+        }
     }
     if has_nbd && a.bench.nbdkit.is_some() {
         names.push("nbdkit".into());
@@ -346,11 +369,18 @@ fn measure(a: &Args) -> Result<bool, String> {
             "ceiling-4m" => a.bench.ceiling(4 << 20),
             "dmcrypt-ram" => a.bench.dmcrypt_ram(),
             "nbdkit" => a.bench.nbdkit(),
-            "raw-nbd" | "raw-fuse" => a.bench.ours(kind(name), Bench::cache_config(None), true),
+            "raw-nbd" | "raw-fuse" => {
+                a.bench
+                    .ours(kind(name), Bench::cache_config(None), true, false)
+            }
+            "ours-nbd-verity" | "ours-fuse-verity" => {
+                a.bench
+                    .ours(kind(name), Bench::cache_config(None), false, true)
+            }
             "ours-nbd-rw0" | "ours-fuse-rw0" => {
                 let mut config = Bench::cache_config(None);
                 config.reorder_window = 0;
-                a.bench.ours(kind(name), config, false)
+                a.bench.ours(kind(name), config, false, false)
             }
             "blob-1m" => a.bench.library(false),
             "cache-1m" => a.bench.library(true),
@@ -359,7 +389,8 @@ fn measure(a: &Args) -> Result<bool, String> {
                     a.tune.iter().copied().find(|t| {
                         tune_name("ours-nbd", *t) == n || tune_name("ours-fuse", *t) == n
                     });
-                a.bench.ours(kind(n), Bench::cache_config(tune), false)
+                a.bench
+                    .ours(kind(n), Bench::cache_config(tune), false, false)
             }
         }
     };
@@ -376,7 +407,7 @@ fn measure(a: &Args) -> Result<bool, String> {
             match &r {
                 Ok(run) => {
                     println!(
-                        "bench: round {} {name:<13} {:>7.1} MB/s ({:.2} s){} data {} {}",
+                        "bench: round {} {name:<16} {:>7.1} MB/s ({:.2} s){} data {} {}",
                         round + 1,
                         run.mbps,
                         run.secs,
@@ -426,11 +457,47 @@ fn per_round(
         .collect()
 }
 
+/// Prints one worst / median / best line: label, values, whether higher is better, unit, digits.
+type PrintLine<'a> = &'a dyn Fn(&str, &[f64], bool, &str, usize);
+
+/// The seconds of phase `name` of a run, when it has one.
+fn phase(r: &Run, name: &str) -> Option<f64> {
+    r.phases.iter().find(|(p, _)| *p == name).map(|(_, s)| *s)
+}
+
+/// What verity costs, per transport in the same rounds: the read (verity / none), the time to a readable
+/// mount (verity - none) split into the whole-tree check, the mapping and the header read + unlock through
+/// dm-verity against from the blob; and the tree's size.
+fn report_verity(a: &Args, runs: &BTreeMap<String, Vec<Option<Run>>>, line: PrintLine<'_>) {
+    let Some(pin) = &a.bench.verity else { return };
+    println!("bench: what verity costs, per round in the same boot, worst / median / best (mount: the verity run's time to a readable mount - the plain one's; of it: the whole-tree check, the mapping, and the header read + unlock through dm-verity - from the blob):");
+    for n in ["ours-nbd", "ours-fuse"] {
+        let v = format!("{n}-verity");
+        let of = [n, v.as_str()];
+        let read = per_round(runs, &of, |r| Some(r[1].mbps / r[0].mbps));
+        line(&format!("{v} / {n}, read"), &read, true, "", 3);
+        let mount = per_round(runs, &of, |r| Some(r[1].mount_secs? - r[0].mount_secs?));
+        line(&format!("{v} - {n}, mount s"), &mount, false, "", 3);
+        let tree = per_round(runs, &of[1..], |r| phase(r[0], "tree check"));
+        line("  tree check, s", &tree, false, "", 3);
+        let map = per_round(runs, &of[1..], |r| phase(r[0], "verity map"));
+        line("  verity map, s", &map, false, "", 3);
+        let unlock = per_round(runs, &of, |r| {
+            Some(phase(r[1], "header + unlock")? - phase(r[0], "header + unlock")?)
+        });
+        line("  header + unlock, verity - blob, s", &unlock, false, "", 3);
+    }
+    println!(
+        "bench: {}",
+        bench_mount::size_line(a.bench.image_bytes as u64, pin)
+    );
+}
+
 fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>) {
     let line = |label: &str, v: &[f64], higher: bool, unit: &str, digits: usize| {
         if let Some((w, m, b)) = wmb(v, higher) {
             println!(
-                "bench:   {label:<34} {w:>7.digits$} / {m:>7.digits$} / {b:>7.digits$}{unit}  ({} rounds)",
+                "bench:   {label:<44} {w:>7.digits$} / {m:>7.digits$} / {b:>7.digits$}{unit}  ({} rounds)",
                 v.len()
             );
         }
@@ -446,6 +513,25 @@ fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>)
     for n in names {
         let v = per_round(runs, &[n], |r| r[0].mount_secs);
         line(&format!("{n} start to readable mount, s"), &v, false, "", 2);
+    }
+    for n in names {
+        let Some(first) = runs.get(n).and_then(|v| v.iter().flatten().next()) else {
+            continue;
+        };
+        let parts: Vec<String> = first
+            .phases
+            .iter()
+            .filter_map(|(p, _)| {
+                let v = per_round(runs, &[n], |r| phase(r[0], p));
+                wmb(&v, false).map(|(_, m, _)| format!("{p} {m:.3}"))
+            })
+            .collect();
+        if !parts.is_empty() {
+            println!(
+                "bench:   {n} to a readable mount, median s: {}",
+                parts.join(", ")
+            );
+        }
     }
     println!("bench: ratios, per round, worst / median / best:");
     for n in names.iter().filter(|n| !n.starts_with("ceiling")) {
@@ -471,6 +557,7 @@ fn report(a: &Args, names: &[String], runs: &BTreeMap<String, Vec<Option<Run>>>)
         Some(r[0].mount_secs? - r[1].mount_secs?)
     });
     line("mount ours-fuse - ours-nbd, s", &mount_gap, false, "", 3);
+    report_verity(a, runs, &line);
     let mut cap = BTreeMap::new();
     if a.profile {
         for n in names {

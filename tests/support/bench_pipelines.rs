@@ -3,20 +3,21 @@
 //!
 //! The image (LUKS2, ext4 holding one file of random data) is served as a blob by the range server. Each
 //! transport pipeline starts its transport, reads the LUKS2 header and unlocks it, maps dm-crypt and mounts
-//! ext4 read-only with the product's code (`luks2`, `dm::CryptDevice`, `mount::mount_ext4`), so "start to
+//! ext4 read-only with the product's code (tests/support/bench_mount.rs), so "start to
 //! readable mount" is timed the same way for every transport; then caches are dropped and the file is read
 //! with `dd bs=1M` (timed), and its SHA-256 is compared (untimed, from the page cache dd filled).
+//! `ours-*-verity` put dm-verity between the transport and dm-crypt and read the header through it, as the
+//! boot does for a pinned image; the time to a readable mount is split into phases.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+use crate::bench_mount::{self, crypt_mount, file_reader, Mounted, Phases, Pin};
 use encfs_init::blob::{self, AzureBlob, BlockSource, CacheConfig, CachedSource};
-use encfs_init::dm::{CryptDevice, CryptParams};
 use encfs_init::manifest::validate::{DEFAULT_BLOCK_SIZE, DEFAULT_CACHE_SIZE};
 use encfs_init::manifest::NetworkPlan;
 use encfs_init::transport::{self, Kind};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -29,12 +30,13 @@ const NBDKIT_PORT: u16 = 10809;
 pub type Tune = (usize, u64, u64);
 
 /// One measured run: MB/s of the cold read, its time, the time from start to a readable mount (transport
-/// pipelines only), whether the data was right, and a note.
+/// pipelines only) and its timed parts (`ours-*` only), whether the data was right, and a note.
 #[derive(Debug)]
 pub struct Run {
     pub mbps: f64,
     pub secs: f64,
     pub mount_secs: Option<f64>,
+    pub phases: Phases,
     pub ok: bool,
     pub note: String,
 }
@@ -55,6 +57,8 @@ pub struct Bench {
     pub key: Vec<u8>,
     /// nbdkit, its curl plugin, nbd-client.
     pub nbdkit: Option<(String, String, String)>,
+    /// The image's verity pin (the image is sealed): `ours-*-verity` can run.
+    pub verity: Option<Pin>,
 }
 
 pub fn sh(cmd: &str) -> Result<(), String> {
@@ -163,112 +167,6 @@ pub fn ceiling_read(addr: SocketAddr, range: usize, dst: &mut [u8]) -> Result<()
     Ok(())
 }
 
-/// An unlocked, mapped and mounted image; [`Mounted::close`] undoes it (dropping it removes the mapping).
-struct Mounted {
-    dir: PathBuf,
-    dm: Option<CryptDevice>,
-    mounted: bool,
-}
-
-impl Mounted {
-    fn close(mut self) -> Result<(), String> {
-        let mut errors = Vec::new();
-        if self.mounted {
-            self.mounted = false;
-            if let Err(e) = encfs_init::mount::unmount(&self.dir, Duration::from_secs(10)) {
-                errors.push(e.to_string());
-            }
-        }
-        if let Some(dm) = self.dm.take() {
-            if let Err(e) = dm.remove() {
-                errors.push(encfs_init::errors::chain(&e));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = encfs_init::mount::unmount(&self.dir, Duration::from_secs(10));
-        }
-    }
-}
-
-/// Read the LUKS2 header through `read` (a device of `size` bytes), unlock it with `key`, map dm-crypt
-/// `name` over `device` and mount ext4 read-only at `dir`: the boot's steps, with the product's code.
-fn crypt_mount(
-    name: &str,
-    device: &Path,
-    size: u64,
-    key: &[u8],
-    read: &dyn Fn(u64, usize) -> Result<Vec<u8>, String>,
-    dir: &Path,
-) -> Result<Mounted, String> {
-    let first = read(0, 4096)?;
-    let hdr_size = first
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(16 << 10, u64::from_be_bytes)
-        .clamp(16 << 10, 4 << 20);
-    let head = read(0, (hdr_size * 2) as usize)?;
-    let header = encfs_init::luks2::Header::parse(&head).map_err(|e| format!("LUKS2: {e}"))?;
-    let (vk, (offset, len)) = header
-        .open_device(
-            size,
-            key,
-            &encfs_init::luks2::Limits::for_this_machine(),
-            |o, l| {
-                read(o, l as usize).map_err(|_| encfs_init::luks2::Error::Truncated {
-                    what: "keyslot area",
-                    need: o + l,
-                    have: o,
-                })
-            },
-        )
-        .map_err(|e| format!("unlock: {e}"))?;
-    let params = CryptParams {
-        cipher: header.segment.cipher.clone(),
-        iv_offset: header.segment.iv_tweak,
-        device: device.to_path_buf(),
-        offset_sectors: offset / 512,
-        size_sectors: len / 512,
-        sector_size: header.segment.sector_size,
-        read_only: true,
-    };
-    let dm = CryptDevice::open(name, None, &params, vk.secret())
-        .map_err(|e| encfs_init::errors::chain(&e))?;
-    let mut m = Mounted {
-        dir: dir.to_path_buf(),
-        dm: Some(dm),
-        mounted: false,
-    };
-    let node =
-        m.dm.as_ref()
-            .map(|d| d.node().to_path_buf())
-            .unwrap_or_default();
-    encfs_init::mount::mount_ext4(&node, dir, true).map_err(|e| e.to_string())?;
-    m.mounted = true;
-    Ok(m)
-}
-
-/// Positional reads of a device or file.
-fn file_reader(path: &Path) -> Result<impl Fn(u64, usize) -> Result<Vec<u8>, String>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let p = path.display().to_string();
-    Ok(move |off: u64, len: usize| {
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, off)
-            .map_err(|e| format!("{p}: {e}"))?;
-        Ok(buf)
-    })
-}
-
 impl Bench {
     pub fn url(&self) -> String {
         format!("http://{}/container/disk.img", self.addr)
@@ -302,6 +200,7 @@ impl Bench {
             mbps: self.image_bytes as f64 / 1e6 / secs,
             secs,
             mount_secs: None,
+            phases: Vec::new(),
             ok,
             note: format!("{} range GETs, one connection", range >> 10),
         })
@@ -341,8 +240,21 @@ impl Bench {
 
     /// `ours-nbd` / `ours-fuse`: our blob client + cache behind the product's NBD or FUSE + loop front end,
     /// then LUKS2 + dm-crypt + ext4 (`config`: the manifest's defaults unless tuned).
-    /// With `raw`, no dm-crypt: `dd` of the whole block device (a diagnosis of the transport alone).
-    pub fn ours(&self, kind: Kind, config: CacheConfig, raw: bool) -> Result<Run, String> {
+    /// With `raw`, no dm-crypt: `dd` of the whole block device (a diagnosis of the transport alone). With
+    /// `verity` (`ours-*-verity`), dm-verity over the transport's device as the boot maps a pinned image: the
+    /// header is read through it and dm-crypt goes over it.
+    pub fn ours(
+        &self,
+        kind: Kind,
+        config: CacheConfig,
+        raw: bool,
+        verity: bool,
+    ) -> Result<Run, String> {
+        let pin = match (verity, self.verity) {
+            (false, _) => None,
+            (true, Some(pin)) => Some(pin),
+            (true, None) => return Err("the image is not sealed (no verity pin given)".into()),
+        };
         let t0 = Instant::now();
         let cached =
             Arc::new(CachedSource::new(self.open_blob()?, config).map_err(|e| e.to_string())?);
@@ -376,32 +288,52 @@ impl Bench {
                 mbps,
                 secs,
                 mount_secs: None,
+                phases: Vec::new(),
                 ok,
                 note: format!("dd of {} (no dm-crypt)", dev.display()),
             });
         }
-        let reader = {
-            let src = src.clone();
-            move |off: u64, len: usize| {
-                let mut buf = vec![0u8; len];
-                src.read_at(off, &mut buf).map_err(|e| e.to_string())?;
-                Ok(buf)
-            }
-        };
-        // The header is read through the cache (as the boot does), the data through the transport.
-        let size = src.size();
-        let backing =
-            transport::attach(kind, src, &opts).map_err(|e| encfs_init::errors::chain(&e))?;
+        let backing = transport::attach(kind, src.clone(), &opts)
+            .map_err(|e| encfs_init::errors::chain(&e))?;
+        let mut phases = vec![("blob + attach", t0.elapsed().as_secs_f64())];
         let dev = backing.device().to_path_buf();
         let dir = Self::mount_dir(tag);
-        let mounted = crypt_mount(
-            &format!("bench-{tag}"),
-            &dev,
-            size,
-            &self.key,
-            &reader,
-            &dir,
-        );
+        let mounted = match pin {
+            // Unpinned: the header is read through the cache (as the boot does), the data through the
+            // transport.
+            None => {
+                let reader = |off: u64, len: usize| {
+                    let mut buf = vec![0u8; len];
+                    src.read_at(off, &mut buf).map_err(|e| e.to_string())?;
+                    Ok(buf)
+                };
+                let name = format!("bench-{tag}");
+                crypt_mount(
+                    &name,
+                    &dev,
+                    src.size(),
+                    &self.key,
+                    &reader,
+                    &dir,
+                    &mut phases,
+                )
+            }
+            // Pinned: the tree checked from the blob, dm-verity over the device, then everything (header,
+            // keyslots, data) through the verified device.
+            Some(pin) => {
+                let name = format!("bench-verity-{tag}");
+                bench_mount::map_verity(&name, &pin, &*src, &dev, &mut phases).and_then(|v| {
+                    let node = v.node().to_path_buf();
+                    let reader = file_reader(&node)?;
+                    let name = format!("bench-{tag}-verity");
+                    let size = pin.hash_offset;
+                    let mut m =
+                        crypt_mount(&name, &node, size, &self.key, &reader, &dir, &mut phases)?;
+                    m.verity = Some(v);
+                    Ok(m)
+                })
+            }
+        };
         let mounted = match mounted {
             Ok(m) => m,
             Err(e) => {
@@ -422,10 +354,12 @@ impl Bench {
             mbps,
             secs,
             mount_secs: Some(mount_secs),
+            phases,
             ok,
             note: format!(
-                "{} ({} KiB blocks, {} MiB budget, {} workers, readahead {}, reorder window {}; during the read: {} demand fetches, {} prefetches, {} hits)",
+                "{}{} ({} KiB blocks, {} MiB budget, {} workers, readahead {}, reorder window {}; during the read: {} demand fetches, {} prefetches, {} hits)",
                 dev.display(),
+                if pin.is_some() { " + dm-verity" } else { "" },
                 config.block_size >> 10,
                 config.cache_size >> 20,
                 config.workers,
@@ -489,6 +423,7 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(5));
         }
         let reader = file_reader(dev)?;
+        let mut phases = vec![("nbdkit + nbd-client", t0.elapsed().as_secs_f64())];
         let m = crypt_mount(
             "bench-nbdkit",
             dev,
@@ -496,6 +431,7 @@ impl Bench {
             &self.key,
             &reader,
             &Self::mount_dir("nbdkit"),
+            &mut phases,
         )?;
         let mount_secs = t0.elapsed().as_secs_f64();
         let read = self.read_file(&m);
@@ -506,6 +442,7 @@ impl Bench {
             mbps,
             secs,
             mount_secs: Some(mount_secs),
+            phases,
             ok,
             note: format!("{d} (nbdkit curl plugin, nbd-client -b 4096)"),
         })
@@ -543,6 +480,7 @@ impl Bench {
             &self.key,
             &reader,
             &Self::mount_dir("ram"),
+            &mut Vec::new(),
         );
         let m = match m {
             Ok(m) => m,
@@ -561,6 +499,7 @@ impl Bench {
             mbps,
             secs,
             mount_secs: None,
+            phases: Vec::new(),
             ok,
             note: format!("{} over a tmpfs file", dev.display()),
         })
@@ -589,6 +528,7 @@ impl Bench {
             mbps: self.image_bytes as f64 / 1e6 / secs,
             secs,
             mount_secs: None,
+            phases: Vec::new(),
             ok,
             note: String::new(),
         })

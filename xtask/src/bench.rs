@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: the issue-13 benchmark in one VM boot (not part of `cargo xtask test`).
 //!
 //! Cold sequential read of one 256 MiB random file in an encrypted image (LUKS2, ext4; made on the host by
-//! `encfs-init image create`, cached under `.cache/vm/bench-image-<MiB>/`, attached to the guest as its
-//! virtio disk), served as a blob by the in-guest HTTP range server, through ext4 on dm-crypt as the
-//! application reads it: ours-nbd (our blob client + cache + NBD front end), ours-fuse (the same engine
-//! behind our FUSE + loop front end), nbdkit (`nbdkit curl` + `nbd-client`), beside the ceilings (a raw
+//! `encfs-init image create --verity`, so sealed with a dm-verity hash tree, cached under
+//! `.cache/vm/bench-image-<MiB>/`, attached to the guest as its virtio disk), served as a blob by the
+//! in-guest HTTP range server, through ext4 on dm-crypt as the application reads it: ours-nbd (our blob
+//! client + cache + NBD front end), ours-fuse (the same engine behind our FUSE + loop front end),
+//! ours-nbd-verity / ours-fuse-verity (the same with dm-verity under dm-crypt, as the boot maps an image
+//! pinned by `verity_root_hash`: the cost of tamper evidence), nbdkit (`nbdkit curl` + `nbd-client`), beside the ceilings (a raw
 //! range-GET client, 512 KiB and 4 MiB ranges) and dmcrypt-ram (dm-crypt + ext4 over a tmpfs file: the layer
 //! limit). The guest side is `tests/guest_bench.rs` with `tests/support/bench_pipelines.rs`, built static
 //! and optimized as the product ships (`--release`); its report lines start with `bench:` and are printed
@@ -18,7 +20,7 @@
 //! 10 ms, 60 MiB/s and 500 requests/s per blob); `--latency-ms N` only delays every response; `--tune
 //! W:R[:B][,...]` adds ours-nbd/ours-fuse runs with W fetch workers, a readahead of R blocks and B KiB
 //! blocks; `--only NAME[,NAME...]` measures only those pipelines (`ceiling-512k`, `ceiling-4m`,
-//! `dmcrypt-ram`, `ours-nbd`, `ours-fuse`, `nbdkit`, with `--diag` also `raw-nbd`, `raw-fuse`, `blob-1m`,
+//! `dmcrypt-ram`, `ours-nbd`, `ours-fuse`, `ours-nbd-verity`, `ours-fuse-verity`, `nbdkit`, with `--diag` also `raw-nbd`, `raw-fuse`, `blob-1m`,
 //! `cache-1m`).
 
 use std::fs;
@@ -157,6 +159,9 @@ struct Image {
     bytes: u64,
     sha256: String,
     file_sha256: String,
+    /// The verity pin `image create --verity` printed: root hash (hex) and hash offset.
+    verity_root: String,
+    verity_offset: u64,
 }
 
 fn sha256_of(path: &Path) -> Result<String> {
@@ -168,11 +173,13 @@ fn sha256_of(path: &Path) -> Result<String> {
 }
 
 /// `.cache/vm/bench-image-<MiB>/`: `image.img` (LUKS2 + ext4 holding [`FILE_NAME`], `size_mib` MiB from
-/// /dev/urandom), `key.bin`, and `sums` (the image's and the file's SHA-256), written last.
+/// /dev/urandom, sealed with a dm-verity tree), `key.bin`, and `sums` (the image's and the file's SHA-256,
+/// the verity root hash and hash offset), written last; a cache from before the seal is made again.
 fn bench_image(paths: &Paths, encfs_init: &Path, size_mib: u32) -> Result<Image> {
     let dir = paths.cache.join(format!("bench-image-{size_mib}"));
     let (path, key, sums) = (dir.join("image.img"), dir.join("key.bin"), dir.join("sums"));
-    if !sums.is_file() {
+    let current = fs::read_to_string(&sums).is_ok_and(|t| t.split_whitespace().count() == 4);
+    if !current {
         let t = Instant::now();
         let _ = fs::remove_dir_all(&dir);
         let content = dir.join("content");
@@ -186,17 +193,27 @@ fn bench_image(paths: &Paths, encfs_init: &Path, size_mib: u32) -> Result<Image>
         drop(out);
         fs::write(&key, BENCH_KEY).with_context(|| format!("writing {}", key.display()))?;
         let file_sha = sha256_of(&file)?;
-        stdout_of(
+        let printed = stdout_of(
             Command::new(encfs_init)
-                .args(["image", "create", "--key-file"])
+                .args(["image", "create", "--verity", "--key-file"])
                 .arg(&key)
                 .arg("--from")
                 .arg(&content)
                 .arg(&path),
         )?;
         let _ = fs::remove_dir_all(&content);
+        let pinned = |name: &str| {
+            printed.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        let (Some(root), Some(offset)) = (pinned("verity_root_hash"), pinned("verity_hash_offset"))
+        else {
+            bail!("image create --verity printed no verity pin: {printed:?}")
+        };
         let image_sha = sha256_of(&path)?;
-        fs::write(&sums, format!("{image_sha} {file_sha}\n"))
+        fs::write(&sums, format!("{image_sha} {file_sha} {root} {offset}\n"))
             .with_context(|| format!("writing {}", sums.display()))?;
         eprintln!(
             "bench: made the bench image {} in {}",
@@ -206,7 +223,12 @@ fn bench_image(paths: &Paths, encfs_init: &Path, size_mib: u32) -> Result<Image>
     }
     let text = fs::read_to_string(&sums).with_context(|| format!("reading {}", sums.display()))?;
     let mut w = text.split_whitespace();
-    let (Some(sha256), Some(file_sha256)) = (w.next(), w.next()) else {
+    let (Some(sha256), Some(file_sha256), Some(root), Some(Ok(offset))) = (
+        w.next(),
+        w.next(),
+        w.next(),
+        w.next().map(str::parse::<u64>),
+    ) else {
         bail!(
             "{}: unreadable; remove {} to remake it",
             sums.display(),
@@ -222,6 +244,8 @@ fn bench_image(paths: &Paths, encfs_init: &Path, size_mib: u32) -> Result<Image>
         bytes,
         sha256: sha256.to_string(),
         file_sha256: file_sha256.to_string(),
+        verity_root: root.to_string(),
+        verity_offset: offset,
     })
 }
 
@@ -293,8 +317,11 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
             "loop",
             "dm-mod",
             "dm-crypt",
+            "dm-verity",
             "xts",
             "aesni-intel",
+            // dm-verity's SHA-256 (sha256-ni / -avx2 / -ssse3) as udev would load it; without it, the C one.
+            "sha256-ssse3",
             "virtio_blk",
         ]
         .map(String::from)
@@ -400,10 +427,11 @@ fi
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 echo "bench: guest kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPUs, $(grep MemTotal /proc/meminfo)"
 echo "bench: AES drivers in /proc/crypto: $(grep -E '^driver +: (aes|xts)-' /proc/crypto | sed 's/.*: //' | sort -u | tr '\n' ' ')"
+echo "bench: SHA-256 drivers in /proc/crypto (dm-verity): $(grep -E '^driver +: sha256-' /proc/crypto | sed 's/.*: //' | sort -u | tr '\n' ' ')"
 [ -e /sys/block/nbd0 ] && echo "bench: /dev/nbd0 read_ahead_kb $(cat /sys/block/nbd0/queue/read_ahead_kb), max_sectors_kb $(cat /sys/block/nbd0/queue/max_sectors_kb)"
 /bench/guest_bench --bench --rounds {rounds} --profile {profile} --latency-ms {latency} {diag}{tune}{only}\
     --image /dev/vda --image-bytes {bytes} --image-sha256 {sha} --file {FILE_NAME} --file-sha256 {file_sha} \
-    --key /bench/key.bin {peers}
+    --verity-root {root} --verity-offset {offset} --key /bench/key.bin {peers}
 status=$?
 echo "{verdict}$status"
 exec poweroff -f
@@ -423,6 +451,8 @@ exec poweroff -f
         bytes = image.bytes,
         sha = image.sha256,
         file_sha = image.file_sha256,
+        root = image.verity_root,
+        offset = image.verity_offset,
         verdict = qemu::SCRIPT_VERDICT,
     )
 }
