@@ -86,31 +86,31 @@ pub fn summary(h: &Header, device_size: u64) -> String {
 
 /// A line on the dm-verity tree `image seal` leaves at the image's end, if there is one.
 fn verity_summary(image: &Path, size: u64) -> String {
-    use crate::verity::{tree, Superblock};
-    let found = File::open(image).map_err(|e| e.to_string()).and_then(|f| {
-        match tree::find_superblock(&f, size) {
-            Ok(Some((at, raw))) => match Superblock::parse(&raw) {
-                Ok(sb) => tree::root_hash(&f, &sb, at)
-                    .map(|root| {
-                        Some(format!(
-                            "sealed: superblock at byte {at} (verity_hash_offset), {} data blocks, \
-                             root hash {} (read from the tree, not verified)",
-                            sb.data_blocks,
-                            crate::hex::encode(&root)
-                        ))
-                    })
-                    .map_err(|e| chain(&e)),
-                Err(e) => Ok(Some(format!("superblock at byte {at}: {}", chain(&e)))),
-            },
-            Ok(None) => Ok(None),
-            Err(e) => Err(chain(&e)),
-        }
-    });
-    match found {
+    match sealed(image, size) {
         Ok(Some(line)) => format!("  verity:        {line}\n"),
         Ok(None) => String::new(),
-        Err(e) => format!("  verity:        {e}\n"),
+        Err(e) => format!("  verity:        {}\n", chain(&*e)),
     }
+}
+
+/// What the superblock at the image's end says (`None` when the image is not sealed).
+fn sealed(image: &Path, size: u64) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    use crate::verity::{tree, Superblock};
+    let f = File::open(image)?;
+    let Some((at, raw)) = tree::find_superblock(&f, size)? else {
+        return Ok(None);
+    };
+    let sb = match Superblock::parse(&raw) {
+        Ok(sb) => sb,
+        Err(e) => return Ok(Some(format!("superblock at byte {at}: {}", chain(&e)))),
+    };
+    let root = tree::root_hash(&f, &sb, at)?;
+    Ok(Some(format!(
+        "sealed: superblock at byte {at} (verity_hash_offset), {} data blocks, root hash {} (read from the \
+         tree, not verified)",
+        sb.data_blocks,
+        crate::hex::encode(&root)
+    )))
 }
 
 /// Write to stdout, ignoring a closed pipe (`image check | head` must not panic).
