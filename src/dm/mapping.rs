@@ -83,11 +83,12 @@ impl Mapping {
         remove(&self.name)
     }
 
-    /// Remove the mapping when its last user closes it (`DM_DEFERRED_REMOVE`): for a device still held
-    /// open by a filesystem that was detached lazily. The kernel removes it at once when it is not open.
-    pub fn remove_deferred(mut self) -> Result<(), Error> {
+    /// Remove the mapping; `held`: it is still held open (by a filesystem that was detached lazily), so it
+    /// is removed when its last user closes it (`DM_DEFERRED_REMOVE`; the kernel removes it at once when it
+    /// is not open).
+    pub fn remove_held(mut self, held: bool) -> Result<(), Error> {
         self.removed = true;
-        remove_as(&self.name, true)
+        remove_as(&self.name, held)
     }
 }
 

@@ -263,9 +263,9 @@ impl CryptDevice {
         self.0.remove()
     }
 
-    /// Remove the mapping at its last close (see [`Mapping::remove_deferred`]).
-    pub fn remove_deferred(self) -> Result<(), Error> {
-        self.0.remove_deferred()
+    /// Remove the mapping, at its last close when it is still `held` (see [`Mapping::remove_held`]).
+    pub fn remove_held(self, held: bool) -> Result<(), Error> {
+        self.0.remove_held(held)
     }
 }
 

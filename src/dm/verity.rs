@@ -114,9 +114,9 @@ impl VerityDevice {
         self.0.remove()
     }
 
-    /// Remove the mapping at its last close (the dm-crypt device above a lazily detached mount).
-    pub fn remove_deferred(self) -> Result<(), Error> {
-        self.0.remove_deferred()
+    /// Remove the mapping, at its last close when it is still `held` (see [`Mapping::remove_held`]).
+    pub fn remove_held(self, held: bool) -> Result<(), Error> {
+        self.0.remove_held(held)
     }
 }
 

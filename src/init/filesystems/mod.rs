@@ -442,24 +442,11 @@ impl Opened {
                 }
             }
         }
-        if let Some(dm) = self.dm.take() {
-            // A lazily detached filesystem still holds the device: the kernel removes it at the last close.
-            let removed = if busy {
-                dm.remove_deferred()
-            } else {
-                dm.remove()
-            };
-            if let Err(e) = removed {
-                log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
-                first.get_or_insert(CloseError::Failed);
-            }
-        }
-        if let Some(verity) = self.verity_dev.take() {
-            let removed = if busy {
-                verity.remove_deferred()
-            } else {
-                verity.remove()
-            };
+        // dm-crypt, then the dm-verity under it. A lazily detached filesystem still holds them: the kernel
+        // removes each at its last close.
+        let crypt = self.dm.take().map(|d| d.remove_held(busy));
+        let verity = self.verity_dev.take().map(|d| d.remove_held(busy));
+        for removed in [crypt, verity].into_iter().flatten() {
             if let Err(e) = removed {
                 log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
                 first.get_or_insert(CloseError::Failed);
