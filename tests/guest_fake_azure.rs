@@ -2,7 +2,7 @@
 //! MAA, Key Vault and IMDS of tests/support, on the guest's 127.0.0.1. The rig builds it static
 //! (`cargo_tests = ["guest_fake_azure"]`).
 //!
-//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest]`: makes the fake AMD chain (ARK →
+//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest] [--extra-key NAME:KTY:FILE]...`: makes the fake AMD chain (ARK →
 //! ASK → VCEK for chip id 0x42.., the default TCB of the product's fake attester) and a fake Azure (IMDS
 //! over http; MAA and the vault over https with a test CA), adds the oct-HSM key `demo` holding the 32 raw
 //! bytes of KEY32 with a release policy on `x-ms-sevsnpvm-hostdata` (SHA-256 of the security policy it
@@ -51,10 +51,14 @@ struct Options {
     out: PathBuf,
     hostdata: Option<String>,
     sev_guest: bool,
+    /// `--extra-key NAME:KTY:FILE`: more keys under the same release policy (the file's bytes as the
+    /// vault's material: an oct key's bytes, an RSA or EC key's PKCS#8 DER); the file is removed once read.
+    extra: Vec<(String, String, Vec<u8>)>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let (mut key, mut out, mut hostdata, mut sev_guest) = (None, None, None, false);
+    let mut extra = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -62,6 +66,18 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--out" => out = it.next().cloned(),
             "--policy-hostdata" => hostdata = it.next().cloned(),
             "--sev-guest" => sev_guest = true,
+            "--extra-key" => {
+                let spec = it.next().ok_or("--extra-key NAME:KTY:FILE")?;
+                let mut parts = spec.splitn(3, ':');
+                let (Some(name), Some(kty), Some(file)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(format!("--extra-key {spec}: want NAME:KTY:FILE"));
+                };
+                let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+                std::fs::remove_file(file).map_err(|e| format!("{file}: {e}"))?;
+                extra.push((name.to_string(), kty.to_string(), bytes));
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -75,6 +91,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         out: PathBuf::from(out.ok_or("--out DIR is required")?),
         hostdata,
         sev_guest,
+        extra,
     })
 }
 
@@ -128,7 +145,13 @@ fn start_secure_processor(vcek: p384::ecdsa::SigningKey) -> Result<(), String> {
 }
 
 /// Start the fake and write DIR.
-fn start(key: &[u8], out: &Path, hostdata: Option<&str>, sev_guest: bool) -> Result<Guest, String> {
+fn start(
+    key: &[u8],
+    out: &Path,
+    hostdata: Option<&str>,
+    sev_guest: bool,
+    extra: &[(String, String, Vec<u8>)],
+) -> Result<Guest, String> {
     let amd = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
     let az = FakeAzure::start(&amd);
     let want = hostdata
@@ -137,6 +160,16 @@ fn start(key: &[u8], out: &Path, hostdata: Option<&str>, sev_guest: bool) -> Res
     let mut policy = vec![("x-ms-sevsnpvm-hostdata".into(), json!(want))];
     if sev_guest {
         policy.push(("x-ms-sevsnpvm-vmpl".into(), json!(0)));
+    }
+    for (name, kty, material) in extra {
+        az.add_key(
+            name,
+            VaultKey {
+                kty: kty.clone(),
+                material: material.clone(),
+                policy: policy.clone(),
+            },
+        );
     }
     az.add_key(
         KID,
@@ -193,7 +226,7 @@ fn start(key: &[u8], out: &Path, hostdata: Option<&str>, sev_guest: bool) -> Res
 fn serve(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let t = Instant::now();
-    let g = start(&o.key, &o.out, o.hostdata.as_deref(), o.sev_guest)?;
+    let g = start(&o.key, &o.out, o.hostdata.as_deref(), o.sev_guest, &o.extra)?;
     eprintln!(
         "guest_fake_azure: IMDS {}, MAA and Key Vault {} (key \"{KID}\"), files in {} ({} ms)",
         g.imds,
@@ -271,14 +304,14 @@ fn self_check() -> Result<(), String> {
     let out = std::env::temp_dir().join(format!("guest-fake-azure-{}", std::process::id()));
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     let result = (|| {
-        let g = start(&key, &out, None, false)?;
+        let g = start(&key, &out, None, false, &[])?;
         let got = release_from(&g, &out)?;
         if got != key {
             return Err("the released key is not the key given".into());
         }
         // The twin with a policy on another host_data is refused with 403.
         let other = out.join("denied");
-        let g = start(&key, &other, Some(&"00".repeat(32)), false)?;
+        let g = start(&key, &other, Some(&"00".repeat(32)), false, &[])?;
         match release_from(&g, &other) {
             Err(e) if e.contains("HTTP 403") => Ok(()),
             Err(e) => Err(format!("denied: wrong error: {e}")),

@@ -55,13 +55,10 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Set up attestation for `plan`, or `Ok(None)` when no filesystem needs a key release.
+    /// Set up attestation for `plan`, or `Ok(None)` when nothing releases a key (no filesystem or secret
+    /// key release, no SKR API).
     pub fn for_plan(plan: &Plan) -> Result<Option<Self>, Error> {
-        if !plan
-            .filesystems
-            .iter()
-            .any(|f| matches!(f.key, KeyPlan::Release(_)))
-        {
+        if !plan.releases_keys() && plan.skr.is_none() {
             return Ok(None);
         }
         let uvm = match uvm::load(&uvm::process_env, Path::new("/")) {
@@ -106,8 +103,35 @@ impl Keys {
         }))
     }
 
-    /// Release `rp`'s key.
+    /// Release `rp`'s key and derive the disk key from it.
     pub fn release(&self, plan: &Plan, rp: &ReleasePlan) -> Result<SecretBytes, keyrelease::Error> {
+        self.with_context(plan, rp, |ctx| {
+            let attested = self.attested(ctx, rp)?;
+            keyrelease::release_with(ctx, &attested, rp)
+        })
+    }
+
+    /// Release `rp`'s key as the vault gives it (a secret for the application), sharing this boot's
+    /// attestation by the same authority.
+    pub fn release_material(
+        &self,
+        plan: &Plan,
+        rp: &ReleasePlan,
+    ) -> Result<keyrelease::ReleasedKey, keyrelease::Error> {
+        self.with_context(plan, rp, |ctx| {
+            let attested = self.attested(ctx, rp)?;
+            keyrelease::release_material(ctx, &attested, &rp.vault.0, &rp.kid)
+        })
+    }
+
+    /// Run `f` with a key-release context for `rp`: its vault token source (`rp`'s bearer token, else
+    /// workload identity or IMDS for its vault kind), this boot's attester, client, trust and pins.
+    pub fn with_context<T>(
+        &self,
+        plan: &Plan,
+        rp: &ReleasePlan,
+        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+    ) -> Result<T, keyrelease::Error> {
         let tokens = TokenCache::new(TokenSource::for_vault(
             rp.bearer_token.as_ref(),
             rp.vault_kind,
@@ -130,30 +154,37 @@ impl Keys {
             ark_pins: &self.ark_pins,
             verify_locally: !fake,
         };
+        f(&ctx)
+    }
+
+    /// This boot's attestation by `rp`'s authority: made by the first release that names it, reused by
+    /// the others.
+    fn attested(
+        &self,
+        ctx: &Context<'_>,
+        rp: &ReleasePlan,
+    ) -> Result<std::sync::Arc<keyrelease::Attested>, keyrelease::Error> {
         // Filesystems open concurrently: the lock is held while attesting, so that the first release
         // attests and the others wait for it and reuse it; the releases themselves run in parallel.
-        let attested = {
-            let mut m = self
-                .attested
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match m.get(&rp.authority.0) {
-                Some(a) => {
-                    log::info!(
-                        "key release {}: reusing this boot's attestation by {}",
-                        rp.kid,
-                        rp.authority.0
-                    );
-                    a.clone()
-                }
-                None => {
-                    let a = std::sync::Arc::new(keyrelease::attest(&ctx, rp)?);
-                    m.insert(rp.authority.0.clone(), a.clone());
-                    a
-                }
+        let mut m = self
+            .attested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(match m.get(&rp.authority.0) {
+            Some(a) => {
+                log::info!(
+                    "key release {}: reusing this boot's attestation by {}",
+                    rp.kid,
+                    rp.authority.0
+                );
+                a.clone()
             }
-        };
-        keyrelease::release_with(&ctx, &attested, rp)
+            None => {
+                let a = std::sync::Arc::new(keyrelease::attest(ctx, rp)?);
+                m.insert(rp.authority.0.clone(), a.clone());
+                a
+            }
+        })
     }
 }
 

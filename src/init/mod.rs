@@ -200,11 +200,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     }
     // The attestation's RSA key takes the longest of any single step; generate it while the modules load
     // and the rest of boot runs.
-    let releases = plan
-        .filesystems
-        .iter()
-        .any(|f| matches!(f.key, crate::manifest::KeyPlan::Release(_)));
-    if releases {
+    if plan.releases_keys() {
         crate::keyrelease::jwk::RuntimeKey::prepare();
     }
     let ready = &plan.readiness_file;

@@ -63,6 +63,8 @@ pub struct Released {
     pub key_kid: Option<String>,
     /// `request.kid`: the request's echo.
     pub request_kid: Option<String>,
+    /// `response.key.key.key_ops` (empty when absent).
+    pub key_ops: Vec<String>,
 }
 
 fn b64url_any(s: &str) -> Option<Vec<u8>> {
@@ -245,6 +247,15 @@ pub fn parse_payload(v: &serde_json::Value) -> Result<Released, Error> {
         ciphertext,
         key_kid: text("/response/key/key/kid"),
         request_kid: text("/request/kid"),
+        key_ops: key
+            .get("key_ops")
+            .and_then(|k| k.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -390,6 +401,7 @@ mod tests {
             ciphertext: vec![],
             key_kid: key_kid.map(Into::into),
             request_kid: request_kid.map(Into::into),
+            key_ops: vec![],
         }
     }
 

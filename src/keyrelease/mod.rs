@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod akv;
+pub mod export;
 pub mod jwk;
 pub mod maa;
 pub mod token;
@@ -281,33 +282,72 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
     Ok(Attested { runtime, maa_token })
 }
 
-/// Release `rp`'s key with an attestation made before (see [`attest()`]).
+/// A released key as the vault gave it: its type, its operations and the unwrapped plaintext (raw bytes for
+/// `oct`, PKCS#8 DER for `RSA` and `EC`). A disk key is derived from it ([`unwrap::disk_key`]); a secret for
+/// the application or an SKR API answer is written from it ([`export`]).
+pub struct ReleasedKey {
+    /// `response.key.key.kty` (`oct-HSM`, `RSA-HSM`, ...).
+    pub kty: String,
+    /// `response.key.key.key_ops`.
+    pub key_ops: Vec<String>,
+    /// The wrap algorithm it came under (`request.enc`).
+    pub enc: String,
+    /// The unwrapped key.
+    pub plaintext: SecretBytes,
+}
+
+impl fmt::Debug for ReleasedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReleasedKey({}, {:?})", self.kty, self.plaintext)
+    }
+}
+
+/// Release the key `kid` from `vault` with an attestation made before (see [`attest()`]): the release call,
+/// the JWS checks (chain, host, signature, that it releases this key) and the unwrap.
+pub fn release_material(
+    ctx: &Context<'_>,
+    attested: &Attested,
+    vault: &str,
+    kid: &str,
+) -> Result<ReleasedKey, Error> {
+    let (runtime, maa_token) = (&attested.runtime, &attested.maa_token);
+    let bearer = ctx.tokens.get(ctx.transport)?;
+    let jws = akv::release(
+        ctx.transport,
+        vault,
+        kid,
+        ctx.akv_api_version,
+        bearer.expose(),
+        maa_token.expose(),
+    )?;
+    let released = akv::verify_jws(&jws, akv::host_of(vault), ctx.jws_trust, SystemTime::now())?;
+    akv::check_key_id(&released, vault, kid)?;
+    let mut plaintext =
+        unwrap::unwrap(&released.enc, &released.ciphertext, runtime).map_err(Error::Unwrap)?;
+    // Moved, not copied: no second copy of the key is left to wipe.
+    let plaintext = SecretBytes::new(std::mem::take(&mut *plaintext));
+    Ok(ReleasedKey {
+        kty: released.kty,
+        key_ops: released.key_ops,
+        enc: released.enc,
+        plaintext,
+    })
+}
+
+/// Release `rp`'s key with an attestation made before (see [`attest()`]) and derive the disk key.
 pub fn release_with(
     ctx: &Context<'_>,
     attested: &Attested,
     rp: &ReleasePlan,
 ) -> Result<SecretBytes, Error> {
-    let (runtime, maa_token) = (&attested.runtime, &attested.maa_token);
-    let bearer = ctx.tokens.get(ctx.transport)?;
-    let jws = akv::release(
-        ctx.transport,
-        &rp.vault.0,
-        &rp.kid,
-        ctx.akv_api_version,
-        bearer.expose(),
-        maa_token.expose(),
-    )?;
-    let released = akv::verify_jws(
-        &jws,
-        akv::host_of(&rp.vault.0),
-        ctx.jws_trust,
-        SystemTime::now(),
-    )?;
-    akv::check_key_id(&released, &rp.vault.0, &rp.kid)?;
-    let plaintext =
-        unwrap::unwrap(&released.enc, &released.ciphertext, runtime).map_err(Error::Unwrap)?;
-    let key =
-        unwrap::disk_key(&released.kty, &plaintext, &rp.salt, &rp.label).map_err(Error::Unwrap)?;
+    let released = release_material(ctx, attested, &rp.vault.0, &rp.kid)?;
+    let key = unwrap::disk_key(
+        &released.kty,
+        released.plaintext.expose(),
+        &rp.salt,
+        &rp.label,
+    )
+    .map_err(Error::Unwrap)?;
     log::info!(
         "key release {}: released a {} key ({}), disk key ready",
         rp.kid,

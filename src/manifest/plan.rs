@@ -52,6 +52,93 @@ pub struct Plan {
     pub attestation: AttestationPlan,
     /// The encrypted filesystems, in manifest order.
     pub filesystems: Vec<FilesystemPlan>,
+    /// Keys released for the application into a tmpfs (`[secrets]`, `[[secret]]`); `None` without any.
+    pub secrets: Option<SecretsPlan>,
+    /// Upstream's SKR sidecar API (`[skr]`); `None` when off.
+    pub skr: Option<SkrPlan>,
+}
+
+impl Plan {
+    /// Whether anything in the plan releases a key (so the boot sets up attestation).
+    pub fn releases_keys(&self) -> bool {
+        self.filesystems
+            .iter()
+            .map(|f| &f.key)
+            .chain(
+                self.secrets
+                    .iter()
+                    .flat_map(|s| s.secrets.iter().map(|x| &x.key)),
+            )
+            .any(|k| matches!(k, KeyPlan::Release(_)))
+    }
+}
+
+/// The tmpfs released secrets are written to, and the secrets.
+#[derive(Debug)]
+pub struct SecretsPlan {
+    /// Where the tmpfs is mounted (created; its parent must exist).
+    pub mount_point: PathBuf,
+    /// The tmpfs's size limit in bytes.
+    pub size: u64,
+    /// The secrets, in manifest order.
+    pub secrets: Vec<SecretPlan>,
+}
+
+/// One released secret.
+#[derive(Debug)]
+pub struct SecretPlan {
+    /// Position in the manifest.
+    pub index: usize,
+    /// The file, relative to the tmpfs (normal components only).
+    pub path: PathBuf,
+    /// How the key is written.
+    pub format: SecretFormat,
+    /// File mode (permission bits).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Which key (a release; a raw key in test mode).
+    pub key: KeyPlan,
+}
+
+/// How a released key is written for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretFormat {
+    /// The bytes as released (oct: the key; RSA, EC: PKCS#8 DER).
+    Raw,
+    /// Standard base64 of the raw bytes.
+    Base64,
+    /// A private JWK (JSON).
+    Jwk,
+    /// PEM, PKCS#8 (RSA and EC keys).
+    Pem,
+}
+
+impl SecretFormat {
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretFormat::Raw => "raw",
+            SecretFormat::Base64 => "base64",
+            SecretFormat::Jwk => "jwk",
+            SecretFormat::Pem => "pem",
+        }
+    }
+}
+
+/// The SKR API server.
+#[derive(Debug, Clone)]
+pub struct SkrPlan {
+    /// A loopback address.
+    pub listen: std::net::SocketAddr,
+    /// Connections served at once; more wait in the kernel's backlog or are answered 503.
+    pub max_connections: usize,
+    /// Time for one request to arrive and be answered.
+    pub request_timeout: Duration,
+    /// Largest request body in bytes.
+    pub max_body: usize,
 }
 
 /// Attestation settings.

@@ -50,6 +50,53 @@ pub struct Manifest {
     /// `[[filesystem]]`
     #[serde(default)]
     pub filesystem: Vec<Filesystem>,
+    /// `[secrets]`: the tmpfs released secrets are written to.
+    pub secrets: Option<Secrets>,
+    /// `[[secret]]`: keys released for the application.
+    #[serde(default)]
+    pub secret: Vec<Secret>,
+    /// `[skr]`: upstream's SKR sidecar API on loopback.
+    pub skr: Option<Skr>,
+}
+
+/// `[secrets]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// Absolute path where encfs-init mounts the secrets' tmpfs (on a volume the application shares).
+    pub mount_point: Option<String>,
+    /// The tmpfs's size limit, e.g. "1MiB".
+    pub size: Option<Size>,
+}
+
+/// `[[secret]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    /// The file's path inside the tmpfs (relative).
+    pub path: String,
+    /// raw | base64 | jwk | pem
+    pub format: Option<String>,
+    /// Octal file mode, e.g. "0400".
+    pub mode: Option<String>,
+    /// `uid` or `uid:gid`.
+    pub owner: Option<String>,
+    /// `[secret.key]`, as `[filesystem.key]`.
+    pub key: Option<Key>,
+}
+
+/// `[skr]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skr {
+    /// Loopback address and port, e.g. "127.0.0.1:8080".
+    pub listen: Option<String>,
+    /// Connections served at once.
+    pub max_connections: Option<u32>,
+    /// How long one request may take to arrive and be answered, e.g. "30s".
+    pub request_timeout: Option<Dur>,
+    /// Largest request body, e.g. "64KiB".
+    pub max_body: Option<Size>,
 }
 
 /// `[log]`

@@ -17,6 +17,8 @@ use std::time::Duration;
 mod attestation;
 mod check;
 mod filesystem;
+mod secret;
+mod skr;
 mod verity;
 use attestation::{attestation, certcache};
 use check::V;
@@ -344,6 +346,8 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         }
     }
     check_mount_points(&mut v, &filesystems);
+    let secrets = secret::secrets(&mut v, &root, m.secrets, m.secret, &filesystems);
+    let skr = m.skr.and_then(|s| skr::skr(&mut v, &root.key("skr"), s));
     let readiness_file = readiness_explicit.unwrap_or_else(|| default_readiness_file(&filesystems));
 
     if !v.errors.is_empty() {
@@ -368,6 +372,8 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         certcache,
         attestation,
         filesystems,
+        secrets,
+        skr,
     })
 }
 
