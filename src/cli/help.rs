@@ -16,6 +16,8 @@ Usage:
   encfs-init report [--data HEX] [--raw | --json]
   encfs-init report decode FILE [--raw | --json]
   encfs-init policy-digest (-p BASE64 | -f FILE)
+  encfs-init key import --config FILE [OPTIONS]     (upstream importkey; `encfs-init help key`)
+  encfs-init key policy --config FILE
   encfs-init version
   encfs-init help [COMMAND]
 
@@ -99,4 +101,42 @@ Options:
   -p BASE64    the policy, base64
   -f FILE      a file holding the base64 policy
   -h, --help   this text
+";
+
+/// `help key`.
+pub(super) const KEY_HELP: &str = "\
+encfs-init key import --config FILE [--key-file FILE | --rsa-key PEM] [--imds] [--random-salt]
+                      [--disk-key-out FILE] [--private-key-out FILE]
+encfs-init key policy --config FILE
+
+import: upstream importkey's job. Make an oct-HSM key (32 random bytes, or --key-file) or an RSA-HSM key
+        (a new RSA-2048, or --rsa-key), build its release policy from the config's claims, and import it
+        (PUT <vault>/keys/<kid>) into Key Vault or a managed HSM, exportable, with that policy. Prints the
+        policy, the new key id, how the boot derives the disk key, and the manifest lines for the key.
+policy: print the release policy JSON and its base64url `data` value, for review; imports nothing.
+
+FILE is our TOML (kid, kty, key_ops, vault, authority, api_version, bearer_token | bearer_token_file,
+policy_digest | cce_policy_file | claims, [key_derivation] salt, label, [identity] client_id, [network]
+ca_bundle, [endpoints] imds; see config/key-import.toml) or upstream's config.json as is. Without claims the
+policy wants x-ms-sevsnpvm-hostdata = the policy digest (policy_digest, or the SHA-256 of cce_policy_file's
+base64 policy, as `encfs-init policy-digest` prints it), x-ms-compliance-status = azure-compliant-uvm,
+x-ms-sevsnpvm-is-debuggable = false and x-ms-sevsnpvm-vmpl = 0.
+
+The disk key: an oct-HSM key is the disk key. An RSA-HSM key gives HKDF-SHA256(salt, D, label); the salt
+is the config's, else empty (what the boot uses when the manifest gives none), or with --random-salt 32
+new random bytes, printed with the `salt = \"...\"` line for [filesystem.key_derivation].
+
+Options:
+  --config FILE           the config (TOML, or upstream's JSON)
+  --key-file FILE         oct-HSM: the key, 32 raw bytes or 64 hex digits (- reads stdin)
+  --rsa-key PEM           RSA-HSM: a PKCS#8 PEM private key
+  --imds                  get the vault token from the managed identity (IMDS) instead of the config
+  --random-salt           RSA-HSM: a random HKDF salt (printed)
+  --disk-key-out FILE     write the 32-byte disk key, for `encfs-init image create --key-file`
+  --private-key-out FILE  write a generated RSA key (PKCS#8 PEM)
+  -h, --help              this text
+Files are written 0600 and never over an existing file, before the import (removed if it fails). There
+is no option taking the key itself: argv is readable by every process.
+
+Exit codes: 0 imported (or policy printed); 1 the import or a file failed; 2 usage or config errors.
 ";

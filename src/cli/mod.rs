@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod help;
+mod key;
 mod parse;
 mod source;
 
@@ -69,6 +70,8 @@ pub enum Command {
         /// `-p BASE64` or `-f FILE`.
         source: PolicySource,
     },
+    /// `key import|policy`.
+    Key(crate::keyimport::KeyCommand),
     /// `version`.
     Version,
     /// `help` or `--help`; the text to print.
@@ -122,6 +125,7 @@ fn dispatch(ctx: Context, cmd: Result<Command, Usage>) -> i32 {
         }
         Command::Nbd(args) => crate::nbd::cli::main(&args),
         Command::Image(args) => crate::image::main(&args),
+        Command::Key(cmd) => crate::keyimport::main(&cmd),
         Command::Version => {
             println!(
                 "encfs-init {} ({})",

@@ -29,6 +29,7 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
         "image" => Ok(Command::Image(rest.to_vec())),
         "report" => parse_report(rest),
         "policy-digest" => parse_policy_digest(rest),
+        "key" => super::key::parse_key(rest),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help(help_of(rest.first().map(String::as_str)))),
         "--" if pid1 => parse_run(args),
@@ -53,6 +54,7 @@ fn help_of(command: Option<&str>) -> &'static str {
         Some("policy-digest") => POLICY_DIGEST_HELP,
         Some("image") => crate::image::HELP,
         Some("nbd") => crate::nbd::cli::HELP,
+        Some("key") => super::help::KEY_HELP,
         _ => HELP,
     }
 }
