@@ -5,6 +5,8 @@
 //! JWK, signs a JWS with an x5c chain), IMDS (expiring tokens), Entra ID (workload identity), and THIM /
 //! AMD KDS (404 unless a knob gives them certificates). Knobs change the vault's answer; [`Server::fault`]
 //! injects status/delay/bodies.
+pub mod vault_import;
+
 use super::pki::{self, AmdChain, WebPki};
 use super::snp_check;
 use super::{Req, Resp, Server};
@@ -134,6 +136,9 @@ pub struct State {
     pub pki: WebPki,
     pub other_pki: WebPki,
     pub keys: HashMap<String, VaultKey>,
+    /// Release policies of imported keys (the policy JSON), by key name; a key without one is released
+    /// under its flat `VaultKey.policy` (see [`policy_of`]).
+    pub policies: HashMap<String, Value>,
     /// token → resource
     pub tokens: HashMap<String, String>,
     pub knobs: Knobs,
@@ -241,6 +246,20 @@ fn maa(st: &State, req: &Req, url: &str) -> Resp {
     )
 }
 
+/// Whether the request's bearer token was issued for the vault kind (its audience).
+fn authorized(st: &State, req: &Req, mhsm: bool) -> bool {
+    let bearer = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let want = if mhsm {
+        "https://managedhsm.azure.net"
+    } else {
+        "https://vault.azure.net"
+    };
+    st.tokens.get(bearer).map(String::as_str) == Some(want)
+}
+
 /// `POST <vault>/keys/<kid>[/<version>]/release`; `vault` is the vault's base URL (for the key ids).
 fn release(
     st: &mut State,
@@ -253,16 +272,7 @@ fn release(
     let err = |s: u16, code: &str, m: &str| {
         Resp::json(s, &json!({"error": {"code": code, "message": m}}))
     };
-    let bearer = req
-        .header("authorization")
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let want = if mhsm {
-        "https://managedhsm.azure.net"
-    } else {
-        "https://vault.azure.net"
-    };
-    if st.tokens.get(bearer).map(String::as_str) != Some(want) {
+    if !authorized(st, req, mhsm) {
         return err(401, "Unauthorized", "AKV10022: Invalid audience or token.");
     }
     let Some(key) = st
@@ -286,10 +296,9 @@ fn release(
     let Some(claims) = jwt_claims(&st.maa_key, &target) else {
         return err(403, "Forbidden", "Target attestation token is not valid.");
     };
-    for (claim, value) in &key.policy {
-        if claims.get(claim) != Some(value) {
-            return err(403, "Forbidden", &format!("Target environment attestation statement cannot be verified: policy claim {claim} not satisfied."));
-        }
+    let policy = vault_import::policy_of(&st.policies, kid, &key);
+    if let Err(why) = vault_import::allows(&policy, &claims) {
+        return err(403, "Forbidden", &format!("Target environment attestation statement cannot be verified: {why}."));
     }
     // What the answer says it releases: the key asked for, or the `answer_as` knob's.
     let (kid, version, key) = match st.knobs.answer_as.clone() {
@@ -450,6 +459,7 @@ impl FakeAzure {
             pki,
             other_pki,
             keys: HashMap::new(),
+            policies: HashMap::new(),
             tokens: HashMap::new(),
             knobs: Knobs {
                 enc: "CKM_RSA_AES_KEY_WRAP".into(),
@@ -484,6 +494,10 @@ impl FakeAzure {
                     }
                     ("POST", ["mhsm", "keys", kid, v, "release"]) => {
                         release(&mut st, req, &format!("{url}/mhsm"), kid, Some(v), true)
+                    }
+                    ("PUT", ["keys", kid]) => vault_import::import(&mut st, req, &url, kid, false),
+                    ("PUT", ["mhsm", "keys", kid]) => {
+                        vault_import::import(&mut st, req, &format!("{url}/mhsm"), kid, true)
                     }
                     ("POST", [_tenant, "oauth2", "v2.0", "token"]) => login(&mut st, req),
                     _ => Resp::text(404, "no route"),
