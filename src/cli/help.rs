@@ -106,7 +106,7 @@ Options:
 /// `help key`.
 pub(super) const KEY_HELP: &str = "\
 encfs-init key import --config FILE [--key-file FILE | --rsa-key PEM] [--imds] [--random-salt]
-                      [--disk-key-out FILE] [--private-key-out FILE]
+                      [--disk-key-out FILE] [--private-key-out FILE] [--ca-bundle PEM]
 encfs-init key policy --config FILE
 
 import: upstream importkey's job. Make an oct-HSM key (32 random bytes, or --key-file) or an RSA-HSM key
@@ -134,6 +134,7 @@ Options:
   --random-salt           RSA-HSM: a random HKDF salt (printed)
   --disk-key-out FILE     write the 32-byte disk key, for `encfs-init image create --key-file`
   --private-key-out FILE  write a generated RSA key (PKCS#8 PEM)
+  --ca-bundle PEM         extra trusted CAs (instead of the config's [network] ca_bundle)
   -h, --help              this text
 Files are written 0600 and never over an existing file, before the import (removed if it fails). There
 is no option taking the key itself: argv is readable by every process.

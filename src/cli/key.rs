@@ -35,6 +35,7 @@ pub(super) fn parse_key(args: &[String]) -> Result<Command, Usage> {
             ("--random-salt", true) => o.random_salt = true,
             ("--disk-key-out", true) => o.disk_key_out = Some(a.path()?),
             ("--private-key-out", true) => o.private_key_out = Some(a.path()?),
+            ("--ca-bundle", true) => o.ca_bundle = Some(a.path()?),
             // Upstream's -kh took the key in argv, where every process can read it (/proc/*/cmdline).
             ("--key-hex" | "-k", true) => {
                 return Err(a.error(format!(
@@ -92,6 +93,8 @@ mod tests {
         assert!(parse_key(&s(&["import"])).is_err());
         let e = parse_key(&s(&["import", "--config", "c", "--key-hex", "00"])).unwrap_err();
         assert!(e.0.contains("readable by every process"), "{e}");
-        assert!(matches!(parse_key(&s(&["--help"])).unwrap(), Command::Help(t) if t.contains("encfs-init key import")));
+        assert!(
+            matches!(parse_key(&s(&["--help"])).unwrap(), Command::Help(t) if t.contains("encfs-init key import"))
+        );
     }
 }

@@ -282,8 +282,9 @@ fn from_json(path: &Path, text: &str) -> Result<Raw, Error> {
                 path: path.to_path_buf(),
                 field: "claims".into(),
                 what: format!("not a list of lists of {{\"claim\", \"equals\"}}: {e}"),
-                fix: "write [[{\"claim\": \"x-ms-sevsnpvm-hostdata\", \"equals\": \"<hex>\"}, ...]]"
-                    .into(),
+                fix:
+                    "write [[{\"claim\": \"x-ms-sevsnpvm-hostdata\", \"equals\": \"<hex>\"}, ...]]"
+                        .into(),
             })?,
         ),
     };
@@ -330,18 +331,15 @@ fn check(path: &Path, raw: Raw) -> Result<Config, Error> {
         // Upstream: an empty kty is an oct-HSM key.
         "" | "oct-HSM" => Kty::Oct,
         "RSA-HSM" => Kty::Rsa,
-        other => {
-            return Err(field(
-                n.of("kty", "key.kty"),
-                format!("key type \"{other}\" cannot be imported as a disk key"),
-                "use oct-HSM (32 bytes, the disk key itself) or RSA-HSM (the disk key derived by HKDF)",
-            ))
-        }
+        other => return Err(field(
+            n.of("kty", "key.kty"),
+            format!("key type \"{other}\" cannot be imported as a disk key"),
+            "use oct-HSM (32 bytes, the disk key itself) or RSA-HSM (the disk key derived by HKDF)",
+        )),
     };
     let vault_field = n.of("vault", "key.akv.endpoint");
-    let vault = endpoint(&vault_field, raw.vault.as_deref()).map_err(|(what, fix)| {
-        field(vault_field.clone(), what, fix)
-    })?;
+    let vault = endpoint(&vault_field, raw.vault.as_deref())
+        .map_err(|(what, fix)| field(vault_field.clone(), what, fix))?;
     let authority_field = n.of("authority", "key.authority.endpoint");
     let authority = endpoint(&authority_field, raw.authority.as_deref())
         .map_err(|(what, fix)| field(authority_field.clone(), what, fix))?;
@@ -402,7 +400,8 @@ fn check(path: &Path, raw: Raw) -> Result<Config, Error> {
     if kty == Kty::Oct && (salt.is_some() || label.is_some()) {
         return Err(field(
             n.of("key_derivation", "key_derivation"),
-            "a salt or label is set for an oct-HSM key, whose bytes are the disk key as they are".into(),
+            "a salt or label is set for an oct-HSM key, whose bytes are the disk key as they are"
+                .into(),
             "remove key_derivation, or import an RSA-HSM key",
         ));
     }
@@ -565,8 +564,7 @@ fn check_imds(url: &str) -> Result<(), String> {
     let ok = match url.split_once("://") {
         Some(("https", r)) => !r.is_empty(),
         Some(("http", r)) => {
-            !r.is_empty()
-                && matches!(host, "169.254.169.254" | "127.0.0.1" | "localhost" | "::1")
+            !r.is_empty() && matches!(host, "169.254.169.254" | "127.0.0.1" | "localhost" | "::1")
         }
         _ => false,
     };

@@ -48,6 +48,8 @@ pub struct ImportArgs {
     pub disk_key_out: Option<PathBuf>,
     /// `--private-key-out FILE` (a generated RSA key).
     pub private_key_out: Option<PathBuf>,
+    /// `--ca-bundle FILE`: extra trust roots (for an upstream JSON config, which has no `[network]`).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// A parsed `key` command.
@@ -139,7 +141,9 @@ fn check_options(a: &ImportArgs, c: &Config) -> Result<(), Error> {
         _ => {}
     }
     if a.random_salt && c.salt.is_some() {
-        return bad("--random-salt and the config's key_derivation.salt both set the salt; fix: keep one");
+        return bad(
+            "--random-salt and the config's key_derivation.salt both set the salt; fix: keep one",
+        );
     }
     if a.imds && c.bearer_token.is_some() {
         return bad("--imds and the config's bearer token both give the token; fix: keep one");
@@ -158,19 +162,21 @@ fn import(a: &ImportArgs) -> Result<(), Error> {
     let mut network = crate::manifest::empty_plan()
         .map_err(|e| Error::Options(format!("built-in defaults invalid (a bug): {e}")))?
         .network;
-    network.ca_bundle = c.ca_bundle.clone();
+    network.ca_bundle = a.ca_bundle.clone().or_else(|| c.ca_bundle.clone());
     let client = crate::http::Client::new(&network).map_err(Error::Http)?;
     let bearer = match &c.bearer_token {
         Some(t) => SecretString::new(t.expose().to_string()),
-        None => TokenSource::Imds {
-            base: c.imds.clone(),
-            api_version: "2018-02-01".into(),
-            resource: vault_resource(c.vault_kind).to_string(),
-            client_id: c.client_id.clone(),
+        None => {
+            TokenSource::Imds {
+                base: c.imds.clone(),
+                api_version: "2018-02-01".into(),
+                resource: vault_resource(c.vault_kind).to_string(),
+                client_id: c.client_id.clone(),
+            }
+            .fetch(&client)
+            .map_err(Error::Token)?
+            .0
         }
-        .fetch(&client)
-        .map_err(Error::Token)?
-        .0,
     };
     let key = key::obtain(c.kty, a.key_file.as_deref(), a.rsa_key.as_deref())?;
     let salt = match (&c.salt, a.random_salt) {
@@ -222,9 +228,7 @@ fn report(
     salt: &[u8],
     a: &ImportArgs,
 ) -> String {
-    let mut s = format!(
-        "release policy: {policy_json}\nimported: {kid}\n"
-    );
+    let mut s = format!("release policy: {policy_json}\nimported: {kid}\n");
     match key {
         key::Key::Oct(_) => {
             s.push_str("disk key: the oct-HSM key itself (32 bytes, no key derivation)\n");

@@ -298,7 +298,11 @@ fn release(
     };
     let policy = vault_import::policy_of(&st.policies, kid, &key);
     if let Err(why) = vault_import::allows(&policy, &claims) {
-        return err(403, "Forbidden", &format!("Target environment attestation statement cannot be verified: {why}."));
+        return err(
+            403,
+            "Forbidden",
+            &format!("Target environment attestation statement cannot be verified: {why}."),
+        );
     }
     // What the answer says it releases: the key asked for, or the `answer_as` knob's.
     let (kid, version, key) = match st.knobs.answer_as.clone() {

@@ -60,7 +60,11 @@ pub fn import(st: &mut State, req: &Req, vault: &str, name: &str, mhsm: bool) ->
     if !(rp["immutable"].is_null() || rp["immutable"].is_boolean()) {
         return bad("release_policy.immutable must be a boolean.");
     }
-    let policy = match rp["data"].as_str().ok_or("no release_policy.data").and_then(policy_from_data) {
+    let policy = match rp["data"]
+        .as_str()
+        .ok_or("no release_policy.data")
+        .and_then(policy_from_data)
+    {
         Ok(p) => p,
         Err(m) => return bad(&format!("release_policy.data: {m}")),
     };
@@ -90,7 +94,11 @@ pub fn import(st: &mut State, req: &Req, vault: &str, name: &str, mhsm: bool) ->
 
 /// base64url without padding → a policy of the right shape.
 fn policy_from_data(data: &str) -> Result<Value, &'static str> {
-    if data.is_empty() || !data.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if data.is_empty()
+        || !data
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err("not base64url without padding");
     }
     let bytes = B64URL.decode(data).map_err(|_| "not base64url")?;
@@ -98,9 +106,14 @@ fn policy_from_data(data: &str) -> Result<Value, &'static str> {
     if p["version"] != "1.0.0" {
         return Err("the policy's version is not 1.0.0");
     }
-    let any = p["anyOf"].as_array().filter(|a| !a.is_empty()).ok_or("the policy has no anyOf")?;
+    let any = p["anyOf"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or("the policy has no anyOf")?;
     for entry in any {
-        let auth = entry["authority"].as_str().ok_or("an anyOf entry has no authority")?;
+        let auth = entry["authority"]
+            .as_str()
+            .ok_or("an anyOf entry has no authority")?;
         if !auth.starts_with("https://") {
             return Err("an authority is not an https URL");
         }
@@ -122,7 +135,9 @@ fn policy_from_data(data: &str) -> Result<Value, &'static str> {
 
 fn b64(jwk: &Value, f: &str) -> Result<Vec<u8>, String> {
     let s = jwk[f].as_str().ok_or(format!("no {f}"))?;
-    B64URL.decode(s).map_err(|_| format!("{f} is not base64url"))
+    B64URL
+        .decode(s)
+        .map_err(|_| format!("{f} is not base64url"))
 }
 
 fn uint(jwk: &Value, f: &str) -> Result<BoxedUint, String> {
@@ -151,16 +166,27 @@ fn key_material(jwk: &Value) -> Result<(String, Vec<u8>), String> {
             }
             let key = rsa::PrivateKey::from_components(n, e, d, vec![p, q])
                 .map_err(|e| format!("not a consistent RSA key: {e}"))?;
-            key.validate().map_err(|e| format!("not a consistent RSA key: {e}"))?;
+            key.validate()
+                .map_err(|e| format!("not a consistent RSA key: {e}"))?;
             use rsa::traits::PrivateKeyParts;
             let min = |b: Vec<u8>| {
                 let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
                 b[first..].to_vec()
             };
             let crt = [
-                ("dp", key.dp().map(|v| v.to_be_bytes_trimmed_vartime().to_vec())),
-                ("dq", key.dq().map(|v| v.to_be_bytes_trimmed_vartime().to_vec())),
-                ("qi", key.qinv().map(|v| v.retrieve().to_be_bytes_trimmed_vartime().to_vec())),
+                (
+                    "dp",
+                    key.dp().map(|v| v.to_be_bytes_trimmed_vartime().to_vec()),
+                ),
+                (
+                    "dq",
+                    key.dq().map(|v| v.to_be_bytes_trimmed_vartime().to_vec()),
+                ),
+                (
+                    "qi",
+                    key.qinv()
+                        .map(|v| v.retrieve().to_be_bytes_trimmed_vartime().to_vec()),
+                ),
             ];
             for (f, want) in crt {
                 if want.map(min) != Some(min(b64(jwk, f)?)) {
@@ -188,7 +214,10 @@ pub fn policy_of(policies: &HashMap<String, Value>, name: &str, key: &VaultKey) 
 
 /// Whether the MAA token's claims satisfy the policy; else why not.
 pub fn allows(policy: &Value, claims: &Value) -> Result<(), String> {
-    let iss = claims["iss"].as_str().unwrap_or_default().trim_end_matches('/');
+    let iss = claims["iss"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('/');
     let mut why = format!("no release policy entry names the authority {iss}");
     for entry in policy["anyOf"].as_array().into_iter().flatten() {
         if let Some(a) = entry["authority"].as_str() {
@@ -196,7 +225,8 @@ pub fn allows(policy: &Value, claims: &Value) -> Result<(), String> {
                 continue;
             }
         }
-        let holds = |c: &Value| c["claim"].as_str().and_then(|n| claims.get(n)) == Some(&c["equals"]);
+        let holds =
+            |c: &Value| c["claim"].as_str().and_then(|n| claims.get(n)) == Some(&c["equals"]);
         let failing = match (&entry["allOf"], &entry["anyOf"]) {
             (Value::Array(all), _) => all.iter().find(|c| !holds(c)),
             (_, Value::Array(any)) if !any.iter().any(holds) => any.first(),

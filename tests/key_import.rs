@@ -1,0 +1,456 @@
+//! `encfs-init key import` and `key policy`, the real binary against the fake Azure (tests/support/azure.rs
+//! and its import, azure/vault_import.rs): a key is imported with its release policy, then released through
+//! the product's key release code (the rig's fake attester, MAA and vault) under that policy, and the
+//! released disk key equals the one `--disk-key-out` wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use encfs_init::manifest::VaultKind;
+use rsa::pkcs8::EncodePrivateKey;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::rig::{Rig, POLICY};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn key_cmd(args: &[&str]) -> Out {
+    let o = Command::new(env!("CARGO_BIN_EXE_encfs-init"))
+        .arg("key")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn host_data() -> String {
+    encfs_init::hex::encode(&Sha256::digest(POLICY))
+}
+
+/// A TOML config for the rig's fake: vault and MAA on its https server, IMDS on its http one.
+fn config(rig: &Rig, name: &str, body: &str) -> PathBuf {
+    let p = rig.dir.join(format!("{name}.toml"));
+    let text = format!(
+        "authority = \"{}\"\nvault = \"{}\"\n{body}\n[network]\nca_bundle = \"{}\"\n[endpoints]\nimds = \"{}\"\n",
+        rig.az.https.url(),
+        rig.az.https.url(),
+        rig.dir.join("ca.pem").display(),
+        rig.az.http.url()
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Neither stdout nor stderr holds the key, in hex or base64url.
+fn assert_not_shown(out: &Out, key: &[u8]) {
+    for form in [encfs_init::hex::encode(key), B64URL.encode(key)] {
+        assert!(
+            !out.stdout.contains(&form) && !out.stderr.contains(&form),
+            "the key appears in the output:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn an_oct_key_from_a_hex_file_is_imported_and_released_under_the_default_policy() {
+    let rig = Rig::new("ki-oct");
+    let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(29) ^ 0xa5).collect();
+    let key_file = rig.dir.join("key.hex");
+    std::fs::write(&key_file, format!("{}\n", encfs_init::hex::encode(&key))).unwrap();
+    let cfg = config(
+        &rig,
+        "oct",
+        &format!(
+            "kid = \"disk-oct\"\nkty = \"oct-HSM\"\npolicy_digest = \"{}\"",
+            host_data()
+        ),
+    );
+    let disk = rig.dir.join("disk.key");
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--key-file",
+        s(&key_file),
+        "--imds",
+        "--disk-key-out",
+        s(&disk),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let version = support::azure::key_version("disk-oct");
+    assert!(
+        out.stdout.contains(&format!(
+            "imported: {}/keys/disk-oct/{version}",
+            rig.az.https.url()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\"x-ms-sevsnpvm-vmpl\",\"equals\":0"));
+    assert_not_shown(&out, &key);
+    assert_eq!(std::fs::read(&disk).unwrap(), key);
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The IMDS token was asked for the vault's resource.
+    assert!(rig.az.http.hits("/metadata/identity") >= 1);
+    let released = rig
+        .release(&rig.plan("disk-oct", VaultKind::KeyVault))
+        .unwrap();
+    assert_eq!(released.expose(), &key[..]);
+}
+
+#[test]
+fn a_key_imported_for_another_host_data_is_refused_on_release() {
+    let rig = Rig::new("ki-denied");
+    let cfg = config(
+        &rig,
+        "denied",
+        &format!("kid = \"denied\"\npolicy_digest = \"{}\"", "00".repeat(32)),
+    );
+    let out = key_cmd(&["import", "--config", s(&cfg), "--imds"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let e = rig
+        .release(&rig.plan("denied", VaultKind::KeyVault))
+        .unwrap_err();
+    let e = encfs_init::errors::chain(&e);
+    assert!(e.contains("HTTP 403"), "{e}");
+    assert!(e.contains("x-ms-sevsnpvm-hostdata not satisfied"), "{e}");
+}
+
+#[test]
+fn a_policy_for_another_authority_is_refused_on_release() {
+    let rig = Rig::new("ki-authority");
+    let claims = format!(
+        "claims = [[{{ claim = \"x-ms-sevsnpvm-hostdata\", equals = \"{}\" }}]]",
+        host_data()
+    );
+    let cfg = rig.dir.join("other.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kid = \"elsewhere\"\nauthority = \"maa.example\"\nvault = \"{}\"\n{claims}\n[network]\nca_bundle = \"{}\"\n[endpoints]\nimds = \"{}\"\n",
+            rig.az.https.url(),
+            rig.dir.join("ca.pem").display(),
+            rig.az.http.url()
+        ),
+    )
+    .unwrap();
+    let out = key_cmd(&["import", "--config", s(&cfg), "--imds"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let e = rig
+        .release(&rig.plan("elsewhere", VaultKind::KeyVault))
+        .unwrap_err();
+    assert!(encfs_init::errors::chain(&e).contains("HTTP 403"), "{e}");
+}
+
+#[test]
+fn an_rsa_key_from_pem_is_imported_and_the_boot_derives_the_written_disk_key() {
+    let rig = Rig::new("ki-rsa-pem");
+    let k = support::pki::rsa_key(3);
+    let pem = rig.dir.join("rsa.pem");
+    std::fs::write(
+        &pem,
+        k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let cfg = config(
+        &rig,
+        "rsa",
+        &format!(
+            "kid = \"disk-rsa\"\nkty = \"RSA-HSM\"\npolicy_digest = \"{}\"\n[key_derivation]\nsalt = \"0a0b0c\"\nlabel = \"Model Key\"",
+            host_data()
+        ),
+    );
+    let disk = rig.dir.join("rsa-disk.key");
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--rsa-key",
+        s(&pem),
+        "--imds",
+        "--disk-key-out",
+        s(&disk),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("salt = \"0a0b0c\"\nlabel = \"Model Key\""),
+        "{}",
+        out.stdout
+    );
+    let expect = encfs_init::keyrelease::unwrap::rsa_hkdf(&k, &[10, 11, 12], "Model Key").unwrap();
+    assert_eq!(std::fs::read(&disk).unwrap(), expect.expose());
+    assert_not_shown(&out, expect.expose());
+    let mut plan = rig.plan("disk-rsa", VaultKind::KeyVault);
+    plan.salt = vec![10, 11, 12];
+    plan.label = "Model Key".into();
+    assert_eq!(rig.release(&plan).unwrap().expose(), expect.expose());
+}
+
+#[test]
+fn a_generated_rsa_key_with_a_random_salt_prints_the_salt_and_keeps_its_files_private() {
+    let rig = Rig::new("ki-rsa-gen");
+    let cfg = config(
+        &rig,
+        "gen",
+        &format!(
+            "kid = \"gen\"\nkty = \"RSA-HSM\"\npolicy_digest = \"{}\"",
+            host_data()
+        ),
+    );
+    let (disk, private) = (rig.dir.join("gen-disk.key"), rig.dir.join("gen.pem"));
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--imds",
+        "--random-salt",
+        "--disk-key-out",
+        s(&disk),
+        "--private-key-out",
+        s(&private),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for f in [&disk, &private] {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+    // The salt line to paste into [filesystem.key_derivation].
+    let salt_hex = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("salt = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a salt line");
+    let salt = encfs_init::hex::decode(salt_hex).unwrap();
+    assert_eq!(salt.len(), 32);
+    let pem = std::fs::read_to_string(&private).unwrap();
+    assert!(!out.stdout.contains(pem.lines().nth(1).unwrap()));
+    let disk_key = std::fs::read(&disk).unwrap();
+    assert_not_shown(&out, &disk_key);
+    let mut plan = rig.plan("gen", VaultKind::KeyVault);
+    plan.salt = salt;
+    plan.label = encfs_init::keyrelease::unwrap::DEFAULT_LABEL.into();
+    assert_eq!(rig.release(&plan).unwrap().expose(), &disk_key[..]);
+
+    // Never over an existing file: refused before anything is imported, the file unchanged.
+    let puts = rig.az.https.hits("/keys/gen");
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--imds",
+        "--private-key-out",
+        s(&private),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exists; fix: remove it"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&private).unwrap(), pem);
+    assert_eq!(rig.az.https.hits("/keys/gen"), puts, "nothing imported");
+    // A symlink in the way is not followed either.
+    let link = rig.dir.join("link.pem");
+    std::os::unix::fs::symlink(rig.dir.join("target.pem"), &link).unwrap();
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--imds",
+        "--private-key-out",
+        s(&link),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!rig.dir.join("target.pem").exists());
+}
+
+#[test]
+fn key_policy_prints_the_exact_default_policy_and_its_data() {
+    let rig = Rig::new("ki-policy");
+    let cce = rig.dir.join("policy.b64");
+    std::fs::write(
+        &cce,
+        base64::engine::general_purpose::STANDARD.encode(POLICY),
+    )
+    .unwrap();
+    let cfg = rig.dir.join("policy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kid = \"k\"\nauthority = \"sharedeus.eus.attest.azure.net\"\nvault = \"kv.vault.azure.net\"\ncce_policy_file = \"{}\"\n",
+            cce.display()
+        ),
+    )
+    .unwrap();
+    let out = key_cmd(&["policy", "--config", s(&cfg)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let want = format!(
+        r#"{{"version":"1.0.0","anyOf":[{{"authority":"https://sharedeus.eus.attest.azure.net","allOf":[{{"claim":"x-ms-sevsnpvm-hostdata","equals":"{}"}},{{"claim":"x-ms-compliance-status","equals":"azure-compliant-uvm"}},{{"claim":"x-ms-sevsnpvm-is-debuggable","equals":false}},{{"claim":"x-ms-sevsnpvm-vmpl","equals":0}}]}}]}}"#,
+        host_data()
+    );
+    assert_eq!(
+        out.stdout,
+        format!("{want}\ndata: {}\n", B64URL.encode(&want))
+    );
+}
+
+#[test]
+fn upstreams_json_config_is_accepted_as_is() {
+    let rig = Rig::new("ki-upstream");
+    rig.az
+        .state
+        .lock()
+        .unwrap()
+        .tokens
+        .insert("static-token".into(), "https://vault.azure.net".into());
+    let host = rig
+        .az
+        .https
+        .url()
+        .trim_start_matches("https://")
+        .to_string();
+    let json = serde_json::json!({
+        "key": {"kid": "upstream", "kty": "oct-HSM", "key_ops": ["encrypt", "decrypt"],
+                "authority": {"endpoint": host}, "akv": {"endpoint": host,
+                "api_version": "api-version=7.4", "bearer_token": "static-token"}},
+        "claims": [[{"claim": "x-ms-sevsnpvm-hostdata", "equals": host_data()},
+                    {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false}]],
+        "identity": {"client_id": ""}
+    });
+    let cfg = rig.dir.join("importkey.json");
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    let disk = rig.dir.join("up.key");
+    let ca = rig.dir.join("ca.pem");
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--ca-bundle",
+        s(&ca),
+        "--disk-key-out",
+        s(&disk),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rig.az.http.hits("/metadata"), 0, "the config's token");
+    let key = std::fs::read(&disk).unwrap();
+    assert_not_shown(&out, &key);
+    let released = rig
+        .release(&rig.plan("upstream", VaultKind::KeyVault))
+        .unwrap();
+    assert_eq!(released.expose(), &key[..]);
+}
+
+#[test]
+fn configs_that_cannot_work_are_refused_with_their_fix() {
+    let dir = std::env::temp_dir().join(format!("ki-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let digest = format!("policy_digest = \"{}\"", host_data());
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "bad-kid",
+            format!("kid = \"disk/1\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\n{digest}"),
+            "kid: \"disk/1\" is not a key name; fix: use 1 to 127 letters, digits and dashes",
+        ),
+        (
+            "no-authority",
+            format!("kid = \"k\"\nvault = \"kv.example\"\n{digest}"),
+            "authority: missing; fix: set it to your attestation (MAA) endpoint",
+        ),
+        (
+            "bad-hex",
+            "kid = \"k\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\npolicy_digest = \"xyz\"".into(),
+            "policy_digest: \"xyz\" is not 64 hex digits",
+        ),
+        (
+            "oct-salt",
+            format!("kid = \"k\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\n{digest}\n[key_derivation]\nsalt = \"00\""),
+            "key_derivation: a salt or label is set for an oct-HSM key",
+        ),
+        (
+            "bad-salt",
+            format!("kid = \"k\"\nkty = \"RSA-HSM\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\n{digest}\n[key_derivation]\nsalt = \"0g\""),
+            "key_derivation.salt: \"0g\" is not hex",
+        ),
+        (
+            "no-policy",
+            "kid = \"k\"\nauthority = \"maa.example\"\nvault = \"kv.example\"".into(),
+            "no release policy: neither claims nor a policy digest",
+        ),
+        (
+            "http-vault",
+            format!("kid = \"k\"\nauthority = \"maa.example\"\nvault = \"http://kv.example\"\n{digest}"),
+            "vault: \"http://kv.example\" is not https",
+        ),
+        (
+            "ec",
+            format!("kid = \"k\"\nkty = \"EC-HSM\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\n{digest}"),
+            "kty: key type \"EC-HSM\" cannot be imported as a disk key",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let out = key_cmd(&["policy", "--config", s(&p)]);
+        assert_eq!(out.code, 2, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{name}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.lines().count(),
+            1,
+            "{name}: one line: {}",
+            out.stderr
+        );
+    }
+    // The salt rule on the command line: a random salt only for RSA-HSM, and not beside a given one.
+    let p = dir.join("oct.toml");
+    std::fs::write(
+        &p,
+        format!("kid = \"k\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\nbearer_token = \"t\"\n{digest}"),
+    )
+    .unwrap();
+    let out = key_cmd(&["import", "--config", s(&p), "--random-salt"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--random-salt applies to RSA-HSM keys only"),
+        "{}",
+        out.stderr
+    );
+    // A key in argv is refused (usage).
+    let out = key_cmd(&["import", "--config", s(&p), "--key-hex", "00"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("readable by every process"),
+        "{}",
+        out.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
