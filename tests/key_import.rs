@@ -454,3 +454,132 @@ fn configs_that_cannot_work_are_refused_with_their_fix() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_rsa_key_without_a_salt_derives_with_the_empty_salt_the_boot_uses() {
+    let rig = Rig::new("ki-rsa-nosalt");
+    let k = support::pki::rsa_key(2);
+    let pem = rig.dir.join("rsa2.pem");
+    std::fs::write(
+        &pem,
+        k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let cfg = config(
+        &rig,
+        "nosalt",
+        &format!(
+            "kid = \"nosalt\"\nkty = \"RSA-HSM\"\npolicy_digest = \"{}\"",
+            host_data()
+        ),
+    );
+    let disk = rig.dir.join("nosalt.key");
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--rsa-key",
+        s(&pem),
+        "--imds",
+        "--disk-key-out",
+        s(&disk),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("salt: empty"), "{}", out.stdout);
+    assert!(!out.stdout.contains("salt = "), "{}", out.stdout);
+    // The manifest's defaults: no salt, the default label (upstream issue 233: importkey's random salt).
+    let released = rig
+        .release(&rig.plan("nosalt", VaultKind::KeyVault))
+        .unwrap();
+    assert_eq!(std::fs::read(&disk).unwrap(), released.expose());
+}
+
+#[test]
+fn the_fake_vault_refuses_imports_key_vault_would_refuse() {
+    use encfs_init::http::{Exchange, Request};
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let rig = Rig::new("ki-fake-refuses");
+    rig.az
+        .state
+        .lock()
+        .unwrap()
+        .tokens
+        .insert("t".into(), "https://vault.azure.net".into());
+    let client = encfs_init::http::Client::new(&rig.net).unwrap();
+    let url = format!("{}/keys/x?api-version=7.4", rig.az.https.url());
+    let policy = format!(
+        r#"{{"version":"1.0.0","anyOf":[{{"authority":"{}","allOf":[{{"claim":"c","equals":true}}]}}]}}"#,
+        rig.az.https.url()
+    );
+    let oct = format!(r#"{{"kty":"oct-HSM","k":"{}"}}"#, B64URL.encode([1u8; 32]));
+    let k = support::pki::rsa_key(2);
+    let jwk_rsa = |n: &[u8]| {
+        let b = |x: &rsa::BoxedUint| B64URL.encode(x.to_be_bytes_trimmed_vartime());
+        format!(
+            r#"{{"kty":"RSA-HSM","n":"{}","e":"{}","d":"{}","p":"{}","q":"{}","dp":"{}","dq":"{}","qi":"{}"}}"#,
+            B64URL.encode(n),
+            B64URL.encode(k.e_bytes()),
+            b(k.d()),
+            b(&k.primes()[0]),
+            b(&k.primes()[1]),
+            b(k.dp().unwrap()),
+            b(k.dq().unwrap()),
+            b(&k.qinv().unwrap().retrieve()),
+        )
+    };
+    let body = |jwk: &str, hsm: bool, data: &str| {
+        format!(
+            r#"{{"key":{jwk},"hsm":{hsm},"attributes":{{"exportable":true}},"release_policy":{{"contentType":"application/json; charset=utf-8","data":"{data}","immutable":false}}}}"#
+        )
+    };
+    let put = |b: String| {
+        let req = Request::new("PUT", &url)
+            .header("Authorization", "Bearer t")
+            .body(b.as_bytes());
+        client.exchange(&req).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let good = B64URL.encode(&policy);
+    // The same policy base64url with padding (a trailing space makes its length need it).
+    let padded = (0..3)
+        .map(|i| {
+            base64::engine::general_purpose::URL_SAFE.encode(format!("{policy}{}", " ".repeat(i)))
+        })
+        .find(|p| p.ends_with('='))
+        .unwrap();
+    // Standard base64 of a policy whose bytes give a '/' or '+' there.
+    let standard = (0..3)
+        .map(|i| {
+            let p = policy.replace("\"c\"", &format!("\"c???{}\"", "?".repeat(i)));
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(p)
+        })
+        .find(|p| p.contains(['+', '/']))
+        .unwrap();
+    let mut n_bad = k.n_bytes().to_vec();
+    n_bad[10] ^= 1;
+    assert_eq!(put(body(&oct, true, &good)), Ok(()));
+    assert_eq!(put(body(&jwk_rsa(&k.n_bytes()), true, &good)), Ok(()));
+    let refused = [
+        (body(&oct, false, &good), "hsm must be true"),
+        (body(&oct, true, &padded), "not base64url without padding"),
+        (body(&oct, true, &standard), "not base64url without padding"),
+        (
+            body(&oct, true, &B64URL.encode(policy.replace("1.0.0", "2"))),
+            "version",
+        ),
+        (body(&jwk_rsa(&n_bad), true, &good), "p*q is not n"),
+        (
+            body(
+                &format!(r#"{{"kty":"oct-HSM","k":"{}"}}"#, B64URL.encode([1u8; 20])),
+                true,
+                &good,
+            ),
+            "not an AES key size",
+        ),
+    ];
+    for (b, want) in refused {
+        let e = put(b).unwrap_err();
+        assert!(e.contains("HTTP 400") && e.contains(want), "{want}: {e}");
+    }
+}
