@@ -125,7 +125,7 @@ fn policy_from_data(data: &str) -> Result<Value, &'static str> {
             return Err("an empty list of claims");
         }
         for c in claims {
-            if !c["claim"].as_str().is_some_and(|s| !s.is_empty()) || c["equals"].is_null() {
+            if c["claim"].as_str().is_none_or(str::is_empty) || c["equals"].is_null() {
                 return Err("a claim needs claim and equals");
             }
         }
@@ -142,7 +142,7 @@ fn b64(jwk: &Value, f: &str) -> Result<Vec<u8>, String> {
 
 fn uint(jwk: &Value, f: &str) -> Result<BoxedUint, String> {
     let b = b64(jwk, f)?;
-    Ok(BoxedUint::from_be_slice(&b, 4096).map_err(|_| format!("{f} is too large"))?)
+    BoxedUint::from_be_slice(&b, 4096).map_err(|_| format!("{f} is too large"))
 }
 
 /// The JWK → (kty, the material release wraps).
