@@ -2,7 +2,7 @@
 //! MAA, Key Vault and IMDS of tests/support, on the guest's 127.0.0.1. The rig builds it static
 //! (`cargo_tests = ["guest_fake_azure"]`).
 //!
-//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest] [--extra-key NAME:KTY:FILE]...`: makes the fake AMD chain (ARK →
+//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest] [--no-demo-key] [--extra-key NAME:KTY:FILE]...`: makes the fake AMD chain (ARK →
 //! ASK → VCEK for chip id 0x42.., the default TCB of the product's fake attester) and a fake Azure (IMDS
 //! over http; MAA and the vault over https with a test CA), adds the oct-HSM key `demo` holding the 32 raw
 //! bytes of KEY32 with a release policy on `x-ms-sevsnpvm-hostdata` (SHA-256 of the security policy it
@@ -18,6 +18,10 @@
 //! tests/support/cuse.rs; needs `/dev/cuse`) answering `SNP_GET_REPORT` with reports signed by the fake
 //! VCEK, with the VMPL the guest asked for; the release policy then also wants `x-ms-sevsnpvm-vmpl` 0, and
 //! `vcek-key.pem` is not written (nothing but the device can sign). `env` is written once the device exists.
+//!
+//! With `--no-demo-key` it adds no `demo` key and does not read `--key-file` (which may then be missing): the
+//! vault starts empty but for `--extra-key`s, for a scenario that imports its key with `encfs-init key import`
+//! (the fake vault's import: tests/support/azure/vault_import.rs).
 //!
 //! It serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
 //! checks itself: a full release through the product's key release code against the files it wrote.
@@ -47,7 +51,8 @@ use support::rig::{self, CHIP, POLICY, TCB};
 const KID: &str = "demo";
 
 struct Options {
-    key: Vec<u8>,
+    /// The `demo` key's bytes; `None` with `--no-demo-key`.
+    key: Option<Vec<u8>>,
     out: PathBuf,
     hostdata: Option<String>,
     sev_guest: bool,
@@ -58,6 +63,7 @@ struct Options {
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let (mut key, mut out, mut hostdata, mut sev_guest) = (None, None, None, false);
+    let mut demo = true;
     let mut extra = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -66,6 +72,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--out" => out = it.next().cloned(),
             "--policy-hostdata" => hostdata = it.next().cloned(),
             "--sev-guest" => sev_guest = true,
+            "--no-demo-key" => demo = false,
             "--extra-key" => {
                 let spec = it.next().ok_or("--extra-key NAME:KTY:FILE")?;
                 let mut parts = spec.splitn(3, ':');
@@ -81,11 +88,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let key_file = key.ok_or("--key-file KEY32 is required")?;
-    let key = std::fs::read(&key_file).map_err(|e| format!("{key_file}: {e}"))?;
-    if key.len() != 32 {
-        return Err(format!("{key_file}: {} bytes, want 32", key.len()));
-    }
+    let key = if demo {
+        let key_file = key.ok_or("--key-file KEY32 is required")?;
+        let key = std::fs::read(&key_file).map_err(|e| format!("{key_file}: {e}"))?;
+        if key.len() != 32 {
+            return Err(format!("{key_file}: {} bytes, want 32", key.len()));
+        }
+        Some(key)
+    } else {
+        None
+    };
     Ok(Options {
         key,
         out: PathBuf::from(out.ok_or("--out DIR is required")?),
@@ -146,7 +158,7 @@ fn start_secure_processor(vcek: p384::ecdsa::SigningKey) -> Result<(), String> {
 
 /// Start the fake and write DIR.
 fn start(
-    key: &[u8],
+    key: Option<&[u8]>,
     out: &Path,
     hostdata: Option<&str>,
     sev_guest: bool,
@@ -171,14 +183,16 @@ fn start(
             },
         );
     }
-    az.add_key(
-        KID,
-        VaultKey {
-            kty: "oct-HSM".into(),
-            material: key.to_vec(),
-            policy,
-        },
-    );
+    if let Some(key) = key {
+        az.add_key(
+            KID,
+            VaultKey {
+                kty: "oct-HSM".into(),
+                material: key.to_vec(),
+                policy,
+            },
+        );
+    }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let thim = rig::host_certs(&amd, TCB);
     let thim_json = json!({
@@ -226,11 +240,22 @@ fn start(
 fn serve(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let t = Instant::now();
-    let g = start(&o.key, &o.out, o.hostdata.as_deref(), o.sev_guest, &o.extra)?;
+    let g = start(
+        o.key.as_deref(),
+        &o.out,
+        o.hostdata.as_deref(),
+        o.sev_guest,
+        &o.extra,
+    )?;
     eprintln!(
-        "guest_fake_azure: IMDS {}, MAA and Key Vault {} (key \"{KID}\"), files in {} ({} ms)",
+        "guest_fake_azure: IMDS {}, MAA and Key Vault {} ({}), files in {} ({} ms)",
         g.imds,
         g.maa,
+        if o.key.is_some() {
+            format!("key \"{KID}\"")
+        } else {
+            "no demo key".to_string()
+        },
         o.out.display(),
         t.elapsed().as_millis()
     );
@@ -304,14 +329,14 @@ fn self_check() -> Result<(), String> {
     let out = std::env::temp_dir().join(format!("guest-fake-azure-{}", std::process::id()));
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     let result = (|| {
-        let g = start(&key, &out, None, false, &[])?;
+        let g = start(Some(&key), &out, None, false, &[])?;
         let got = release_from(&g, &out)?;
         if got != key {
             return Err("the released key is not the key given".into());
         }
         // The twin with a policy on another host_data is refused with 403.
         let other = out.join("denied");
-        let g = start(&key, &other, Some(&"00".repeat(32)), false, &[])?;
+        let g = start(Some(&key), &other, Some(&"00".repeat(32)), false, &[])?;
         match release_from(&g, &other) {
             Err(e) if e.contains("HTTP 403") => Ok(()),
             Err(e) => Err(format!("denied: wrong error: {e}")),
@@ -325,7 +350,7 @@ fn self_check() -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo test` passes harness flags (--quiet, filters); only --key-file selects the server.
-    if args.iter().any(|a| a == "--key-file") {
+    if args.iter().any(|a| a == "--key-file" || a == "--no-demo-key") {
         if let Err(e) = serve(&args) {
             eprintln!("guest_fake_azure: {e}");
             std::process::exit(2);

@@ -4,6 +4,8 @@
 #   BLOB_ARGS  more arguments for guest_blob_server (e.g. --path /c/fs.img)
 #   FAKE_ARGS  more arguments for guest_fake_azure (e.g. --policy-hostdata HEX, --sev-guest)
 #   LOG_DIR    when set, each server's output is also kept in LOG_DIR/<name>.log
+#   BEFORE_EXEC  when set, a script sourced last, with the fake's IMDS_URL, MAA_URL and VAULT_URL set and the
+#              manifest rendered, just before encfs-init starts (e2e-key-import imports its key there)
 # It starts the in-guest blob server and the fake Azure (AMD chain, MAA, Key Vault, IMDS) on 127.0.0.1, hands
 # the fake's host certificate and security policy over the production way (a security-context directory),
 # fills the manifest template with their addresses, then becomes encfs-init (exec keeps PID 1). The fake's
@@ -32,4 +34,6 @@ mkdir -p /security-context-test
 cp /fake-azure/host-amd-cert-base64 /fake-azure/security-policy-base64 /security-context-test/
 . /vmtest/render-manifest.sh
 render_manifest -e "s|@PORT@|$(cat /run/blob.port)|" -e "s|@IMDS@|$IMDS_URL|" -e "s|@MAA@|$MAA_URL|" -e "s|@VAULT@|$VAULT_URL|"
+# shellcheck disable=SC1090 # the scenario's own script
+[ -z "$BEFORE_EXEC" ] || . "$BEFORE_EXEC"
 exec /bin/encfs-init
