@@ -350,7 +350,10 @@ fn self_check() -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo test` passes harness flags (--quiet, filters); only --key-file selects the server.
-    if args.iter().any(|a| a == "--key-file" || a == "--no-demo-key") {
+    if args
+        .iter()
+        .any(|a| a == "--key-file" || a == "--no-demo-key")
+    {
         if let Err(e) = serve(&args) {
             eprintln!("guest_fake_azure: {e}");
             std::process::exit(2);

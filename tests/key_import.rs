@@ -583,3 +583,16 @@ fn the_fake_vault_refuses_imports_key_vault_would_refuse() {
         assert!(e.contains("HTTP 400") && e.contains(want), "{want}: {e}");
     }
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let out = key_cmd(&[
+        "policy",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/key-import.toml"),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out
+        .stdout
+        .starts_with(r#"{"version":"1.0.0","anyOf":[{"authority":"https://sharedeus.eus.attest.azure.net","allOf":[{"claim":"x-ms-sevsnpvm-hostdata""#));
+}
