@@ -596,3 +596,47 @@ fn the_example_config_is_valid() {
         .stdout
         .starts_with(r#"{"version":"1.0.0","anyOf":[{"authority":"https://sharedeus.eus.attest.azure.net","allOf":[{"claim":"x-ms-sevsnpvm-hostdata""#));
 }
+
+#[test]
+fn a_token_for_another_resource_is_one_error_line_with_the_fix() {
+    let rig = Rig::new("ki-401");
+    // The fake managed HSM wants a token for https://managedhsm.azure.net; this vault's name does not say
+    // managedhsm, so the IMDS token is Key Vault's.
+    let cfg = rig.dir.join("mhsm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kid = \"k\"\nauthority = \"{0}\"\nvault = \"{0}/mhsm\"\npolicy_digest = \"{1}\"\n[network]\nca_bundle = \"{2}\"\n[endpoints]\nimds = \"{3}\"\n",
+            rig.az.https.url(),
+            host_data(),
+            rig.dir.join("ca.pem").display(),
+            rig.az.http.url()
+        ),
+    )
+    .unwrap();
+    let disk = rig.dir.join("401.key");
+    let out = key_cmd(&[
+        "import",
+        "--config",
+        s(&cfg),
+        "--imds",
+        "--disk-key-out",
+        s(&disk),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("encfs-init key import: key import: HTTP 401: ")
+            && out.stderr.contains("AKV10022")
+            && out
+                .stderr
+                .contains("; fix: the bearer token is missing, expired or for another resource"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !disk.exists(),
+        "the disk key file is removed when the import fails"
+    );
+}
