@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod forms;
 pub mod key;
 pub mod policy;
 pub mod vault;
