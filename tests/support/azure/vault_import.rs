@@ -41,8 +41,12 @@ pub fn import(st: &mut State, req: &Req, vault: &str, name: &str, mhsm: bool) ->
     {
         return bad("The key name is invalid.");
     }
-    if req.param("api-version").is_none() {
-        return bad("The api-version query parameter is missing.");
+    // Key Vault knows its api-versions (7.4, 7.5, ...): `api-version=api-version=7.4` is a 400.
+    if !req
+        .param("api-version")
+        .is_some_and(|v| v.starts_with("7.") && v[2..].chars().all(|c| c.is_ascii_digit()))
+    {
+        return bad("The api-version query parameter is missing or not a known version.");
     }
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return bad("The request body is not JSON.");
