@@ -338,7 +338,7 @@ mod tests {
         assert!(
             matches!(parse(&s(&["help", "probe"]), false).unwrap(), Command::Help(t) if t.contains("readiness"))
         );
-        for c in ["image", "nbd", "report", "policy-digest"] {
+        for c in ["image", "nbd", "report", "policy-digest", "key"] {
             assert!(
                 matches!(parse(&s(&["help", c]), false).unwrap(), Command::Help(t) if t.contains(&format!("encfs-init {c}"))),
                 "{c}"
