@@ -411,6 +411,11 @@ fn configs_that_cannot_work_are_refused_with_their_fix() {
             "vault: \"http://kv.example\" is not https",
         ),
         (
+            "unknown-key",
+            format!("kid = \"k\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\n{digest}\nsalt = \"00\""),
+            "unknown-key.toml:5:1: not a key import config: unknown field `salt`, expected one of",
+        ),
+        (
             "ec",
             format!("kid = \"k\"\nkty = \"EC-HSM\"\nauthority = \"maa.example\"\nvault = \"kv.example\"\n{digest}"),
             "kty: key type \"EC-HSM\" cannot be imported as a disk key",

@@ -100,14 +100,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Not TOML of our form.
-    #[error("config {}: not a key import config; fix: see `encfs-init help key` for the fields", path.display())]
+    /// Not TOML of our form (the parser's message, on one line).
+    #[error("config {}:{line}:{column}: not a key import config: {message}; fix: see config/key-import.toml or `encfs-init help key` for the fields", path.display())]
     Toml {
         /// The file.
         path: PathBuf,
+        /// Where (1-based).
+        line: usize,
+        /// Where (1-based).
+        column: usize,
         /// The parser's words.
-        #[source]
-        source: toml::de::Error,
+        message: String,
     },
     /// Not JSON.
     #[error("config {}: not JSON; fix: give upstream importkey's config.json or our TOML form", path.display())]

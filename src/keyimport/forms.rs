@@ -96,9 +96,15 @@ impl Names {
 }
 
 pub(super) fn from_toml(path: &Path, text: &str) -> Result<Raw, Error> {
-    let t: Toml = toml::from_str(text).map_err(|source| Error::Toml {
-        path: path.to_path_buf(),
-        source,
+    let t: Toml = toml::from_str(text).map_err(|e| {
+        let at = e.span().map_or(0, |r| r.start).min(text.len());
+        let before = text.get(..at).unwrap_or_default();
+        Error::Toml {
+            path: path.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+        }
     })?;
     let kd = t.key_derivation.unwrap_or_default();
     Ok(Raw {
