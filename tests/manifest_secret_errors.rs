@@ -1,6 +1,8 @@
 //! `[secrets]` and `[[secret]]` manifests: each refused case makes `encfs-init check` exit 2 with one error
 //! line naming the field, the problem and the fix; the example config/secrets.toml is valid.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{run, scratch};
