@@ -107,6 +107,16 @@ fn bad_secrets_exit_2_with_the_field_problem_and_fix() {
             vec!["secrets.mount_point", "overlaps filesystem[0]"],
         ),
         (
+            "mount point named like the tmpfs's directory",
+            OK.replace("\"/mnt/remote/secrets\"", "\"/mnt/remote/.secrets\""),
+            vec!["secrets.mount_point", "tmpfs's own directory"],
+        ),
+        (
+            "a filesystem at the tmpfs's directory",
+            OK.replace("\"/mnt/remote/a\"", "\"/mnt/remote/.secrets\""),
+            vec!["secrets.mount_point", "tmpfs's own directory"],
+        ),
+        (
             "tmpfs too small",
             OK.replace(
                 "mount_point = \"/mnt/remote/secrets\"",

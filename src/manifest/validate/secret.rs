@@ -123,6 +123,20 @@ fn mount_point(
         );
         return None;
     }
+    // The tmpfs is mounted beside it at `.secrets`: that name must be free.
+    let hidden = crate::secrets::hidden_dir(&mp);
+    if hidden == mp || filesystems.iter().any(|f| f.mount_point == hidden) {
+        v.err(
+            p,
+            format!(
+                "\"{}\" would put the link on the tmpfs's own directory {}",
+                mp.display(),
+                hidden.display()
+            ),
+            "name the mount point something other than .secrets, and keep .secrets beside it free",
+        );
+        return None;
+    }
     for f in filesystems {
         if mp.starts_with(&f.mount_point) || f.mount_point.starts_with(&mp) {
             v.err(
