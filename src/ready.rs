@@ -314,6 +314,33 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_listed_without_values_and_left_out_when_there_are_none() {
+        let dir = std::env::temp_dir().join(format!("encfs-ready-secrets-{}", std::process::id()));
+        let p = dir.join("ready");
+        let s = SecretState {
+            index: 1,
+            path: "/mnt/remote/secrets/tls/key.pem".into(),
+            format: "pem".into(),
+            mode: "0440".into(),
+            owner: "1000:1001".into(),
+            kid: Some("tls".into()),
+            kty: "RSA-HSM".into(),
+        };
+        mark_ready_with(&p, &[], std::slice::from_ref(&s)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(
+            v["secrets"][0],
+            serde_json::json!({"index": 1, "path": "/mnt/remote/secrets/tls/key.pem", "format": "pem",
+                "mode": "0440", "owner": "1000:1001", "kid": "tls", "kty": "RSA-HSM"})
+        );
+        assert!(is_ready(&p));
+        mark_ready(&p).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert!(v.get("secrets").is_none(), "no member without secrets");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_lost_write_lease_makes_the_probe_fail() {
         let dir = std::env::temp_dir().join(format!("encfs-ready-lease-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();

@@ -72,7 +72,8 @@ setpriv --reuid 1000 --regid 1001 --clear-groups sh -c "echo x >> $mp/d/k.raw" 2
 setpriv --reuid 1000 --regid 1001 --clear-groups sh -c "echo x > $mp/new" 2>/dev/null || echo create refused
 setpriv --reuid 2000 --regid 2000 --clear-groups sh -c "cat $mp/k.jwk" 2>/dev/null || echo other-uid refused
 }} > $o 2>&1
-(exec 3< $mp/d/k.raw; sleep 3; od -An -tx1 -v <&3 | tr -d ' \n' > {held}) &
+(exec 3< $mp/d/k.raw; touch {held}.open; sleep 3; od -An -tx1 -v <&3 | tr -d ' \n' > {held}) &
+while [ ! -e {held}.open ]; do sleep 0.05; done
 "#,
         mp = mp.display(),
         out = out.display(),
