@@ -7,7 +7,7 @@
 //!    `<parent of mount_point>/.secrets` through [`crate::mount::mount_at`] (the directory is checked and
 //!    mounted on through its open handle: nothing planted there is followed), and opened as a directory
 //!    handle checked to be that tmpfs;
-//! 2. each secret's key is released (or, in test mode, taken raw), put in its format
+//! 2. each secret's key is released (once per vault key; or, in test mode, taken raw), put in its format
 //!    ([`crate::keyrelease::export`]) and written relative to that handle ([`files::write`]: parent
 //!    directories made with `mkdirat` and opened `O_NOFOLLOW`, the file the one atomic way of
 //!    [`crate::atomic`]: new temporary, `fchown`, `fchmod`, write, `fsync`, `renameat`);
@@ -142,6 +142,7 @@ pub fn open(sp: &SecretsPlan, plan: &Plan, keys: Option<&Keys>) -> Result<Secret
         sp.size,
         hidden.display()
     );
+    let mut released: Vec<(&KeyPlan, ReleasedKey)> = Vec::new();
     for secret in &sp.secrets {
         let path = sp.mount_point.join(&secret.path);
         let fail = |source| Error::Secret {
@@ -149,8 +150,19 @@ pub fn open(sp: &SecretsPlan, plan: &Plan, keys: Option<&Keys>) -> Result<Secret
             path: path.clone(),
             source: Box::new(source),
         };
-        let key = obtain(secret, plan, keys).map_err(fail)?;
-        let content = render(&key, secret.format).map_err(fail)?;
+        // A key several secrets name (in several formats) is released once.
+        let at = match released
+            .iter()
+            .position(|(id, _)| same_key(id, &secret.key))
+        {
+            Some(at) => at,
+            None => {
+                released.push((&secret.key, obtain(secret, plan, keys).map_err(fail)?));
+                released.len() - 1
+            }
+        };
+        let key = &released[at].1;
+        let content = render(key, secret.format).map_err(fail)?;
         if let Some(dir) = &s.dir {
             files::write(
                 dir,
@@ -191,6 +203,14 @@ pub fn open(sp: &SecretsPlan, plan: &Plan, keys: Option<&Keys>) -> Result<Secret
     crate::mount::publish(&sp.mount_point, &hidden)
         .map_err(|e| Error::Publish(sp.mount_point.clone(), e))?;
     Ok(s)
+}
+
+/// Whether two secrets name the same vault key (same vault, same kid).
+fn same_key(a: &KeyPlan, b: &KeyPlan) -> bool {
+    match (a, b) {
+        (KeyPlan::Release(a), KeyPlan::Release(b)) => a.vault.0 == b.vault.0 && a.kid == b.kid,
+        _ => false,
+    }
 }
 
 /// The key of `secret`: released (sharing the boot's attestation), or the raw test-mode key (an oct key).
