@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod argv;
+pub mod atomic;
 pub mod attest;
 pub mod backoff;
 pub mod blob;

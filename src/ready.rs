@@ -2,20 +2,17 @@
 //! any failure (upstream wrote `1`/`0` to `/result`; a stale success is impossible here). Written atomically:
 //! a temporary file, fsync, rename, fsync of the directory.
 //!
-//! The directory may be on a volume the application can write: the temporary is created new
-//! (`O_CREAT | O_EXCL | O_NOFOLLOW`), never opened through whatever is at its name (a planted symlink would
-//! make PID 1 truncate and write its target at every health interval); a stale entry there is unlinked (which
-//! never follows a symlink) and creation tried once more. `rename` replaces the readiness file's own name
-//! without following a symlink there either.
+//! The directory may be on a volume the application can write: the file is written the one atomic way
+//! ([`crate::atomic`]: a new temporary relative to the directory's handle, `O_CREAT | O_EXCL | O_NOFOLLOW`,
+//! a stale or planted entry there unlinked and never followed, `renameat` over the name).
 //!
-//! Content: one JSON object, `{"ready": true, "filesystems": [...]}` with each filesystem's mount point,
-//! devices, read-only flag, blob ETag and step timings; never a secret. `encfs-init probe` accepts it (and
-//! upstream's `1`).
+//! Content: one JSON object, `{"ready": true, "filesystems": [...], "secrets": [...]}` with each filesystem's
+//! mount point, devices, read-only flag, blob ETag and step timings, and each released secret's file, format,
+//! mode, owner, kid and kty (`secrets` only when there are some); never a secret's value. `encfs-init probe`
+//! accepts it (and upstream's `1`).
 #![forbid(unsafe_code)]
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::Path;
 
 /// One filesystem's state, as the readiness file reports it.
@@ -79,10 +76,31 @@ pub struct Health {
     pub failures: u64,
 }
 
+/// A released secret, as the readiness file lists it: where and how it is written, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretState {
+    /// Position in the manifest.
+    pub index: usize,
+    /// The file, under the secrets' mount point.
+    pub path: String,
+    /// `raw`, `base64`, `jwk` or `pem`.
+    pub format: String,
+    /// Octal, e.g. `0400`.
+    pub mode: String,
+    /// `uid:gid`.
+    pub owner: String,
+    /// The key's name in the vault (none for a test-mode raw key).
+    pub kid: Option<String>,
+    /// The released key's type.
+    pub kty: String,
+}
+
 #[derive(serde::Serialize)]
 struct State<'a> {
     ready: bool,
     filesystems: &'a [FsState],
+    #[serde(skip_serializing_if = "<[SecretState]>::is_empty")]
+    secrets: &'a [SecretState],
 }
 
 /// True when `path` says ready: our JSON with `"ready": true` and no filesystem whose latest health read
@@ -153,74 +171,54 @@ fn problems(v: &serde_json::Value) -> Vec<String> {
 }
 
 /// Mark ready with no filesystem details.
-pub fn mark_ready(path: &Path) -> io::Result<()> {
-    mark_ready_with(path, &[])
+pub fn mark_ready(path: &Path) -> Result<(), crate::atomic::Error> {
+    mark_ready_with(path, &[], &[])
 }
 
-/// Mark ready, atomically, with each filesystem's state; creates the parent directory.
-pub fn mark_ready_with(path: &Path, filesystems: &[FsState]) -> io::Result<()> {
+/// Mark ready, atomically, with each filesystem's state and each released secret's listing; creates the
+/// parent directory.
+pub fn mark_ready_with(
+    path: &Path,
+    filesystems: &[FsState],
+    secrets: &[SecretState],
+) -> Result<(), crate::atomic::Error> {
     let mut body = serde_json::to_vec_pretty(&State {
         ready: true,
         filesystems,
+        secrets,
     })
-    .map_err(io::Error::other)?;
+    .map_err(|e| crate::atomic::Error {
+        step: crate::atomic::Step::Write,
+        name: path.as_os_str().to_os_string(),
+        source: e.into(),
+    })?;
     body.push(b'\n');
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = create_temporary(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
-}
-
-/// Create `tmp` new for writing, never through what is at that name: a stale temporary (after a crash, or
-/// planted: a symlink, a file) is unlinked, not followed, and creation tried once more.
-fn create_temporary(tmp: &Path) -> io::Result<File> {
-    let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(tmp)
-    };
-    match create() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(tmp).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("remove the stale temporary {}: {e}", tmp.display()),
-                )
-            })?;
-            create().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "create {} (something keeps putting an entry there): {e}",
-                        tmp.display()
-                    ),
-                )
-            })
-        }
-        r => r,
-    }
+    fs::create_dir_all(dir).map_err(|source| crate::atomic::Error {
+        step: crate::atomic::Step::OpenDir,
+        name: dir.as_os_str().to_os_string(),
+        source,
+    })?;
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let handle = crate::atomic::open_dir(dir)?;
+    crate::atomic::write_at(
+        &handle,
+        name,
+        &body,
+        crate::atomic::Options {
+            mode: 0o644,
+            owner: None,
+        },
+    )
 }
 
 /// Remove the readiness file (missing is fine).
-pub fn clear(path: &Path) -> io::Result<()> {
+pub fn clear(path: &Path) -> std::io::Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }
@@ -249,7 +247,7 @@ mod tests {
             health: None,
             verity: None,
         };
-        mark_ready_with(&p, std::slice::from_ref(&fs_state)).unwrap();
+        mark_ready_with(&p, std::slice::from_ref(&fs_state), &[]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["ready"], true);
         assert_eq!(v["filesystems"][0]["mount_point"], "/mnt/a");
@@ -264,7 +262,7 @@ mod tests {
             checks: 3,
             failures: 1,
         });
-        mark_ready_with(&p, &[fs_state.clone(), sick.clone()]).unwrap();
+        mark_ready_with(&p, &[fs_state.clone(), sick.clone()], &[]).unwrap();
         assert!(
             !is_ready(&p),
             "a filesystem failing its health read is not ready"
@@ -274,7 +272,7 @@ mod tests {
             error: None,
             ..h
         });
-        mark_ready_with(&p, &[fs_state.clone(), sick]).unwrap();
+        mark_ready_with(&p, &[fs_state.clone(), sick], &[]).unwrap();
         assert!(is_ready(&p));
         // A verity mapping that saw a corrupted block makes the probe fail, though its health read passed.
         let mut pinned = fs_state.clone();
@@ -285,13 +283,13 @@ mod tests {
             corrupted: false,
             first_bad_block: None,
         });
-        mark_ready_with(&p, std::slice::from_ref(&pinned)).unwrap();
+        mark_ready_with(&p, std::slice::from_ref(&pinned), &[]).unwrap();
         assert!(is_ready(&p), "a verified mapping is ready");
         if let Some(v) = pinned.verity.as_mut() {
             v.corrupted = true;
             v.first_bad_block = Some(4100);
         }
-        mark_ready_with(&p, &[fs_state, pinned]).unwrap();
+        mark_ready_with(&p, &[fs_state, pinned], &[]).unwrap();
         assert!(!is_ready(&p), "a corrupted mapping is not ready");
         assert_eq!(
             unhealthy(&p),
@@ -312,6 +310,33 @@ mod tests {
         assert!(!is_ready(&p), "upstream's failure value is not ready");
         fs::write(&p, "{\"ready\": false}").unwrap();
         assert!(!is_ready(&p));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_listed_without_values_and_left_out_when_there_are_none() {
+        let dir = std::env::temp_dir().join(format!("encfs-ready-secrets-{}", std::process::id()));
+        let p = dir.join("ready");
+        let s = SecretState {
+            index: 1,
+            path: "/mnt/remote/secrets/tls/key.pem".into(),
+            format: "pem".into(),
+            mode: "0440".into(),
+            owner: "1000:1001".into(),
+            kid: Some("tls".into()),
+            kty: "RSA-HSM".into(),
+        };
+        mark_ready_with(&p, &[], std::slice::from_ref(&s)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(
+            v["secrets"][0],
+            serde_json::json!({"index": 1, "path": "/mnt/remote/secrets/tls/key.pem", "format": "pem",
+                "mode": "0440", "owner": "1000:1001", "kid": "tls", "kty": "RSA-HSM"})
+        );
+        assert!(is_ready(&p));
+        mark_ready(&p).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert!(v.get("secrets").is_none(), "no member without secrets");
         fs::remove_dir_all(dir).unwrap();
     }
 

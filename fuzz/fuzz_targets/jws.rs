@@ -10,12 +10,16 @@
 //!   the base64url `ciphertext`, `request.enc`);
 //! - 2: an RFC 5649 wrapped key for `unwrap::kwp_unwrap` under a fixed AES-256 KEK, then `disk_key`;
 //! - 3: released key plaintext for `unwrap::disk_key` (`oct` length rule; `RSA-HSM`: PKCS#8 DER parse, then
-//!   HKDF of D); the second byte picks the kty.
+//!   HKDF of D); the second byte picks the kty;
+//! - 4: released key plaintext for `export::jwk` and `export::pem` (the `[[secret]]` forms: RSA through the
+//!   rsa crate, EC PKCS#8 → RFC 5915 read with der); the second byte picks the kty.
 //!
 //! RSA-OAEP (`unwrap::unwrap`) is not fuzzed: each call is a 2048-bit private-key operation.
 #![no_main]
 
 use encfs_init::keyrelease::akv::{parse_payload, verify_jws, JwsTrust};
+use encfs_init::keyrelease::{export, ReleasedKey};
+use encfs_init::secret::SecretBytes;
 use encfs_init::keyrelease::unwrap::{disk_key, kwp_unwrap};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -38,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // 2025-06-01: fixed, so that runs repeat.
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_748_736_000);
-    match mode % 4 {
+    match mode % 5 {
         0 => {
             if let Ok(s) = std::str::from_utf8(rest) {
                 if let Ok(r) = verify_jws(s, "myhsm.managedhsm.azure.net", trust(), now) {
@@ -60,13 +64,30 @@ fuzz_target!(|data: &[u8]| {
                 let _ = disk_key("oct-HSM", &pt, b"salt", "label");
             }
         }
-        _ => {
+        3 => {
             let Some((&k, pt)) = rest.split_first() else {
                 return;
             };
             let kty = KTYS[usize::from(k) % KTYS.len()];
             if let Ok(key) = disk_key(kty, pt, b"\x92\xa6\x31\x48", "Model Encryption Key") {
                 assert_eq!(key.expose().len(), 32);
+            }
+        }
+        _ => {
+            let Some((&k, pt)) = rest.split_first() else {
+                return;
+            };
+            let key = ReleasedKey {
+                kty: KTYS[usize::from(k) % KTYS.len()].to_string(),
+                key_ops: vec!["sign".into(), "a\"b".into()],
+                enc: String::new(),
+                plaintext: SecretBytes::new(pt.to_vec()),
+            };
+            if let Ok(j) = export::jwk(&key) {
+                assert!(serde_json::from_slice::<serde_json::Value>(j.expose()).is_ok());
+            }
+            if let Ok(p) = export::pem(&key) {
+                assert!(p.expose().starts_with(b"-----BEGIN PRIVATE KEY-----\n"));
             }
         }
     }

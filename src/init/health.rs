@@ -77,11 +77,13 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Start reading every `interval`; results go into `states` and the readiness file at `ready`.
+    /// Start reading every `interval`; results go into `states` and the readiness file at `ready` (which
+    /// lists `secrets` too).
     pub fn start(
         interval: Duration,
         ready: PathBuf,
         mut states: Vec<FsState>,
+        secrets: Vec<crate::ready::SecretState>,
     ) -> std::io::Result<Monitor> {
         let (stop, stopped) = channel::<()>();
         let thread = std::thread::Builder::new()
@@ -96,7 +98,7 @@ impl Monitor {
                     check_verity(st);
                 }
                 // Rewritten on every round: `checked_unix` says how fresh it is.
-                if let Err(e) = crate::ready::mark_ready_with(&ready, &states) {
+                if let Err(e) = crate::ready::mark_ready_with(&ready, &states, &secrets) {
                     log::warn!("health: rewrite {}: {e}", ready.display());
                 }
             })?;

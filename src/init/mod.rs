@@ -66,6 +66,11 @@ enum BootError {
     Attestation(#[source] Box<keys::Error>),
     #[error("readiness file {}; fix: make its directory writable or change readiness_file", .0.display())]
     Readiness(std::path::PathBuf, #[source] std::io::Error),
+    #[error("readiness file {}; fix: make its directory writable or change readiness_file", .0.display())]
+    ReadinessWrite(std::path::PathBuf, #[source] crate::atomic::Error),
+    /// A released secret for the application (`secret[i] <path>: ...`), or its tmpfs.
+    #[error(transparent)]
+    Secrets(crate::secrets::Error),
     #[error("signals")]
     Signals(#[source] supervise::Error),
     /// The volume of a mount point does not propagate mounts (`shared_volume = "required"`); the finding's
@@ -99,7 +104,7 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
 }
 
 fn run_plan(ctx: Context, plan: Plan) -> i32 {
-    let (mut sup, opened, states) = match boot(ctx, &plan) {
+    let (mut sup, opened, states, secrets) = match boot(ctx, &plan) {
         Ok(b) => b,
         Err(e) => {
             log::error!("boot failed: {}", e.line());
@@ -117,6 +122,9 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
             plan.supervise.health_interval,
             plan.readiness_file.clone(),
             states,
+            secrets
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.listing().to_vec()),
         )
         .map_err(|e| log::warn!("health reads: cannot start: {e}"))
         .ok()
@@ -144,7 +152,11 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
         crate::http::stop_retrying();
     }
     sup.sweep_leftovers();
-    let closed = teardown(&plan, opened);
+    let mut closed = teardown(&plan, opened);
+    // The secrets after the filesystems: wiped, then their tmpfs unmounted.
+    if let Some(s) = secrets {
+        closed &= s.close(plan.supervise.grace_period);
+    }
     if outcome.code == exit::OK && !closed {
         return exit::BOOT_FAILED;
     }
@@ -176,12 +188,13 @@ fn test_faults(opened: &[filesystems::Opened]) {
     }
 }
 
-/// What a successful boot hands to supervision: the supervisor, the open filesystems, and what the readiness
-/// file said about each.
+/// What a successful boot hands to supervision: the supervisor, the open filesystems, what the readiness
+/// file said about each, and the released secrets.
 type Booted = (
     Supervisor,
     Vec<filesystems::Opened>,
     Vec<crate::ready::FsState>,
+    Option<crate::secrets::Secrets>,
 );
 
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.
@@ -228,8 +241,16 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     // filesystems close themselves when dropped, so when one fails the others are undone: nothing stays
     // mounted or mapped.
     let keys = keys::Keys::for_plan(plan).map_err(|e| BootError::Attestation(Box::new(e)))?;
-    let results: Vec<Result<filesystems::Opened, filesystems::StepError>> =
-        std::thread::scope(|s| {
+    // The secrets are released and written in a thread of their own beside the filesystems' (the
+    // attestation is shared); dropped, they are wiped and unmounted.
+    let (results, secrets) = std::thread::scope(|s| {
+        let secrets = plan.secrets.as_ref().map(|sp| {
+            let keys = keys.as_ref();
+            std::thread::Builder::new()
+                .name("open-secrets".into())
+                .spawn_scoped(s, move || crate::secrets::open(sp, plan, keys))
+        });
+        let results: Vec<Result<filesystems::Opened, filesystems::StepError>> = {
             let handles: Vec<_> = plan
                 .filesystems
                 .iter()
@@ -256,7 +277,20 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
                     )),
                 })
                 .collect()
+        };
+        let secrets = secrets.map(|h| match h {
+            Ok(h) => h.join().unwrap_or_else(|p| {
+                Err(crate::secrets::Error::Worker(format!(
+                    "its worker panicked: {}",
+                    crate::errors::panic_message(&*p)
+                )))
+            }),
+            Err(e) => Err(crate::secrets::Error::Worker(format!(
+                "cannot start a thread: {e}"
+            ))),
         });
+        (results, secrets)
+    });
     let mut opened = Vec::new();
     let mut first_error = None;
     for r in results {
@@ -273,16 +307,25 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
                 opened.push(o);
             }
             Err(e) => {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(BootError::Filesystem(e));
             }
         }
     }
+    // A secret's failure is reported when no filesystem failed (those come first: they name their step).
+    let secrets = match secrets.transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            first_error.get_or_insert(BootError::Secrets(e));
+            None
+        }
+    };
     if let Some(e) = first_error {
-        // Undo the filesystems that did open, newest first.
+        // Undo the filesystems that did open, newest first, then the secrets (wiped, unmounted).
         while let Some(o) = opened.pop() {
             drop(o);
         }
-        return Err(BootError::Filesystem(e));
+        drop(secrets);
+        return Err(e);
     }
     let sup = Supervisor::new(supervise::Options {
         plan: plan.supervise,
@@ -292,9 +335,10 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     .map_err(BootError::Signals)?;
     let states: Vec<crate::ready::FsState> =
         opened.iter().map(filesystems::Opened::state).collect();
-    crate::ready::mark_ready_with(ready, &states)
-        .map_err(|e| BootError::Readiness(ready.clone(), e))?;
-    Ok((sup, opened, states))
+    let listing = secrets.as_ref().map_or(&[][..], |s| s.listing());
+    crate::ready::mark_ready_with(ready, &states, listing)
+        .map_err(|e| BootError::ReadinessWrite(ready.clone(), e))?;
+    Ok((sup, opened, states, secrets))
 }
 
 /// Before anything is mapped: does the volume of every mount point propagate mounts to a sibling container
@@ -309,7 +353,9 @@ fn check_shared_volume(ctx: Context, plan: &Plan) -> Result<(), BootError> {
         );
         return Ok(());
     }
-    for dir in volume_dirs(plan.filesystems.iter().map(|f| f.mount_point.as_path())) {
+    let mount_points = plan.filesystems.iter().map(|f| f.mount_point.as_path());
+    let secrets = plan.secrets.iter().map(|s| s.mount_point.as_path());
+    for dir in volume_dirs(mount_points.chain(secrets)) {
         match propagation::decide(plan.shared_volume, &propagation::check(dir)) {
             Action::Skip => {}
             Action::Fine(m) => log::info!("shared volume: {m}"),

@@ -9,6 +9,11 @@
 use super::ReleasedKey;
 use crate::secret::SecretBytes;
 
+mod ec;
+mod rsa_parts;
+#[cfg(test)]
+mod tests;
+
 /// Why a released key cannot be written in a form.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -27,13 +32,34 @@ pub enum Error {
     #[error("released key type \"{0}\" is not supported; fix: release an oct, RSA or EC key")]
     Kty(String),
     /// The plaintext does not parse as the key type says.
-    #[error("the released {kty} key does not parse: {detail}")]
+    #[error("the released {kty} key does not parse: {detail}; fix: release a key whose plaintext is PKCS#8 DER (what Key Vault gives for RSA and EC keys)")]
     Malformed {
         /// The key's type.
         kty: String,
         /// What did not parse.
-        detail: String,
+        detail: &'static str,
     },
+    /// The PKCS#8 DER does not decode (its structure).
+    #[error("the released {kty} key is not PKCS#8 DER; fix: release a key whose plaintext is PKCS#8 DER (what Key Vault gives for RSA and EC keys)")]
+    Der {
+        /// The key's type.
+        kty: String,
+        /// The decoder's error.
+        #[source]
+        source: der::Error,
+    },
+    /// The RSA key does not parse or is not consistent.
+    #[error("the released RSA key is not a valid PKCS#8 RSA private key; fix: release an RSA key")]
+    Rsa(#[source] rsa::pkcs8::Error),
+    /// The RSA key's CRT values cannot be computed (a broken key).
+    #[error("the released RSA key's CRT values cannot be computed (a broken key); fix: release a valid RSA key")]
+    RsaCrt(#[source] rsa::Error),
+    /// An EC key on a curve a JWK has no name for here.
+    #[error("the released EC key is on curve {0}, not P-256, P-384 or P-521; fix: release a key on one of those curves")]
+    Curve(String),
+    /// An EC key without its public point: a JWK needs x and y.
+    #[error("the released EC key carries no public key (RFC 5915 publicKey); fix: release a key whose PKCS#8 includes the public key, or ask for raw, base64 or pem")]
+    NoPublicKey,
 }
 
 /// The key's family, from its `kty`.
@@ -91,29 +117,106 @@ pub fn jwk(key: &ReleasedKey) -> Result<SecretBytes, Error> {
             members.push(("kty", Member::Text("oct")));
             Ok(object(&members))
         }
-        // The secrets work (issue 16) fills these in.
-        Family::Rsa | Family::Ec => Err(Error::Form {
-            kty: key.kty.clone(),
-            form: "a JWK",
-            fix: "not yet",
-        }),
+        Family::Rsa => {
+            let parts = rsa_parts::parts(key.plaintext.expose())?;
+            let b = |v: &[u8]| zeroize::Zeroizing::new(b64url(v));
+            let (d, dp, dq, e, n, p, q, qi) = (
+                b(&parts.d),
+                b(&parts.dp),
+                b(&parts.dq),
+                b(&parts.e),
+                b(&parts.n),
+                b(&parts.p),
+                b(&parts.q),
+                b(&parts.qi),
+            );
+            let mut members: Vec<(&str, Member<'_>)> = vec![
+                ("d", Member::Text(&d)),
+                ("dp", Member::Text(&dp)),
+                ("dq", Member::Text(&dq)),
+                ("e", Member::Text(&e)),
+            ];
+            if !key.key_ops.is_empty() {
+                members.push(("key_ops", Member::List(&key.key_ops)));
+            }
+            members.extend([
+                ("kty", Member::Text("RSA")),
+                ("n", Member::Text(&n)),
+                ("p", Member::Text(&p)),
+                ("q", Member::Text(&q)),
+                ("qi", Member::Text(&qi)),
+            ]);
+            Ok(object(&members))
+        }
+        Family::Ec => {
+            let k = ec::parts(&key.kty, key.plaintext.expose())?;
+            let (d, x, y) = (
+                zeroize::Zeroizing::new(b64url(&k.d)),
+                b64url(k.x),
+                b64url(k.y),
+            );
+            let mut members: Vec<(&str, Member<'_>)> =
+                vec![("crv", Member::Text(k.crv)), ("d", Member::Text(&d))];
+            if !key.key_ops.is_empty() {
+                members.push(("key_ops", Member::List(&key.key_ops)));
+            }
+            members.extend([
+                ("kty", Member::Text("EC")),
+                ("x", Member::Text(&x)),
+                ("y", Member::Text(&y)),
+            ]);
+            Ok(object(&members))
+        }
     }
+}
+
+/// Unpadded base64url, in a string of exactly its size (no reallocation leaves a copy behind).
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The private key as PEM (`-----BEGIN PRIVATE KEY-----`, PKCS#8): RSA and EC keys only.
 pub fn pem(key: &ReleasedKey) -> Result<SecretBytes, Error> {
     match Family::of(&key.kty)? {
-        Family::Oct => Err(Error::Form {
-            kty: key.kty.clone(),
-            form: "PEM",
-            fix: "write a symmetric key as raw, base64 or jwk",
-        }),
-        Family::Rsa | Family::Ec => Err(Error::Form {
-            kty: key.kty.clone(),
-            form: "PEM",
-            fix: "not yet",
-        }),
+        Family::Oct => {
+            return Err(Error::Form {
+                kty: key.kty.clone(),
+                form: "PEM",
+                fix: "write a symmetric key as raw, base64 or jwk",
+            })
+        }
+        // Checked first: PEM of something that is not the key it claims to be would only fail later, in
+        // the application.
+        Family::Rsa => drop(rsa_parts::parts(key.plaintext.expose())?),
+        Family::Ec => drop(ec::parts(&key.kty, key.plaintext.expose())?),
     }
+    Ok(pem_of(key.plaintext.expose()))
+}
+
+/// `-----BEGIN PRIVATE KEY-----`, the DER in standard base64 lines of 64 characters, `-----END ...`,
+/// written into a buffer sized exactly beforehand.
+fn pem_of(der: &[u8]) -> SecretBytes {
+    use base64::Engine;
+    const BEGIN: &[u8] = b"-----BEGIN PRIVATE KEY-----\n";
+    const END: &[u8] = b"-----END PRIVATE KEY-----\n";
+    let text = der.len().div_ceil(3) * 4;
+    let lines = text.div_ceil(64);
+    let mut out = zeroize::Zeroizing::new(vec![0u8; BEGIN.len() + text + lines + END.len()]);
+    out[..BEGIN.len()].copy_from_slice(BEGIN);
+    let mut at = BEGIN.len();
+    // 48 bytes are 64 characters: each chunk is one line.
+    for chunk in der.chunks(48) {
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(chunk, &mut out[at..])
+            .unwrap_or(0);
+        at += n;
+        out[at] = b'\n';
+        at += 1;
+    }
+    out[at..at + END.len()].copy_from_slice(END);
+    debug_assert_eq!(at + END.len(), out.len());
+    SecretBytes::new(std::mem::take(&mut *out))
 }
 
 /// One JSON member's value.
@@ -183,49 +286,4 @@ fn string(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.push(b'"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn oct(bytes: &[u8], ops: &[&str]) -> ReleasedKey {
-        ReleasedKey {
-            kty: "oct-HSM".into(),
-            key_ops: ops.iter().map(|s| s.to_string()).collect(),
-            enc: "CKM_RSA_AES_KEY_WRAP".into(),
-            plaintext: SecretBytes::new(bytes.to_vec()),
-        }
-    }
-
-    #[test]
-    fn an_oct_jwk_is_upstreams_compact_sorted_json() {
-        let k = oct(&[0xfb; 4], &["wrapKey", "unwrapKey"]);
-        let j = jwk(&k).unwrap();
-        assert_eq!(
-            std::str::from_utf8(j.expose()).unwrap(),
-            r#"{"k":"-_v7-w","key_ops":["wrapKey","unwrapKey"],"kty":"oct"}"#
-        );
-        let v: serde_json::Value = serde_json::from_slice(j.expose()).unwrap();
-        assert_eq!(v["kty"], "oct");
-        let j = jwk(&oct(&[1], &[])).unwrap();
-        assert_eq!(
-            std::str::from_utf8(j.expose()).unwrap(),
-            r#"{"k":"AQ","kty":"oct"}"#
-        );
-    }
-
-    #[test]
-    fn names_are_escaped_and_base64_is_standard() {
-        let k = oct(&[0xfb, 0xff], &["a\"b\\c\n"]);
-        let j = jwk(&k).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(j.expose()).unwrap();
-        assert_eq!(v["key_ops"][0], "a\"b\\c\n");
-        assert_eq!(base64(&k).expose(), b"+/8=");
-        assert_eq!(raw(&k).expose(), [0xfb, 0xff]);
-        assert!(pem(&k)
-            .unwrap_err()
-            .to_string()
-            .contains("raw, base64 or jwk"));
-    }
 }

@@ -56,7 +56,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("mount", "scenario root-dm's /usr/sbin/losetup"),
     (
         "util-linux",
-        "scenarios aci-*'s /usr/bin/unshare (busybox's cannot leave mount propagation unchanged)",
+        "scenarios aci-*'s /usr/bin/unshare (busybox's cannot leave mount propagation unchanged), *-secret's /usr/bin/setpriv",
+    ),
+    (
+        "openssl",
+        "oracle of the export tests (RSA/EC JWK, PEM); the *-secret scenarios' keys",
     ),
     // The VM rig.
     (
