@@ -132,9 +132,21 @@ impl Keys {
         rp: &ReleasePlan,
         f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error> {
+        self.with_vault_context(plan, rp.bearer_token.as_ref(), rp.vault_kind, f)
+    }
+
+    /// [`Keys::with_context`] for a vault of `kind` named by a caller (the SKR API): the vault token is
+    /// `token`, else the plan's identity's (workload identity or IMDS) for `kind`.
+    pub fn with_vault_context<T>(
+        &self,
+        plan: &Plan,
+        token: Option<&crate::secret::SecretString>,
+        kind: crate::manifest::VaultKind,
+        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+    ) -> Result<T, keyrelease::Error> {
         let tokens = TokenCache::new(TokenSource::for_vault(
-            rp.bearer_token.as_ref(),
-            rp.vault_kind,
+            token,
+            kind,
             plan,
             &uvm::process_env,
         )?);
