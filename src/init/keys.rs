@@ -225,3 +225,43 @@ pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<Secre
         },
     }
 }
+
+/// The SKR API's work ([`crate::skr::Backend`]): this boot's attestation set-up, and the plan's identity
+/// for vault tokens.
+#[derive(Debug)]
+pub struct SkrBackend {
+    /// This boot's attester, client, trust and pins.
+    pub keys: std::sync::Arc<Keys>,
+    /// The plan (identity, endpoints, api-versions, certcache).
+    pub plan: std::sync::Arc<Plan>,
+}
+
+impl crate::skr::Backend for SkrBackend {
+    fn with_context<T>(
+        &self,
+        token: Option<&crate::secret::SecretString>,
+        kind: crate::manifest::VaultKind,
+        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+    ) -> Result<T, keyrelease::Error> {
+        self.keys.with_vault_context(&self.plan, token, kind, f)
+    }
+
+    fn test_mode(&self) -> bool {
+        self.plan.test_mode
+    }
+
+    fn manifest_vaults(&self) -> Vec<String> {
+        let fs = self.plan.filesystems.iter().map(|f| &f.key);
+        let secrets = self
+            .plan
+            .secrets
+            .iter()
+            .flat_map(|s| s.secrets.iter().map(|x| &x.key));
+        fs.chain(secrets)
+            .filter_map(|k| match k {
+                KeyPlan::Release(rp) => Some(crate::url::host(&rp.vault.0).to_ascii_lowercase()),
+                KeyPlan::Raw(_) => None,
+            })
+            .collect()
+    }
+}

@@ -66,6 +66,8 @@ enum BootError {
     Attestation(#[source] Box<keys::Error>),
     #[error("readiness file {}; fix: make its directory writable or change readiness_file", .0.display())]
     Readiness(std::path::PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Skr(crate::skr::Error),
     #[error("signals")]
     Signals(#[source] supervise::Error),
     /// The volume of a mount point does not propagate mounts (`shared_volume = "required"`); the finding's
@@ -99,7 +101,8 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
 }
 
 fn run_plan(ctx: Context, plan: Plan) -> i32 {
-    let (mut sup, opened, states) = match boot(ctx, &plan) {
+    let plan = std::sync::Arc::new(plan);
+    let (mut sup, opened, states, skr) = match boot(ctx, &plan) {
         Ok(b) => b,
         Err(e) => {
             log::error!("boot failed: {}", e.line());
@@ -130,6 +133,9 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     });
     log::debug!("supervision ended: {outcome:?}");
     crate::notify::notify("STOPPING=1");
+    if let Some(s) = skr {
+        s.stop();
+    }
     if let Some(m) = monitor {
         m.stop();
     }
@@ -182,10 +188,11 @@ type Booted = (
     Supervisor,
     Vec<filesystems::Opened>,
     Vec<crate::ready::FsState>,
+    Option<crate::skr::Server>,
 );
 
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.
-fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
+fn boot(ctx: Context, plan: &std::sync::Arc<Plan>) -> Result<Booted, BootError> {
     log::info!("context: {ctx:?}");
     let mut fatal = None;
     for p in early::take_problems() {
@@ -227,14 +234,30 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     // Every filesystem opens in a thread of its own (key release, blob, header, NBD, dm, mount). Opened
     // filesystems close themselves when dropped, so when one fails the others are undone: nothing stays
     // mounted or mapped.
-    let keys = keys::Keys::for_plan(plan).map_err(|e| BootError::Attestation(Box::new(e)))?;
+    let keys = keys::Keys::for_plan(plan)
+        .map_err(|e| BootError::Attestation(Box::new(e)))?
+        .map(std::sync::Arc::new);
+    // The SKR API (issue 16) serves from now on (stopped when dropped: a later failure stops it).
+    let skr = match (&plan.skr, &keys) {
+        (Some(sp), Some(k)) => {
+            let backend = keys::SkrBackend {
+                keys: k.clone(),
+                plan: plan.clone(),
+            };
+            Some(
+                crate::skr::Server::start(sp, std::sync::Arc::new(backend))
+                    .map_err(BootError::Skr)?,
+            )
+        }
+        _ => None,
+    };
     let results: Vec<Result<filesystems::Opened, filesystems::StepError>> =
         std::thread::scope(|s| {
             let handles: Vec<_> = plan
                 .filesystems
                 .iter()
                 .map(|fs| {
-                    let keys = keys.as_ref();
+                    let keys = keys.as_deref();
                     std::thread::Builder::new()
                         .name(format!("open-fs{}", fs.index))
                         .spawn_scoped(s, move || filesystems::open(fs, plan, keys))
@@ -294,7 +317,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
         opened.iter().map(filesystems::Opened::state).collect();
     crate::ready::mark_ready_with(ready, &states)
         .map_err(|e| BootError::Readiness(ready.clone(), e))?;
-    Ok((sup, opened, states))
+    Ok((sup, opened, states, skr))
 }
 
 /// Before anything is mapped: does the volume of every mount point propagate mounts to a sibling container
