@@ -91,9 +91,9 @@ pub enum Error {
     Release {
         /// The endpoint and key.
         what: String,
-        /// The step's error.
+        /// The step's error (boxed: it is large).
         #[source]
-        source: keyrelease::Error,
+        source: Box<keyrelease::Error>,
     },
     /// The released key cannot be written as a JWK.
     #[error("the released key cannot be answered as a JWK")]
@@ -113,7 +113,7 @@ impl Error {
             | Error::Kid(_) => 400,
             Error::UntrustedVault(_) => 403,
             Error::Export(_) => 500,
-            Error::Release { source, .. } => match source {
+            Error::Release { source, .. } => match **source {
                 K::Status {
                     step: Step::Release,
                     status: 401 | 403,
@@ -209,7 +209,10 @@ fn runtime_data(text: &str) -> Result<Vec<u8>, Error> {
 }
 
 fn failed(what: String) -> impl FnOnce(keyrelease::Error) -> Error {
-    move |source| Error::Release { what, source }
+    move |source| Error::Release {
+        what,
+        source: Box::new(source),
+    }
 }
 
 fn raw<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {

@@ -275,3 +275,29 @@ fn serve<B: Backend>(mut s: TcpStream, sh: &Shared<B>) {
         log::warn!("SKR API: writing the answer: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_acceptor_is_restarted_with_backoff_until_stopped() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut starts = 0u32;
+        let began = Instant::now();
+        let ms = Duration::from_millis;
+        supervise(&stop, (ms(40), ms(1000), ms(60_000)), || {
+            starts += 1;
+            let (n, stop) = (starts, stop.clone());
+            std::thread::Builder::new().spawn(move || {
+                if n < 3 {
+                    panic!("test: the acceptor dies");
+                }
+                stop.store(true, Ordering::SeqCst);
+            })
+        });
+        assert_eq!(starts, 3, "restarted twice, then stopped");
+        // Waits of 40 ms then 80 ms between the three runs.
+        assert!(began.elapsed() >= ms(120), "{:?}", began.elapsed());
+    }
+}
