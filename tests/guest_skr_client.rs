@@ -134,8 +134,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--vault" => vault = Some(v),
             "--kid" => kid = Some(v),
             "--expect-sha256" => {
-                expect =
-                    Some(std::fs::read_to_string(&v).map_err(|e| format!("read {v}: {e}"))?)
+                expect = Some(std::fs::read_to_string(&v).map_err(|e| format!("read {v}: {e}"))?)
             }
             _ => return Err(format!("unknown argument {a}")),
         }
@@ -164,7 +163,8 @@ fn canned(key: [u8; 32]) -> String {
             let (status, body) = match path.as_str() {
                 "/status" => (200, json!({"message": "Status OK"})),
                 "/attest/maa" => {
-                    let claims = B64URL.encode(json!({"x-ms-runtime": {"app": "skr-client"}}).to_string());
+                    let claims =
+                        B64URL.encode(json!({"x-ms-runtime": {"app": "skr-client"}}).to_string());
                     (200, json!({"token": format!("e30.{claims}.sig")}))
                 }
                 "/key/release" => {

@@ -329,13 +329,27 @@ fn release<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
     Ok(Reply::ok(json_field("key", jwk)))
 }
 
-/// `{"<name>":"<value>"}`, in a buffer that is wiped (the value is a token or a key).
+/// `{"<name>":"<value>"}` (the value a token or a key): written straight into a buffer sized for the
+/// worst case, so it never grows and leaves no copy behind (serde_json's writer would).
 fn json_field(name: &str, value: &str) -> Vec<u8> {
-    let quoted = Zeroizing::new(serde_json::to_string(value).unwrap_or_default());
-    let mut out = Vec::with_capacity(quoted.len() + name.len() + 6);
-    out.extend_from_slice(format!("{{\"{name}\":").as_bytes());
-    out.extend_from_slice(quoted.as_bytes());
-    out.push(b'}');
+    let mut out = Vec::with_capacity(value.len() * 6 + name.len() + 8);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    for c in value.bytes() {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.extend_from_slice(b"\"}");
     out
 }
 
@@ -384,5 +398,19 @@ fn endpoint(
         "https" if host_ok => Ok(format!("https://{rest}")),
         "http" if host_ok && test_mode => Ok(format!("http://{rest}")),
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_field_escapes_as_json_and_never_grows() {
+        let value = "{\"k\":\"a\\b\u{1}\"}";
+        let out = json_field("key", value);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v, serde_json::json!({ "key": value }));
+        assert!(out.capacity() >= out.len() && out.capacity() == value.len() * 6 + 3 + 8);
     }
 }

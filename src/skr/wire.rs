@@ -79,8 +79,10 @@ pub fn read_request(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Request, ReadError> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(1024));
+    // Sized for the most the loop below reads, so it never grows: the start of a body (an access token)
+    // read with the headers leaves no copy behind in a freed buffer.
     let mut chunk = Zeroizing::new([0u8; 4096]);
+    let mut buf = Zeroizing::new(Vec::with_capacity(HEAD_LIMIT + 1 + chunk.len()));
     let head_end = loop {
         if let Some(i) = find(&buf, b"\r\n\r\n") {
             break i;
@@ -234,17 +236,16 @@ pub fn respond(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
-    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 160));
     let allow = allow.map(|a| format!("Allow: {a}\r\n")).unwrap_or_default();
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json; charset=utf-8\r\n\
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json; charset=utf-8\r\n\
              Content-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-            reason(status),
-            body.len()
-        )
-        .as_bytes(),
+        reason(status),
+        body.len()
     );
+    // Sized once: the body may be a released key, and a grown buffer would leave a copy behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(head.len() + body.len()));
+    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(body);
     s.set_write_timeout(Some(timeout))?;
     s.write_all(&out)?;
