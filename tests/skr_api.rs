@@ -521,3 +521,15 @@ fn a_second_hostdata_policy_key_releases_too() {
         [9u8; 32]
     );
 }
+
+#[test]
+fn the_example_manifest_validates_and_check_prints_the_api() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/skr.toml");
+    let loaded = encfs_init::manifest::load_toml_file(std::path::Path::new(path))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = encfs_init::manifest::render(&loaded.plan);
+    assert!(
+        text.contains("skr:             SKR API on http://127.0.0.1:8080 (loopback only; max_connections 16, request_timeout 30s, max_body 64KiB)"),
+        "{text}"
+    );
+}
