@@ -356,6 +356,20 @@ fn bad_requests_are_400_404_405_411_413_each_with_one_json_error() {
             assert!(head.contains("Allow: POST"), "{head}");
         }
     }
+    // A path that is not printable ASCII, or too long, or a method that is not one: 400, and the log and the
+    // answer never quote them.
+    for raw in [
+        "GET /st\x1b[2Jatus HTTP/1.1\r\n\r\n".to_string(),
+        format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000)),
+        "get /status HTTP/1.1\r\n\r\n".to_string(),
+    ] {
+        let (status, _, text) = send(api.addr(), &raw);
+        assert_eq!(status, 400, "{raw}: {text}");
+        let v = one_json(&text);
+        let e = error_of(&v);
+        assert!(e.starts_with("malformed request: "), "{e}");
+        assert!(!e.contains("aaaa") && !e.contains('\x1b'), "{e}");
+    }
     // No Content-Length, a chunked body: 411.
     let (status, _, text) = send(api.addr(), "POST /attest/raw HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 411, "{text}");

@@ -11,6 +11,8 @@ use zeroize::Zeroizing;
 
 /// Largest request line plus headers.
 pub const HEAD_LIMIT: usize = 16 << 10;
+/// Longest request target (path and query).
+const MAX_TARGET: usize = 1024;
 
 /// A request as read: method, path (without a query) and body. The body may carry an access token: it
 /// is wiped when dropped.
@@ -117,8 +119,17 @@ pub fn read_request(
     if !version.starts_with("HTTP/1.") {
         return Err(ReadError::Malformed("not HTTP/1.x"));
     }
-    if !target.starts_with('/') || method.is_empty() {
-        return Err(ReadError::Malformed("the target is not an absolute path"));
+    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ReadError::Malformed("the method is not an HTTP method"));
+    }
+    // The path is logged and quoted in answers: printable ASCII only, and short.
+    if !target.starts_with('/')
+        || target.len() > MAX_TARGET
+        || !target.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ReadError::Malformed(
+            "the target is not an absolute path of at most 1024 printable ASCII characters",
+        ));
     }
     let mut length: Option<u64> = None;
     for line in lines {
