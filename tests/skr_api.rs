@@ -547,3 +547,23 @@ fn the_example_manifest_validates_and_check_prints_the_api() {
         "{text}"
     );
 }
+
+#[test]
+fn expect_100_continue_is_answered_so_curl_sends_its_body_at_once() {
+    let api = start("skr-continue");
+    let body = json!({"runtime_data": B64.encode([1u8; 1200])}).to_string();
+    let mut s = TcpStream::connect(api.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /attest/raw HTTP/1.1\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let (status, _, text) = read_answer(&mut s);
+    assert_eq!(status, 200, "{text}");
+}

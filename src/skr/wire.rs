@@ -132,6 +132,7 @@ pub fn read_request(
         ));
     }
     let mut length: Option<u64> = None;
+    let mut expect_continue = false;
     for line in lines {
         let (name, value) = line
             .split_once(':')
@@ -139,6 +140,9 @@ pub fn read_request(
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(ReadError::Chunked);
+        }
+        if name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case("100-continue") {
+            expect_continue = true;
         }
         if name.eq_ignore_ascii_case("content-length") {
             let n = value
@@ -162,8 +166,14 @@ pub fn read_request(
             got: length,
             limit: max_body,
         })?;
-    let mut body = Zeroizing::new(Vec::with_capacity(want));
     let rest = &buf[head_end + 4..];
+    if expect_continue && rest.len() < want {
+        // curl waits a second for this before it sends a body of more than 1 KiB.
+        s.set_write_timeout(Some(timeout)).map_err(ReadError::Io)?;
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(ReadError::Io)?;
+    }
+    let mut body = Zeroizing::new(Vec::with_capacity(want));
     body.extend_from_slice(&rest[..rest.len().min(want)]);
     while body.len() < want {
         let room = (want - body.len()).min(chunk.len());
