@@ -71,7 +71,7 @@ pub enum Error {
     #[error("runtime_data is not standard base64; fix: encode the runtime data with standard base64 (with padding)")]
     Base64(#[source] base64::DecodeError),
     /// An endpoint field is not a host (or plain http out of test mode).
-    #[error("{field} \"{value}\" is not an endpoint; fix: give a host name such as {example} (https; http:// only with test_mode)")]
+    #[error("{field} {value:?} is not an endpoint; fix: give a host name such as {example} (https; http:// only with test_mode)")]
     Endpoint {
         /// The field.
         field: &'static str,
@@ -81,7 +81,7 @@ pub enum Error {
         example: &'static str,
     },
     /// kid is not a key name.
-    #[error("kid \"{0}\" is not a key name; fix: give the key's name (letters, digits, '-'), optionally /version")]
+    #[error("kid {0:?} is not a key name; fix: give the key's name (letters, digits, '-'), optionally /version")]
     Kid(String),
     /// The identity's vault token would go to a host that is not a vault.
     #[error("the identity's vault token is not sent to {0}: it is neither an Azure Key Vault or managed HSM host nor a vault the manifest names; fix: pass access_token for this vault, or use the vault's Azure host name")]
@@ -303,7 +303,7 @@ fn release<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
         None => name_ok(&kid),
     };
     if !kid_ok {
-        return Err(Error::Kid(kid));
+        return Err(Error::Kid(kid.chars().take(200).collect()));
     }
     let host = crate::url::host(&vault).to_ascii_lowercase();
     if token.is_none() && !identity_may_reach(&host, &b.manifest_vaults(), b.test_mode()) {
