@@ -567,3 +567,101 @@ fn expect_100_continue_is_answered_so_curl_sends_its_body_at_once() {
     let (status, _, text) = read_answer(&mut s);
     assert_eq!(status, 200, "{text}");
 }
+
+// ---- the real binary: the boot starts the API before readiness and stops it at teardown ----
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn manifest_with_skr(name: &str, port: u16) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("encfs-skr-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ready = dir.join("ready");
+    let m = dir.join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "test_mode = true\nreadiness_file = \"{}\"\n[skr]\nlisten = \"127.0.0.1:{port}\"\nrequest_timeout = \"5s\"\n",
+            ready.display()
+        ),
+    )
+    .unwrap();
+    (m, ready)
+}
+
+fn encfs_init(manifest: &std::path::Path, app: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_encfs-init"));
+    c.arg("run")
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--")
+        .args(app)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn the_boot_serves_the_api_before_readiness_and_stops_it_at_teardown() {
+    let port = free_port();
+    let (m, ready) = manifest_with_skr("boot", port);
+    let child = encfs_init(&m, &["sleep", "30"]).spawn().unwrap();
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Up as soon as the readiness file is: an application waiting for readiness finds it.
+    let (status, _, body) = send(addr, "GET /status HTTP/1.1\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, r#"{"message":"Status OK"}"#));
+    let req = json!({"runtime_data": B64.encode(b"boot")}).to_string();
+    let (status, _, body) = send(
+        addr,
+        &format!(
+            "POST /attest/raw HTTP/1.1\r\nContent-Length: {}\r\n\r\n{req}",
+            req.len()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("SKR API: listening on http://127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(log.contains("SKR API: stopped"), "{log}");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "still listening after teardown"
+    );
+}
+
+#[test]
+fn a_taken_port_fails_the_boot_closed_with_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (m, ready) = manifest_with_skr("taken", port);
+    let out = encfs_init(&m, &["true"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert!(
+        log.contains(&format!(
+            "boot failed: SKR API: listen on 127.0.0.1:{port}: "
+        )) && log.contains("; fix: free the port"),
+        "{log}"
+    );
+    assert!(!ready.exists());
+}
