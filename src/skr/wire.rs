@@ -105,8 +105,51 @@ pub fn read_request(
     if head_end + 4 > HEAD_LIMIT {
         return Err(ReadError::HeadTooLarge);
     }
-    let head = std::str::from_utf8(&buf[..head_end])
-        .map_err(|_| ReadError::Malformed("the headers are not UTF-8"))?;
+    let Head {
+        method,
+        path,
+        length: want,
+        expect_continue,
+    } = parse_head(&buf[..head_end], max_body)?;
+    let rest = &buf[head_end + 4..];
+    if expect_continue && rest.len() < want {
+        // curl waits a second for this before it sends a body of more than 1 KiB.
+        s.set_write_timeout(Some(timeout)).map_err(ReadError::Io)?;
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(ReadError::Io)?;
+    }
+    let mut body = Zeroizing::new(Vec::with_capacity(want));
+    body.extend_from_slice(&rest[..rest.len().min(want)]);
+    while body.len() < want {
+        let room = (want - body.len()).min(chunk.len());
+        let n = read_some(s, &mut chunk[..room], deadline, timeout)?;
+        if n == 0 {
+            return Err(ReadError::Malformed(
+                "the connection closed before the whole body arrived",
+            ));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Request { method, path, body })
+}
+
+/// A request's line and headers, as far as this server uses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// `GET`, `POST`, ...: uppercase ASCII letters.
+    pub method: String,
+    /// The target without its query: printable ASCII, at most 1024 bytes.
+    pub path: String,
+    /// The body's length (`Content-Length`), at most `max_body`.
+    pub length: usize,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// Parse a request's line and headers (`head`, without the blank line that ends them).
+pub fn parse_head(head: &[u8], max_body: usize) -> Result<Head, ReadError> {
+    let head =
+        std::str::from_utf8(head).map_err(|_| ReadError::Malformed("the headers are not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or_default().split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -166,34 +209,16 @@ pub fn read_request(
             got: length,
             limit: max_body,
         })?;
-    let rest = &buf[head_end + 4..];
-    if expect_continue && rest.len() < want {
-        // curl waits a second for this before it sends a body of more than 1 KiB.
-        s.set_write_timeout(Some(timeout)).map_err(ReadError::Io)?;
-        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .map_err(ReadError::Io)?;
-    }
-    let mut body = Zeroizing::new(Vec::with_capacity(want));
-    body.extend_from_slice(&rest[..rest.len().min(want)]);
-    while body.len() < want {
-        let room = (want - body.len()).min(chunk.len());
-        let n = read_some(s, &mut chunk[..room], deadline, timeout)?;
-        if n == 0 {
-            return Err(ReadError::Malformed(
-                "the connection closed before the whole body arrived",
-            ));
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
     let path = target
         .split(['?', '#'])
         .next()
         .unwrap_or(target)
         .to_string();
-    Ok(Request {
+    Ok(Head {
         method: method.to_string(),
         path,
-        body,
+        length: want,
+        expect_continue,
     })
 }
 
