@@ -187,3 +187,27 @@ put("manifest_legacy", "ci.b64url", base64.urlsafe_b64encode(json.dumps(CI).enco
 put("manifest_legacy", "case-and-unknown.json",
     '{"Azure_Filesystems":[{"MOUNT_POINT":"/mnt/x","azure_url":"https://a.blob.core.windows.net/c/x.img","azure_url_private":"yes",'
     '"unknown":1,"key":{"kid":"k","kty":"oct-HSM","authority":{"endpoint":"a.attest.azure.net"},"akv":{"endpoint":"v.vault.azure.net"}}}]}')
+
+# --- skr_request -------------------------------------------------------------------------------------------
+
+
+def http(method, path, body=b"", headers=()):
+    if isinstance(body, str):
+        body = body.encode()
+    h = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{h}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+rd = base64.b64encode(b'{"nonce":1}').decode()
+put("skr_request", "status", http("GET", "/status"))
+put("skr_request", "attest-raw", http("POST", "/attest/raw", json.dumps({"runtime_data": rd})))
+put("skr_request", "attest-combined", http("POST", "/attest/combined?x=1", json.dumps({"runtime_data": rd})))
+put("skr_request", "attest-maa", http("POST", "/attest/maa", json.dumps(
+    {"maa_endpoint": "sharedeus.eus.attest.azure.net", "runtime_data": rd}), [("Expect", "100-continue")]))
+put("skr_request", "key-release", http("POST", "/key/release", json.dumps(
+    {"maa_endpoint": "sharedeus.eus.attest.azure.net", "akv_endpoint": "kv.vault.azure.net",
+     "kid": "key/0123abcd", "access_token": "tok"})))
+put("skr_request", "key-release-elsewhere", http("POST", "/key/release", json.dumps(
+    {"maa_endpoint": "https://m.example:443", "akv_endpoint": "kv.example", "kid": "k"})))
+put("skr_request", "chunked", b"POST /attest/raw HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+put("skr_request", "wrong-method", http("DELETE", "/key/release"))

@@ -215,3 +215,66 @@ fn the_release_call_leaves_neither_the_maa_token_nor_the_bearer() {
         assert_eq!(leaked, 0, "{needle} was freed unwiped");
     }
 }
+
+/// The SKR API's side of a `/key/release` whose body carries an access token, and of an answer carrying a
+/// key: the request read (head buffer, body), parsed and refused by a backend that fails at once, then a
+/// key answered. The client writes from static bytes and reads into the stack, so only the server's
+/// buffers are seen.
+#[test]
+fn the_skr_api_leaves_neither_a_callers_token_nor_an_answered_key() {
+    use encfs_init::keyrelease::{self, Context};
+    use encfs_init::manifest::VaultKind;
+    use encfs_init::secret::SecretString;
+    use encfs_init::skr::{api, wire, Backend};
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    struct Refuses;
+    impl Backend for Refuses {
+        fn with_context<T>(
+            &self,
+            token: Option<&SecretString>,
+            _: VaultKind,
+            _: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+        ) -> Result<T, keyrelease::Error> {
+            assert!(token.is_some());
+            Err(keyrelease::Error::Internal("test: refused".into()))
+        }
+        fn test_mode(&self) -> bool {
+            true
+        }
+        fn manifest_vaults(&self) -> Vec<String> {
+            vec![]
+        }
+    }
+    const REQ: &[u8] = b"POST /key/release HTTP/1.1\r\nContent-Length: 104\r\n\r\n{\"maa_endpoint\":\"m.example\",\"akv_endpoint\":\"v.example\",\"kid\":\"k\",\"access_token\":\"SKR-CALLER-TOKEN-7a3e\"}";
+    const KEY: &[u8] = b"{\"key\":\"{\\\"k\\\":\\\"SKR-ANSWERED-KEY-91c4\\\"}\"}";
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        for req in [REQ, b"GET /status HTTP/1.1\r\n\r\n"] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(req).unwrap();
+            while s.read(&mut buf).unwrap() > 0 {}
+        }
+    });
+    let t = Duration::from_secs(10);
+    let mut status = 0;
+    let leaked = freed_copies(b"SKR-CALLER-TOKEN-7a3e", || {
+        let (mut s, _) = l.accept().unwrap();
+        let req = wire::read_request(&mut s, Instant::now() + t, t, 4096).unwrap();
+        let reply = api::handle(&Refuses, &req.method, &req.path, &req.body);
+        status = reply.status;
+        wire::respond(&mut s, reply.status, None, &reply.body, t).unwrap();
+    });
+    assert_eq!(status, 500);
+    assert_eq!(leaked, 0, "the caller's access token was freed unwiped");
+    let leaked = freed_copies(b"SKR-ANSWERED-KEY-91c4", || {
+        let (mut s, _) = l.accept().unwrap();
+        wire::read_request(&mut s, Instant::now() + t, t, 4096).unwrap();
+        let body = zeroize::Zeroizing::new(KEY.to_vec());
+        wire::respond(&mut s, 200, None, &body, t).unwrap();
+    });
+    assert_eq!(leaked, 0, "the answered key was freed unwiped");
+    client.join().unwrap();
+}

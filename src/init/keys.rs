@@ -132,9 +132,21 @@ impl Keys {
         rp: &ReleasePlan,
         f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error> {
+        self.with_vault_context(plan, rp.bearer_token.as_ref(), rp.vault_kind, f)
+    }
+
+    /// [`Keys::with_context`] for a vault of `kind` named by a caller (the SKR API): the vault token is
+    /// `token`, else the plan's identity's (workload identity or IMDS) for `kind`.
+    pub fn with_vault_context<T>(
+        &self,
+        plan: &Plan,
+        token: Option<&crate::secret::SecretString>,
+        kind: crate::manifest::VaultKind,
+        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+    ) -> Result<T, keyrelease::Error> {
         let tokens = TokenCache::new(TokenSource::for_vault(
-            rp.bearer_token.as_ref(),
-            rp.vault_kind,
+            token,
+            kind,
             plan,
             &uvm::process_env,
         )?);
@@ -211,5 +223,45 @@ pub fn disk_key(key: &KeyPlan, keys: Option<&Keys>, plan: &Plan) -> Result<Secre
             Some(k) => k.release(plan, rp).map_err(Error::Release),
             None => Err(Error::NoSession),
         },
+    }
+}
+
+/// The SKR API's work ([`crate::skr::Backend`]): this boot's attestation set-up, and the plan's identity
+/// for vault tokens.
+#[derive(Debug)]
+pub struct SkrBackend {
+    /// This boot's attester, client, trust and pins.
+    pub keys: std::sync::Arc<Keys>,
+    /// The plan (identity, endpoints, api-versions, certcache).
+    pub plan: std::sync::Arc<Plan>,
+}
+
+impl crate::skr::Backend for SkrBackend {
+    fn with_context<T>(
+        &self,
+        token: Option<&crate::secret::SecretString>,
+        kind: crate::manifest::VaultKind,
+        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+    ) -> Result<T, keyrelease::Error> {
+        self.keys.with_vault_context(&self.plan, token, kind, f)
+    }
+
+    fn test_mode(&self) -> bool {
+        self.plan.test_mode
+    }
+
+    fn manifest_vaults(&self) -> Vec<String> {
+        let fs = self.plan.filesystems.iter().map(|f| &f.key);
+        let secrets = self
+            .plan
+            .secrets
+            .iter()
+            .flat_map(|s| s.secrets.iter().map(|x| &x.key));
+        fs.chain(secrets)
+            .filter_map(|k| match k {
+                KeyPlan::Release(rp) => Some(crate::url::host(&rp.vault.0).to_ascii_lowercase()),
+                KeyPlan::Raw(_) => None,
+            })
+            .collect()
     }
 }

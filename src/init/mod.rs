@@ -71,6 +71,8 @@ enum BootError {
     /// A released secret for the application (`secret[i] <path>: ...`), or its tmpfs.
     #[error(transparent)]
     Secrets(crate::secrets::Error),
+    #[error(transparent)]
+    Skr(crate::skr::Error),
     #[error("signals")]
     Signals(#[source] supervise::Error),
     /// The volume of a mount point does not propagate mounts (`shared_volume = "required"`); the finding's
@@ -104,7 +106,8 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
 }
 
 fn run_plan(ctx: Context, plan: Plan) -> i32 {
-    let (mut sup, opened, states, secrets) = match boot(ctx, &plan) {
+    let plan = std::sync::Arc::new(plan);
+    let (mut sup, opened, states, secrets, skr) = match boot(ctx, &plan) {
         Ok(b) => b,
         Err(e) => {
             log::error!("boot failed: {}", e.line());
@@ -138,6 +141,9 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     });
     log::debug!("supervision ended: {outcome:?}");
     crate::notify::notify("STOPPING=1");
+    if let Some(s) = skr {
+        s.stop();
+    }
     if let Some(m) = monitor {
         m.stop();
     }
@@ -195,10 +201,11 @@ type Booted = (
     Vec<filesystems::Opened>,
     Vec<crate::ready::FsState>,
     Option<crate::secrets::Secrets>,
+    Option<crate::skr::Server>,
 );
 
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.
-fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
+fn boot(ctx: Context, plan: &std::sync::Arc<Plan>) -> Result<Booted, BootError> {
     log::info!("context: {ctx:?}");
     let mut fatal = None;
     for p in early::take_problems() {
@@ -240,12 +247,28 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     // Every filesystem opens in a thread of its own (key release, blob, header, NBD, dm, mount). Opened
     // filesystems close themselves when dropped, so when one fails the others are undone: nothing stays
     // mounted or mapped.
-    let keys = keys::Keys::for_plan(plan).map_err(|e| BootError::Attestation(Box::new(e)))?;
+    let keys = keys::Keys::for_plan(plan)
+        .map_err(|e| BootError::Attestation(Box::new(e)))?
+        .map(std::sync::Arc::new);
+    // The SKR API (issue 16) serves from now on (stopped when dropped: a later failure stops it).
+    let skr = match (&plan.skr, &keys) {
+        (Some(sp), Some(k)) => {
+            let backend = keys::SkrBackend {
+                keys: k.clone(),
+                plan: plan.clone(),
+            };
+            Some(
+                crate::skr::Server::start(sp, std::sync::Arc::new(backend))
+                    .map_err(BootError::Skr)?,
+            )
+        }
+        _ => None,
+    };
     // The secrets are released and written in a thread of their own beside the filesystems' (the
     // attestation is shared); dropped, they are wiped and unmounted.
     let (results, secrets) = std::thread::scope(|s| {
         let secrets = plan.secrets.as_ref().map(|sp| {
-            let keys = keys.as_ref();
+            let keys = keys.as_deref();
             std::thread::Builder::new()
                 .name("open-secrets".into())
                 .spawn_scoped(s, move || crate::secrets::open(sp, plan, keys))
@@ -255,7 +278,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
                 .filesystems
                 .iter()
                 .map(|fs| {
-                    let keys = keys.as_ref();
+                    let keys = keys.as_deref();
                     std::thread::Builder::new()
                         .name(format!("open-fs{}", fs.index))
                         .spawn_scoped(s, move || filesystems::open(fs, plan, keys))
@@ -338,7 +361,7 @@ fn boot(ctx: Context, plan: &Plan) -> Result<Booted, BootError> {
     let listing = secrets.as_ref().map_or(&[][..], |s| s.listing());
     crate::ready::mark_ready_with(ready, &states, listing)
         .map_err(|e| BootError::ReadinessWrite(ready.clone(), e))?;
-    Ok((sup, opened, states, secrets))
+    Ok((sup, opened, states, secrets, skr))
 }
 
 /// Before anything is mapped: does the volume of every mount point propagate mounts to a sibling container

@@ -210,10 +210,16 @@ pub fn release_key(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<SecretBytes, E
 /// and MAA's token. The vault's bearer token does not depend on any of it, so it is fetched meanwhile on a
 /// second thread and the release finds it cached; its error, if any, comes after the attestation's own.
 pub fn attest(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
+    attest_at(ctx, &rp.authority.0, &rp.kid)
+}
+
+/// [`attest()`] by `authority` for a release of `kid` (named in the log): the boot's releases and the SKR
+/// API's `/key/release` (a fresh attestation per request).
+pub fn attest_at(ctx: &Context<'_>, authority: &str, kid: &str) -> Result<Attested, Error> {
     let (tokens, transport) = (ctx.tokens, ctx.transport);
     std::thread::scope(|s| {
         let token = s.spawn(move || tokens.get(transport).map(drop));
-        let attested = attest_only(ctx, rp);
+        let attested = attest_only(ctx, authority, kid);
         let token = token.join();
         let attested = attested?;
         match token {
@@ -224,23 +230,33 @@ pub fn attest(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
     })
 }
 
-fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
+fn attest_only(ctx: &Context<'_>, authority: &str, kid: &str) -> Result<Attested, Error> {
     let runtime = jwk::RuntimeKey::take_or_generate()
         .map_err(|e| Error::Internal(format!("RSA key generation: {e}")))?;
     let runtime_json = runtime.runtime_json();
-    let rd = attest::report_data_for(runtime_json.as_bytes());
-    let evidence = ctx.attester.report(&rd).map_err(Error::Attest)?;
-    let report = Report::parse(&evidence.report).map_err(Error::Report)?;
-    if report.report_data != rd {
-        return Err(Error::Attest(attest::Error::BadReport {
-            provider: evidence.provider,
-            detail: "report_data does not match the runtime data's hash".into(),
-        }));
-    }
+    let what = format!("key release {kid}");
+    let maa_token = maa_token(ctx, authority, runtime_json.as_bytes(), &what)?;
+    Ok(Attested { runtime, maa_token })
+}
+
+/// A report binding some runtime data, and the AMD chain that verifies it.
+#[derive(Debug)]
+pub struct Evidence {
+    /// The raw 1184-byte report.
+    pub report: Vec<u8>,
+    /// The report, parsed.
+    pub parsed: Report,
+    /// The chain for it (PEM, VCEK first), chosen as for a release.
+    pub chain: Collateral,
+}
+
+/// A report with report_data = SHA-256(`runtime`) ‖ 0³² (checked to be bound), and its AMD collateral:
+/// each candidate chain verified with the report before it is chosen (signature, chain to a pinned AMD
+/// root, TCB), so a bogus source falls through to the next and a bad report fails here with a precise
+/// reason. `what` names the caller in the log.
+pub fn evidence(ctx: &Context<'_>, runtime: &[u8], what: &str) -> Result<Evidence, Error> {
+    let (evidence, report) = report(ctx, runtime)?;
     let host = ctx.uvm.host_certs.as_ref();
-    // Each candidate chain is verified (chain to a pinned AMD root, report signature, TCB, chip id) before
-    // it is chosen, so a bad one falls through to the next source and a bad report fails here with a
-    // precise reason instead of as an opaque MAA 400.
     let check = ctx.verify_locally.then_some(collateral::Check {
         pins: ctx.ark_pins,
         now: SystemTime::now(),
@@ -256,30 +272,60 @@ fn attest_only(ctx: &Context<'_>, rp: &ReleasePlan) -> Result<Attested, Error> {
     )
     .map_err(Error::Collateral)?;
     log::info!(
-        "key release {}: report from {}, collateral from {}",
-        rp.kid,
+        "{what}: report from {}, collateral from {}",
         evidence.provider,
         chain.source
     );
     if let Some(product) = chain.verified {
         log::info!(
-            "key release {}: report verified locally ({product}, TCB {})",
-            rp.kid,
+            "{what}: report verified locally ({product}, TCB {})",
             report.reported()
         );
     }
-    let maa_token = maa::attest(
+    Ok(Evidence {
+        report: evidence.report,
+        parsed: report,
+        chain,
+    })
+}
+
+/// A report with report_data = SHA-256(`runtime`) ‖ 0³², parsed and checked to bind it (no collateral:
+/// what the SKR API's `/attest/raw` answers).
+pub fn report(ctx: &Context<'_>, runtime: &[u8]) -> Result<(attest::Evidence, Report), Error> {
+    let rd = attest::report_data_for(runtime);
+    let evidence = ctx.attester.report(&rd).map_err(Error::Attest)?;
+    let report = Report::parse(&evidence.report).map_err(Error::Report)?;
+    if report.report_data != rd {
+        return Err(Error::Attest(attest::Error::BadReport {
+            provider: evidence.provider,
+            detail: "report_data does not match the runtime data's hash".into(),
+        }));
+    }
+    Ok((evidence, report))
+}
+
+/// MAA's token for `runtime` (the runtime data MAA checks against report_data and returns as the
+/// `x-ms-runtime` claim): [`evidence`], then the attestation at `authority`. The one attestation of the
+/// boot's releases (runtime = the runtime key's JWK set) and of the SKR API's `/attest/maa` (the
+/// caller's runtime data).
+pub fn maa_token(
+    ctx: &Context<'_>,
+    authority: &str,
+    runtime: &[u8],
+    what: &str,
+) -> Result<crate::secret::SecretString, Error> {
+    let ev = evidence(ctx, runtime, what)?;
+    maa::attest(
         ctx.transport,
-        &rp.authority.0,
+        authority,
         ctx.maa_api_version,
         &maa::Attestation {
-            report: &evidence.report,
-            vcek_chain_pem: &chain.pem,
+            report: &ev.report,
+            vcek_chain_pem: &ev.chain.pem,
             reference_info: ctx.uvm.reference_info.as_deref(),
-            runtime_json: runtime_json.as_bytes(),
+            runtime_json: runtime,
         },
-    )?;
-    Ok(Attested { runtime, maa_token })
+    )
 }
 
 /// A released key as the vault gave it: its type, its operations and the unwrapped plaintext (raw bytes for

@@ -67,6 +67,16 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
         )?,
         None => writeln!(o, "app:             none (wait for SIGTERM after mounting)")?,
     }
+    if let Some(k) = &p.skr {
+        writeln!(
+            o,
+            "skr:             SKR API on http://{} (loopback only; max_connections {}, request_timeout {}, max_body {})",
+            k.listen,
+            k.max_connections,
+            d(k.request_timeout),
+            fmt_size(k.max_body as u64)
+        )?;
+    }
     let s = &p.supervise;
     writeln!(
         o,

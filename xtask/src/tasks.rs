@@ -205,6 +205,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "blob_range",
     "manifest_toml",
     "manifest_legacy",
+    "skr_request",
 ];
 
 /// Build and smoke-run every fuzz target for 10 s on the stable toolchain (`-s none`: no sanitizer, which
