@@ -201,44 +201,7 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
                     "fuse (a FUSE file on a loop device; fails when the kernel lacks either)",
             }
         )?;
-        match &f.key {
-            KeyPlan::Raw(k) => writeln!(
-                o,
-                "  key:           raw key <redacted, {} bytes> (test mode)",
-                k.len()
-            )?,
-            KeyPlan::Release(r) => {
-                writeln!(
-                    o,
-                    "  key:           release \"{}\"{} from {} ({}) after attestation by {}",
-                    r.kid,
-                    r.kty
-                        .as_ref()
-                        .map(|t| format!(" ({t})"))
-                        .unwrap_or_default(),
-                    r.vault.0,
-                    match r.vault_kind {
-                        VaultKind::KeyVault => "Key Vault",
-                        VaultKind::ManagedHsm => "managed HSM",
-                    },
-                    r.authority.0
-                )?;
-                match &r.bearer_token {
-                    Some(t) => writeln!(
-                        o,
-                        "  vault token:   static bearer token <redacted, {} chars>",
-                        t.len()
-                    )?,
-                    None => writeln!(o, "  vault token:   from the identity")?,
-                }
-                writeln!(
-                    o,
-                    "  derivation:    for RSA keys: HKDF-SHA256, salt {} bytes, label \"{}\"",
-                    r.salt.len(),
-                    r.label
-                )?;
-            }
-        }
+        write_key(o, &f.key, true)?;
         if let Some(h) = &f.header_sha256 {
             writeln!(o, "  header pin:    sha256 {}", crate::hex::encode(h))?;
         }
@@ -251,7 +214,73 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             )?;
         }
     }
+    if let Some(sp) = &p.secrets {
+        writeln!(
+            o,
+            "secrets:         tmpfs of {} at {} (noexec, nosuid, nodev), written before readiness, wiped at shutdown",
+            fmt_size(sp.size),
+            sp.mount_point.display()
+        )?;
+        for s in &sp.secrets {
+            writeln!(
+                o,
+                "secret[{}]:       {} as {}, mode {:04o}, owner {}:{}",
+                s.index,
+                sp.mount_point.join(&s.path).display(),
+                s.format.as_str(),
+                s.mode,
+                s.uid,
+                s.gid
+            )?;
+            write_key(o, &s.key, false)?;
+        }
+    }
     Ok(())
+}
+
+/// A key's lines: where it comes from, the vault token, and (for a disk key) the RSA derivation.
+fn write_key(o: &mut String, key: &KeyPlan, disk_key: bool) -> std::fmt::Result {
+    match key {
+        KeyPlan::Raw(k) => writeln!(
+            o,
+            "  key:           raw key <redacted, {} bytes> (test mode)",
+            k.len()
+        ),
+        KeyPlan::Release(r) => {
+            writeln!(
+                o,
+                "  key:           release \"{}\"{} from {} ({}) after attestation by {}",
+                r.kid,
+                r.kty
+                    .as_ref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default(),
+                r.vault.0,
+                match r.vault_kind {
+                    VaultKind::KeyVault => "Key Vault",
+                    VaultKind::ManagedHsm => "managed HSM",
+                },
+                r.authority.0
+            )?;
+            match &r.bearer_token {
+                Some(t) => writeln!(
+                    o,
+                    "  vault token:   static bearer token <redacted, {} chars>",
+                    t.len()
+                )?,
+                None => writeln!(o, "  vault token:   from the identity")?,
+            }
+            if disk_key {
+                writeln!(
+                    o,
+                    "  derivation:    for RSA keys: HKDF-SHA256, salt {} bytes, label \"{}\"",
+                    r.salt.len(),
+                    r.label
+                )?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn restart(r: RestartMode) -> &'static str {
