@@ -60,6 +60,20 @@ fn a_valid_secrets_manifest_and_the_example_pass() {
 }
 
 #[test]
+fn check_prints_each_secret_with_its_file_form_mode_owner_and_key() {
+    let out = check("printed", OK);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for line in [
+        "secrets:         tmpfs of 1MiB at /mnt/remote/secrets (noexec, nosuid, nodev)",
+        "secret[0]:       /mnt/remote/secrets/tls/key.pem as pem, mode 0440, owner 1000:1001",
+        "  key:           release \"tls\" (RSA-HSM) from https://v.vault.azure.net (Key Vault)",
+        "secret[1]:       /mnt/remote/secrets/app.jwk as jwk, mode 0400, owner 0:0",
+    ] {
+        assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
+    }
+}
+
+#[test]
 fn bad_secrets_exit_2_with_the_field_problem_and_fix() {
     let no_secrets_table = {
         let start = OK.find("[secrets]").unwrap();
