@@ -222,21 +222,22 @@ fn the_release_call_leaves_neither_the_maa_token_nor_the_bearer() {
 /// buffers are seen.
 #[test]
 fn the_skr_api_leaves_neither_a_callers_token_nor_an_answered_key() {
+    use encfs_init::keyrelease::token::{TokenCache, TokenSource};
     use encfs_init::keyrelease::{self, Context};
     use encfs_init::manifest::VaultKind;
-    use encfs_init::secret::SecretString;
     use encfs_init::skr::{api, wire, Backend};
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     struct Refuses;
     impl Backend for Refuses {
+        fn identity(&self, _: VaultKind) -> Result<TokenSource, keyrelease::Error> {
+            Err(keyrelease::Error::Internal("test: no identity".into()))
+        }
         fn with_context<T>(
             &self,
-            token: Option<&SecretString>,
-            _: VaultKind,
+            _: &TokenCache,
             _: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
         ) -> Result<T, keyrelease::Error> {
-            assert!(token.is_some());
             Err(keyrelease::Error::Internal("test: refused".into()))
         }
         fn test_mode(&self) -> bool {
@@ -263,7 +264,13 @@ fn the_skr_api_leaves_neither_a_callers_token_nor_an_answered_key() {
     let leaked = freed_copies(b"SKR-CALLER-TOKEN-7a3e", || {
         let (mut s, _) = l.accept().unwrap();
         let req = wire::read_request(&mut s, Instant::now() + t, t, 4096).unwrap();
-        let reply = api::handle(&Refuses, &req.method, &req.path, &req.body);
+        let reply = api::handle(
+            &Refuses,
+            &api::Tokens::default(),
+            &req.method,
+            &req.path,
+            &req.body,
+        );
         status = reply.status;
         wire::respond(&mut s, reply.status, None, &reply.body, t).unwrap();
     });

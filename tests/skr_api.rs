@@ -8,10 +8,9 @@ mod support;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
 use encfs_init::http::Client;
-use encfs_init::keyrelease::token::TokenCache;
+use encfs_init::keyrelease::token::{TokenCache, TokenSource};
 use encfs_init::keyrelease::{self, Context};
 use encfs_init::manifest::{SkrPlan, VaultKind};
-use encfs_init::secret::SecretString;
 use encfs_init::skr::{Backend, Server};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -21,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::azure::VaultKey;
-use support::rig::{hostdata_claim, imds_source, static_source, Rig, TCB};
+use support::rig::{hostdata_claim, imds_source, Rig, TCB};
 
 /// The rig as the API's backend; `panic_next` makes the next context panic (a bug in a handler).
 struct RigBackend {
@@ -32,21 +31,19 @@ struct RigBackend {
 }
 
 impl Backend for RigBackend {
+    fn identity(&self, kind: VaultKind) -> Result<TokenSource, keyrelease::Error> {
+        Ok(imds_source(&self.rig.endpoints, kind))
+    }
     fn with_context<T>(
         &self,
-        token: Option<&SecretString>,
-        kind: VaultKind,
+        tokens: &TokenCache,
         f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error> {
         if self.panic_next.swap(false, Ordering::SeqCst) {
             panic!("test: a handler panics");
         }
-        let tokens = TokenCache::new(match token {
-            Some(t) => static_source(t.expose()),
-            None => imds_source(&self.rig.endpoints, kind),
-        });
         let ctx = Context {
-            tokens: &tokens,
+            tokens,
             ..self.rig.context(&self.client)
         };
         f(&ctx)
@@ -213,11 +210,11 @@ fn key_release_answers_the_vaults_key_as_a_jwk_string() {
         [7u8; 32],
         "the vault's key material"
     );
-    // The identity's token came from IMDS; a second request attests afresh.
-    assert_eq!(api.backend.rig.az.http.hits("/metadata/identity"), 1);
+    // A second request attests afresh, with the identity's token (from IMDS) it cached.
     let (status, _) = api.post("/key/release", release_req(&api, "oct"));
     assert_eq!(status, 200);
     assert_eq!(api.backend.rig.az.https.hits("/attest/SevSnpVM"), 2);
+    assert_eq!(api.backend.rig.az.http.hits("/metadata/identity"), 1);
 }
 
 #[test]

@@ -8,22 +8,24 @@
 //! with a status the API documents.
 #![no_main]
 
+use encfs_init::keyrelease::token::{TokenCache, TokenSource};
 use encfs_init::keyrelease::{self, Context};
 use encfs_init::manifest::VaultKind;
-use encfs_init::secret::SecretString;
 use encfs_init::skr::{api, wire, Backend};
 use libfuzzer_sys::fuzz_target;
 
 struct Refuses;
 
 impl Backend for Refuses {
+    fn identity(&self, _: VaultKind) -> Result<TokenSource, keyrelease::Error> {
+        Err(keyrelease::Error::Internal("test: no identity".into()))
+    }
     fn with_context<T>(
         &self,
-        _: Option<&SecretString>,
-        _: VaultKind,
+        _: &TokenCache,
         _: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error> {
-        Err(keyrelease::Error::Internal("fuzz: refused".into()))
+        Err(keyrelease::Error::Internal("test: refused".into()))
     }
     fn test_mode(&self) -> bool {
         false
@@ -46,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(h.length <= MAX_BODY);
     assert!(h.path.starts_with('/') && h.path.bytes().all(|b| b.is_ascii_graphic()));
     let body = &body[..body.len().min(h.length)];
-    let r = api::handle(&Refuses, &h.method, &h.path, body);
+    let r = api::handle(&Refuses, &api::Tokens::default(), &h.method, &h.path, body);
     assert!(
         [200, 400, 403, 404, 405, 500, 502].contains(&r.status),
         "status {}",

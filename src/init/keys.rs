@@ -132,24 +132,23 @@ impl Keys {
         rp: &ReleasePlan,
         f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error> {
-        self.with_vault_context(plan, rp.bearer_token.as_ref(), rp.vault_kind, f)
-    }
-
-    /// [`Keys::with_context`] for a vault of `kind` named by a caller (the SKR API): the vault token is
-    /// `token`, else the plan's identity's (workload identity or IMDS) for `kind`.
-    pub fn with_vault_context<T>(
-        &self,
-        plan: &Plan,
-        token: Option<&crate::secret::SecretString>,
-        kind: crate::manifest::VaultKind,
-        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
-    ) -> Result<T, keyrelease::Error> {
         let tokens = TokenCache::new(TokenSource::for_vault(
-            token,
-            kind,
+            rp.bearer_token.as_ref(),
+            rp.vault_kind,
             plan,
             &uvm::process_env,
         )?);
+        self.with_tokens(plan, &tokens, f)
+    }
+
+    /// Run `f` with a key-release context whose vault tokens come from `tokens` (the SKR API keeps the
+    /// identity's across requests), and this boot's attester, client, trust and pins.
+    pub fn with_tokens<T>(
+        &self,
+        plan: &Plan,
+        tokens: &TokenCache,
+        f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
+    ) -> Result<T, keyrelease::Error> {
         // The test-mode fake attester signs with a key of its own, which no pinned AMD root certifies: only
         // the (fake) MAA can check its reports. Real providers are always verified locally first.
         let fake = self.attester.name() == "fake";
@@ -161,7 +160,7 @@ impl Keys {
             endpoints: &plan.endpoints,
             maa_api_version: &plan.api_versions.maa,
             akv_api_version: &plan.api_versions.akv,
-            tokens: &tokens,
+            tokens,
             jws_trust: &self.trust,
             ark_pins: &self.ark_pins,
             verify_locally: !fake,
@@ -237,13 +236,16 @@ pub struct SkrBackend {
 }
 
 impl crate::skr::Backend for SkrBackend {
+    fn identity(&self, kind: crate::manifest::VaultKind) -> Result<TokenSource, keyrelease::Error> {
+        TokenSource::for_vault(None, kind, &self.plan, &uvm::process_env)
+    }
+
     fn with_context<T>(
         &self,
-        token: Option<&crate::secret::SecretString>,
-        kind: crate::manifest::VaultKind,
+        tokens: &TokenCache,
         f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error> {
-        self.keys.with_vault_context(&self.plan, token, kind, f)
+        self.keys.with_tokens(&self.plan, tokens, f)
     }
 
     fn test_mode(&self) -> bool {

@@ -7,10 +7,11 @@
 //! 2. remove a stale readiness file;
 //! 3. as a VM's PID 1, load the plan's kernel modules (in a container the utility VM has done it);
 //! 4. release the disk keys ([`keys`]: one attestation per authority) and open every filesystem concurrently
-//!    ([`filesystems`]: blob, LUKS2, NBD, dm-crypt, mount, publish);
+//!    ([`filesystems`]: blob, LUKS2, NBD, dm-crypt, mount, publish); with `[skr]`, the SKR API
+//!    ([`crate::skr`]) serves from the moment the keys are set up, so it is up when readiness is written;
 //! 5. open the supervisor (signals), write the readiness file, start the health reads ([`health`]);
 //! 6. supervise the application, or wait for `SIGTERM` with none;
-//! 7. teardown: remount read-write filesystems read-only and flush them to the blob service, end leftover
+//! 7. teardown: stop the SKR API, remount read-write filesystems read-only and flush them to the blob service, end leftover
 //!    processes, then unpublish, unmount, remove the dm devices and disconnect NBD in reverse order, remove the
 //!    readiness file, and return the exit code.
 //!

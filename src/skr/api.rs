@@ -11,12 +11,14 @@
 #![forbid(unsafe_code)]
 
 use super::Backend;
+use crate::keyrelease::token::{TokenCache, TokenSource};
 use crate::keyrelease::{self, export, Step};
 use crate::manifest::VaultKind;
 use crate::secret::SecretString;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
+use std::sync::{Arc, Mutex, PoisonError};
 use zeroize::Zeroizing;
 
 /// An answer: status, JSON body (wiped when dropped: it may hold a released key) and, for a 405, the
@@ -155,8 +157,45 @@ struct Release {
     access_token: Option<String>,
 }
 
+/// The vault tokens of `/key/release`: a caller's `access_token` serves its own request only; the
+/// identity's are cached per vault kind across requests (a token lasts hours, and IMDS throttles).
+#[derive(Debug, Default)]
+pub struct Tokens {
+    key_vault: Mutex<Option<Arc<TokenCache>>>,
+    managed_hsm: Mutex<Option<Arc<TokenCache>>>,
+}
+
+impl Tokens {
+    fn for_request<B: Backend>(
+        &self,
+        b: &B,
+        caller: Option<SecretString>,
+        kind: VaultKind,
+    ) -> Result<Arc<TokenCache>, keyrelease::Error> {
+        if let Some(t) = caller {
+            return Ok(Arc::new(TokenCache::new(TokenSource::Static(t))));
+        }
+        let slot = match kind {
+            VaultKind::KeyVault => &self.key_vault,
+            VaultKind::ManagedHsm => &self.managed_hsm,
+        };
+        let mut cached = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cached.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(TokenCache::new(b.identity(kind)?));
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// The attestation endpoints call no vault: their context's token source is never asked.
+fn no_vault() -> TokenCache {
+    TokenCache::new(TokenSource::Static(SecretString::new(String::new())))
+}
+
 /// Answer `method path` with `body`.
-pub fn handle<B: Backend>(b: &B, method: &str, path: &str, body: &[u8]) -> Reply {
+pub fn handle<B: Backend>(b: &B, tokens: &Tokens, method: &str, path: &str, body: &[u8]) -> Reply {
     let allowed = match path {
         "/status" => "GET",
         "/attest/raw" | "/attest/combined" | "/attest/maa" | "/key/release" => "POST",
@@ -180,7 +219,7 @@ pub fn handle<B: Backend>(b: &B, method: &str, path: &str, body: &[u8]) -> Reply
         "/attest/raw" => raw(b, body),
         "/attest/combined" => combined(b, body),
         "/attest/maa" => maa(b, body),
-        _ => release(b, body),
+        _ => release(b, tokens, body),
     };
     r.unwrap_or_else(|e| {
         let line = crate::errors::chain(&e);
@@ -219,9 +258,7 @@ fn raw<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
     let r: Runtime = json(body, "/attest/raw", r#"{"runtime_data":"<base64>"}"#)?;
     let rd = runtime_data(&r.runtime_data)?;
     let (ev, _) = b
-        .with_context(None, VaultKind::KeyVault, |ctx| {
-            keyrelease::report(ctx, &rd)
-        })
+        .with_context(&no_vault(), |ctx| keyrelease::report(ctx, &rd))
         .map_err(failed("attestation report".into()))?;
     Ok(Reply::ok(
         serde_json::json!({ "report": crate::hex::encode(&ev.report) })
@@ -234,7 +271,7 @@ fn combined<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
     let r: Runtime = json(body, "/attest/combined", r#"{"runtime_data":"<base64>"}"#)?;
     let rd = runtime_data(&r.runtime_data)?;
     let (ev, uvm) = b
-        .with_context(None, VaultKind::KeyVault, |ctx| {
+        .with_context(&no_vault(), |ctx| {
             let ev = keyrelease::evidence(ctx, &rd, "SKR API /attest/combined")?;
             Ok((ev, ctx.uvm.reference_info.as_deref().map(|u| B64.encode(u))))
         })
@@ -265,7 +302,7 @@ fn maa<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
     )?;
     let rd = runtime_data(&r.runtime_data)?;
     let token = b
-        .with_context(None, VaultKind::KeyVault, |ctx| {
+        .with_context(&no_vault(), |ctx| {
             keyrelease::maa_token(ctx, &authority, &rd, "SKR API /attest/maa")
         })
         .map_err(failed(format!("MAA token from {authority}")))?;
@@ -273,7 +310,7 @@ fn maa<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
     Ok(Reply::ok(json_field("token", token.expose())))
 }
 
-fn release<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
+fn release<B: Backend>(b: &B, tokens: &Tokens, body: &[u8]) -> Result<Reply, Error> {
     let r: Release = json(
         body,
         "/key/release",
@@ -314,12 +351,16 @@ fn release<B: Backend>(b: &B, body: &[u8]) -> Result<Reply, Error> {
     } else {
         VaultKind::KeyVault
     };
+    let what = format!("key release of {kid} from {vault}");
+    let tokens = tokens
+        .for_request(b, token, kind)
+        .map_err(failed(what.clone()))?;
     let released = b
-        .with_context(token.as_ref(), kind, |ctx| {
+        .with_context(&tokens, |ctx| {
             let attested = keyrelease::attest_at(ctx, &authority, &kid)?;
             keyrelease::release_material(ctx, &attested, &vault, &kid)
         })
-        .map_err(failed(format!("key release of {kid} from {vault}")))?;
+        .map_err(failed(what))?;
     let jwk = export::jwk(&released).map_err(Error::Export)?;
     let jwk = std::str::from_utf8(jwk.expose()).unwrap_or_default();
     log::info!(

@@ -15,23 +15,24 @@
 pub mod api;
 pub mod wire;
 
+use crate::keyrelease::token::{TokenCache, TokenSource};
 use crate::keyrelease::{self, Context};
 use crate::manifest::{SkrPlan, VaultKind};
-use crate::secret::SecretString;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// What the endpoints need: a key-release context, and the rules for where a vault token may go.
+/// What the endpoints need: a key-release context, the identity's vault token source, and the rules for
+/// where that token may go.
 pub trait Backend: Send + Sync + 'static {
-    /// Run `f` with a key-release context whose vault token is `token`, else the plan's identity's
-    /// (workload identity or IMDS) for a vault of `kind`.
+    /// The plan's identity's vault token source for a vault of `kind` (workload identity or IMDS).
+    fn identity(&self, kind: VaultKind) -> Result<TokenSource, keyrelease::Error>;
+    /// Run `f` with a key-release context whose vault tokens come from `tokens`.
     fn with_context<T>(
         &self,
-        token: Option<&SecretString>,
-        kind: VaultKind,
+        tokens: &TokenCache,
         f: impl FnOnce(&Context<'_>) -> Result<T, keyrelease::Error>,
     ) -> Result<T, keyrelease::Error>;
     /// Test mode: plain http endpoints, and the identity's token to any vault host.
@@ -64,6 +65,7 @@ pub struct Server {
 /// What every connection thread shares.
 struct Shared<B> {
     backend: Arc<B>,
+    tokens: api::Tokens,
     plan: SkrPlan,
     active: AtomicUsize,
     stop: Arc<AtomicBool>,
@@ -79,6 +81,7 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             backend,
+            tokens: api::Tokens::default(),
             plan: plan.clone(),
             active: AtomicUsize::new(0),
             stop: stop.clone(),
@@ -239,7 +242,7 @@ fn serve<B: Backend>(mut s: TcpStream, sh: &Shared<B>) {
     let reply = match wire::read_request(&mut s, started + timeout, timeout, sh.plan.max_body) {
         Ok(req) => {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                api::handle(&*sh.backend, &req.method, &req.path, &req.body)
+                api::handle(&*sh.backend, &sh.tokens, &req.method, &req.path, &req.body)
             }));
             let reply = r.unwrap_or_else(|p| {
                 let m = crate::errors::panic_message(&*p);

@@ -305,3 +305,68 @@ pub fn error_body(text: &str) -> Vec<u8> {
         .to_string()
         .into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Head, ReadError> {
+        parse_head(text.as_bytes(), 100)
+    }
+
+    #[test]
+    fn a_head_gives_method_path_without_query_and_length() {
+        let h = head("POST /attest/maa?x=1#f HTTP/1.1\r\nHost: a\r\ncontent-length:  7 \r\nExpect: 100-Continue").unwrap();
+        assert_eq!(
+            h,
+            Head {
+                method: "POST".into(),
+                path: "/attest/maa".into(),
+                length: 7,
+                expect_continue: true
+            }
+        );
+        // The same length twice is fine; GET needs none.
+        assert_eq!(
+            head("POST / HTTP/1.0\r\nContent-Length: 3\r\nContent-Length: 3")
+                .unwrap()
+                .length,
+            3
+        );
+        assert_eq!(head("GET /status HTTP/1.1").unwrap().length, 0);
+    }
+
+    #[test]
+    fn bad_heads_are_refused_with_their_status() {
+        for (text, status, words) in [
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4",
+                400,
+                "two different",
+            ),
+            ("POST / HTTP/1.1\r\nContent-Length: -1", 400, "not a number"),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 101",
+                413,
+                "101 bytes exceeds the limit of 100",
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999",
+                400,
+                "not a number",
+            ),
+            ("POST / HTTP/1.1", 411, "no Content-Length"),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip", 411, "chunked"),
+            ("GET / HTTP/2", 400, "not HTTP/1.x"),
+            ("GET /a b HTTP/1.1", 400, "METHOD TARGET VERSION"),
+            ("GET http://x/ HTTP/1.1", 400, "absolute path"),
+            ("GET / HTTP/1.1\r\nno colon", 400, "without a colon"),
+            ("G\u{e9}T / HTTP/1.1", 400, "not an HTTP method"),
+        ] {
+            let e = head(text).unwrap_err();
+            assert_eq!(e.status(), Some(status), "{text}: {e}");
+            assert!(e.to_string().contains(words), "{text}: {e}");
+        }
+        assert!(parse_head(b"GET / HTTP/1.1\r\nX: \xff", 100).is_err());
+    }
+}
