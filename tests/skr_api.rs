@@ -218,6 +218,34 @@ fn key_release_answers_the_vaults_key_as_a_jwk_string() {
 }
 
 #[test]
+fn key_release_of_an_rsa_key_answers_its_private_jwk() {
+    use rsa::pkcs8::EncodePrivateKey;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let api = start("skr-release-rsa");
+    let key = support::pki::rsa_key(3);
+    api.backend.rig.az.add_key(
+        "rsa",
+        VaultKey {
+            kty: "RSA-HSM".into(),
+            material: key.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+            policy: vec![hostdata_claim()],
+        },
+    );
+    let (status, v) = api.post("/key/release", release_req(&api, "rsa"));
+    assert_eq!(status, 200, "{v}");
+    let jwk: Value = serde_json::from_str(v["key"].as_str().unwrap()).unwrap();
+    assert_eq!(jwk["kty"], "RSA", "{jwk}");
+    let num = |name: &str| B64URL.decode(jwk[name].as_str().unwrap()).unwrap();
+    let minimal = |b: Box<[u8]>| {
+        let n = b.iter().take_while(|x| **x == 0).count();
+        b[n..].to_vec()
+    };
+    assert_eq!(num("n"), minimal(key.n().to_be_bytes()));
+    assert_eq!(num("e"), minimal(key.e().to_be_bytes()));
+    assert_eq!(num("d"), minimal(key.d().to_be_bytes()));
+}
+
+#[test]
 fn key_release_with_an_access_token_uses_it_instead_of_imds() {
     let api = start("skr-token");
     api.backend
