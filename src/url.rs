@@ -12,9 +12,83 @@ pub fn host(url: &str) -> &str {
     hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
 }
 
+/// Why a text is not a service endpoint ([`endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// No host, or characters no host or path has (`?`, `#`, spaces, user info).
+    #[error("is not a valid endpoint")]
+    Invalid,
+    /// `http://` where only https is allowed.
+    #[error("uses plain http")]
+    PlainHttp,
+    /// Another scheme.
+    #[error("has the scheme \"{0}\", not https")]
+    Scheme(String),
+}
+
+/// A service endpoint as users write one (MAA authority, vault): `host`, `host:port` or
+/// `https://host[:port][/path]`, to its URL `https://host[:port][/path]` without a trailing slash. Plain
+/// `http://` only when `allow_http` (test mode). The one parser of endpoints: the manifest, the SKR API's
+/// requests and `key import`'s config all take them through here.
+pub fn endpoint(raw: &str, allow_http: bool) -> Result<String, EndpointError> {
+    let raw = raw.trim();
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("https".to_string(), raw),
+    };
+    let rest = rest.trim_end_matches('/');
+    let host = rest.split('/').next().unwrap_or_default();
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'));
+    if !host_ok || rest.contains(['?', '#', ' ', '@']) {
+        return Err(EndpointError::Invalid);
+    }
+    match scheme.as_str() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => return Err(EndpointError::PlainHttp),
+        other => return Err(EndpointError::Scheme(other.chars().take(20).collect())),
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_become_urls_and_others_are_refused() {
+        assert_eq!(
+            endpoint("kv.vault.azure.net", false).as_deref(),
+            Ok("https://kv.vault.azure.net")
+        );
+        assert_eq!(
+            endpoint(" HTTPS://127.0.0.1:8443/mhsm/ ", false).as_deref(),
+            Ok("https://127.0.0.1:8443/mhsm")
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:80", true).as_deref(),
+            Ok("http://127.0.0.1:80")
+        );
+        assert_eq!(endpoint("http://kv", false), Err(EndpointError::PlainHttp));
+        assert_eq!(
+            endpoint("ftp://kv", true),
+            Err(EndpointError::Scheme("ftp".into()))
+        );
+        for bad in [
+            "",
+            "kv?x=1",
+            "u@kv",
+            "kv#f",
+            "a b",
+            "https://",
+            "https:///x",
+        ] {
+            assert_eq!(endpoint(bad, true), Err(EndpointError::Invalid), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_host_drops_scheme_port_and_path() {

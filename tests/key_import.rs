@@ -408,7 +408,7 @@ fn configs_that_cannot_work_are_refused_with_their_fix() {
         (
             "http-vault",
             format!("kid = \"k\"\nauthority = \"maa.example\"\nvault = \"http://kv.example\"\n{digest}"),
-            "vault: \"http://kv.example\" is not https",
+            "vault: \"http://kv.example\" uses plain http; fix: use https://",
         ),
         (
             "unknown-key",

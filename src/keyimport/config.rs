@@ -250,13 +250,15 @@ fn check(path: &Path, raw: Raw) -> Result<Config, Error> {
         ));
     }
     let imds = raw.imds.unwrap_or_else(|| DEFAULT_IMDS.to_string());
-    check_imds(&imds).map_err(|what| {
-        field(
+    if !imds_allowed(&imds) {
+        return Err(field(
             "endpoints.imds".into(),
-            what,
+            format!(
+                "\"{imds:.120}\" is not an https URL, nor plain http to 169.254.169.254 or loopback"
+            ),
             "write http://169.254.169.254 (Azure's), a loopback http URL (tests) or an https URL",
-        )
-    })?;
+        ));
+    }
     Ok(Config {
         kid,
         kty,
@@ -376,34 +378,19 @@ fn endpoint(name: &str, raw: Option<&str>) -> Result<String, (String, &'static s
             },
         ));
     };
-    let rest = match raw.split_once("://") {
-        Some((s, r)) if s.eq_ignore_ascii_case("https") => r,
-        Some(_) => {
-            return Err((
-                format!("\"{raw:.120}\" is not https"),
-                "write a host name or an https:// URL",
-            ))
-        }
-        None => raw,
-    };
-    let rest = rest.trim_end_matches('/');
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty()
-        || rest.contains(['?', '#', ' ', '@'])
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
-    {
-        return Err((
-            format!("\"{raw:.120}\" is not a host name or URL"),
-            "write a host name such as myvault.vault.azure.net or an https:// URL",
-        ));
-    }
-    Ok(format!("https://{rest}"))
+    crate::url::endpoint(raw, false).map_err(|e| {
+        let fix = match e {
+            crate::url::EndpointError::Invalid => {
+                "write a host name such as myvault.vault.azure.net or an https:// URL"
+            }
+            _ => "use https:// (the key and its token travel to it)",
+        };
+        (format!("\"{raw:.120}\" {e}"), fix)
+    })
 }
 
 /// IMDS answers the token: https, or plain http to Azure's link-local address or to this machine.
-fn check_imds(url: &str) -> Result<(), String> {
+fn imds_allowed(url: &str) -> bool {
     let host = crate::url::host(url);
     let ok = match url.split_once("://") {
         Some(("https", r)) => !r.is_empty(),
@@ -412,13 +399,7 @@ fn check_imds(url: &str) -> Result<(), String> {
         }
         _ => false,
     };
-    if ok && !url.contains(['?', '#', ' ', '@']) {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{url:.120}\" is not an https URL, nor plain http to 169.254.169.254 or loopback"
-        ))
-    }
+    ok && !url.contains(['?', '#', ' ', '@'])
 }
 
 #[cfg(test)]
@@ -438,8 +419,8 @@ mod tests {
         for bad in ["http://kv", "kv?x=1", "", "u@kv", "ftp://kv"] {
             assert!(endpoint("vault", Some(bad)).is_err(), "{bad}");
         }
-        assert!(check_imds("http://169.254.169.254").is_ok());
-        assert!(check_imds("http://127.0.0.1:8080").is_ok());
-        assert!(check_imds("http://imds.example").is_err());
+        assert!(imds_allowed("http://169.254.169.254"));
+        assert!(imds_allowed("http://127.0.0.1:8080"));
+        assert!(!imds_allowed("http://imds.example"));
     }
 }

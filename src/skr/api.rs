@@ -413,33 +413,19 @@ pub fn identity_may_reach(host: &str, manifest_vaults: &[String], test_mode: boo
         || manifest_vaults.iter().any(|v| v.eq_ignore_ascii_case(host))
 }
 
-/// A caller's endpoint, as the manifest takes one: `host[:port]` (https assumed) or `https://host[:port]`;
-/// `http://` only in test mode.
+/// A caller's endpoint, as the manifest takes one ([`crate::url::endpoint`]): `host[:port]` (https
+/// assumed) or `https://host[:port]`; `http://` only in test mode.
 fn endpoint(
     field: &'static str,
     raw: &str,
     example: &'static str,
     test_mode: bool,
 ) -> Result<String, Error> {
-    let bad = || Error::Endpoint {
+    crate::url::endpoint(raw, test_mode).map_err(|_| Error::Endpoint {
         field,
         value: raw.chars().take(200).collect(),
         example,
-    };
-    let t = raw.trim().trim_end_matches('/');
-    let (scheme, rest) = match t.split_once("://") {
-        Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("https".to_string(), t),
-    };
-    let host_ok = !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'));
-    match scheme.as_str() {
-        "https" if host_ok => Ok(format!("https://{rest}")),
-        "http" if host_ok && test_mode => Ok(format!("http://{rest}")),
-        _ => Err(bad()),
-    }
+    })
 }
 
 #[cfg(test)]

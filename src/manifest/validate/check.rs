@@ -123,48 +123,24 @@ impl V<'_> {
         d
     }
 
-    /// A service endpoint: `host`, `host:port` or `https://host[:port][/path]`; http only in test mode.
+    /// A service endpoint: `host`, `host:port` or `https://host[:port][/path]`; http only in test mode
+    /// ([`crate::url::endpoint`]).
     pub(super) fn endpoint(&mut self, path: &FieldPath, raw: &str) -> Option<Endpoint> {
-        let raw = raw.trim();
-        let (scheme, rest) = match raw.split_once("://") {
-            Some((s, r)) => (s.to_ascii_lowercase(), r),
-            None => ("https".to_string(), raw),
-        };
-        let rest = rest.trim_end_matches('/');
-        let host = rest.split('/').next().unwrap_or_default();
-        let bad_host = host.is_empty()
-            || !host.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
-            });
-        if bad_host || rest.contains(['?', '#', ' ']) {
-            self.err(
-                path,
-                format!("\"{raw}\" is not a valid endpoint"),
-                "write a host name such as myvault.vault.azure.net or an https:// URL",
-            );
-            return None;
-        }
-        match scheme.as_str() {
-            "https" => {}
-            "http" if self.test_mode => {}
-            "http" => {
-                self.err(
-                    path,
-                    format!("\"{raw}\" uses plain http"),
-                    "use https (plain http is allowed only with test_mode = true)",
-                );
-                return None;
-            }
-            other => {
-                self.err(
-                    path,
-                    format!("unsupported scheme \"{other}\" in \"{raw}\""),
-                    "use https://",
-                );
-                return None;
+        use crate::url::EndpointError as E;
+        match crate::url::endpoint(raw, self.test_mode) {
+            Ok(url) => Some(Endpoint(url)),
+            Err(e) => {
+                let fix = match e {
+                    E::Invalid => {
+                        "write a host name such as myvault.vault.azure.net or an https:// URL"
+                    }
+                    E::PlainHttp => "use https (plain http is allowed only with test_mode = true)",
+                    E::Scheme(_) => "use https://",
+                };
+                self.err(path, format!("\"{}\" {e}", raw.trim()), fix);
+                None
             }
         }
-        Some(Endpoint(format!("{scheme}://{rest}")))
     }
 
     /// A fixed-default endpoint given as an http(s) URL. Tokens and assertions travel to (or from) these:
