@@ -3,7 +3,7 @@
 //! application container would: the files' content in each format, mode and owner, the mount's flags and
 //! size, that it cannot write there, and the readiness listing without values. After teardown the tmpfs is
 //! gone, and a file a process kept open reads as zeros (wiped, then detached lazily). A secret that cannot
-//! be written fails the boot closed. Needs root (mount); skipped otherwise.
+//! be written fails the boot closed. Needs root (mount), as the other host suites that mount do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,8 +19,13 @@ fn key() -> Vec<u8> {
         .collect()
 }
 
-fn root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Like the project's other host suites that mount (fuse_loop, mount_symlinks): root is required, and its
+/// absence fails the test rather than skipping it.
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the secrets suite needs root (it mounts a tmpfs); run `cargo test` as root"
+    );
 }
 
 fn mounted(path: &Path) -> Option<String> {
@@ -40,10 +45,7 @@ fn secret(path: &str, format: &str, mode: &str, owner: &str) -> String {
 
 #[test]
 fn an_application_reads_its_secrets_and_teardown_wipes_and_unmounts_them() {
-    if !root() {
-        eprintln!("skipped: needs root to mount a tmpfs");
-        return;
-    }
+    require_root();
     let dir = scratch("secrets-tmpfs");
     let vol = dir.join("vol");
     std::fs::create_dir_all(&vol).unwrap();
@@ -168,10 +170,7 @@ while [ ! -e {held}.open ]; do sleep 0.05; done
 
 #[test]
 fn a_secret_that_cannot_be_written_fails_the_boot_closed() {
-    if !root() {
-        eprintln!("skipped: needs root to mount a tmpfs");
-        return;
-    }
+    require_root();
     let dir = scratch("secrets-full");
     let vol = dir.join("vol");
     std::fs::create_dir_all(&vol).unwrap();
