@@ -110,9 +110,17 @@ struct M {
 impl Env {
     fn new(name: &str) -> Env {
         let rig = Rig::new(&format!("doctor-{name}"));
-        std::fs::write(rig.dir.join("ark.pem"), pem("CERTIFICATE", &rig.amd.ark_der)).unwrap();
+        std::fs::write(
+            rig.dir.join("ark.pem"),
+            pem("CERTIFICATE", &rig.amd.ark_der),
+        )
+        .unwrap();
         let vcek = rig.amd.vcek_key.to_pkcs8_der().unwrap();
-        std::fs::write(rig.dir.join("vcek-key.pem"), pem("PRIVATE KEY", vcek.as_bytes())).unwrap();
+        std::fs::write(
+            rig.dir.join("vcek-key.pem"),
+            pem("PRIVATE KEY", vcek.as_bytes()),
+        )
+        .unwrap();
         let uvm = rig.dir.join("security-context");
         std::fs::create_dir_all(&uvm).unwrap();
         let t = rig::host_certs(&rig.amd, rig::TCB);
@@ -122,7 +130,11 @@ impl Env {
             "certificateChain": t.certificate_chain,
             "cacheControl": t.cache_control,
         });
-        std::fs::write(uvm.join("host-amd-cert-base64"), B64.encode(thim.to_string())).unwrap();
+        std::fs::write(
+            uvm.join("host-amd-cert-base64"),
+            B64.encode(thim.to_string()),
+        )
+        .unwrap();
         std::fs::write(uvm.join("security-policy-base64"), B64.encode(POLICY)).unwrap();
         std::fs::write(rig.dir.join("policy.b64"), B64.encode(POLICY)).unwrap();
         let blob = RangeServer::start(image().bytes.clone(), "PageBlob");
@@ -208,7 +220,12 @@ vault = "{vault}"
     fn failing(&self, m: &M) -> String {
         let o = self.doctor(m, &self.policy(), &[]);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert_eq!(o.status.code(), Some(1), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         out
     }
 }
@@ -216,7 +233,10 @@ vault = "{vault}"
 /// The line of `check` in `out`.
 fn line<'a>(out: &'a str, check: &str) -> &'a str {
     out.lines()
-        .find(|l| l.get(9..).is_some_and(|r| r.starts_with(&format!("{check}: "))))
+        .find(|l| {
+            l.get(9..)
+                .is_some_and(|r| r.starts_with(&format!("{check}: ")))
+        })
         .unwrap_or_else(|| panic!("no line for {check} in:\n{out}"))
 }
 
@@ -237,9 +257,16 @@ fn on_a_host_without_sev_snp_the_evidence_line_is_a_problem_with_its_fix() {
     assert_problem(
         &out,
         "evidence source",
-        &["no SEV-SNP attestation interface found", "/dev/sev-guest", "run on an SEV-SNP confidential platform"],
+        &[
+            "no SEV-SNP attestation interface found",
+            "/dev/sev-guest",
+            "run on an SEV-SNP confidential platform",
+        ],
     );
-    assert!(line(&out, "evidence report").starts_with("skipped  "), "{out}");
+    assert!(
+        line(&out, "evidence report").starts_with("skipped  "),
+        "{out}"
+    );
     assert!(out.lines().last().unwrap().starts_with("doctor: "), "{out}");
 }
 
@@ -248,7 +275,11 @@ fn all_green_against_the_fakes_as_json() {
     let env = Env::new("green");
     let o = env.doctor(&env.green(), &env.policy(), &["--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     });
     let all = v.as_array().unwrap();
     let find = |c: &str| {
@@ -264,7 +295,10 @@ fn all_green_against_the_fakes_as_json() {
             continue;
         }
         if c.starts_with("tls ") && f["status"] == "skipped" {
-            assert!(f["detail"].as_str().unwrap().starts_with("plain http"), "{f:#}");
+            assert!(
+                f["detail"].as_str().unwrap().starts_with("plain http"),
+                "{f:#}"
+            );
             continue;
         }
         assert_eq!(f["status"], "ok", "{f:#}");
@@ -290,15 +324,32 @@ fn all_green_against_the_fakes_as_json() {
     }
     let report = find("evidence report")["detail"].as_str().unwrap();
     assert!(
-        report.contains("VMPL 0") && report.contains("not debuggable") && report.contains("pinned Test root"),
+        report.contains("VMPL 0")
+            && report.contains("not debuggable")
+            && report.contains("pinned Test root"),
         "{report}"
     );
-    assert!(find("blob[0] verity")["detail"].as_str().unwrap().contains(&image().root));
-    assert!(find("blob[0] head")["detail"].as_str().unwrap().contains("PageBlob"));
+    assert!(find("blob[0] verity")["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&image().root));
+    assert!(find("blob[0] head")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("PageBlob"));
     // No key was released, no token printed.
     assert_eq!(env.rig.az.https.hits("/keys/"), 0);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(!text.contains("tok-"), "a token was printed: {text}");
+    // The same as lines: one per finding, then the summary.
+    let o = env.doctor(&env.green(), &env.policy(), &[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{text}");
+    assert_eq!(text.lines().count(), all.len() + 1, "{text}");
+    assert!(
+        text.lines().last().unwrap().starts_with("doctor: "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -309,36 +360,64 @@ fn dns_an_unresolvable_name() {
         ..env.green()
     };
     let out = env.failing(&m);
-    assert_problem(&out, "dns no-such-maa.invalid", &["MAA endpoint: cannot resolve no-such-maa.invalid", "DNS"]);
-    assert!(line(&out, "tcp no-such-maa.invalid:443").starts_with("skipped  "), "{out}");
+    assert_problem(
+        &out,
+        "dns no-such-maa.invalid",
+        &["MAA endpoint: cannot resolve no-such-maa.invalid", "DNS"],
+    );
+    assert!(
+        line(&out, "tcp no-such-maa.invalid:443").starts_with("skipped  "),
+        "{out}"
+    );
 }
 
 #[test]
 fn tcp_a_refused_port() {
     let env = Env::new("tcp");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let m = M {
         vault: format!("https://{closed}"),
         ..env.green()
     };
     let out = env.failing(&m);
-    assert_problem(&out, &format!("tcp {closed}"), &["cannot connect", "refused"]);
-    assert!(line(&out, &format!("tls {closed}")).starts_with("skipped  "), "{out}");
+    assert_problem(
+        &out,
+        &format!("tcp {closed}"),
+        &["cannot connect", "refused"],
+    );
+    assert!(
+        line(&out, &format!("tls {closed}")).starts_with("skipped  "),
+        "{out}"
+    );
 }
 
 #[test]
 fn tls_an_unknown_ca() {
     let env = Env::new("tls");
     let other = env.rig.dir.join("stranger.pem");
-    std::fs::write(&other, support::pki::web_pki("Stranger", "127.0.0.1").root_pem).unwrap();
+    std::fs::write(
+        &other,
+        support::pki::web_pki("Stranger", "127.0.0.1").root_pem,
+    )
+    .unwrap();
     let m = M {
         ca: other,
         ..env.green()
     };
     let out = env.failing(&m);
     let port = env.rig.az.https.port;
-    assert_problem(&out, &format!("tls 127.0.0.1:{port}"), &["TLS failure", "ca_bundle"]);
-    assert!(line(&out, &format!("tcp 127.0.0.1:{port}")).starts_with("ok  "), "{out}");
+    assert_problem(
+        &out,
+        &format!("tls 127.0.0.1:{port}"),
+        &["TLS failure", "ca_bundle"],
+    );
+    assert!(
+        line(&out, &format!("tcp 127.0.0.1:{port}")).starts_with("ok  "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -358,7 +437,11 @@ fn token_imds_answers_400() {
         ..env.green()
     };
     let out = env.failing(&m);
-    assert_problem(&out, "token https://vault.azure.net", &["HTTP 400", "Identity not found", "managed identity"]);
+    assert_problem(
+        &out,
+        "token https://vault.azure.net",
+        &["HTTP 400", "Identity not found", "managed identity"],
+    );
 }
 
 #[test]
@@ -370,7 +453,11 @@ fn maa_unreachable() {
         ..env.green()
     };
     let out = env.failing(&m);
-    assert_problem(&out, "maa 127.0.0.1", &["/certs", "HTTP 404", "attestation authority URL"]);
+    assert_problem(
+        &out,
+        "maa 127.0.0.1",
+        &["/certs", "HTTP 404", "attestation authority URL"],
+    );
 }
 
 #[test]
@@ -381,8 +468,15 @@ fn blob_404() {
         ..env.green()
     };
     let out = env.failing(&m);
-    assert_problem(&out, "blob[0] head", &["missing.img", "no such blob (HTTP 404)"]);
-    assert!(line(&out, "blob[0] luks2").starts_with("skipped  "), "{out}");
+    assert_problem(
+        &out,
+        "blob[0] head",
+        &["missing.img", "no such blob (HTTP 404)"],
+    );
+    assert!(
+        line(&out, "blob[0] luks2").starts_with("skipped  "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -407,7 +501,11 @@ fn verity_root_mismatch() {
         ..env.green()
     };
     let out = env.failing(&m);
-    assert_problem(&out, "blob[0] verity", &["does not match verity_root_hash", "hash tree block"]);
+    assert_problem(
+        &out,
+        "blob[0] verity",
+        &["does not match verity_root_hash", "hash tree block"],
+    );
     // The header itself is fine.
     assert!(line(&out, "blob[0] luks2").starts_with("ok  "), "{out}");
 }
@@ -416,11 +514,23 @@ fn verity_root_mismatch() {
 fn host_data_against_another_policy() {
     let env = Env::new("hostdata");
     let other = env.rig.dir.join("other.b64");
-    std::fs::write(&other, B64.encode(b"package policy\napi_svn := \"0.9.0\"\n")).unwrap();
+    std::fs::write(
+        &other,
+        B64.encode(b"package policy\napi_svn := \"0.9.0\"\n"),
+    )
+    .unwrap();
     let o = env.doctor(&env.green(), &other, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     use sha2::Digest;
     let have = encfs_init::hex::encode(&sha2::Sha256::digest(POLICY));
-    assert_problem(&out, "host_data", &[&format!("the report's host_data is {have}"), "other.b64 hashes to", "ccePolicy"]);
+    assert_problem(
+        &out,
+        "host_data",
+        &[
+            &format!("the report's host_data is {have}"),
+            "other.b64 hashes to",
+            "ccePolicy",
+        ],
+    );
 }

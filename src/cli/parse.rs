@@ -2,7 +2,9 @@
 //! application), then each command's own options through the one parser, [`crate::argv::Args`].
 //! `nbd` and `image` are parsed by their own modules when they run.
 
-use super::help::{CHECK_HELP, DOCTOR_HELP, HELP, POLICY_DIGEST_HELP, PROBE_HELP, REPORT_HELP, RUN_HELP};
+use super::help::{
+    CHECK_HELP, DOCTOR_HELP, HELP, POLICY_DIGEST_HELP, PROBE_HELP, REPORT_HELP, RUN_HELP,
+};
 use super::{Command, SourceArg};
 use crate::argv::{Arg, Args, Usage};
 use crate::attest::tool::{Format, PolicySource};

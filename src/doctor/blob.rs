@@ -43,29 +43,50 @@ pub fn head(fs: &FilesystemPlan, a: blob::Auth, client: &Client, version: &str) 
     let url = crate::redact::url(&fs.url.url);
     let p = match blob::azure::head(client.clone(), &fs.url.url, a, version) {
         Ok(p) => p,
-        Err(e) => return Finding::error(check, &e, "check the blob URL and its access in the manifest"),
+        Err(e) => {
+            return Finding::error(
+                check,
+                &e,
+                "check the blob URL and its access in the manifest",
+            )
+        }
     };
     let lease = match (&p.lease_state, &p.lease_status) {
         (Some(s), Some(st)) => format!("lease {s} ({st})"),
         (Some(s), None) => format!("lease {s}"),
         _ => "no lease headers".to_string(),
     };
-    let what = format!("{url}: {} bytes, {}, ETag {}, {lease}", p.size, p.blob_type, p.etag);
+    let what = format!(
+        "{url}: {} bytes, {}, ETag {}, {lease}",
+        p.size, p.blob_type, p.etag
+    );
     if fs.read_write && p.blob_type != "PageBlob" {
-        return Finding::problem(check, format!("{what}: read-write needs a page blob"), "mount it read-only, or upload the image as a page blob");
+        return Finding::problem(
+            check,
+            format!("{what}: read-write needs a page blob"),
+            "mount it read-only, or upload the image as a page blob",
+        );
     }
     if fs.read_write && p.lease_state.as_deref() == Some("leased") {
         return Finding::problem(
             check,
             format!("{what}: another writer holds its lease"),
-            &format!("stop the other writer, or {}", crate::blob::azure::lease::break_hint(&fs.url.url)),
+            &format!(
+                "stop the other writer, or {}",
+                crate::blob::azure::lease::break_hint(&fs.url.url)
+            ),
         );
     }
     Finding::ok(check, what)
 }
 
 /// The LUKS2 header on `src` (a device of `device_size` bytes: the blob, or the verified part of it).
-pub fn luks2(index: usize, src: &dyn BlockSource, device_size: u64, pin: Option<&[u8; 32]>) -> Finding {
+pub fn luks2(
+    index: usize,
+    src: &dyn BlockSource,
+    device_size: u64,
+    pin: Option<&[u8; 32]>,
+) -> Finding {
     let check = format!("blob[{index}] luks2");
     let read = |len: u64| -> Result<Vec<u8>, Finding> {
         let len = len.min(src.size());
@@ -103,7 +124,11 @@ pub fn luks2(index: usize, src: &dyn BlockSource, device_size: u64, pin: Option<
         s.key_size * 8,
         h.keyslots.len(),
         crate::hex::encode(&h.header_sha256),
-        if pin.is_some() { " (matches the pin)" } else { "" }
+        if pin.is_some() {
+            " (matches the pin)"
+        } else {
+            ""
+        }
     );
     for w in &h.warnings {
         what.push_str(&format!("; warning: {w}"));
@@ -170,9 +195,15 @@ pub fn check(plan: &Plan, client: &Client) -> Vec<Finding> {
         let ok = h.status == super::Status::Ok;
         out.push(h);
         if !ok {
-            out.push(Finding::skipped(format!("blob[{i}] luks2"), "the blob's HEAD failed"));
+            out.push(Finding::skipped(
+                format!("blob[{i}] luks2"),
+                "the blob's HEAD failed",
+            ));
             if fs.verity.is_some() {
-                out.push(Finding::skipped(format!("blob[{i}] verity"), "the blob's HEAD failed"));
+                out.push(Finding::skipped(
+                    format!("blob[{i}] verity"),
+                    "the blob's HEAD failed",
+                ));
             }
             continue;
         }
@@ -180,11 +211,18 @@ pub fn check(plan: &Plan, client: &Client) -> Vec<Finding> {
         let src = match AzureBlob::open(client.clone(), &fs.url.url, a, version, false) {
             Ok(b) => b,
             Err(e) => {
-                out.push(Finding::error(format!("blob[{i}] luks2"), &e, "check the blob's access"));
+                out.push(Finding::error(
+                    format!("blob[{i}] luks2"),
+                    &e,
+                    "check the blob's access",
+                ));
                 continue;
             }
         };
-        let device_size = fs.verity.as_ref().map_or(src.size(), |v| v.hash_offset.min(src.size()));
+        let device_size = fs
+            .verity
+            .as_ref()
+            .map_or(src.size(), |v| v.hash_offset.min(src.size()));
         out.push(luks2(i, &src, device_size, fs.header_sha256.as_ref()));
         if let Some(v) = &fs.verity {
             out.push(verity(i, &src, v.hash_offset, &v.root_hash));

@@ -130,21 +130,50 @@ pub fn report(
     let mut rd = [0u8; 64];
     if let Err(e) = getrandom::fill(&mut rd) {
         return (
-            Finding::problem(CHECK, format!("no random report_data: {e}"), "the kernel's getrandom must work"),
+            Finding::problem(
+                CHECK,
+                format!("no random report_data: {e}"),
+                "the kernel's getrandom must work",
+            ),
             None,
         );
     }
     let ev = match att.report(&rd) {
         Ok(ev) => ev,
-        Err(e) => return (Finding::error(CHECK, &e, "check the platform's SEV-SNP firmware and driver (dmesg)"), None),
+        Err(e) => {
+            return (
+                Finding::error(
+                    CHECK,
+                    &e,
+                    "check the platform's SEV-SNP firmware and driver (dmesg)",
+                ),
+                None,
+            )
+        }
     };
     let r = match Report::parse(&ev.report) {
         Ok(r) => r,
-        Err(e) => return (Finding::error(CHECK, &e, "the interface returned no valid report: check the driver"), None),
+        Err(e) => {
+            return (
+                Finding::error(
+                    CHECK,
+                    &e,
+                    "the interface returned no valid report: check the driver",
+                ),
+                None,
+            )
+        }
     };
     if r.report_data != rd {
         return (
-            Finding::problem(CHECK, format!("{}: the report does not carry the report_data asked for", ev.provider), "the interface returned another report: check the driver"),
+            Finding::problem(
+                CHECK,
+                format!(
+                    "{}: the report does not carry the report_data asked for",
+                    ev.provider
+                ),
+                "the interface returned another report: check the driver",
+            ),
             Some(r),
         );
     }
@@ -153,7 +182,11 @@ pub fn report(
         &r.chip_id_hex()[..16],
         r.reported(),
         r.vmpl,
-        if r.is_debuggable() { "debuggable" } else { "not debuggable" }
+        if r.is_debuggable() {
+            "debuggable"
+        } else {
+            "not debuggable"
+        }
     );
     let check = collateral::Check {
         pins,
@@ -199,7 +232,10 @@ pub fn host_data(report: Option<&Report>, policy: Option<&Path>) -> Finding {
         return match report {
             Some(r) => Finding::skipped(
                 CHECK,
-                format!("{} (no --policy FILE to compare with)", crate::hex::encode(&r.host_data)),
+                format!(
+                    "{} (no --policy FILE to compare with)",
+                    crate::hex::encode(&r.host_data)
+                ),
             ),
             None => Finding::skipped(CHECK, "no report, no --policy FILE"),
         };
@@ -210,7 +246,11 @@ pub fn host_data(report: Option<&Report>, policy: Option<&Path>) -> Finding {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            return Finding::problem(CHECK, format!("cannot read --policy {}: {e}", path.display()), "give the file holding the base64 ccePolicy")
+            return Finding::problem(
+                CHECK,
+                format!("cannot read --policy {}: {e}", path.display()),
+                "give the file holding the base64 ccePolicy",
+            )
         }
     };
     let want = match crate::attest::tool::policy_digest(&text) {
@@ -219,7 +259,10 @@ pub fn host_data(report: Option<&Report>, policy: Option<&Path>) -> Finding {
     };
     let have = crate::hex::encode(&r.host_data);
     if have == want {
-        Finding::ok(CHECK, format!("{have} is the SHA-256 of {}", path.display()))
+        Finding::ok(
+            CHECK,
+            format!("{have} is the SHA-256 of {}", path.display()),
+        )
     } else {
         Finding::problem(
             CHECK,

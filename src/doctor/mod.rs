@@ -141,7 +141,11 @@ pub struct Options {
 
 /// Run every check for `plan` (none releases a key).
 pub fn run(plan: &Plan, opts: &Options) -> Vec<Finding> {
-    let mut out = kernel::check(&crate::transport::Probe::kernel(), &kernel::Features::look(), plan);
+    let mut out = kernel::check(
+        &crate::transport::Probe::kernel(),
+        &kernel::Features::look(),
+        plan,
+    );
     let client = crate::http::Client::new(&plan.network);
     let uvm = crate::attest::uvm::load(&crate::attest::uvm::process_env, std::path::Path::new("/"));
     out.push(evidence::uvm(&uvm));
@@ -155,7 +159,12 @@ pub fn run(plan: &Plan, opts: &Options) -> Vec<Finding> {
                 &e,
                 "fix [network] ca_bundle in the manifest",
             ));
-            out.extend(evidence::attestation(plan, &uvm, None, opts.policy.as_deref()));
+            out.extend(evidence::attestation(
+                plan,
+                &uvm,
+                None,
+                opts.policy.as_deref(),
+            ));
             return out;
         }
     };
@@ -238,6 +247,8 @@ mod tests {
         assert_eq!(exit_code(&[s.clone(), Finding::ok("a", "b")]), 0);
         assert_eq!(exit_code(&[s, p.clone()]), PROBLEM);
         assert_eq!(p.json()["fix"], "check the name");
-        assert!(render(&[p]).ends_with("doctor: 0 ok, 1 problem, 0 skipped: fix the problems above before deploying\n"));
+        assert!(render(&[p]).ends_with(
+            "doctor: 0 ok, 1 problem, 0 skipped: fix the problems above before deploying\n"
+        ));
     }
 }

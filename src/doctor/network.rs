@@ -49,7 +49,11 @@ fn releases(plan: &Plan) -> Vec<&ReleasePlan> {
     plan.filesystems
         .iter()
         .map(|f| &f.key)
-        .chain(plan.secrets.iter().flat_map(|s| s.secrets.iter().map(|x| &x.key)))
+        .chain(
+            plan.secrets
+                .iter()
+                .flat_map(|s| s.secrets.iter().map(|x| &x.key)),
+        )
         .filter_map(|k| match k {
             KeyPlan::Release(rp) => Some(rp),
             KeyPlan::Raw(_) => None,
@@ -116,7 +120,13 @@ pub fn targets(plan: &Plan, host_certs: bool) -> Vec<Target> {
 }
 
 /// DNS, TCP and TLS to `t`: one finding each; a later step is skipped when an earlier one failed.
-pub fn reach(t: &Target, client: &Client, connect_timeout: std::time::Duration) -> Vec<Finding> {
+/// `resolved`: the names already resolved by an earlier endpoint (their DNS line is not repeated).
+pub fn reach(
+    t: &Target,
+    client: &Client,
+    connect_timeout: std::time::Duration,
+    resolved: &mut Vec<String>,
+) -> Vec<Finding> {
     let (host, port) = t.host_port();
     let hp = format!("{host}:{port}");
     let dns = format!("dns {host}");
@@ -133,7 +143,15 @@ pub fn reach(t: &Target, client: &Client, connect_timeout: std::time::Duration) 
         }
     };
     let shown: Vec<String> = addrs.iter().take(3).map(|a| a.ip().to_string()).collect();
-    let mut out = vec![Finding::ok(dns, format!("{} endpoint resolves to {}", t.role, shown.join(", ")))];
+    let mut out = Vec::new();
+    // One line per name resolved (several endpoints often share a host).
+    if !resolved.contains(&host) {
+        resolved.push(host.clone());
+        out.push(Finding::ok(
+            dns,
+            format!("{} endpoint resolves to {}", t.role, shown.join(", ")),
+        ));
+    }
     let mut last = None;
     let mut connected = None;
     for a in &addrs {
@@ -163,7 +181,7 @@ pub fn reach(t: &Target, client: &Client, connect_timeout: std::time::Duration) 
     }
     let once = client.with_policy(http::RetryPolicy {
         retries: 0,
-        ..client.policy().clone()
+        ..*client.policy()
     });
     let all: Vec<u16> = (100..600).collect();
     let url = format!("{}/", t.base);
@@ -177,7 +195,8 @@ pub fn reach(t: &Target, client: &Client, connect_timeout: std::time::Duration) 
 /// The `aud` claim of a JWT (its payload decoded, not verified), or why there is none.
 pub fn audience(jwt: &str) -> Result<String, &'static str> {
     let payload = jwt.split('.').nth(1).ok_or("an opaque token (not a JWT)")?;
-    let bytes = crate::attest::uvm::decode_b64(payload).ok_or("a JWT whose payload is not base64url")?;
+    let bytes =
+        crate::attest::uvm::decode_b64(payload).ok_or("a JWT whose payload is not base64url")?;
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|_| "a JWT whose payload is not JSON")?;
     match &v["aud"] {
@@ -200,10 +219,11 @@ pub fn token_for(
 ) -> Finding {
     let check = format!("token {resource}");
     let fix = "give the container group a managed identity (or workload identity) with access to the vault and the storage account; for a user-assigned identity set [identity] client_id";
-    let src = match TokenSource::for_resource(fixed, resource, plan, &crate::attest::uvm::process_env) {
-        Ok(s) => s,
-        Err(e) => return Finding::error(check, &e, fix),
-    };
+    let src =
+        match TokenSource::for_resource(fixed, resource, plan, &crate::attest::uvm::process_env) {
+            Ok(s) => s,
+            Err(e) => return Finding::error(check, &e, fix),
+        };
     let from = match &src {
         TokenSource::Static(_) => "the manifest's bearer_token".to_string(),
         TokenSource::Imds { base, .. } => format!("IMDS {base}"),
@@ -231,9 +251,16 @@ pub fn maa(authority: &str, t: &dyn Exchange) -> Finding {
         Ok(r) => match serde_json::from_slice::<serde_json::Value>(&r.body) {
             Ok(v) if v["keys"].as_array().is_some_and(|k| !k.is_empty()) => Finding::ok(
                 check,
-                format!("GET /certs: {} signing key(s)", v["keys"].as_array().map_or(0, Vec::len)),
+                format!(
+                    "GET /certs: {} signing key(s)",
+                    v["keys"].as_array().map_or(0, Vec::len)
+                ),
             ),
-            _ => Finding::problem(check, format!("GET {url}: HTTP {} but no JSON key set", r.status), fix),
+            _ => Finding::problem(
+                check,
+                format!("GET {url}: HTTP {} but no JSON key set", r.status),
+                fix,
+            ),
         },
         Err(e) => Finding::error(check, &e, fix),
     }
@@ -242,8 +269,14 @@ pub fn maa(authority: &str, t: &dyn Exchange) -> Finding {
 /// Every network finding for `plan`.
 pub fn check(plan: &Plan, client: &Client, host_certs: bool) -> Vec<Finding> {
     let mut out = Vec::new();
+    let mut resolved = Vec::new();
     for t in targets(plan, host_certs) {
-        out.extend(reach(&t, client, plan.network.connect_timeout));
+        out.extend(reach(
+            &t,
+            client,
+            plan.network.connect_timeout,
+            &mut resolved,
+        ));
     }
     for (resource, fixed) in audiences(plan) {
         out.push(token_for(plan, &resource, fixed, client));
@@ -264,18 +297,34 @@ mod tests {
 
     #[test]
     fn host_and_port_of_an_endpoint() {
-        let t = |b: &str| Target { role: "x", base: b.into() }.host_port();
-        assert_eq!(t("https://kv.vault.azure.net"), ("kv.vault.azure.net".into(), 443));
+        let t = |b: &str| {
+            Target {
+                role: "x",
+                base: b.into(),
+            }
+            .host_port()
+        };
+        assert_eq!(
+            t("https://kv.vault.azure.net"),
+            ("kv.vault.azure.net".into(), 443)
+        );
         assert_eq!(t("http://127.0.0.1:8080"), ("127.0.0.1".into(), 8080));
         assert_eq!(t("http://169.254.169.254"), ("169.254.169.254".into(), 80));
-        assert_eq!(base_of("https://a.blob.core.windows.net/c/b.img"), "https://a.blob.core.windows.net");
+        assert_eq!(
+            base_of("https://a.blob.core.windows.net/c/b.img"),
+            "https://a.blob.core.windows.net"
+        );
     }
 
     #[test]
     fn the_audience_is_read_from_the_payload_only() {
         use base64::Engine;
-        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"aud":"https://vault.azure.net"}"#);
-        assert_eq!(audience(&format!("e30.{p}.sig")).unwrap(), "https://vault.azure.net");
+        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"aud":"https://vault.azure.net"}"#);
+        assert_eq!(
+            audience(&format!("e30.{p}.sig")).unwrap(),
+            "https://vault.azure.net"
+        );
         assert!(audience("tok-1-abcd").is_err());
     }
 }
