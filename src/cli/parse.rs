@@ -321,6 +321,17 @@ mod tests {
             }
         );
         assert!(parse(&s(&["policy-digest"]), false).is_err());
+        assert_eq!(
+            parse(&s(&["doctor", "--policy", "p.b64", "--json"]), false).unwrap(),
+            Command::Doctor {
+                source: SourceArg::Lookup,
+                opts: crate::doctor::Options {
+                    policy: Some(PathBuf::from("p.b64")),
+                    json: true,
+                },
+            }
+        );
+        assert!(parse(&s(&["doctor", "extra"]), false).is_err());
         assert!(parse(&s(&["policy-digest", "-p", "a", "-f", "b"]), false).is_err());
         assert!(parse(&s(&["report", "--bogus"]), false).is_err());
     }
@@ -350,7 +361,7 @@ mod tests {
 
     #[test]
     fn every_command_has_help() {
-        for c in ["run", "check", "probe"] {
+        for c in ["run", "check", "probe", "doctor"] {
             assert!(
                 matches!(parse(&s(&[c, "--help"]), false).unwrap(), Command::Help(t) if t.contains(&format!("encfs-init {c}")))
             );
@@ -358,7 +369,7 @@ mod tests {
         assert!(
             matches!(parse(&s(&["help", "probe"]), false).unwrap(), Command::Help(t) if t.contains("readiness"))
         );
-        for c in ["image", "nbd", "report", "policy-digest", "key"] {
+        for c in ["image", "nbd", "report", "policy-digest", "key", "doctor"] {
             assert!(
                 matches!(parse(&s(&["help", c]), false).unwrap(), Command::Help(t) if t.contains(&format!("encfs-init {c}"))),
                 "{c}"
