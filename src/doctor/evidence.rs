@@ -188,6 +188,27 @@ pub fn report(
             "not debuggable"
         }
     );
+    // What release policies refuse, whether or not the report verifies.
+    if r.vmpl != 0 {
+        return (
+            Finding::problem(
+                CHECK,
+                format!("{what}: made at VMPL {}", r.vmpl),
+                "the release policies want x-ms-sevsnpvm-vmpl = 0: run the guest at VMPL 0 (or loosen the key's release policy)",
+            ),
+            Some(r),
+        );
+    }
+    if r.is_debuggable() {
+        return (
+            Finding::problem(
+                CHECK,
+                format!("{what}: the guest policy allows debugging"),
+                "deploy with a non-debug policy (release policies want x-ms-sevsnpvm-is-debuggable = false)",
+            ),
+            Some(r),
+        );
+    }
     if att.name() == "fake" && plan.attestation.test_ark_pin.is_none() {
         // As at boot: no pinned root certifies the fake attester's key, only the (fake) MAA checks it.
         return (
@@ -213,16 +234,6 @@ pub fn report(
     );
     let f = match chain {
         Err(e) => Finding::error(CHECK, &e, ""),
-        Ok(_) if r.vmpl != 0 => Finding::problem(
-            CHECK,
-            format!("{what}: made at VMPL {}", r.vmpl),
-            "the release policies want x-ms-sevsnpvm-vmpl = 0: run the guest at VMPL 0 (or loosen the key's release policy)",
-        ),
-        Ok(_) if r.is_debuggable() => Finding::problem(
-            CHECK,
-            format!("{what}: the guest policy allows debugging"),
-            "deploy with a non-debug policy (release policies want x-ms-sevsnpvm-is-debuggable = false)",
-        ),
         Ok(c) => Finding::ok(
             CHECK,
             format!(
@@ -279,5 +290,78 @@ pub fn host_data(report: Option<&Report>, policy: Option<&Path>) -> Finding {
             format!("the report's host_data is {have}, {} hashes to {want}", path.display()),
             "deploy with this policy (the ARM template's ccePolicy), or write the key's release policy for the policy deployed",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::fake::{FakeAttester, Template};
+    use crate::doctor::Status;
+
+    /// No HTTP: the collateral is never asked for in these cases.
+    struct NoHttp;
+    impl crate::http::Exchange for NoHttp {
+        fn exchange(
+            &self,
+            req: &crate::http::Request<'_>,
+        ) -> crate::http::Result<crate::http::Response> {
+            panic!("unexpected request {}", req.shown_url())
+        }
+    }
+
+    fn run(t: Template) -> Finding {
+        let mut plan = crate::manifest::empty_plan().unwrap();
+        plan.test_mode = true;
+        let att = FakeAttester::ephemeral_with(t);
+        report(&att, &NoHttp, &plan, &uvm::UvmInfo::default(), &[]).0
+    }
+
+    #[test]
+    fn a_debuggable_or_vmpl_1_report_is_a_problem_and_a_plain_one_shows_its_fields() {
+        let f = run(Template {
+            policy: 0x3_001f | 1 << 19,
+            ..Template::default()
+        });
+        assert_eq!(f.status, Status::Problem, "{f:?}");
+        assert!(
+            f.detail
+                .ends_with("debuggable: the guest policy allows debugging"),
+            "{f:?}"
+        );
+        let f = run(Template {
+            vmpl: 1,
+            ..Template::default()
+        });
+        assert_eq!(f.status, Status::Problem, "{f:?}");
+        assert!(f.detail.ends_with("made at VMPL 1"), "{f:?}");
+        let f = run(Template::default());
+        assert_eq!(f.status, Status::Skipped, "{f:?}");
+        assert!(
+            f.detail
+                .starts_with("chip 4242424242424242…, TCB db18000000000004")
+                && f.detail.contains("VMPL 0, not debuggable"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn host_data_is_compared_with_the_policy_files_digest() {
+        let dir = std::env::temp_dir().join(format!("encfs-doctor-hd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("p.b64");
+        std::fs::write(&p, "cG9saWN5").unwrap(); // "policy"
+        let att = FakeAttester::ephemeral_with(Template {
+            host_data: <sha2::Sha256 as sha2::Digest>::digest(b"policy").into(),
+            ..Template::default()
+        });
+        let r = Report::parse(&att.report(&[0; 64]).unwrap().report).unwrap();
+        assert_eq!(host_data(Some(&r), Some(&p)).status, Status::Ok);
+        std::fs::write(&p, "b3RoZXI=").unwrap(); // "other"
+        let f = host_data(Some(&r), Some(&p));
+        assert_eq!(f.status, Status::Problem);
+        assert!(f.detail.starts_with("the report's host_data is "), "{f:?}");
+        assert_eq!(host_data(Some(&r), None).status, Status::Skipped);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
