@@ -24,7 +24,22 @@ pub struct Properties {
 }
 
 /// HEAD `url` (no query; a SAS goes in `auth`) as the open does, under the client's retry policy.
+/// As at open, a bearer token never goes over plain http except to loopback.
 pub fn head(client: Client, url: &str, auth: Auth, version: &str) -> Result<Properties> {
+    if url.contains(['?', '#']) {
+        return Err(Error::Unsupported(format!(
+            "blob URL {} must not carry a query; give a SAS separately",
+            crate::redact::url(url)
+        )));
+    }
+    if matches!(auth, Auth::Bearer(_))
+        && !url.starts_with("https://")
+        && !super::is_loopback_url(url)
+    {
+        return Err(Error::Unsupported(format!(
+            "refusing to send a bearer token over plain http to {url}"
+        )));
+    }
     let ep = Endpoint {
         client,
         url: url.to_string(),
@@ -53,4 +68,24 @@ pub fn head(client: Client, url: &str, auth: Auth, version: &str) -> Result<Prop
         lease_state: header("x-ms-lease-state"),
         lease_status: header("x-ms-lease-status"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::StaticToken;
+    use crate::secret::SecretString;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_bearer_token_is_not_sent_over_plain_http_to_another_host() {
+        let client = Client::new(&crate::manifest::empty_plan().unwrap().network).unwrap();
+        let auth = Auth::Bearer(Arc::new(StaticToken::new(SecretString::new("t".into()))));
+        let e = head(client, "http://203.0.113.9/c/b.img", auth, "2021-08-06").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("refusing to send a bearer token over plain http"),
+            "{e}"
+        );
+    }
 }
