@@ -316,6 +316,62 @@ mod tests {
         );
     }
 
+    fn plan(extra: &str) -> Plan {
+        let text = format!(
+            r#"[[filesystem]]
+mount_point = "/mnt/a"
+url = "https://acct.blob.core.windows.net/c/a.img"
+access = "private"
+[filesystem.key]
+kid = "k"
+authority = "https://maa.example.attest.azure.net"
+vault = "https://kv.vault.azure.net"
+{extra}"#
+        );
+        crate::manifest::load_toml_str(
+            "m.toml",
+            &text,
+            None,
+            crate::manifest::Origin::Toml("m.toml".into()),
+        )
+        .unwrap()
+        .plan
+    }
+
+    #[test]
+    fn every_endpoint_the_manifest_names_once_and_the_collateral_only_without_the_hosts_certificate(
+    ) {
+        let p = plan("");
+        let roles = |t: Vec<Target>| -> Vec<(&'static str, String)> {
+            t.into_iter().map(|t| (t.role, t.base)).collect()
+        };
+        assert_eq!(
+            roles(targets(&p, true)),
+            [
+                ("MAA", "https://maa.example.attest.azure.net".to_string()),
+                ("vault", "https://kv.vault.azure.net".into()),
+                ("blob", "https://acct.blob.core.windows.net".into()),
+                ("IMDS", "http://169.254.169.254".into()),
+            ]
+        );
+        // THIM lives on IMDS's address (reached once); AMD KDS is one more.
+        let without = roles(targets(&p, false));
+        assert_eq!(without.len(), 5, "{without:?}");
+        assert_eq!(
+            without[4],
+            ("AMD KDS", "https://kdsintf.amd.com".to_string())
+        );
+        // One token per audience: the vault kind's and the private blob's account.
+        let a: Vec<String> = audiences(&p).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(
+            a,
+            [
+                "https://vault.azure.net",
+                "https://acct.blob.core.windows.net"
+            ]
+        );
+    }
+
     #[test]
     fn the_audience_is_read_from_the_payload_only() {
         use base64::Engine;
