@@ -15,6 +15,7 @@ pub mod backoff;
 pub mod blob;
 pub mod cli;
 pub mod dm;
+pub mod doctor;
 pub mod errors;
 pub mod exit;
 pub mod fuse;

@@ -11,6 +11,7 @@ Usage:
   encfs-init run   [--manifest PATH | --legacy FILE] [-- COMMAND [ARG...]]
   encfs-init check [--manifest PATH | --legacy FILE | PATH]
   encfs-init probe [--manifest PATH | --readiness-file PATH]
+  encfs-init doctor [--manifest PATH | --legacy FILE] [--policy FILE] [--json]
   encfs-init nbd serve SOURCE (--socket PATH | --listen 127.0.0.1:PORT) [OPTIONS]
   encfs-init image create|seal|check ...             (LUKS2 images; `encfs-init image --help`)
   encfs-init report [--data HEX] [--raw | --json]
@@ -72,6 +73,29 @@ Options:
   --manifest PATH         read readiness_file from this manifest
   --readiness-file PATH   check this file directly
   -h, --help              this text
+";
+
+/// `help doctor`.
+pub(super) const DOCTOR_HELP: &str = "\
+encfs-init doctor [--manifest PATH | --legacy FILE] [--policy FILE] [--json]
+
+Check this platform against the manifest before deploying, without releasing any key or changing anything:
+the kernel (NBD, FUSE, loop, dm-crypt, dm-verity, keyring; the transport `auto` chooses), the evidence
+(the SEV-SNP interface; a fresh report verified against the pinned AMD roots: chip, TCB, VMPL, debug
+policy), host_data against --policy, the UVM information, DNS / TCP / TLS to every endpoint the manifest
+names, the identity tokens (their audience; never printed), MAA, and each blob (HEAD: size, type, ETag,
+lease; its LUKS2 header; its dm-verity tree when pinned). Without a manifest, the platform checks only.
+
+One line per check: `ok|problem|skipped  CHECK: what was found[; fix: ...]` (skipped says why; it is not a
+failure), then a summary line. Exit 0 when no check found a problem, 1 otherwise, 2 for usage or manifest
+errors.
+
+Options:
+  --manifest PATH   TOML manifest
+  --legacy FILE     upstream's EncfsSideCarArgs value read from FILE, `-` = stdin
+  --policy FILE     the base64 CCE policy (as `policy-digest -f`): host_data must be its SHA-256
+  --json            one JSON array of {check, status, detail, fix} instead of the lines
+  -h, --help        this text
 ";
 
 /// `help report`.

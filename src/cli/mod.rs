@@ -70,6 +70,13 @@ pub enum Command {
         /// `-p BASE64` or `-f FILE`.
         source: PolicySource,
     },
+    /// `doctor`.
+    Doctor {
+        /// Where the manifest comes from.
+        source: SourceArg,
+        /// `--policy FILE`, `--json`.
+        opts: crate::doctor::Options,
+    },
     /// `key import|policy`.
     Key(crate::keyimport::KeyCommand),
     /// `version`.
@@ -135,6 +142,7 @@ fn dispatch(ctx: Context, cmd: Result<Command, Usage>) -> i32 {
             exit::OK
         }
         Command::Check { source } => check(&source),
+        Command::Doctor { source, opts } => doctor(&source, &opts),
         Command::Probe {
             source,
             readiness_file,
@@ -173,6 +181,21 @@ fn check(source: &SourceArg) -> i32 {
             );
             exit::USAGE
         }
+        Err(code) => code,
+    }
+}
+
+fn doctor(source: &SourceArg, opts: &crate::doctor::Options) -> i32 {
+    match load(source) {
+        Ok(Some(l)) => crate::doctor::main(&l.plan, opts),
+        Ok(None) => match manifest::empty_plan() {
+            // No manifest: the platform's checks (kernel, evidence, UVM information) only.
+            Ok(p) => crate::doctor::main(&p, opts),
+            Err(e) => {
+                log::error!("manifest: built-in defaults invalid (a bug): {e}");
+                exit::INTERNAL
+            }
+        },
         Err(code) => code,
     }
 }

@@ -2,7 +2,9 @@
 //! application), then each command's own options through the one parser, [`crate::argv::Args`].
 //! `nbd` and `image` are parsed by their own modules when they run.
 
-use super::help::{CHECK_HELP, HELP, POLICY_DIGEST_HELP, PROBE_HELP, REPORT_HELP, RUN_HELP};
+use super::help::{
+    CHECK_HELP, DOCTOR_HELP, HELP, POLICY_DIGEST_HELP, PROBE_HELP, REPORT_HELP, RUN_HELP,
+};
 use super::{Command, SourceArg};
 use crate::argv::{Arg, Args, Usage};
 use crate::attest::tool::{Format, PolicySource};
@@ -25,6 +27,7 @@ pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
         "run" => parse_run(rest),
         "check" => parse_check(rest),
         "probe" => parse_probe(rest),
+        "doctor" => parse_doctor(rest),
         "nbd" => Ok(Command::Nbd(rest.to_vec())),
         "image" => Ok(Command::Image(rest.to_vec())),
         "report" => parse_report(rest),
@@ -50,6 +53,7 @@ fn help_of(command: Option<&str>) -> &'static str {
         Some("run") => RUN_HELP,
         Some("check") => CHECK_HELP,
         Some("probe") => PROBE_HELP,
+        Some("doctor") => DOCTOR_HELP,
         Some("report") => REPORT_HELP,
         Some("policy-digest") => POLICY_DIGEST_HELP,
         Some("image") => crate::image::HELP,
@@ -107,6 +111,22 @@ fn parse_run(args: &[String]) -> Result<Command, Usage> {
         source,
         app: Vec::new(),
     })
+}
+
+fn parse_doctor(args: &[String]) -> Result<Command, Usage> {
+    let mut a = Args::new("doctor", "encfs-init help doctor", args);
+    let mut source = SourceArg::Lookup;
+    let mut opts = crate::doctor::Options::default();
+    while let Some(arg) = a.next_arg()? {
+        match arg {
+            Arg::Help => return Ok(Command::Help(DOCTOR_HELP)),
+            Arg::Opt(o) if source_option(&mut a, &o, &mut source)? => {}
+            Arg::Opt(o) if o == "--policy" => opts.policy = Some(a.path()?),
+            Arg::Opt(o) if o == "--json" => opts.json = true,
+            other => return Err(a.unexpected(other)),
+        }
+    }
+    Ok(Command::Doctor { source, opts })
 }
 
 fn parse_check(args: &[String]) -> Result<Command, Usage> {
@@ -301,6 +321,17 @@ mod tests {
             }
         );
         assert!(parse(&s(&["policy-digest"]), false).is_err());
+        assert_eq!(
+            parse(&s(&["doctor", "--policy", "p.b64", "--json"]), false).unwrap(),
+            Command::Doctor {
+                source: SourceArg::Lookup,
+                opts: crate::doctor::Options {
+                    policy: Some(PathBuf::from("p.b64")),
+                    json: true,
+                },
+            }
+        );
+        assert!(parse(&s(&["doctor", "extra"]), false).is_err());
         assert!(parse(&s(&["policy-digest", "-p", "a", "-f", "b"]), false).is_err());
         assert!(parse(&s(&["report", "--bogus"]), false).is_err());
     }
@@ -330,7 +361,7 @@ mod tests {
 
     #[test]
     fn every_command_has_help() {
-        for c in ["run", "check", "probe"] {
+        for c in ["run", "check", "probe", "doctor"] {
             assert!(
                 matches!(parse(&s(&[c, "--help"]), false).unwrap(), Command::Help(t) if t.contains(&format!("encfs-init {c}")))
             );
@@ -338,7 +369,7 @@ mod tests {
         assert!(
             matches!(parse(&s(&["help", "probe"]), false).unwrap(), Command::Help(t) if t.contains("readiness"))
         );
-        for c in ["image", "nbd", "report", "policy-digest", "key"] {
+        for c in ["image", "nbd", "report", "policy-digest", "key", "doctor"] {
             assert!(
                 matches!(parse(&s(&["help", c]), false).unwrap(), Command::Help(t) if t.contains(&format!("encfs-init {c}"))),
                 "{c}"

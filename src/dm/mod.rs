@@ -310,6 +310,17 @@ pub fn list() -> Result<Vec<String>, Error> {
     Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).collect())
 }
 
+/// Names of the device-mapper targets the kernel has loaded (`encfs-init doctor`).
+pub fn targets() -> Result<Vec<String>, Error> {
+    let dm = DM::new().map_err(Error::Control)?;
+    let t = dm.list_versions().map_err(|e| Error::Step {
+        step: "list targets",
+        name: String::new(),
+        source: Ioctl(e),
+    })?;
+    Ok(t.into_iter().map(|(n, ..)| n).collect())
+}
+
 /// devtmpfs creates the node as the device is registered; give it a moment.
 fn wait_for(node: &Path) -> Option<()> {
     let deadline = Instant::now() + Duration::from_secs(2);

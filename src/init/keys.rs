@@ -202,7 +202,7 @@ impl Keys {
 /// The fake attester's report template for a fake VCEK key: host_data is SHA-256 of the UVM's security
 /// policy (what the host puts there), the TCB the host certificate's `tcbm`; the rest (chip id 0x42...)
 /// is the default template, which the test PKI's fake VCEK is made for.
-fn fake_template(uvm: &uvm::UvmInfo) -> attest::fake::Template {
+pub fn fake_template(uvm: &uvm::UvmInfo) -> attest::fake::Template {
     use sha2::Digest;
     let mut t = attest::fake::Template::default();
     if let Some(p) = &uvm.policy {

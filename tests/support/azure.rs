@@ -504,6 +504,11 @@ impl FakeAzure {
                         vault_import::import(&mut st, req, &format!("{url}/mhsm"), kid, true)
                     }
                     ("POST", [_tenant, "oauth2", "v2.0", "token"]) => login(&mut st, req),
+                    // MAA's signing keys (what `doctor` asks to see that MAA answers).
+                    ("GET", ["certs"]) => Resp::json(
+                        200,
+                        &json!({"keys": [{"kty": "RSA", "kid": "fake-maa", "use": "sig"}]}),
+                    ),
                     _ => Resp::text(404, "no route"),
                 }
             }),

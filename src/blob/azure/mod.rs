@@ -26,9 +26,11 @@
 mod answers;
 mod endpoint;
 pub mod lease;
+mod properties;
 
 pub use answers::{check_range_response, RangeError, RangeResponse, RangeVerdict};
 pub use lease::{LeaseConfig, LeaseState, LeaseWatch};
+pub use properties::{head, Properties};
 
 use super::{check_range, BearerSource, BlockSource, Error, Result};
 use crate::http::{self, Client};
