@@ -338,6 +338,8 @@ impl TokenCache {
 pub struct BlobToken {
     cache: TokenCache,
     http: http::Client,
+    /// Told when no valid token can be had any more (a refresh failed past the token's expiry).
+    fatal: Option<crate::blob::FatalWatch>,
 }
 
 impl std::fmt::Debug for BlobToken {
@@ -363,15 +365,32 @@ impl BlobToken {
             plan,
             &crate::attest::uvm::process_env,
         )?);
-        Ok(BlobToken { cache, http })
+        Ok(BlobToken {
+            cache,
+            http,
+            fatal: None,
+        })
+    }
+
+    /// Report to `watch` when the token can no longer be refreshed.
+    pub fn watched(self, watch: crate::blob::FatalWatch) -> Self {
+        BlobToken {
+            fatal: Some(watch),
+            ..self
+        }
     }
 }
 
 impl crate::blob::BearerSource for BlobToken {
     fn token(&self) -> crate::blob::Result<SecretString> {
-        self.cache
-            .get(&self.http)
-            .map_err(|e| crate::blob::Error::Token(crate::errors::chain(&e)))
+        // The cache fails only when it holds no token valid for long enough and a refresh failed.
+        self.cache.get(&self.http).map_err(|e| {
+            let why = crate::errors::chain(&e);
+            if let Some(w) = &self.fatal {
+                w.set(format!("the blob's token can no longer be refreshed: {why}"));
+            }
+            crate::blob::Error::Token(why)
+        })
     }
 }
 
