@@ -387,7 +387,9 @@ impl crate::blob::BearerSource for BlobToken {
         self.cache.get(&self.http).map_err(|e| {
             let why = crate::errors::chain(&e);
             if let Some(w) = &self.fatal {
-                w.set(format!("the blob's token can no longer be refreshed: {why}"));
+                w.set(format!(
+                    "the blob's token can no longer be refreshed: {why}"
+                ));
             }
             crate::blob::Error::Token(why)
         })
