@@ -7,8 +7,8 @@ fail() { echo "replaced: FAIL: $*"; cat $r; exit 1; }
 /bin/encfs-init probe || fail "probe fails after boot"
 t0=$(cat /mnt/remote/a/test.txt)
 grep -q '"0x1"' $r || fail "the blobs' first ETag is not in $r"
-echo /blobs/fs.img > /run/replace-a
-echo /blobs/other.img > /run/replace-b
+echo /blobs/fs.img > /blobs/replace-a
+echo /blobs/other.img > /blobs/replace-b
 echo "replaced: blob 0 re-uploaded as it was, blob 1 replaced by another image"
 i=0
 until /bin/encfs-init probe 2>&1 | grep -q 'filesystem\[1\] (/mnt/remote/b): down: ' && grep -q '"0x2"' $r \

@@ -2,8 +2,8 @@
 # Two in-guest blob servers serving the same sealed image, each replaceable by the application
 # (--replace-on), the manifest pinning its root for both; then become encfs-init (exec keeps PID 1).
 ip link set lo up
-/tests/guest_blob_server --serve /blobs/fs.img --port-file /run/a.port --replace-on /run/replace-a &
-/tests/guest_blob_server --serve /blobs/fs.img --port-file /run/b.port --replace-on /run/replace-b &
+/tests/guest_blob_server --serve /blobs/fs.img --port-file /run/a.port --replace-on /blobs/replace-a &
+/tests/guest_blob_server --serve /blobs/fs.img --port-file /run/b.port --replace-on /blobs/replace-b &
 i=0
 while { [ ! -s /run/a.port ] || [ ! -s /run/b.port ]; } && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
 . /verity/verity.env

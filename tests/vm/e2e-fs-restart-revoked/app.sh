@@ -8,13 +8,13 @@ fail() { echo "revoked: FAIL: $*"; cat $r; exit 1; }
 b0=$(sha256sum < /mnt/remote/b/data.bin)
 mkdir -p /fake-azure/revoke && touch /fake-azure/revoke/demo
 echo "revoked: the vault revoked key demo"
-kill -STOP "$(cat /run/a.pid)"
+kill -STOP "$(cat /blobs/a.pid)" || fail "cannot stop the blob server"
 i=0
 until grep -q '"state": "restarting"' $r 2>/dev/null; do
     i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never went restarting"; sleep 0.2
 done
 # The blob service is back: only the key can keep it down now.
-kill -CONT "$(cat /run/a.pid)"
+kill -CONT "$(cat /blobs/a.pid)" || fail "cannot continue the blob server"
 echo "revoked: filesystem 0 is restarting, its blob server runs again"
 i=0
 until grep -q '"state": "down"' $r 2>/dev/null; do

@@ -16,7 +16,7 @@ echo "restart: checksums read"
       n=$((n+1)); echo $n > /run/b-reads
       sleep 0.2
   done ) &
-kill -STOP "$(cat /run/a.pid)"
+kill -STOP "$(cat /blobs/a.pid)" || fail "cannot stop the blob server"
 echo "restart: blob server of filesystem 0 stopped"
 i=0
 until grep -q '"state": "restarting"' $r 2>/dev/null; do
@@ -26,7 +26,7 @@ echo "restart: readiness file says restarting"
 /bin/encfs-init probe && fail "probe passes while filesystem 0 is restarting"
 echo "restart: probe fails while restarting"
 sleep 3
-kill -CONT "$(cat /run/a.pid)"
+kill -CONT "$(cat /blobs/a.pid)" || fail "cannot continue the blob server"
 echo "restart: blob server of filesystem 0 runs again"
 i=0
 until /bin/encfs-init probe >/dev/null 2>&1; do

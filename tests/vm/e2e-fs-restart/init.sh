@@ -3,7 +3,7 @@
 # 127.0.0.1, the security-context directory, the manifest; then become encfs-init (exec keeps PID 1).
 ip link set lo up
 /tests/guest_blob_server --serve /blobs/a.img --port-file /run/a.port &
-echo $! > /run/a.pid
+echo $! > /blobs/a.pid
 /tests/guest_blob_server --serve /blobs/b.img --port-file /run/b.port &
 /tests/guest_fake_azure --key-file /keys/key.bin --out /fake-azure $FAKE_AZURE_ARGS &
 i=0
