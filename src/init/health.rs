@@ -97,9 +97,8 @@ impl Monitor {
                 }
                 for k in 0..fleet.len() {
                     if let Some(dev) = fleet.ready_device(k) {
-                        let began = Instant::now();
                         let r = read_block(&dev);
-                        fleet.record(k, &dev, began, |st| {
+                        fleet.record(k, &dev, |st| {
                             let ok = r.is_ok();
                             update(st, r);
                             check_verity(st);

@@ -172,10 +172,17 @@ impl Keys {
     /// Forget the attestations made so far: the next release attests afresh (a dead filesystem's re-open,
     /// so that a changed platform or release policy is seen).
     pub fn forget_attestations(&self) {
-        self.attested
+        let mut m = self
+            .attested
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !m.is_empty() {
+            log::info!(
+                "attestation: forgot this boot's {} attestation(s): the next key release attests afresh",
+                m.len()
+            );
+        }
+        m.clear();
     }
 
     /// This boot's attestation by `rp`'s authority: made by the first release that names it, reused by

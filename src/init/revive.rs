@@ -74,7 +74,8 @@ pub fn backoff(plan: &Plan, attempt: u32) -> Duration {
 
 #[derive(Debug, Default)]
 struct Watch {
-    /// When the current run of failed health reads began.
+    /// When the first of the current run of failed health reads ended (a read of a dead blob service fails
+    /// only after `io_deadline`: one failed read is never a death by itself).
     failing_since: Option<Instant>,
     /// A re-open is running (or the filesystem is down): no new verdict.
     busy: bool,
@@ -152,15 +153,9 @@ impl Fleet {
         (st.state == MountState::Ready).then(|| PathBuf::from(&st.device))
     }
 
-    /// Fold a health read of `device` (begun at `began`) into filesystem `k`'s state with `f` (which says
-    /// whether the read succeeded), unless it was re-opened meanwhile.
-    pub fn record(
-        &self,
-        k: usize,
-        device: &std::path::Path,
-        began: Instant,
-        f: impl FnOnce(&mut FsState) -> bool,
-    ) {
+    /// Fold a health read of `device` into filesystem `k`'s state with `f` (which says whether the read
+    /// succeeded), unless it was re-opened meanwhile.
+    pub fn record(&self, k: usize, device: &std::path::Path, f: impl FnOnce(&mut FsState) -> bool) {
         let mut states = lock(&self.states);
         let Some(st) = states.get_mut(k) else { return };
         if st.state != MountState::Ready || std::path::Path::new(&st.device) != device {
@@ -171,7 +166,7 @@ impl Fleet {
         if ok {
             w.failing_since = None;
         } else {
-            w.failing_since.get_or_insert(began);
+            w.failing_since.get_or_insert_with(Instant::now);
         }
     }
 
