@@ -424,6 +424,33 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_token_that_can_no_longer_be_had_is_reported_to_its_watch() {
+        use crate::blob::BearerSource;
+        // IMDS on a port nothing listens on: no token can be had (none cached, or one past its expiry).
+        let mut net = crate::manifest::empty_plan().unwrap().network;
+        net.retries = 0;
+        let source = TokenSource::Imds {
+            base: "http://127.0.0.1:1".into(),
+            api_version: "2018-02-01".into(),
+            resource: "https://acct.blob.core.windows.net".into(),
+            client_id: None,
+        };
+        let watch = crate::blob::FatalWatch::new();
+        let token = BlobToken {
+            cache: TokenCache::new(source),
+            http: http::Client::new(&net).unwrap(),
+            fatal: None,
+        }
+        .watched(watch.clone());
+        assert!(token.token().is_err());
+        let why = watch.get().expect("reported");
+        assert!(
+            why.starts_with("the blob's token can no longer be refreshed: "),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn azure_authority_host_must_be_https_outside_test_mode() {
         let mut plan = crate::manifest::empty_plan().unwrap();
         let env = |host: &'static str| {
