@@ -41,6 +41,24 @@ pub struct FsState {
     pub health: Option<Health>,
     /// The dm-verity mapping under dm-crypt, for an image whose root hash the manifest pins.
     pub verity: Option<VerityState>,
+    /// `ready`, `restarting` (a dead mount being re-opened) or `down` (dead and not re-opened).
+    pub state: MountState,
+    /// Why it is not `ready`: the death, then the latest failed re-open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// Where a filesystem is in its life (see `crate::init::revive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountState {
+    /// Mounted and published.
+    #[default]
+    Ready,
+    /// Dead: detached, its open sequence running again.
+    Restarting,
+    /// Dead and not re-opened (`on_failure = "stay-down"`, or the restart limit was reached).
+    Down,
 }
 
 /// The dm-verity mapping of a pinned filesystem, and whether it has seen a corrupted block.
@@ -145,6 +163,14 @@ fn problems(v: &serde_json::Value) -> Vec<String> {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("?")
         );
+        let state = f.get("state").and_then(serde_json::Value::as_str);
+        if let Some(st @ ("restarting" | "down")) = state {
+            let because = f
+                .get("why")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("see the log");
+            why.push(format!("{name}: {st}: {because}"));
+        }
         if f.pointer("/verity/corrupted") == Some(&serde_json::Value::Bool(true)) {
             let block = f
                 .pointer("/verity/first_bad_block")
@@ -246,6 +272,8 @@ mod tests {
             timings_ms: vec![("key".into(), 3)],
             health: None,
             verity: None,
+            state: MountState::Ready,
+            why: None,
         };
         mark_ready_with(&p, std::slice::from_ref(&fs_state), &[]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
@@ -337,6 +365,30 @@ mod tests {
         mark_ready(&p).unwrap();
         let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
         assert!(v.get("secrets").is_none(), "no member without secrets");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_filesystem_restarting_or_down_makes_the_probe_fail_and_says_why() {
+        let dir = std::env::temp_dir().join(format!("encfs-ready-state-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ready");
+        for (state, ready) in [("ready", true), ("restarting", false), ("down", false)] {
+            let body = format!(
+                "{{\"ready\": true, \"filesystems\": [{{\"index\": 0, \"state\": \"ready\"}}, \
+                 {{\"index\": 1, \"mount_point\": \"/mnt/b\", \"state\": \"{state}\", \"why\": \"dead: x\"}}]}}"
+            );
+            fs::write(&p, body).unwrap();
+            assert_eq!(is_ready(&p), ready, "state {state}");
+            if !ready {
+                assert_eq!(
+                    unhealthy(&p),
+                    vec![format!("filesystem[1] (/mnt/b): {state}: dead: x")]
+                );
+            }
+        }
+        let st = serde_json::to_value(MountState::Restarting).unwrap();
+        assert_eq!(st, "restarting");
         fs::remove_dir_all(dir).unwrap();
     }
 

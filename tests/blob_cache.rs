@@ -86,14 +86,25 @@ fn reads_through_cache_equal_the_source_while_faults_come_and_go() {
 #[test]
 fn a_replaced_blob_is_a_clear_error_not_mixed_data() {
     let server = RangeServer::start(pattern(4 * 4096, 1), "PageBlob");
-    let blob = open(&server, false, 2);
+    let mut blob = open(&server, false, 2);
+    // The supervisor's view (issue 17): nothing until the data path sees the change, then the cause.
+    let watch = encfs_init::blob::FatalWatch::new();
+    blob.watch_fatal(watch.clone());
     let mut buf = vec![0u8; 4096];
     blob.read_at(0, &mut buf).unwrap();
+    assert_eq!(watch.get(), None);
     server.replace(pattern(4 * 4096, 2));
     let err = blob.read_at(4096, &mut buf).unwrap_err();
     assert!(matches!(err, Error::Changed { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("replaced or modified"), "{msg}");
+    assert!(
+        watch
+            .get()
+            .is_some_and(|w| w.contains("replaced or modified")),
+        "{:?}",
+        watch.get()
+    );
 }
 
 #[test]

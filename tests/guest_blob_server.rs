@@ -8,6 +8,10 @@
 //! also written to FILE (a disk such as /dev/vda) and synced before it is acknowledged. Without `--path` any path is the blob; with
 //! it only that path is, and any other answers 404 `BlobNotFound` as Azure does.
 //!
+//! `--replace-on FILE`: once FILE exists, the blob is replaced (as a re-upload would: a new ETag, so that
+//! conditional requests of a reader get 412) by the content of the file whose path FILE holds;
+//! `blob replaced` is printed on stderr and FILE removed.
+//!
 //! `--break-lease-on FILE`: once FILE exists, the blob's lease is broken (as `az storage blob lease break`
 //! with a break period of 0 would), `lease broken` is printed on stderr and FILE removed.
 //!
@@ -77,6 +81,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let mut only_path = None;
     let mut persist = false;
     let mut break_on: Option<PathBuf> = None;
+    let mut replace_on: Option<PathBuf> = None;
     let mut storm = Storm {
         secs: 0,
         arm: None,
@@ -95,6 +100,7 @@ fn serve(args: &[String]) -> Result<(), String> {
             "--block-blob" => blob_type = "BlockBlob",
             "--persist" => persist = true,
             "--break-lease-on" => break_on = it.next().map(PathBuf::from),
+            "--replace-on" => replace_on = it.next().map(PathBuf::from),
             "--path" => only_path = it.next().cloned(),
             "--storm-secs" => storm.secs = number(it.next(), a)?,
             "--storm-after-bytes" => storm.after_bytes = number(it.next(), a)?,
@@ -137,6 +143,27 @@ fn serve(args: &[String]) -> Result<(), String> {
             }
             blob.lock().unwrap().lease = None;
             eprintln!("guest_blob_server: lease broken");
+            let _ = std::fs::remove_file(&trigger);
+        });
+    }
+    if let Some(trigger) = replace_on {
+        let blob = server.blob.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let Ok(from) = std::fs::read_to_string(&trigger) else {
+                continue;
+            };
+            // Written by `echo`: wait for the whole line.
+            let Some(from) = from.strip_suffix('\n') else {
+                continue;
+            };
+            match std::fs::read(from) {
+                Ok(data) => {
+                    blob.lock().unwrap().replace(data);
+                    eprintln!("guest_blob_server: blob replaced by {from}");
+                }
+                Err(e) => eprintln!("guest_blob_server: replace: {from}: {e}"),
+            }
             let _ = std::fs::remove_file(&trigger);
         });
     }

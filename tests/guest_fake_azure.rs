@@ -23,6 +23,10 @@
 //! vault starts empty but for `--extra-key`s, for a scenario that imports its key with `encfs-init key import`
 //! (the fake vault's import: tests/support/azure/vault_import.rs).
 //!
+//! Revocation (a test control): while a file `DIR/revoke/<kid>` exists, the vault refuses to release key
+//! `<kid>` (403, as a vault whose key was disabled or whose policy no longer admits the guest); a scenario
+//! creates it after boot to see a re-open fail closed.
+//!
 //! It serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
 //! checks itself: a full release through the product's key release code against the files it wrote.
 
@@ -166,6 +170,7 @@ fn start(
 ) -> Result<Guest, String> {
     let amd = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
     let az = FakeAzure::start(&amd);
+    az.set(|k| k.revoked_dir = Some(out.join("revoke")));
     let want = hostdata
         .map(str::to_string)
         .unwrap_or_else(|| encfs_init::hex::encode(&Sha256::digest(POLICY)));
@@ -333,6 +338,19 @@ fn self_check() -> Result<(), String> {
         let got = release_from(&g, &out)?;
         if got != key {
             return Err("the released key is not the key given".into());
+        }
+        // Revoked after the first release: the next is refused with 403, and released again once lifted.
+        let revoked = out.join("revoke").join(KID);
+        std::fs::create_dir_all(out.join("revoke")).map_err(|e| e.to_string())?;
+        std::fs::write(&revoked, b"").map_err(|e| e.to_string())?;
+        match release_from(&g, &out) {
+            Err(e) if e.contains("HTTP 403") && e.contains("revoked") => {}
+            Err(e) => return Err(format!("revoked: wrong error: {e}")),
+            Ok(_) => return Err("revoked: the key was released".into()),
+        }
+        std::fs::remove_file(&revoked).map_err(|e| e.to_string())?;
+        if release_from(&g, &out)? != key {
+            return Err("after the revocation was lifted: another key".into());
         }
         // The twin with a policy on another host_data is refused with 403.
         let other = out.join("denied");

@@ -376,6 +376,33 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             ],
         ),
         (
+            "unknown on_failure",
+            fs.replace(
+                "[filesystem.key]",
+                "on_failure = \"reboot\"\n[filesystem.key]",
+            ),
+            vec![
+                "filesystem[0].on_failure",
+                "reboot",
+                "\"restart\"",
+                "stay-down",
+            ],
+        ),
+        (
+            "restart_limit of 0",
+            fs.replace("[filesystem.key]", "restart_limit = 0\n[filesystem.key]"),
+            vec![
+                "filesystem[0].restart_limit",
+                "restart_limit 0 is out of range",
+                "use 1 to 1000",
+            ],
+        ),
+        (
+            "dead_after of 0",
+            fs.replace("[filesystem.key]", "dead_after = \"0s\"\n[filesystem.key]"),
+            vec!["filesystem[0].dead_after", "is out of range"],
+        ),
+        (
             "http login authority without test_mode",
             format!("[endpoints]\nlogin_authority = \"http://login.example\"\n{fs}"),
             vec![

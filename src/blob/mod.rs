@@ -13,11 +13,13 @@
 
 pub mod azure;
 pub mod cache;
+pub mod fatal;
 pub mod file;
 pub mod token;
 
 pub use azure::{Auth, AzureBlob, BlobType, LeaseConfig, LeaseState, LeaseWatch};
 pub use cache::{CacheConfig, CacheStats, CachedSource};
+pub use fatal::FatalWatch;
 pub use file::FileSource;
 pub use token::{BearerSource, StaticToken};
 

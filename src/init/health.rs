@@ -11,6 +11,10 @@
 //! probe` fails from then on) and logged once, naming the filesystem and the first bad block when the
 //! kernel's message (`/dev/kmsg`) gives it.
 //!
+//! After each read the filesystem is judged ([`super::revive::Fleet::check`]): one whose reads keep failing
+//! for `dead_after`, whose serving side gave up, whose blob was replaced, whose lease was lost or whose token
+//! can no longer be refreshed is dead, and is re-opened (or marked down) off this thread.
+//!
 //! The reads run in a thread of their own (a stalled device must not stall signal handling and reaping);
 //! [`Monitor::stop`] ends it before teardown.
 #![forbid(unsafe_code)]
@@ -77,13 +81,11 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Start reading every `interval`; results go into `states` and the readiness file at `ready` (which
-    /// lists `secrets` too).
+    /// Start reading every `interval` each ready filesystem of `fleet`; results go into its states and the
+    /// readiness file, and each filesystem is judged after its read.
     pub fn start(
         interval: Duration,
-        ready: PathBuf,
-        mut states: Vec<FsState>,
-        secrets: Vec<crate::ready::SecretState>,
+        fleet: std::sync::Arc<super::revive::Fleet>,
     ) -> std::io::Result<Monitor> {
         let (stop, stopped) = channel::<()>();
         let thread = std::thread::Builder::new()
@@ -93,14 +95,20 @@ impl Monitor {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                for st in &mut states {
-                    update(st, read_block(Path::new(&st.device)));
-                    check_verity(st);
+                for k in 0..fleet.len() {
+                    if let Some(dev) = fleet.ready_device(k) {
+                        let r = read_block(&dev);
+                        fleet.record(k, &dev, |st| {
+                            let ok = r.is_ok();
+                            update(st, r);
+                            check_verity(st);
+                            ok
+                        });
+                    }
+                    fleet.check(k);
                 }
                 // Rewritten on every round: `checked_unix` says how fresh it is.
-                if let Err(e) = crate::ready::mark_ready_with(&ready, &states, &secrets) {
-                    log::warn!("health: rewrite {}: {e}", ready.display());
-                }
+                fleet.write();
             })?;
         Ok(Monitor { stop, thread })
     }
@@ -294,6 +302,8 @@ mod tests {
             timings_ms: vec![],
             health: None,
             verity: None,
+            state: crate::ready::MountState::Ready,
+            why: None,
         }
     }
 

@@ -168,6 +168,22 @@ impl Keys {
         f(&ctx)
     }
 
+    /// Forget the attestations made so far: the next release attests afresh (a dead filesystem's re-open,
+    /// so that a changed platform or release policy is seen).
+    pub fn forget_attestations(&self) {
+        let mut m = self
+            .attested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !m.is_empty() {
+            log::info!(
+                "attestation: forgot this boot's {} attestation(s): the next key release attests afresh",
+                m.len()
+            );
+        }
+        m.clear();
+    }
+
     /// This boot's attestation by `rp`'s authority: made by the first release that names it, reused by
     /// the others.
     fn attested(

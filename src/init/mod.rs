@@ -10,7 +10,8 @@
 //!    ([`filesystems`]: blob, LUKS2, NBD, dm-crypt, mount, publish); with `[skr]`, the SKR API
 //!    ([`crate::skr`]) serves from the moment the keys are set up, so it is up when readiness is written;
 //! 5. open the supervisor (signals), write the readiness file, start the health reads ([`health`]);
-//! 6. supervise the application, or wait for `SIGTERM` with none;
+//! 6. supervise the application, or wait for `SIGTERM` with none; meanwhile a dead filesystem is re-opened
+//!    off the supervisor's thread, or marked down ([`revive`]);
 //! 7. teardown: stop the SKR API, remount read-write filesystems read-only and flush them to the blob service, end leftover
 //!    processes, then unpublish, unmount, remove the dm devices and disconnect NBD in reverse order, remove the
 //!    readiness file, and return the exit code.
@@ -24,6 +25,7 @@ pub mod health;
 pub mod keys;
 pub mod modules;
 pub mod process;
+pub mod revive;
 mod sys;
 
 use crate::exit;
@@ -108,7 +110,7 @@ pub fn run(ctx: Context, plan: Plan) -> i32 {
 
 fn run_plan(ctx: Context, plan: Plan) -> i32 {
     let plan = std::sync::Arc::new(plan);
-    let (mut sup, opened, states, secrets, skr) = match boot(ctx, &plan) {
+    let (mut sup, opened, states, secrets, skr, keys) = match boot(ctx, &plan) {
         Ok(b) => b,
         Err(e) => {
             log::error!("boot failed: {}", e.line());
@@ -119,26 +121,24 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     };
     log::info!("ready ({})", plan.readiness_file.display());
     crate::notify::notify("READY=1");
-    let monitor = if opened.is_empty() {
+    let listing = secrets
+        .as_ref()
+        .map_or_else(Vec::new, |s| s.listing().to_vec());
+    let fleet = revive::Fleet::new(plan.clone(), keys, opened, states, listing);
+    let monitor = if fleet.is_empty() {
         None
     } else {
-        health::Monitor::start(
-            plan.supervise.health_interval,
-            plan.readiness_file.clone(),
-            states,
-            secrets
-                .as_ref()
-                .map_or_else(Vec::new, |s| s.listing().to_vec()),
-        )
-        .map_err(|e| log::warn!("health reads: cannot start: {e}"))
-        .ok()
+        health::Monitor::start(plan.supervise.health_interval, fleet.clone())
+            .map_err(|e| log::warn!("health reads: cannot start: {e}"))
+            .ok()
     };
-    // A filesystem whose serving side gave up ends supervision with exit 4, as a failing application does.
+    // A `stay-down` filesystem whose serving side gave up ends supervision with exit 4, as a failing
+    // application does (with `restart` it is re-opened instead).
     let outcome = sup.run_with(plan.app.as_ref(), &mut || {
         if plan.test_mode {
-            test_faults(&opened);
+            test_faults(&fleet);
         }
-        opened.iter().find_map(filesystems::Opened::gave_up)
+        fleet.gave_up()
     });
     log::debug!("supervision ended: {outcome:?}");
     crate::notify::notify("STOPPING=1");
@@ -148,6 +148,7 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
     if let Some(m) = monitor {
         m.stop();
     }
+    let opened = fleet.stop();
     // Read-write filesystems: remount read-only and flush to the blob service while everything is still
     // running; then end leftover processes; then unmount and detach (nothing is dirty by then).
     // Every filesystem is quiesced (no short circuit), then the verdict.
@@ -175,12 +176,12 @@ fn run_plan(ctx: Context, plan: Plan) -> i32 {
 /// encfs-init removes it once done.
 pub const TEST_SEVER_NBD: &str = "/run/encfs-init/test-sever-nbd";
 
-fn test_faults(opened: &[filesystems::Opened]) {
+fn test_faults(fleet: &revive::Fleet) {
     let trigger = std::path::Path::new(TEST_SEVER_NBD);
     if !trigger.exists() {
         return;
     }
-    for o in opened {
+    fleet.for_each(|o| {
         if o.sever_nbd() {
             log::warn!(
                 "filesystem[{}]: TEST MODE: severed the {} serving side of {} on request",
@@ -189,20 +190,21 @@ fn test_faults(opened: &[filesystems::Opened]) {
                 o.block_device.display()
             );
         }
-    }
+    });
     if let Err(e) = std::fs::remove_file(trigger) {
         log::warn!("TEST MODE: remove {TEST_SEVER_NBD}: {e}");
     }
 }
 
 /// What a successful boot hands to supervision: the supervisor, the open filesystems, what the readiness
-/// file said about each, and the released secrets.
+/// file said about each, the released secrets, the SKR API and the attestation set-up (for re-opens).
 type Booted = (
     Supervisor,
     Vec<filesystems::Opened>,
     Vec<crate::ready::FsState>,
     Option<crate::secrets::Secrets>,
     Option<crate::skr::Server>,
+    Option<std::sync::Arc<keys::Keys>>,
 );
 
 /// Steps 1-5. On success the readiness file exists and the supervisor is open.
@@ -362,7 +364,7 @@ fn boot(ctx: Context, plan: &std::sync::Arc<Plan>) -> Result<Booted, BootError> 
     let listing = secrets.as_ref().map_or(&[][..], |s| s.listing());
     crate::ready::mark_ready_with(ready, &states, listing)
         .map_err(|e| BootError::ReadinessWrite(ready.clone(), e))?;
-    Ok((sup, opened, states, secrets, skr))
+    Ok((sup, opened, states, secrets, skr, keys))
 }
 
 /// Before anything is mapped: does the volume of every mount point propagate mounts to a sibling container

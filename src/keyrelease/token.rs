@@ -338,6 +338,8 @@ impl TokenCache {
 pub struct BlobToken {
     cache: TokenCache,
     http: http::Client,
+    /// Told when no valid token can be had any more (a refresh failed past the token's expiry).
+    fatal: Option<crate::blob::FatalWatch>,
 }
 
 impl std::fmt::Debug for BlobToken {
@@ -363,15 +365,34 @@ impl BlobToken {
             plan,
             &crate::attest::uvm::process_env,
         )?);
-        Ok(BlobToken { cache, http })
+        Ok(BlobToken {
+            cache,
+            http,
+            fatal: None,
+        })
+    }
+
+    /// Report to `watch` when the token can no longer be refreshed.
+    pub fn watched(self, watch: crate::blob::FatalWatch) -> Self {
+        BlobToken {
+            fatal: Some(watch),
+            ..self
+        }
     }
 }
 
 impl crate::blob::BearerSource for BlobToken {
     fn token(&self) -> crate::blob::Result<SecretString> {
-        self.cache
-            .get(&self.http)
-            .map_err(|e| crate::blob::Error::Token(crate::errors::chain(&e)))
+        // The cache fails only when it holds no token valid for long enough and a refresh failed.
+        self.cache.get(&self.http).map_err(|e| {
+            let why = crate::errors::chain(&e);
+            if let Some(w) = &self.fatal {
+                w.set(format!(
+                    "the blob's token can no longer be refreshed: {why}"
+                ));
+            }
+            crate::blob::Error::Token(why)
+        })
     }
 }
 
@@ -400,6 +421,33 @@ mod tests {
             resource: "https://vault.azure.net".into(),
             client_id: None,
         }
+    }
+
+    #[test]
+    fn a_blob_token_that_can_no_longer_be_had_is_reported_to_its_watch() {
+        use crate::blob::BearerSource;
+        // IMDS on a port nothing listens on: no token can be had (none cached, or one past its expiry).
+        let mut net = crate::manifest::empty_plan().unwrap().network;
+        net.retries = 0;
+        let source = TokenSource::Imds {
+            base: "http://127.0.0.1:1".into(),
+            api_version: "2018-02-01".into(),
+            resource: "https://acct.blob.core.windows.net".into(),
+            client_id: None,
+        };
+        let watch = crate::blob::FatalWatch::new();
+        let token = BlobToken {
+            cache: TokenCache::new(source),
+            http: http::Client::new(&net).unwrap(),
+            fatal: None,
+        }
+        .watched(watch.clone());
+        assert!(token.token().is_err());
+        let why = watch.get().expect("reported");
+        assert!(
+            why.starts_with("the blob's token can no longer be refreshed: "),
+            "{why}"
+        );
     }
 
     #[test]

@@ -404,6 +404,12 @@ pub struct FilesystemPlan {
     pub nbd_timeout: Duration,
     /// How the blob becomes a block device.
     pub transport: TransportChoice,
+    /// What happens when the mount is dead (see `crate::init::revive`).
+    pub on_failure: FailurePolicy,
+    /// How long health reads must fail before the mount counts as dead.
+    pub dead_after: Duration,
+    /// Re-open attempts per death (backoff as `[supervise]`) before it stays down.
+    pub restart_limit: u32,
     /// Where the key comes from.
     pub key: KeyPlan,
     /// Optional pin: SHA-256 of the LUKS2 header area.
@@ -445,6 +451,15 @@ impl SharedVolume {
             SharedVolume::Off => "off",
         }
     }
+}
+
+/// `[[filesystem]] on_failure`: what happens when the mount is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Detach it and run the whole open sequence again (fresh attestation and key release).
+    Restart,
+    /// Mark it down and leave it; a serving side that gave up ends the run (exit 4).
+    StayDown,
 }
 
 /// `[[filesystem]] transport`: how the blob becomes a block device under dm-crypt.

@@ -245,6 +245,12 @@ pub struct Filesystem {
     pub nbd_timeout: Option<Dur>,
     /// How the blob becomes a block device: auto | nbd | fuse.
     pub transport: Option<String>,
+    /// When the mount is dead: restart | stay-down.
+    pub on_failure: Option<String>,
+    /// How long health reads must fail before the mount counts as dead, e.g. "60s".
+    pub dead_after: Option<Dur>,
+    /// Re-open attempts per death before it stays down.
+    pub restart_limit: Option<u32>,
     /// Hex SHA-256 of the LUKS2 header area.
     pub header_sha256: Option<String>,
     /// Hex root hash of the dm-verity tree over the image (read-only filesystems).

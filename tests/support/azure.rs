@@ -50,6 +50,9 @@ pub struct Knobs {
     /// Answer every release as a release of this key (`name` or `name/version`, which must exist):
     /// its material and identity, validly signed (a vault, or a replay, answering for another key).
     pub answer_as: Option<String>,
+    /// A release of key `<kid>` is refused (403, as a vault whose key was disabled or whose release policy
+    /// no longer admits us) while the file `<dir>/<kid>` exists: a test revokes a key after boot.
+    pub revoked_dir: Option<std::path::PathBuf>,
     /// THIM's answer (the THIM JSON), served to `Metadata: true` requests; `None`: 404.
     pub thim: Option<ThimCerts>,
     /// AMD KDS's certificates; `None`: 404.
@@ -287,6 +290,15 @@ fn release(
             &format!("A key with (name/id) {kid} was not found in this key vault."),
         );
     };
+    if let Some(dir) = &st.knobs.revoked_dir {
+        if dir.join(kid).exists() {
+            return err(
+                403,
+                "Forbidden",
+                &format!("Operation release is not permitted on key {kid}: it was revoked."),
+            );
+        }
+    }
     let Some(target) = serde_json::from_slice::<Value>(&req.body)
         .ok()
         .and_then(|b| b["target"].as_str().map(str::to_string))
@@ -471,6 +483,7 @@ impl FakeAzure {
                 kty_override: None,
                 imds_expires_in: json!("3600"),
                 answer_as: None,
+                revoked_dir: None,
                 thim: None,
                 kds: None,
             },

@@ -147,6 +147,15 @@ impl Blob {
     }
 }
 
+impl Blob {
+    /// Replace the content and the ETag (another writer, a re-upload).
+    pub fn replace(&mut self, data: Vec<u8>) {
+        self.data = data;
+        self.generation += 1;
+        self.etag = format!("\"0x{:x}\"", self.generation);
+    }
+}
+
 pub struct RangeServer {
     pub addr: std::net::SocketAddr,
     pub blob: Arc<Mutex<Blob>>,
@@ -218,10 +227,7 @@ impl RangeServer {
 
     /// Replace the content and the ETag (another writer).
     pub fn replace(&self, data: Vec<u8>) {
-        let mut b = self.blob.lock().unwrap();
-        b.data = data;
-        b.generation += 1;
-        b.etag = format!("\"0x{:x}\"", b.generation);
+        self.blob.lock().unwrap().replace(data);
     }
 
     pub fn set_faults(&self, p503: u64, reset: u64, stall: u64, truncate: u64, stall_ms: u64) {

@@ -81,6 +81,8 @@ pub struct AzureBlob {
     etag: Mutex<String>,
     /// Serializes writes so that each carries the ETag of the previous one.
     write_lock: Mutex<()>,
+    /// Set when the blob was replaced under us (the supervisor then re-opens or gives up on it).
+    fatal: super::FatalWatch,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,6 +155,7 @@ impl AzureBlob {
             writable: read_write,
             etag: Mutex::new(String::new()),
             write_lock: Mutex::new(()),
+            fatal: super::FatalWatch::new(),
         };
         let target = blob.ep.target(None);
         let resp = blob
@@ -209,11 +212,18 @@ impl AzureBlob {
         lock(&self.etag).clone()
     }
 
+    /// Report a replaced blob to `watch` (besides failing the request).
+    pub fn watch_fatal(&mut self, watch: super::FatalWatch) {
+        self.fatal = watch;
+    }
+
     fn changed(&self, etag: String) -> Error {
-        Error::Changed {
+        let e = Error::Changed {
             url: self.ep.url.clone(),
             etag,
-        }
+        };
+        self.fatal.set(crate::errors::chain(&e));
+        e
     }
 
     /// Read `buf.len()` bytes at `offset`, conditional on `etag`. `Ok(None)` = 412.

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod detach;
 mod error;
 mod unlock;
 mod verity;
@@ -56,6 +57,8 @@ pub struct Opened {
     pub lease: Option<blob::LeaseWatch>,
     /// The dm-verity mapping under dm-crypt, for an image the manifest pins.
     pub verity: Option<VerityInfo>,
+    /// Azure blobs: set when the blob was replaced or its token can no longer be refreshed.
+    pub fatal: Option<blob::FatalWatch>,
     mounted: bool,
     dm: Option<CryptDevice>,
     verity_dev: Option<crate::dm::VerityDevice>,
@@ -130,6 +133,9 @@ impl Opened {
 
 struct Steps {
     index: usize,
+    /// Appended to the dm names and the FUSE directory of a re-open (`-r<n>`): a lazily detached
+    /// predecessor may still hold its names until its last user closes.
+    suffix: String,
     mount_point: PathBuf,
     t: Instant,
     timings: Vec<(&'static str, Duration)>,
@@ -168,17 +174,18 @@ impl Steps {
     }
 }
 
-/// The blob behind its cache, its ETag and (read-write) its lease.
+/// The blob behind its cache, its ETag, (read-write) its lease and its fatal condition.
 type Source = (
     Arc<dyn BlockSource>,
-    Option<String>,
-    Option<blob::LeaseWatch>,
+    (Option<String>, Option<blob::LeaseWatch>),
+    Option<blob::FatalWatch>,
 );
 
 /// The blob behind its cache.
 fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
     let mut etag = None;
     let mut lease = None;
+    let mut fatal = None;
     let url = fs.url.url.as_str();
     let raw: Box<dyn BlockSource> = if let Some(path) = url.strip_prefix("file://") {
         Box::new(blob::FileSource::open(
@@ -201,19 +208,22 @@ fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
                 s.expose().to_string(),
             ))),
             Access::Private => {
+                let watch = fatal.insert(blob::FatalWatch::new()).clone();
                 let token = super::keys::BlobToken::for_blob(url, plan, client.clone())?;
-                blob::Auth::Bearer(Arc::new(token))
+                blob::Auth::Bearer(Arc::new(token.watched(watch)))
             }
         };
         let mut b =
             blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)?;
         b.set_retry_policy(data_policy);
+        b.watch_fatal(fatal.get_or_insert_with(blob::FatalWatch::new).clone());
         etag = Some(b.etag());
         lease = b.lease();
         Box::new(b)
     };
     let config = blob::CacheConfig::new(fs.block_size, fs.cache_size);
-    Ok((Arc::new(blob::CachedSource::new(raw, config)?), etag, lease))
+    let src: Arc<dyn BlockSource> = Arc::new(blob::CachedSource::new(raw, config)?);
+    Ok((src, (etag, lease), fatal))
 }
 
 /// Open, map, mount and publish `fs`.
@@ -222,8 +232,23 @@ pub fn open(
     plan: &Plan,
     keys: Option<&super::keys::Keys>,
 ) -> Result<Opened, StepError> {
+    open_again(fs, plan, keys, 0)
+}
+
+/// [`open`] for the `generation`th time (0 at boot): a re-open names its dm devices and FUSE directory
+/// with `-r<generation>`.
+pub fn open_again(
+    fs: &FilesystemPlan,
+    plan: &Plan,
+    keys: Option<&super::keys::Keys>,
+    generation: u32,
+) -> Result<Opened, StepError> {
     let mut s = Steps {
         index: fs.index,
+        suffix: match generation {
+            0 => String::new(),
+            n => format!("-r{n}"),
+        },
         mount_point: fs.mount_point.clone(),
         t: Instant::now(),
         timings: Vec::new(),
@@ -231,7 +256,7 @@ pub fn open(
     let key = super::keys::disk_key(&fs.key, keys, plan).map_err(|e| s.fail("key", e))?;
     s.done("key");
 
-    let (src, etag, lease) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
+    let (src, etag_lease, fatal) = open_source(fs, plan).map_err(|e| s.fail("blob", e))?;
     s.done("blob");
 
     let Some(pin) = &fs.verity else {
@@ -239,7 +264,9 @@ pub fn open(
         let unlocked =
             unlock::unlock(&mut s, &Reader::Blob(&*src), fs.header_sha256.as_ref(), key)?;
         let (kind, backing) = attach(&mut s, fs, src, !fs.read_write)?;
-        return map_and_mount(s, fs, (etag, lease), (kind, backing), None, unlocked);
+        let mut o = map_and_mount(s, fs, etag_lease, (kind, backing), None, unlocked)?;
+        o.fatal = fatal;
+        return Ok(o);
     };
     // Pinned: the whole blob is attached read-only and mapped through dm-verity first; the header, the
     // keyslots and the data are then read only through the verified device.
@@ -258,14 +285,10 @@ pub fn open(
     };
     // On an error, the verity device is removed before the transport is detached (drop order).
     let unlocked = unlocked?;
-    map_and_mount(
-        s,
-        fs,
-        (etag, lease),
-        (kind, backing),
-        Some(verity_dev),
-        unlocked,
-    )
+    let verity_dev = Some(verity_dev);
+    let mut o = map_and_mount(s, fs, etag_lease, (kind, backing), verity_dev, unlocked)?;
+    o.fatal = fatal;
+    Ok(o)
 }
 
 /// The transport the manifest asks for or the kernel offers, attached over `src`.
@@ -288,7 +311,7 @@ fn attach(
             request: fs.nbd_timeout,
             dead_connection: (fs.nbd_timeout * 2).max(Duration::from_secs(120)),
         },
-        fuse_dir: PathBuf::from(format!("/run/encfs-init/fuse-{}", fs.index)),
+        fuse_dir: PathBuf::from(format!("/run/encfs-init/fuse-{}{}", fs.index, s.suffix)),
     };
     let (step, done) = match kind {
         crate::transport::Kind::Nbd => ("NBD", "NBD attach"),
@@ -314,7 +337,7 @@ fn map_and_mount(
         .as_ref()
         .map_or_else(|| block_device.clone(), |v| v.node().to_path_buf());
     let header = &unlocked.header;
-    let name = format!("remote-crypt-{}", fs.index);
+    let name = format!("remote-crypt-{}{}", fs.index, s.suffix);
     let uuid = format!("CRYPT-LUKS2-{}-{name}", header.binary.uuid.replace('-', ""));
     let params = CryptParams {
         cipher: header.segment.cipher.clone(),
@@ -336,6 +359,7 @@ fn map_and_mount(
         timings: Vec::new(),
         etag,
         lease,
+        fatal: None,
         verity: fs
             .verity
             .as_ref()
@@ -398,6 +422,8 @@ impl Opened {
                 })
                 .collect(),
             health: None,
+            state: crate::ready::MountState::Ready,
+            why: None,
             verity: self.verity.as_ref().map(|v| crate::ready::VerityState {
                 name: v.name.clone(),
                 device: v.device.display().to_string(),
@@ -405,83 +431,6 @@ impl Opened {
                 corrupted: false,
                 first_bad_block: None,
             }),
-        }
-    }
-
-    /// Undo everything: unpublish, unmount (flushing ext4), remove dm, detach NBD or loop + FUSE (flushing
-    /// the cache).
-    /// Every step is attempted; the first error is returned.
-    pub fn close(mut self, patience: Duration) -> Result<(), CloseError> {
-        self.close_inner(patience)
-    }
-
-    fn close_inner(&mut self, patience: Duration) -> Result<(), CloseError> {
-        let mut first: Option<CloseError> = None;
-        let i = self.index;
-        crate::mount::unpublish(&self.mount_point, &self.hidden);
-        let mut busy = false;
-        if self.mounted {
-            self.mounted = false;
-            match crate::mount::unmount(&self.hidden, patience) {
-                Ok(crate::mount::Unmounted::Clean) => {}
-                Ok(crate::mount::Unmounted::Lazily) => {
-                    busy = true;
-                    let what = format!(
-                        "{} still busy after {} ms (a process, e.g. the application's container, holds a \
-                         file open there): detached lazily, so it is gone from every namespace; the \
-                         filesystem ends when that file is closed",
-                        self.hidden.display(),
-                        patience.as_millis()
-                    );
-                    log::warn!("filesystem[{i}]: {what}");
-                    first.get_or_insert(CloseError::Busy);
-                }
-                Err(e) => {
-                    log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
-                    first.get_or_insert(CloseError::Failed);
-                }
-            }
-        }
-        // dm-crypt, then the dm-verity under it. A lazily detached filesystem still holds them: the kernel
-        // removes each at its last close.
-        let crypt = self.dm.take().map(|d| d.remove_held(busy));
-        let verity = self.verity_dev.take().map(|d| d.remove_held(busy));
-        for removed in [crypt, verity].into_iter().flatten() {
-            if let Err(e) = removed {
-                log::error!("filesystem[{i}]: {}", crate::errors::chain(&e));
-                first.get_or_insert(CloseError::Failed);
-            }
-        }
-        if let Some(backing) = self.backing.take() {
-            let detached = if busy {
-                backing.detach_held()
-            } else {
-                backing.detach()
-            };
-            if let Err(e) = detached {
-                log::error!(
-                    "filesystem[{i}]: {} detach: {}",
-                    self.transport.as_str(),
-                    crate::errors::chain(&e)
-                );
-                first.get_or_insert(CloseError::Failed);
-            }
-        }
-        match first {
-            None => {
-                log::info!("filesystem[{i}]: closed");
-                Ok(())
-            }
-            Some(e) => Err(e),
-        }
-    }
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        if self.mounted || self.dm.is_some() || self.verity_dev.is_some() || self.backing.is_some()
-        {
-            let _ = self.close_inner(Duration::from_secs(5));
         }
     }
 }

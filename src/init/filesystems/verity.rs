@@ -47,7 +47,7 @@ pub(super) fn map(
         ));
     }
     check_tree(&superblock, offset, &pin.root_hash, src).map_err(|e| s.fail(STEP, e))?;
-    let name = format!("remote-verity-{}", s.index);
+    let name = format!("remote-verity-{}{}", s.index, s.suffix);
     let uuid = format!(
         "CRYPT-VERITY-{}-{name}",
         crate::hex::encode(&superblock.uuid)

@@ -216,6 +216,35 @@ pub(super) fn filesystem(
             None
         }
     };
+    let on_failure = match f.on_failure.as_deref().unwrap_or("restart") {
+        "restart" => Some(FailurePolicy::Restart),
+        "stay-down" => Some(FailurePolicy::StayDown),
+        other => {
+            v.unknown_choice(
+                &p.key("on_failure"),
+                "on_failure",
+                other,
+                ["restart", "stay-down"],
+                "use \"restart\" (re-open a dead mount) or \"stay-down\"",
+            );
+            None
+        }
+    };
+    // Health reads of a dead blob service fail only after io_deadline already: as long again by default.
+    let dead_after = v.dur(
+        &p.key("dead_after"),
+        f.dead_after,
+        io_deadline,
+        Duration::from_secs(24 * 3600),
+    );
+    let restart_limit = f.restart_limit.unwrap_or(5);
+    if restart_limit == 0 || restart_limit > 1000 {
+        v.err(
+            &p.key("restart_limit"),
+            format!("restart_limit {restart_limit} is out of range"),
+            "use 1 to 1000 (on_failure = \"stay-down\" never restarts)",
+        );
+    }
     let header_sha256 = f
         .header_sha256
         .as_deref()
@@ -249,6 +278,9 @@ pub(super) fn filesystem(
         io_deadline,
         nbd_timeout,
         transport: transport?,
+        on_failure: on_failure?,
+        dead_after,
+        restart_limit,
         key: key?,
         header_sha256,
         verity,
