@@ -66,8 +66,10 @@ Options:
 pub(super) const PROBE_HELP: &str = "\
 encfs-init probe [--manifest PATH | --readiness-file PATH]
 
-Exit 0 when the readiness file says ready (every filesystem mounted and published), 1 otherwise. For exec
-probes in a scratch image, which has no shell: `[\"/encfs-init\", \"probe\"]`.
+Exit 0 when the readiness file says ready (every filesystem mounted and published) and every filesystem is
+well: its state is ready (not restarting or down), its latest health read succeeded, its write lease is held
+and its dm-verity mapping saw no corrupted block; 1 otherwise, printing why. For exec probes in a scratch
+image, which has no shell: `[\"/encfs-init\", \"probe\"]`.
 
 Options:
   --manifest PATH         read readiness_file from this manifest

@@ -10,7 +10,7 @@ use crate::argv::{Arg, Args, Usage};
 use crate::attest::tool::{Format, PolicySource};
 use std::path::PathBuf;
 
-/// Parse `args` (without argv[0]). `pid1` makes `run` the default.
+/// Parse `args` (without `argv[0]`). `pid1` makes `run` the default.
 pub fn parse(args: &[String], pid1: bool) -> Result<Command, Usage> {
     let Some(first) = args.first() else {
         return if pid1 {

@@ -1,9 +1,9 @@
 //! The boot sequence: the only place that knows the order of the steps.
 //!
-//! `main` calls [`early`] (detect the context; as a VM's PID 1 mount the basics), then the command line
+//! `main` calls [`early()`] (detect the context; as a VM's PID 1 mount the basics), then the command line
 //! dispatches `run` to [`run`], and [`finish`] ends the process. The steps of [`run`]:
 //!
-//! 1. report problems met by [`early`] (a failed required mount fails the boot);
+//! 1. report problems met by [`early()`] (a failed required mount fails the boot);
 //! 2. remove a stale readiness file;
 //! 3. as a VM's PID 1, load the plan's kernel modules (in a container the utility VM has done it);
 //! 4. release the disk keys ([`keys`]: one attestation per authority) and open every filesystem concurrently

@@ -8,7 +8,7 @@
 //!    mounted on through its open handle: nothing planted there is followed), and opened as a directory
 //!    handle checked to be that tmpfs;
 //! 2. each secret's key is released (once per vault key; or, in test mode, taken raw), put in its format
-//!    ([`crate::keyrelease::export`]) and written relative to that handle ([`files::write`]: parent
+//!    ([`crate::keyrelease::export`]) and written relative to that handle (`files::write`: parent
 //!    directories made with `mkdirat` and opened `O_NOFOLLOW`, the file the one atomic way of
 //!    [`crate::atomic`]: new temporary, `fchown`, `fchmod`, write, `fsync`, `renameat`);
 //! 3. the tmpfs is published like a filesystem ([`crate::mount::publish`]: `mount_point -> .secrets`, a

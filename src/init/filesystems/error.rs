@@ -58,7 +58,7 @@ impl std::error::Error for StepError {
     }
 }
 
-/// Why [`Opened::close`] did not end cleanly; each problem was logged where it happened.
+/// Why [`super::Opened::close`] did not end cleanly; each problem was logged where it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseError {
     /// The filesystem was still busy and was detached lazily: it ends when its last file is closed.

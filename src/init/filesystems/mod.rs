@@ -4,14 +4,14 @@
 //! 1. the disk key (a raw key in test mode; secure key release otherwise);
 //! 2. the blob as a [`BlockSource`]: Azure Blob over HTTP(S) behind the block cache, or a local file in test mode;
 //! 3. the LUKS2 header read from the source, checked (allowlist, optional pin) and unlocked with the key
-//!    ([`unlock`]);
+//!    (`unlock`);
 //! 4. the source served to the kernel as a block device, by the transport the manifest asks for or the
 //!    kernel offers ([`crate::transport`]): the NBD client over a socketpair (`/dev/nbdN`), or a FUSE file
 //!    of our own on a loop device (`/dev/loopN`);
 //! 5. dm-crypt over that device, named `remote-crypt-<i>` as upstream: `/dev/dm-M`;
 //! 6. ext4 mounted at `<parent>/.filesystem-<i>`, then published by the `mount_point` symlink.
 //!
-//! A filesystem whose manifest pins `verity_root_hash` goes another order ([`verity`]): key, blob, the
+//! A filesystem whose manifest pins `verity_root_hash` goes another order (`verity`): key, blob, the
 //! transport (read-only, the whole blob), dm-verity `remote-verity-<i>` over it, then the header read and
 //! unlocked THROUGH the dm-verity device (never from the blob), dm-crypt over the dm-verity device, ext4
 //! read-only. Teardown is the reverse: unmount, dm-crypt, dm-verity, transport.
