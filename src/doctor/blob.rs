@@ -99,13 +99,8 @@ pub fn luks2(
         Ok(b) => b,
         Err(f) => return f,
     };
-    // As the boot: the binary header's hdr_size decides how much to read, within LUKS2's bounds.
-    let hdr_size = first
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(16 << 10, u64::from_be_bytes)
-        .clamp(16 << 10, 4 << 20);
-    let head = match read(hdr_size * 2) {
+    // As the boot: the binary header's hdr_size decides how much to read.
+    let head = match read(crate::luks2::both_copies_len(&first)) {
         Ok(b) => b,
         Err(f) => return f,
     };

@@ -214,6 +214,19 @@ pub struct Header {
     pub header_sha256: [u8; 32],
 }
 
+/// How many bytes to read from the start of a device for both copies of the LUKS2 header, given its first
+/// 4096 bytes: twice `hdr_size` (the big-endian u64 at offset 8 of the primary binary header), within
+/// LUKS2's bounds (16 KiB to 4 MiB per copy). Only a read size: [`Header::parse`] checks the field itself,
+/// and both copies.
+pub fn both_copies_len(first: &[u8]) -> u64 {
+    let hdr_size = first
+        .get(8..16)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(16 << 10, u64::from_be_bytes)
+        .clamp(16 << 10, 4 << 20);
+    hdr_size * 2
+}
+
 /// SHA-256 of `[0, 2 * hdr_size)` of `buf`, or `None` if `buf` is shorter.
 pub fn area_sha256(buf: &[u8], hdr_size: u64) -> Option<[u8; 32]> {
     let end = usize::try_from(hdr_size.checked_mul(2)?).ok()?;
@@ -273,5 +286,22 @@ impl Header {
             .collect();
         v.sort_by_key(|k| (std::cmp::Reverse(k.priority), k.id));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_copies_len_is_twice_hdr_size_within_luks2s_bounds() {
+        let with = |hdr_size: u64| {
+            let mut first = vec![0u8; 4096];
+            first[8..16].copy_from_slice(&hdr_size.to_be_bytes());
+            super::both_copies_len(&first)
+        };
+        assert_eq!(with(16 << 10), 32 << 10);
+        assert_eq!(with(64 << 10), 128 << 10);
+        assert_eq!(with(1), 32 << 10);
+        assert_eq!(with(u64::MAX), 8 << 20);
+        assert_eq!(super::both_copies_len(&[0u8; 10]), 32 << 10);
     }
 }

@@ -85,12 +85,7 @@ pub fn crypt_mount(
 ) -> Result<Mounted, String> {
     let t = Instant::now();
     let first = read(0, 4096)?;
-    let hdr_size = first
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(16 << 10, u64::from_be_bytes)
-        .clamp(16 << 10, 4 << 20);
-    let head = read(0, (hdr_size * 2) as usize)?;
+    let head = read(0, encfs_init::luks2::both_copies_len(&first) as usize)?;
     let header = encfs_init::luks2::Header::parse(&head).map_err(|e| format!("LUKS2: {e}"))?;
     let (vk, (offset, len)) = header
         .open_device(

@@ -83,15 +83,8 @@ pub(super) fn unlock(
     let first = r
         .read(0, 4096, "LUKS2 header")
         .map_err(|e| s.fail(r.read_step(header_step), e))?;
-    // hdr_size is the big-endian u64 at offset 8 of the primary binary header; the parser checks it (and
-    // both copies) properly, this only decides how much to read, within LUKS2's bounds.
-    let hdr_size = first
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(16 << 10, u64::from_be_bytes)
-        .clamp(16 << 10, 4 << 20);
     let head = r
-        .read(0, hdr_size * 2, "LUKS2 header")
+        .read(0, crate::luks2::both_copies_len(&first), "LUKS2 header")
         .map_err(|e| s.fail(r.read_step(header_step), e))?;
     let header = Header::parse_pinned(&head, header_sha256)
         .map_err(|e| s.fail_fix(header_step, Some("the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"); if it may have been tampered with, restore it and pin header_sha256 (or verity_root_hash) in the manifest"), e))?;
