@@ -30,7 +30,7 @@ use crate::cpio::Archive;
 use crate::kernel::Kernel;
 use crate::scenario::{Init, Scenario, MANIFEST_GUEST_PATH};
 use crate::tomlish;
-use crate::util::{bail, run_captured, stdout_of, Context, OrErr, Result};
+use crate::util::{bail, run_captured, stdout_of, write_whole, Context, OrErr, Result};
 
 /// `modules.dep` of the kernel, indexed by canonical module name (`dm_crypt`).
 #[derive(Debug)]
@@ -149,7 +149,7 @@ impl ModuleIndex {
         if let Some(parent) = cached.parent() {
             fs::create_dir_all(parent).context("creating module cache")?;
         }
-        fs::write(&cached, &data).context("caching module")?;
+        write_whole(&cached, &data).context("caching module")?;
         Ok(data)
     }
 }
@@ -397,6 +397,63 @@ mod tests {
         assert_eq!(module_name("kernel/drivers/md/dm-crypt.ko.xz"), "dm_crypt");
         assert_eq!(module_name("aesni-intel"), "aesni_intel");
         assert_eq!(module_name("nbd.ko"), "nbd");
+    }
+
+    /// Two scenarios build their images at once (vmtest --jobs 2) and share the module cache: a reader must
+    /// never see a module another thread is still writing (CI once booted a half-written crypto_simd.ko:
+    /// "insmod: short read").
+    #[test]
+    fn module_cache_is_never_seen_half_written() {
+        let tmp = std::env::temp_dir().join(format!("xtask-ko-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let src = tmp.join("src");
+        fs::create_dir_all(src.join("k")).unwrap();
+        // 8 MiB of bytes that gzip cannot shrink to nothing, so a write takes a while.
+        let mut x: u32 = 0x9e37_79b9;
+        let module: Vec<u8> = (0..8 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect();
+        fs::write(src.join("k/big.ko"), &module).unwrap();
+        let gz = Command::new("gzip")
+            .arg("-1")
+            .arg(src.join("k/big.ko"))
+            .status()
+            .unwrap();
+        assert!(gz.success());
+        for round in 0..6 {
+            let idx = std::sync::Arc::new(ModuleIndex {
+                release: "r".into(),
+                dir: src.clone(),
+                deps: HashMap::new(),
+                builtin: HashSet::new(),
+                ko_cache: tmp.join(format!("cache-{round}")),
+            });
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let idx = idx.clone();
+                    std::thread::spawn(move || {
+                        (0..20)
+                            .map(|_| idx.ko("k/big.ko.gz").unwrap().len())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for r in readers {
+                for len in r.join().unwrap() {
+                    assert_eq!(
+                        len,
+                        module.len(),
+                        "round {round}: a reader saw a partial module"
+                    );
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&tmp);
     }
 
     #[test]

@@ -54,6 +54,23 @@ impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     }
 }
 
+/// Write `data` to `path` so that a reader (another thread, another run) sees the old file, no file, or all
+/// of `data`, never a part: written to a name of this process and thread beside it, then renamed over it.
+pub fn write_whole(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".part-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// How a command line looks when printed in an error.
 pub fn show(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
