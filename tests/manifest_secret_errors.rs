@@ -1,5 +1,5 @@
-//! `[secrets]` and `[[secret]]` manifests: each refused case makes `encfs-init check` exit 2 with one error
-//! line naming the field, the problem and the fix; the example config/secrets.toml is valid.
+//! `[secrets]` and `[[secret]]` manifests, and where encfs-init may write its own files beside what it mounts:
+//! each refused case makes `encfs-init check` exit 2 with one error line naming the field, the problem and the fix; the example config/secrets.toml is valid.
 
 #![allow(clippy::unwrap_used)]
 
@@ -129,6 +129,38 @@ fn bad_secrets_exit_2_with_the_field_problem_and_fix() {
             "a filesystem at the tmpfs's directory",
             OK.replace("\"/mnt/remote/a\"", "\"/mnt/remote/.secrets\""),
             vec!["secrets.mount_point", "tmpfs's own directory"],
+        ),
+        (
+            "readiness file among the secrets",
+            format!("readiness_file = \"/mnt/remote/secrets/ready\"\n{OK}"),
+            vec![
+                "readiness_file",
+                "inside /mnt/remote/secrets, where [secrets] is mounted",
+                "e.g. /mnt/remote/ready",
+            ],
+        ),
+        (
+            "readiness file on the secrets' tmpfs",
+            format!("readiness_file = \"/mnt/remote/.secrets/ready\"\n{OK}"),
+            vec!["readiness_file", "where [secrets] is mounted"],
+        ),
+        (
+            "readiness file inside a filesystem",
+            format!("readiness_file = \"/mnt/remote/a/ready\"\n{OK}"),
+            vec![
+                "readiness_file",
+                "inside /mnt/remote/a, where filesystem[0] is mounted",
+            ],
+        ),
+        (
+            "readiness file on a filesystem's own directory",
+            format!("readiness_file = \"/mnt/remote/.filesystem-0/ready\"\n{OK}"),
+            vec!["readiness_file", "where filesystem[0] is mounted"],
+        ),
+        (
+            "log file inside a filesystem",
+            format!("[log]\nfile = \"/mnt/remote/a/log\"\n{OK}"),
+            vec!["log.file", "where filesystem[0] is mounted"],
         ),
         (
             "tmpfs too small",

@@ -348,6 +348,24 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
     check_mount_points(&mut v, &filesystems);
     let secrets = secret::secrets(&mut v, &root, m.secrets, m.secret, &filesystems);
     let skr = m.skr.and_then(|s| skr::skr(&mut v, &root.key("skr"), s));
+    if let Some(r) = &readiness_explicit {
+        outside_mounts(
+            &mut v,
+            &root.key("readiness_file"),
+            r,
+            &filesystems,
+            secrets.as_ref(),
+        );
+    }
+    if let Some(l) = &log_file {
+        outside_mounts(
+            &mut v,
+            &root.key("log").key("file"),
+            l,
+            &filesystems,
+            secrets.as_ref(),
+        );
+    }
     let readiness_file = readiness_explicit.unwrap_or_else(|| default_readiness_file(&filesystems));
 
     if !v.errors.is_empty() {
@@ -375,6 +393,57 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
         secrets,
         skr,
     })
+}
+
+/// A file encfs-init writes (the readiness file, the log) must not lie where encfs-init mounts something: a
+/// filesystem's mount point or the directory it is mounted on, the secrets' mount point or their tmpfs. There
+/// it would be written into the mounted filesystem (read-only, or the application's data), vanish when the
+/// filesystem is re-opened, or sit among the released secrets.
+fn outside_mounts(
+    v: &mut V<'_>,
+    p: &FieldPath,
+    file: &Path,
+    filesystems: &[FilesystemPlan],
+    secrets: Option<&SecretsPlan>,
+) {
+    let fs_dirs = filesystems.iter().flat_map(|f| {
+        [
+            (f.mount_point.clone(), format!("filesystem[{}]", f.index)),
+            (
+                crate::mount::hidden_dir(&f.mount_point, f.index),
+                format!("filesystem[{}]", f.index),
+            ),
+        ]
+    });
+    let secret_dirs = secrets.into_iter().flat_map(|s| {
+        [
+            (s.mount_point.clone(), "[secrets]".to_string()),
+            (
+                crate::secrets::hidden_dir(&s.mount_point),
+                "[secrets]".to_string(),
+            ),
+        ]
+    });
+    if let Some((dir, whose)) = fs_dirs
+        .chain(secret_dirs)
+        .find(|(dir, _)| file.starts_with(dir))
+    {
+        v.err(
+            p,
+            format!(
+                "\"{}\" is inside {}, where {whose} is mounted",
+                file.display(),
+                dir.display()
+            ),
+            format!(
+                "put it beside the mount points, e.g. {}",
+                dir.parent()
+                    .unwrap_or(Path::new("/"))
+                    .join(file.file_name().unwrap_or_default())
+                    .display()
+            ),
+        );
+    }
 }
 
 /// `error|warn|warning|info|debug|trace` (plus logrus' `fatal`, `panic`) to a level filter.
