@@ -15,8 +15,8 @@
 //! for `dead_after`, whose serving side gave up, whose blob was replaced, whose lease was lost or whose token
 //! can no longer be refreshed is dead, and is re-opened (or marked down) off this thread.
 //!
-//! The reads run in a thread of their own (a stalled device must not stall signal handling and reaping);
-//! [`Monitor::stop`] ends it before teardown.
+//! The reads run in threads of their own, one per filesystem (a stalled device must not stall signal
+//! handling and reaping, nor the other filesystems' reads); [`Monitor::stop`] ends them before teardown.
 #![forbid(unsafe_code)]
 
 use crate::ready::{FsState, Health};
@@ -73,50 +73,76 @@ pub enum Error {
     },
 }
 
-/// The running health thread.
+/// The running health threads: one per filesystem, so a read stalled on one filesystem's blob service (up to
+/// its `io_deadline`) does not delay the reads, and so the death verdicts, of the others.
 #[derive(Debug)]
 pub struct Monitor {
-    stop: Sender<()>,
-    thread: JoinHandle<()>,
+    threads: Vec<(Sender<()>, JoinHandle<()>)>,
 }
 
 impl Monitor {
-    /// Start reading every `interval` each ready filesystem of `fleet`; results go into its states and the
-    /// readiness file, and each filesystem is judged after its read.
+    /// Start reading every `interval` each ready filesystem of `fleet`, each in its own thread; results go
+    /// into its state and the readiness file, and the filesystem is judged after its read.
     pub fn start(
         interval: Duration,
         fleet: std::sync::Arc<super::revive::Fleet>,
     ) -> std::io::Result<Monitor> {
-        let (stop, stopped) = channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("health".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                for k in 0..fleet.len() {
-                    if let Some(dev) = fleet.ready_device(k) {
-                        let r = read_block(&dev);
-                        fleet.record(k, &dev, |st| {
-                            let ok = r.is_ok();
-                            update(st, r);
-                            check_verity(st);
-                            ok
-                        });
-                    }
-                    fleet.check(k);
-                }
-                // Rewritten on every round: `checked_unix` says how fresh it is.
-                fleet.write();
-            })?;
-        Ok(Monitor { stop, thread })
+        Self::each(interval, fleet.len(), move |k| {
+            if let Some(dev) = fleet.ready_device(k) {
+                let r = read_block(&dev);
+                fleet.record(k, &dev, |st| {
+                    let ok = r.is_ok();
+                    update(st, r);
+                    check_verity(st);
+                    ok
+                });
+            }
+            fleet.check(k);
+            // Rewritten after every read: `checked_unix` says how fresh it is.
+            fleet.write();
+        })
     }
 
-    /// End the thread (after a read in progress, if any).
+    /// Run `round(k)` every `interval` in thread `health-<k>`, for each `k` below `n`.
+    fn each(
+        interval: Duration,
+        n: usize,
+        round: impl Fn(usize) + Send + Sync + 'static,
+    ) -> std::io::Result<Monitor> {
+        let round = std::sync::Arc::new(round);
+        let mut m = Monitor {
+            threads: Vec::with_capacity(n),
+        };
+        for k in 0..n {
+            let (stop, stopped) = channel::<()>();
+            let round = round.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("health-{k}"))
+                .spawn(move || loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => round(k),
+                        _ => return,
+                    }
+                });
+            match spawned {
+                Ok(thread) => m.threads.push((stop, thread)),
+                Err(e) => {
+                    m.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// End the threads (each after its read in progress, if any).
     pub fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
+        for (stop, _) in &self.threads {
+            let _ = stop.send(());
+        }
+        for (_, thread) in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -305,6 +331,38 @@ mod tests {
             state: crate::ready::MountState::Ready,
             why: None,
         }
+    }
+
+    /// One filesystem's read stalled (its blob service gone, up to `io_deadline`) must not hold up the
+    /// others' reads: with one thread for all, filesystem 1 was not read until filesystem 0's read returned.
+    #[test]
+    fn a_stalled_filesystem_does_not_delay_the_others() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let (release, stalled) = channel::<()>();
+        let stalled = Mutex::new(stalled);
+        let reads = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let seen = reads.clone();
+        let m = Monitor::each(Duration::from_millis(10), 2, move |k| {
+            seen[k].fetch_add(1, Ordering::SeqCst);
+            if k == 0 {
+                // Stalls until the test releases it.
+                let _ = stalled.lock().unwrap().recv();
+            }
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reads[1].load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (r0, r1) = (
+            reads[0].load(Ordering::SeqCst),
+            reads[1].load(Ordering::SeqCst),
+        );
+        drop(release);
+        m.stop();
+        assert_eq!(r0, 1, "filesystem 0 is read once and stalls");
+        assert!(r1 >= 5, "filesystem 1 was read {r1} times while 0 stalled");
     }
 
     #[test]
