@@ -101,6 +101,6 @@ pub enum Error {
     #[error("the FUSE keeper thread panicked")]
     KeeperPanicked,
     /// The final flush of the source failed.
-    #[error("final flush")]
+    #[error("final flush failed")]
     Flush(#[source] crate::blob::Error),
 }

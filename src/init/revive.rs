@@ -262,6 +262,8 @@ impl Fleet {
         if let Some(o) = taken {
             if o.abandon() {
                 log::info!("filesystem[{i}]: detached (lazily; nothing left behind)");
+            } else {
+                log::warn!("filesystem[{i}]: detached (lazily), with the errors above");
             }
         }
         let limit = fs.restart_limit;
