@@ -2,7 +2,7 @@
 //! MAA, Key Vault and IMDS of tests/support, on the guest's 127.0.0.1. The rig builds it static
 //! (`cargo_tests = ["guest_fake_azure"]`).
 //!
-//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest] [--no-demo-key] [--extra-key NAME:KTY:FILE]...`: makes the fake AMD chain (ARK →
+//! `guest_fake_azure --key-file KEY32 --out DIR [--policy-hostdata HEX] [--sev-guest] [--no-demo-key] [--extra-key NAME:KTY:FILE]... [--token-ttl SECS]`: makes the fake AMD chain (ARK →
 //! ASK → VCEK for chip id 0x42.., the default TCB of the product's fake attester) and a fake Azure (IMDS
 //! over http; MAA and the vault over https with a test CA), adds the oct-HSM key `demo` holding the 32 raw
 //! bytes of KEY32 with a release policy on `x-ms-sevsnpvm-hostdata` (SHA-256 of the security policy it
@@ -26,6 +26,9 @@
 //! Revocation (a test control): while a file `DIR/revoke/<kid>` exists, the vault refuses to release key
 //! `<kid>` (403, as a vault whose key was disabled or whose policy no longer admits the guest); a scenario
 //! creates it after boot to see a re-open fail closed.
+//!
+//! Identity (test controls): `--token-ttl SECS` makes IMDS's tokens live SECS seconds (`expires_in`;
+//! default 3600); while a file `DIR/imds-down` exists, IMDS answers every token request with 503.
 //!
 //! It serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
 //! checks itself: a full release through the product's key release code against the files it wrote.
@@ -63,12 +66,15 @@ struct Options {
     /// `--extra-key NAME:KTY:FILE`: more keys under the same release policy (the file's bytes as the
     /// vault's material: an oct key's bytes, an RSA or EC key's PKCS#8 DER); the file is removed once read.
     extra: Vec<(String, String, Vec<u8>)>,
+    /// `--token-ttl SECS`: IMDS tokens' `expires_in`.
+    token_ttl: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let (mut key, mut out, mut hostdata, mut sev_guest) = (None, None, None, false);
     let mut demo = true;
     let mut extra = Vec::new();
+    let mut token_ttl = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -77,6 +83,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--policy-hostdata" => hostdata = it.next().cloned(),
             "--sev-guest" => sev_guest = true,
             "--no-demo-key" => demo = false,
+            "--token-ttl" => {
+                let secs = it.next().ok_or("--token-ttl SECS")?;
+                token_ttl = Some(
+                    secs.parse()
+                        .map_err(|_| format!("--token-ttl {secs}: want seconds"))?,
+                );
+            }
             "--extra-key" => {
                 let spec = it.next().ok_or("--extra-key NAME:KTY:FILE")?;
                 let mut parts = spec.splitn(3, ':');
@@ -108,13 +121,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
         hostdata,
         sev_guest,
         extra,
+        token_ttl,
     })
 }
 
 /// The running fake and what the guest needs to know about it.
 struct Guest {
-    /// Kept for the whole run (the servers share its state).
-    _az: FakeAzure,
+    /// Kept for the whole run (the servers share its state; its knobs are set after start).
+    az: FakeAzure,
     imds: String,
     maa: String,
     vault: String,
@@ -170,7 +184,10 @@ fn start(
 ) -> Result<Guest, String> {
     let amd = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
     let az = FakeAzure::start(&amd);
-    az.set(|k| k.revoked_dir = Some(out.join("revoke")));
+    az.set(|k| {
+        k.revoked_dir = Some(out.join("revoke"));
+        k.imds_down = Some(out.join("imds-down"));
+    });
     let want = hostdata
         .map(str::to_string)
         .unwrap_or_else(|| encfs_init::hex::encode(&Sha256::digest(POLICY)));
@@ -228,7 +245,7 @@ fn start(
         imds: az.http.url(),
         maa: az.https.url(),
         vault: az.https.url(),
-        _az: az,
+        az,
     };
     write(
         out,
@@ -252,6 +269,9 @@ fn serve(args: &[String]) -> Result<(), String> {
         o.sev_guest,
         &o.extra,
     )?;
+    if let Some(secs) = o.token_ttl {
+        g.az.set(|k| k.imds_expires_in = json!(secs.to_string()));
+    }
     eprintln!(
         "guest_fake_azure: IMDS {}, MAA and Key Vault {} ({}), files in {} ({} ms)",
         g.imds,

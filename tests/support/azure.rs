@@ -53,6 +53,9 @@ pub struct Knobs {
     /// A release of key `<kid>` is refused (403, as a vault whose key was disabled or whose release policy
     /// no longer admits us) while the file `<dir>/<kid>` exists: a test revokes a key after boot.
     pub revoked_dir: Option<std::path::PathBuf>,
+    /// IMDS answers every token request with 503 (as an identity endpoint that is down) while this file
+    /// exists: a test makes tokens unobtainable after boot.
+    pub imds_down: Option<std::path::PathBuf>,
     /// THIM's answer (the THIM JSON), served to `Metadata: true` requests; `None`: 404.
     pub thim: Option<ThimCerts>,
     /// AMD KDS's certificates; `None`: 404.
@@ -432,6 +435,12 @@ fn imds(st: &mut State, req: &Req) -> Resp {
             &json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
         );
     }
+    if st.knobs.imds_down.as_ref().is_some_and(|f| f.exists()) {
+        return Resp::json(
+            503,
+            &json!({"error": "service_unavailable", "error_description": "IMDS is down (test control)"}),
+        );
+    }
     let resource = pct_decode(&req.param("resource").unwrap_or_default());
     let t = issue(st, resource.clone());
     Resp::json(
@@ -484,6 +493,7 @@ impl FakeAzure {
                 imds_expires_in: json!("3600"),
                 answer_as: None,
                 revoked_dir: None,
+                imds_down: None,
                 thim: None,
                 kds: None,
             },

@@ -5,7 +5,8 @@ ip link set lo up
 /tests/guest_blob_server --serve /blobs/a.img --port-file /run/a.port &
 echo $! > /blobs/a.pid
 /tests/guest_blob_server --serve /blobs/b.img --port-file /run/b.port &
-/tests/guest_fake_azure --key-file /keys/key.bin --out /fake-azure $FAKE_AZURE_ARGS &
+# A scenario may give the fake more arguments in /vmtest/fake-azure-args.
+/tests/guest_fake_azure --key-file /keys/key.bin --out /fake-azure $(cat /vmtest/fake-azure-args 2>/dev/null) &
 i=0
 while { [ ! -s /run/a.port ] || [ ! -s /run/b.port ] || [ ! -s /fake-azure/env ]; } && [ $i -lt 600 ]; do
     sleep 0.05; i=$((i+1))

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Filesystem 0 is private (IMDS's token for the storage account, 40 s). IMDS goes down after boot: once its
+# token can no longer be refreshed, filesystem 0 is dead and goes restarting (probe fails); its re-opens fail
+# while IMDS is down; once IMDS is back it comes back with the same checksum. Filesystem 1 (anonymous) is
+# read throughout and never fails.
+r=/mnt/remote/encfs-init.ready
+fail() { echo "token: FAIL: $*"; cat $r; exit 1; }
+/bin/encfs-init probe || fail "probe fails after boot"
+a0=$(sha256sum < /mnt/remote/a/data.bin)
+b0=$(sha256sum < /mnt/remote/b/data.bin)
+touch /fake-azure/imds-down
+echo "token: IMDS is down"
+( while [ ! -e /run/stop-b ]; do
+      echo 3 > /proc/sys/vm/drop_caches
+      b=$(sha256sum < /mnt/remote/b/data.bin) || touch /run/b-failed
+      [ "$b" = "$b0" ] || touch /run/b-failed
+      sleep 0.5
+  done ) &
+i=0
+until grep -q '"state": "restarting"' $r 2>/dev/null; do
+    i=$((i+1)); [ $i -lt 900 ] || fail "filesystem 0 never went restarting"; sleep 0.1
+done
+/bin/encfs-init probe 2>/dev/null && fail "probe passes while filesystem 0 is restarting"
+echo "token: filesystem 0 is restarting, probe fails"
+sleep 5
+grep -q '"state": "restarting"' $r || fail "filesystem 0 left restarting while IMDS was down"
+rm /fake-azure/imds-down
+echo "token: IMDS is back"
+i=0
+until /bin/encfs-init probe >/dev/null 2>&1; do
+    i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never came back"; sleep 0.2
+done
+echo "token: probe passes again"
+echo 3 > /proc/sys/vm/drop_caches
+a1=$(sha256sum < /mnt/remote/a/data.bin) || fail "filesystem 0 unreadable after the restart"
+[ "$a1" = "$a0" ] || fail "filesystem 0 gives another checksum after the restart"
+echo "token: filesystem 0 gives the same checksum again"
+touch /run/stop-b; wait
+[ -e /run/b-failed ] && fail "filesystem 1 failed a read meanwhile"
+echo "token: filesystem 1 never blinked"
