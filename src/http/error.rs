@@ -46,7 +46,7 @@ impl TransportKind {
             Self::Tls => "TLS failure",
             Self::Protocol => "malformed HTTP response",
             Self::TooLarge => "response body too large",
-            Self::Request => "invalid request",
+            Self::Request => "request not sent",
         }
     }
 }

@@ -47,7 +47,7 @@ impl Endpoint {
                 method: method.to_string(),
                 url: crate::redact::url(target),
                 kind: http::TransportKind::Request,
-                detail: format!("no bearer token: {e}"),
+                detail: e.to_string(),
             })?;
             req = req.header("authorization", format!("Bearer {}", token.expose()));
         }
@@ -99,6 +99,31 @@ pub(super) fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct NoToken;
+    impl crate::blob::BearerSource for NoToken {
+        fn token(&self) -> crate::blob::Result<crate::secret::SecretString> {
+            Err(crate::blob::Error::Token("IMDS token: HTTP 503".into()))
+        }
+    }
+
+    /// A request whose token cannot be had is not sent, and its error says so plainly (it read "invalid
+    /// request: no bearer token: blob token: ...").
+    #[test]
+    fn a_request_without_its_token_says_not_sent_and_why() {
+        let ep = Endpoint {
+            client: Client::new(&crate::manifest::empty_plan().unwrap().network).unwrap(),
+            url: "https://acct.blob.core.windows.net/c/b.img".into(),
+            auth: super::super::Auth::Bearer(std::sync::Arc::new(NoToken)),
+            version: "2020-10-02".into(),
+        };
+        let e = ep.request("GET", &ep.url).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "GET https://acct.blob.core.windows.net/c/b.img: request not sent: blob token: IMDS token: HTTP 503"
+        );
+    }
 
     #[test]
     fn request_ids_are_uuid_v4() {
