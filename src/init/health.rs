@@ -11,7 +11,8 @@
 //! probe` fails from then on) and logged once, naming the filesystem and the first bad block when the
 //! kernel's message (`/dev/kmsg`) gives it.
 //!
-//! After each read the filesystem is judged ([`super::revive::Fleet::check`]): one whose reads keep failing
+//! After each read, and every second between reads, the filesystem is judged
+//! ([`super::revive::Fleet::check`]): one whose reads keep failing
 //! for `dead_after`, whose serving side gave up, whose blob was replaced, whose lease was lost or whose token
 //! can no longer be refreshed is dead, and is re-opened (or marked down) off this thread.
 //!
@@ -29,6 +30,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BLOCK: usize = 4096;
+
+/// How often a filesystem is judged between its health reads.
+pub const JUDGE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a health read failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,34 +86,44 @@ pub struct Monitor {
 
 impl Monitor {
     /// Start reading every `interval` each ready filesystem of `fleet`, each in its own thread; results go
-    /// into its state and the readiness file, and the filesystem is judged after its read.
+    /// into its state and the readiness file, and the filesystem is judged after its read and every
+    /// [`JUDGE_EVERY`] between reads (a lost lease, a replaced blob, a token past refreshing or a serving
+    /// side that gave up is known at once, without a read: such a death is acted on within a second, not
+    /// at the next read, which may be `health_interval` away).
     pub fn start(
         interval: Duration,
         fleet: std::sync::Arc<super::revive::Fleet>,
     ) -> std::io::Result<Monitor> {
-        Self::each(interval, fleet.len(), move |k| {
-            if let Some(dev) = fleet.ready_device(k) {
-                let r = read_block(&dev);
-                fleet.record(k, &dev, |st| {
-                    let ok = r.is_ok();
-                    update(st, r);
-                    check_verity(st);
-                    ok
-                });
+        Self::each(interval, JUDGE_EVERY, fleet.len(), move |k, read| {
+            if read {
+                if let Some(dev) = fleet.ready_device(k) {
+                    let r = read_block(&dev);
+                    fleet.record(k, &dev, |st| {
+                        let ok = r.is_ok();
+                        update(st, r);
+                        check_verity(st);
+                        ok
+                    });
+                }
             }
             fleet.check(k);
-            // Rewritten after every read: `checked_unix` says how fresh it is.
-            fleet.write();
+            if read {
+                // Rewritten after every read: `checked_unix` says how fresh it is.
+                fleet.write();
+            }
         })
     }
 
-    /// Run `round(k)` every `interval` in thread `health-<k>`, for each `k` below `n`.
+    /// In thread `health-<k>`, for each `k` below `n`: `round(k, true)` every `interval` and `round(k,
+    /// false)` every `judge_every` in between.
     fn each(
         interval: Duration,
+        judge_every: Duration,
         n: usize,
-        round: impl Fn(usize) + Send + Sync + 'static,
+        round: impl Fn(usize, bool) + Send + Sync + 'static,
     ) -> std::io::Result<Monitor> {
         let round = std::sync::Arc::new(round);
+        let tick = judge_every.min(interval);
         let mut m = Monitor {
             threads: Vec::with_capacity(n),
         };
@@ -118,10 +132,18 @@ impl Monitor {
             let round = round.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("health-{k}"))
-                .spawn(move || loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => round(k),
-                        _ => return,
+                .spawn(move || {
+                    let mut last_read = Instant::now();
+                    loop {
+                        match stopped.recv_timeout(tick) {
+                            Err(RecvTimeoutError::Timeout) => {}
+                            _ => return,
+                        }
+                        let read = last_read.elapsed() >= interval;
+                        if read {
+                            last_read = Instant::now();
+                        }
+                        round(k, read);
                     }
                 });
             match spawned {
@@ -343,7 +365,9 @@ mod tests {
         let stalled = Mutex::new(stalled);
         let reads = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
         let seen = reads.clone();
-        let m = Monitor::each(Duration::from_millis(10), 2, move |k| {
+        let tick = Duration::from_millis(10);
+        let m = Monitor::each(tick, tick, 2, move |k, read| {
+            assert!(read, "every round reads when the interval is the tick");
             seen[k].fetch_add(1, Ordering::SeqCst);
             if k == 0 {
                 // Stalls until the test releases it.
@@ -363,6 +387,39 @@ mod tests {
         m.stop();
         assert_eq!(r0, 1, "filesystem 0 is read once and stalls");
         assert!(r1 >= 5, "filesystem 1 was read {r1} times while 0 stalled");
+    }
+
+    /// Between reads a filesystem is judged every `judge_every`, so a death that needs no read (a lost
+    /// lease, a replaced blob) is acted on long before the next read.
+    #[test]
+    fn a_filesystem_is_judged_between_its_reads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let seen = counts.clone();
+        let m = Monitor::each(
+            Duration::from_secs(3600),
+            Duration::from_millis(10),
+            1,
+            move |_, read| {
+                seen[usize::from(read)].fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counts[0].load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        m.stop();
+        assert!(
+            counts[0].load(Ordering::SeqCst) >= 5,
+            "judged between reads"
+        );
+        assert_eq!(
+            counts[1].load(Ordering::SeqCst),
+            0,
+            "no read before the interval"
+        );
     }
 
     #[test]
