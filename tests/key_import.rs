@@ -22,12 +22,22 @@ struct Out {
 }
 
 fn key_cmd(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_encfs-init"))
-        .arg("key")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    key_cmd_env(args, &[])
+}
+
+/// `encfs-init key ARGS` with the `AZURE_*` environment given in `env` only.
+fn key_cmd_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_encfs-init"));
+    cmd.arg("key").args(args).env_remove("RUST_LOG");
+    for v in [
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+    ] {
+        cmd.env_remove(v);
+    }
+    let o = cmd.envs(env.iter().copied()).output().unwrap();
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -117,6 +127,86 @@ fn an_oct_key_from_a_hex_file_is_imported_and_released_under_the_default_policy(
         .release(&rig.plan("disk-oct", VaultKind::KeyVault))
         .unwrap();
     assert_eq!(released.expose(), &key[..]);
+}
+
+#[test]
+fn workload_identity_gives_the_vault_token_and_without_its_environment_one_line_says_what_is_missing(
+) {
+    let rig = Rig::new("ki-workload");
+    let cfg = config(
+        &rig,
+        "wi",
+        &format!(
+            "kid = \"disk-wi\"\nkty = \"oct-HSM\"\npolicy_digest = \"{}\"",
+            host_data()
+        ),
+    );
+    let token_file = rig.dir.join("federated-token");
+    std::fs::write(&token_file, "federated-token").unwrap();
+    let disk = rig.dir.join("disk-wi.key");
+    let authority = rig.az.https.url();
+    let env = [
+        ("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
+        ("AZURE_TENANT_ID", "tenant-1"),
+        ("AZURE_FEDERATED_TOKEN_FILE", s(&token_file)),
+        ("AZURE_AUTHORITY_HOST", authority.as_str()),
+    ];
+    let args = [
+        "import",
+        "--config",
+        s(&cfg),
+        "--workload-identity",
+        "--disk-key-out",
+        s(&disk),
+    ];
+    let out = key_cmd_env(&args, &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("imported: "), "{}", out.stdout);
+    assert!(!out.stdout.contains("federated-token") && !out.stderr.contains("federated-token"));
+    // The token came from the login endpoint of the tenant, not from IMDS.
+    assert!(rig.az.https.hits("/tenant-1/oauth2/v2.0/token") >= 1);
+    assert_eq!(rig.az.http.hits("/metadata/identity"), 0);
+    let released = rig
+        .release(&rig.plan("disk-wi", VaultKind::KeyVault))
+        .unwrap();
+    assert_eq!(released.expose(), &std::fs::read(&disk).unwrap()[..]);
+
+    // Another assertion: the login refuses it, one line naming the step.
+    std::fs::write(&token_file, "someone-else").unwrap();
+    let out = key_cmd_env(&args[..4], &env);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("vault token: workload identity token: HTTP 401")
+            && out
+                .stderr
+                .contains("fix: Entra ID refused the federated token"),
+        "{}",
+        out.stderr
+    );
+
+    // No workload identity environment: a usage error that names the variables.
+    let out = key_cmd_env(&args[..4], &env[..1]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("AZURE_TENANT_ID") && out.stderr.contains("fix: "),
+        "{}",
+        out.stderr
+    );
+    // Two token sources at once.
+    let out = key_cmd_env(
+        &[
+            "import",
+            "--config",
+            s(&cfg),
+            "--workload-identity",
+            "--imds",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("keep one"), "{}", out.stderr);
 }
 
 #[test]

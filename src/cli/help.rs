@@ -131,8 +131,8 @@ Options:
 
 /// `help key`.
 pub(super) const KEY_HELP: &str = "\
-encfs-init key import --config FILE [--key-file FILE | --rsa-key PEM] [--imds] [--random-salt]
-                      [--disk-key-out FILE] [--private-key-out FILE] [--ca-bundle PEM]
+encfs-init key import --config FILE [--key-file FILE | --rsa-key PEM] [--imds | --workload-identity]
+                      [--random-salt] [--disk-key-out FILE] [--private-key-out FILE] [--ca-bundle PEM]
 encfs-init key policy --config FILE
 
 import: upstream importkey's job. Make an oct-HSM key (32 random bytes, or --key-file) or an RSA-HSM key
@@ -157,6 +157,8 @@ Options:
   --key-file FILE         oct-HSM: the key, 32 raw bytes or 64 hex digits (- reads stdin)
   --rsa-key PEM           RSA-HSM: a PKCS#8 PEM private key
   --imds                  get the vault token from the managed identity (IMDS) instead of the config
+  --workload-identity     get it by AKS workload identity (AZURE_CLIENT_ID, AZURE_TENANT_ID,
+                          AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST, as the webhook sets them)
   --random-salt           RSA-HSM: a random HKDF salt (printed)
   --disk-key-out FILE     write the 32-byte disk key, for `encfs-init image create --key-file`
   --private-key-out FILE  write a generated RSA key (PKCS#8 PEM)

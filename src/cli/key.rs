@@ -32,6 +32,7 @@ pub(super) fn parse_key(args: &[String]) -> Result<Command, Usage> {
             ("--key-file", true) => o.key_file = Some(a.path()?),
             ("--rsa-key", true) => o.rsa_key = Some(a.path()?),
             ("--imds", true) => o.imds = true,
+            ("--workload-identity", true) => o.workload_identity = true,
             ("--random-salt", true) => o.random_salt = true,
             ("--disk-key-out", true) => o.disk_key_out = Some(a.path()?),
             ("--private-key-out", true) => o.private_key_out = Some(a.path()?),

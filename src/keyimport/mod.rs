@@ -43,6 +43,9 @@ pub struct ImportArgs {
     pub rsa_key: Option<PathBuf>,
     /// `--imds`: a managed identity token instead of the config's bearer token.
     pub imds: bool,
+    /// `--workload-identity`: an AKS workload identity token (from the `AZURE_*` environment the
+    /// workload identity webhook sets) instead of the config's bearer token.
+    pub workload_identity: bool,
     /// `--random-salt`: a new random HKDF salt for an RSA-HSM key (printed).
     pub random_salt: bool,
     /// `--disk-key-out FILE`.
@@ -77,7 +80,7 @@ pub enum Error {
     /// The HTTP client (trust roots).
     #[error("HTTP client")]
     Http(#[source] crate::http::Error),
-    /// The IMDS token.
+    /// The vault token (IMDS or workload identity).
     #[error("vault token")]
     Token(#[source] crate::keyrelease::Error),
     /// The import.
@@ -146,11 +149,11 @@ fn check_options(a: &ImportArgs, c: &Config) -> Result<(), Error> {
             "--random-salt and the config's key_derivation.salt both set the salt; fix: keep one",
         );
     }
-    if a.imds && c.bearer_token.is_some() {
-        return bad("--imds and the config's bearer token both give the token; fix: keep one");
-    }
-    if !a.imds && c.bearer_token.is_none() {
-        return bad("no vault token: the config has no bearer_token; fix: set bearer_token_file, or pass --imds to use the managed identity");
+    let sources = [a.imds, a.workload_identity, c.bearer_token.is_some()];
+    match sources.iter().filter(|s| **s).count() {
+        0 => return bad("no vault token: the config has no bearer_token; fix: set bearer_token_file, or pass --imds (the managed identity) or --workload-identity (AKS)"),
+        1 => {}
+        _ => return bad("--imds, --workload-identity and the config's bearer token each give the token; fix: keep one"),
     }
     Ok(())
 }
@@ -160,25 +163,39 @@ fn import(a: &ImportArgs) -> Result<(), Error> {
     check_options(a, &c)?;
     let policy_json = policy::json(&c.authority, &c.claims);
     let data = policy::data(&policy_json);
-    let mut network = crate::manifest::empty_plan()
-        .map_err(|e| Error::Options(format!("built-in defaults invalid (a bug): {e}")))?
-        .network;
+    let defaults = crate::manifest::empty_plan()
+        .map_err(|e| Error::Options(format!("built-in defaults invalid (a bug): {e}")))?;
+    let mut network = defaults.network;
     network.ca_bundle = a.ca_bundle.clone().or_else(|| c.ca_bundle.clone());
     let client = crate::http::Client::new(&network).map_err(Error::Http)?;
-    let bearer = match &c.bearer_token {
-        Some(t) => SecretString::new(t.expose().to_string()),
-        None => {
-            TokenSource::Imds {
-                base: c.imds.clone(),
-                api_version: "2018-02-01".into(),
-                resource: vault_resource(c.vault_kind).to_string(),
-                client_id: c.client_id.clone(),
-            }
-            .fetch(&client)
-            .map_err(Error::Token)?
-            .0
+    let resource = vault_resource(c.vault_kind);
+    let source = if let Some(t) = &c.bearer_token {
+        TokenSource::Static(SecretString::new(t.expose().to_string()))
+    } else if a.workload_identity {
+        TokenSource::workload(
+            resource,
+            &defaults.endpoints.login_authority.0,
+            false,
+            &crate::attest::uvm::process_env,
+        )
+        .map_err(Error::Token)?
+        .ok_or_else(|| {
+            Error::Options(
+                "--workload-identity: AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE are not \
+                 all set; fix: run it in a pod whose service account has the azure.workload.identity/use \
+                 label (the webhook sets them), or set them yourself"
+                    .into(),
+            )
+        })?
+    } else {
+        TokenSource::Imds {
+            base: c.imds.clone(),
+            api_version: "2018-02-01".into(),
+            resource: resource.to_string(),
+            client_id: c.client_id.clone(),
         }
     };
+    let bearer = source.fetch(&client).map_err(Error::Token)?.0;
     let key = key::obtain(c.kty, a.key_file.as_deref(), a.rsa_key.as_deref())?;
     let salt = match (&c.salt, a.random_salt) {
         (Some(s), _) => s.clone(),

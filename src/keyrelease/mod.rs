@@ -125,6 +125,7 @@ fn hint(step: Step, status: u16) -> &'static str {
         (Step::Release, 404) => "; fix: check the key name (kid) and the vault endpoint",
         (Step::Maa, 400) => "; fix: MAA rejected the evidence (report, VCEK chain or runtime data)",
         (Step::Imds, 400) => "; fix: check the managed identity client_id and that an identity is assigned",
+        (Step::WorkloadIdentity, 400 | 401) => "; fix: Entra ID refused the federated token: check that the identity (AZURE_CLIENT_ID, AZURE_TENANT_ID) has a federated credential for this service account (issuer and subject) and that the token file is the projected service-account token",
         _ => "",
     }
 }

@@ -457,8 +457,13 @@ fn login(st: &mut State, req: &Req) -> Resp {
                 .map(|(k, v)| (k.to_string(), pct_decode(v)))
         })
         .collect();
+    // What Entra ID checks of a federated credential exchange: the grant, the assertion type, a client id
+    // and the assertion itself (here: the one the test set up).
     if form.get("client_assertion") != Some(&st.assertion)
         || form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || form.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        || form.get("client_id").is_none_or(|c| c.is_empty())
     {
         return Resp::json(401, &json!({"error": "invalid_client"}));
     }

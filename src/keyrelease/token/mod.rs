@@ -99,23 +99,13 @@ impl TokenSource {
                 t.expose().to_string(),
             )));
         }
-        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
-        if let (Some(client_id), Some(tenant), Some(file)) = (
-            nonempty("AZURE_CLIENT_ID"),
-            nonempty("AZURE_TENANT_ID"),
-            nonempty("AZURE_FEDERATED_TOKEN_FILE"),
-        ) {
-            let authority = match nonempty("AZURE_AUTHORITY_HOST") {
-                Some(a) => checked_authority_host(&a, plan.test_mode)?,
-                None => plan.endpoints.login_authority.0.clone(),
-            };
-            return Ok(TokenSource::Workload {
-                authority: authority.trim_end_matches('/').to_string(),
-                tenant,
-                client_id,
-                token_file: PathBuf::from(file),
-                resource,
-            });
+        if let Some(w) = Self::workload(
+            &resource,
+            &plan.endpoints.login_authority.0,
+            plan.test_mode,
+            env,
+        )? {
+            return Ok(w);
         }
         Ok(TokenSource::Imds {
             base: plan.endpoints.imds.0.clone(),
@@ -123,6 +113,36 @@ impl TokenSource {
             resource,
             client_id: plan.identity.client_id.clone(),
         })
+    }
+
+    /// AKS workload identity for `resource` when the environment has it (`AZURE_CLIENT_ID`,
+    /// `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, all non-empty; `AZURE_AUTHORITY_HOST` if set, else
+    /// `default_authority`); `None` when one of the three is missing.
+    pub fn workload(
+        resource: &str,
+        default_authority: &str,
+        test_mode: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, Error> {
+        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+        let (Some(client_id), Some(tenant), Some(file)) = (
+            nonempty("AZURE_CLIENT_ID"),
+            nonempty("AZURE_TENANT_ID"),
+            nonempty("AZURE_FEDERATED_TOKEN_FILE"),
+        ) else {
+            return Ok(None);
+        };
+        let authority = match nonempty("AZURE_AUTHORITY_HOST") {
+            Some(a) => checked_authority_host(&a, test_mode)?,
+            None => default_authority.to_string(),
+        };
+        Ok(Some(TokenSource::Workload {
+            authority: authority.trim_end_matches('/').to_string(),
+            tenant,
+            client_id,
+            token_file: PathBuf::from(file),
+            resource: resource.to_string(),
+        }))
     }
 
     /// Fetch a token and its lifetime.
