@@ -10,7 +10,7 @@
 //! vault = "myhsm.managedhsm.azure.net"   # Key Vault or managed HSM (host or https URL)
 //! authority = "sharedeus.eus.attest.azure.net"
 //! api_version = "7.4"                    # optional
-//! bearer_token_file = "/path/token"      # or bearer_token, or `--imds`
+//! bearer_token_file = "/path/token"      # or bearer_token, or `--imds` / `--workload-identity`
 //! policy_digest = "<64 hex digits>"      # or cce_policy_file = "policy.base64"
 //! # claims = [[{ claim = "x-ms-sevsnpvm-hostdata", equals = "..." }]]   # replaces the default claims
 //! [key_derivation]                       # RSA-HSM only
