@@ -11,7 +11,6 @@ use crate::http::Client;
 use crate::init::filesystems::VerityError;
 use crate::luks2::Header;
 use crate::manifest::{Access, FilesystemPlan, Plan};
-use crate::verity::{Superblock, SUPERBLOCK_LEN};
 use std::sync::Arc;
 
 const FIX_HEADER: &str = "the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"), e.g. made by `encfs-init image create`; if it may have been tampered with, restore it and pin header_sha256 (or verity_root_hash) in the manifest";
@@ -131,35 +130,12 @@ pub fn luks2(
     Finding::ok(check, what)
 }
 
-/// The verity superblock at `offset` and the hash tree against `root`.
+/// The verity superblock at `offset` and the hash tree against `root`: what the boot checks before it maps
+/// the blob ([`crate::init::filesystems::checked_superblock`]).
 pub fn verity(index: usize, src: &dyn BlockSource, offset: u64, root: &[u8; 32]) -> Finding {
-    use crate::verity::tree::{check, Checked};
     let name = format!("blob[{index}] verity");
-    let fail = |e: VerityError| Finding::error(name.clone(), &e, "");
-    if src.size() < offset.saturating_add(SUPERBLOCK_LEN as u64) {
-        return fail(VerityError::Short {
-            size: src.size(),
-            offset,
-        });
-    }
-    let mut raw = [0u8; SUPERBLOCK_LEN];
-    if let Err(e) = src.read_at(offset, &mut raw) {
-        return Finding::error(name, &e, "check the blob's access");
-    }
-    let sb = match Superblock::parse(&raw) {
-        Ok(sb) => sb,
-        Err(e) => {
-            return Finding::error(name, &e, "check verity_hash_offset (`encfs-init image seal` prints it) and that the blob is the sealed image")
-        }
-    };
-    if sb.data_bytes() != offset {
-        return fail(VerityError::Extent {
-            covered: sb.data_bytes(),
-            offset,
-        });
-    }
-    match check(&sb, offset, root, |at, buf| src.read_at(at, buf)) {
-        Ok(()) => Finding::ok(
+    match crate::init::filesystems::checked_superblock(src, offset, root) {
+        Ok(sb) => Finding::ok(
             name,
             format!(
                 "superblock at byte {offset}, {} data blocks; every hash tree block matches verity_root_hash {}",
@@ -167,9 +143,13 @@ pub fn verity(index: usize, src: &dyn BlockSource, offset: u64, root: &[u8; 32])
                 crate::hex::encode(root)
             ),
         ),
-        Err(Checked::Mismatch { level, block }) => fail(VerityError::Tree { level, block }),
-        Err(Checked::Read(e)) => fail(VerityError::TreeRead(Box::new(e))),
-        Err(Checked::Geometry(n)) => fail(VerityError::Geometry(n)),
+        Err(VerityError::SuperblockRead(e)) => Finding::error(name, &*e, "check the blob's access"),
+        Err(VerityError::Superblock(e)) => Finding::error(
+            name,
+            &e,
+            "check verity_hash_offset (`encfs-init image seal` prints it) and that the blob is the sealed image",
+        ),
+        Err(e) => Finding::error(name, &e, ""),
     }
 }
 

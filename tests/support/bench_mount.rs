@@ -4,15 +4,13 @@
 //!
 //! For `ours-nbd-verity` / `ours-fuse-verity`, first what the boot does for an image pinned by
 //! `verity_root_hash` (src/init/filesystems/verity.rs): the verity superblock is read from the blob (behind
-//! the cache) at the pinned hash offset, the whole hash tree is checked against the pinned root
-//! (`verity::tree::check`, the boot's `check_tree`), then `dm::VerityDevice` maps the transport's device;
+//! the cache) at the pinned hash offset, the whole hash tree is checked against the pinned root (the boot's
+//! own `checked_superblock`), then `dm::VerityDevice` maps the transport's device;
 //! the header is then read through that device and dm-crypt goes over it.
 #![allow(dead_code)]
 
 use encfs_init::blob::BlockSource;
 use encfs_init::dm::{CryptDevice, CryptParams, VerityDevice, VerityParams};
-use encfs_init::verity::tree::{self, Checked};
-use encfs_init::verity::{Superblock, SUPERBLOCK_LEN};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -154,26 +152,8 @@ pub fn map_verity(
 ) -> Result<VerityDevice, String> {
     let t = Instant::now();
     let offset = pin.hash_offset;
-    let mut raw = [0u8; SUPERBLOCK_LEN];
-    src.read_at(offset, &mut raw)
-        .map_err(|e| format!("verity superblock at {offset}: {e}"))?;
-    let superblock = Superblock::parse(&raw).map_err(|e| format!("verity superblock: {e}"))?;
-    if superblock.data_bytes() != offset {
-        return Err(format!(
-            "the verity superblock covers {} bytes, the pin says {offset}",
-            superblock.data_bytes()
-        ));
-    }
-    tree::check(&superblock, offset, &pin.root, |at, buf| {
-        src.read_at(at, buf)
-    })
-    .map_err(|e| match e {
-        Checked::Mismatch { level, block } => {
-            format!("hash tree block {block} (level {level}) does not match the root")
-        }
-        Checked::Read(e) => format!("reading the hash tree: {e}"),
-        Checked::Geometry(n) => format!("{n} data blocks make no tree"),
-    })?;
+    let superblock = encfs_init::init::filesystems::checked_superblock(src, offset, &pin.root)
+        .map_err(|e| encfs_init::errors::chain(&e))?;
     phases.push(("tree check", t.elapsed().as_secs_f64()));
     let t = Instant::now();
     let params = VerityParams {

@@ -114,6 +114,12 @@ pub enum VerityError {
     /// The hash tree could not be read from the blob.
     #[error("reading the hash tree")]
     TreeRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The superblock could not be read from the blob.
+    #[error(transparent)]
+    SuperblockRead(Box<crate::blob::Error>),
+    /// What is at the hash offset is not a dm-verity superblock this can use.
+    #[error(transparent)]
+    Superblock(crate::verity::Error),
     /// The superblock's data area does not end where the tree begins.
     #[error("the verity superblock covers {covered} bytes of data, but verity_hash_offset is {offset}; fix: check verity_hash_offset (`encfs-init image seal` prints it)")]
     Extent {

@@ -30,6 +30,7 @@ mod verity;
 use error::Cause;
 pub use error::{CloseError, StepError, VerityError};
 use unlock::Reader;
+pub use verity::checked_superblock;
 
 /// An opened, mounted and published filesystem. [`Opened::close`] undoes it in reverse order; dropping one
 /// without closing still removes what it can (the dm device, the NBD or FUSE + loop attachment).

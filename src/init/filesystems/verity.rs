@@ -2,7 +2,7 @@
 //! from the blob at `verity_hash_offset`, and the whole blob's block device is mapped through dm-verity
 //! (`remote-verity-<i>`), read-only. The header and the data are then read through that device only.
 //!
-//! Before the mapping, the whole hash tree is checked against the pinned root ([`check_tree`]): the kernel
+//! Before the mapping, the whole hash tree is checked against the pinned root ([`checked_superblock`]): the kernel
 //! checks a tree block only when it reads a data block under it, so without this a changed tree block far
 //! from the header would surface as EIO later instead of failing the boot.
 
@@ -25,28 +25,8 @@ pub(super) fn map(
     device: &Path,
 ) -> Result<VerityDevice, StepError> {
     let offset = pin.hash_offset;
-    if src.size() < offset.saturating_add(SUPERBLOCK_LEN as u64) {
-        return Err(s.fail(
-            STEP,
-            VerityError::Short {
-                size: src.size(),
-                offset,
-            },
-        ));
-    }
-    let mut raw = [0u8; SUPERBLOCK_LEN];
-    src.read_at(offset, &mut raw).map_err(|e| s.fail(STEP, e))?;
-    let superblock = Superblock::parse(&raw).map_err(|e| s.fail(STEP, e))?;
-    if superblock.data_bytes() != offset {
-        return Err(s.fail(
-            STEP,
-            VerityError::Extent {
-                covered: superblock.data_bytes(),
-                offset,
-            },
-        ));
-    }
-    check_tree(&superblock, offset, &pin.root_hash, src).map_err(|e| s.fail(STEP, e))?;
+    let superblock =
+        checked_superblock(src, offset, &pin.root_hash).map_err(|e| s.fail(STEP, e))?;
     let name = format!("remote-verity-{}{}", s.index, s.suffix);
     let uuid = format!(
         "CRYPT-VERITY-{}-{name}",
@@ -63,22 +43,39 @@ pub(super) fn map(
     Ok(dev)
 }
 
-/// Check every block of the hash tree against the pinned root before anything is read through it, so that a
-/// changed byte anywhere in the tree fails the boot (the kernel would check a tree block only when a data
-/// block under it is read). The tree is read from the blob ([`crate::verity::tree::check`]): one read of
-/// about 1/128 of the image.
-pub(super) fn check_tree(
-    sb: &Superblock,
-    hash_offset: u64,
-    root: &[u8; 32],
+/// What a pinned blob must pass before it is mapped (the boot; `doctor` and the benchmark ask the same): the
+/// superblock at `offset` of `src`, covering exactly the data before it, and every block of the hash tree
+/// against the pinned `root`, so that a changed byte anywhere in the tree fails here (the kernel would check a
+/// tree block only when a data block under it is read). The tree is read from the blob
+/// ([`crate::verity::tree::check`]): one read of about 1/128 of the image.
+pub fn checked_superblock(
     src: &dyn BlockSource,
-) -> Result<(), VerityError> {
+    offset: u64,
+    root: &[u8; 32],
+) -> Result<Superblock, VerityError> {
     use crate::verity::tree::{check, Checked};
-    check(sb, hash_offset, root, |at, buf| src.read_at(at, buf)).map_err(|e| match e {
+    if src.size() < offset.saturating_add(SUPERBLOCK_LEN as u64) {
+        return Err(VerityError::Short {
+            size: src.size(),
+            offset,
+        });
+    }
+    let mut raw = [0u8; SUPERBLOCK_LEN];
+    src.read_at(offset, &mut raw)
+        .map_err(|e| VerityError::SuperblockRead(Box::new(e)))?;
+    let superblock = Superblock::parse(&raw).map_err(VerityError::Superblock)?;
+    if superblock.data_bytes() != offset {
+        return Err(VerityError::Extent {
+            covered: superblock.data_bytes(),
+            offset,
+        });
+    }
+    check(&superblock, offset, root, |at, buf| src.read_at(at, buf)).map_err(|e| match e {
         Checked::Mismatch { level, block } => VerityError::Tree { level, block },
         Checked::Read(e) => VerityError::TreeRead(Box::new(e)),
         Checked::Geometry(n) => VerityError::Geometry(n),
-    })
+    })?;
+    Ok(superblock)
 }
 
 #[cfg(test)]
@@ -129,11 +126,20 @@ mod tests {
         // 300 blocks: two levels, the lower one of three blocks (the last one partly used).
         let (path, sb, offset, root) = sealed("tree", 300);
         let src = crate::blob::FileSource::open(&path, false).unwrap();
-        check_tree(&sb, offset, &root, &src).unwrap();
+        assert_eq!(checked_superblock(&src, offset, &root).unwrap(), sb);
+        // The superblock is looked for where the pin says, and must cover exactly the data before it.
+        assert!(matches!(
+            checked_superblock(&src, offset - 4096, &root),
+            Err(VerityError::Superblock(_))
+        ));
+        assert!(matches!(
+            checked_superblock(&src, 305 * 4096, &root),
+            Err(VerityError::Short { .. })
+        ));
         let mut other = root;
         other[0] ^= 1;
         assert!(matches!(
-            check_tree(&sb, offset, &other, &src),
+            checked_superblock(&src, offset, &other),
             Err(VerityError::Tree {
                 level: 1,
                 block: 301
@@ -146,7 +152,7 @@ mod tests {
         assert_eq!(size, 305 * 4096);
         flip(&path, 304 * 4096 + 4000);
         let src = crate::blob::FileSource::open(&path, false).unwrap();
-        let e = check_tree(&sb, offset, &root, &src).unwrap_err();
+        let e = checked_superblock(&src, offset, &root).unwrap_err();
         assert!(
             matches!(
                 e,
