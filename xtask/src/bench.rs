@@ -349,7 +349,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
             / 256,
     );
 
-    let common = Common::load(None)?;
+    let common = Common::load(None, None)?;
     let index = ModuleIndex::load(&kernel, &paths.cache)?;
     let initrd = work.join("initramfs.cpio.gz");
     initramfs::build(&s, &common, &index, &initrd)?;

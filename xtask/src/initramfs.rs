@@ -11,6 +11,7 @@
 //! | `/lib/modules/<release>/` | the wanted modules and their `modules.dep` closure, **decompressed** to `.ko`, with a `modules.dep` listing only them (same format as depmod's: `path.ko: dep.ko ...`, relative paths) and the kernel's `modules.builtin` |
 //! | `/etc/vmtest/modules.load` | the packed modules' relative paths, dependencies first (what a script `insmod`s in order) |
 //! | `/etc/vmtest/release`, `/etc/vmtest/scenario` | `uname -r` of the guest kernel, the scenario name |
+//! | `/etc/vmtest/lib.sh` | the scripts' shell helpers (`tests/vm/common/lib.sh`: `wait_for`, ...), when the run has them |
 //! | `/etc/encfs-init/manifest.toml` | the scenario's manifest, verbatim |
 //! | `/dev/console`, `/dev/null` | device nodes: the kernel opens `/dev/console` for init before any devtmpfs exists |
 //!
@@ -163,11 +164,14 @@ pub struct Common {
     pub applets: Vec<String>,
     /// The product binary, when it was built.
     pub encfs_init: Option<Vec<u8>>,
+    /// The scripts' shell helpers (`tests/vm/common/lib.sh`), for `/etc/vmtest/lib.sh`.
+    pub shell_lib: Option<Vec<u8>>,
 }
 
 impl Common {
-    /// Read busybox and list its applets; `encfs_init` is the built binary, if any.
-    pub fn load(encfs_init: Option<&Path>) -> Result<Self> {
+    /// Read busybox and list its applets; `encfs_init` is the built binary, `shell_lib` the scripts'
+    /// helpers, if any.
+    pub fn load(encfs_init: Option<&Path>, shell_lib: Option<&Path>) -> Result<Self> {
         let bb = Path::new("/bin/busybox");
         let busybox = fs::read(bb).context("reading /bin/busybox (busybox-static)")?;
         let applets = stdout_of(Command::new(bb).arg("--list-full"))?
@@ -179,10 +183,15 @@ impl Common {
             Some(p) => Some(fs::read(p).with_context(|| format!("reading {}", p.display()))?),
             None => None,
         };
+        let shell_lib = match shell_lib {
+            Some(p) => Some(fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
         Ok(Common {
             busybox,
             applets,
             encfs_init,
+            shell_lib,
         })
     }
 }
@@ -239,6 +248,9 @@ pub fn build(
         0o644,
         format!("{}\n", index.release).into_bytes(),
     );
+    if let Some(lib) = &common.shell_lib {
+        a.file("etc/vmtest/lib.sh", 0o644, lib.clone());
+    }
 
     if scenario.busybox {
         a.file("bin/busybox", 0o755, common.busybox.clone());

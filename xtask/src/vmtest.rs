@@ -154,7 +154,10 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<bool> {
             }
         }
     }
-    let common = Common::load(binary.as_deref())?;
+    let common = Common::load(
+        binary.as_deref(),
+        Some(&paths.root.join("tests/vm/common/lib.sh")),
+    )?;
     // Every kernel the selected scenarios boot (the Debian one is also the accelerator probe's).
     let mut kernels = vec![(
         Flavor::Debian,

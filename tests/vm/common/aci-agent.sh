@@ -15,14 +15,7 @@
 vol=/var/lib/kubelet/pods/aci/volumes/emptydir
 say() { echo "aci: $*"; }
 fail() { echo "aci: FAILED: $*"; }
-# wait_for SECONDS COMMAND...: poll every 50 ms.
-wait_for() {
-    n=$(($1 * 20)); shift; i=0
-    while ! "$@"; do
-        [ $i -ge $n ] && return 1
-        sleep 0.05; i=$((i + 1))
-    done
-}
+. /etc/vmtest/lib.sh
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

@@ -9,13 +9,7 @@
 # device, no readiness file. It relays encfs-init's exit status as the verdict (verdict_by = "script").
 say() { echo "secret-init: $*"; }
 fail() { echo "secret-init: FAILED: $*"; }
-wait_for() {
-    n=$(($1 * 20)); shift; i=0
-    while ! "$@"; do
-        [ $i -ge $n ] && return 1
-        sleep 0.05; i=$((i + 1))
-    done
-}
+. /etc/vmtest/lib.sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

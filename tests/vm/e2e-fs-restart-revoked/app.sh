@@ -4,22 +4,17 @@
 # so); filesystem 1 and this application keep running.
 r=/mnt/remote/encfs-init.ready
 fail() { echo "revoked: FAIL: $*"; cat $r; exit 1; }
+. /etc/vmtest/lib.sh
 /bin/encfs-init probe || fail "probe fails after boot"
 b0=$(sha256sum < /mnt/remote/b/data.bin)
 mkdir -p /fake-azure/revoke && touch /fake-azure/revoke/demo
 echo "revoked: the vault revoked key demo"
 kill -STOP "$(cat /blobs/a.pid)" || fail "cannot stop the blob server"
-i=0
-until grep -q '"state": "restarting"' $r 2>/dev/null; do
-    i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never went restarting"; sleep 0.2
-done
+wait_for 120 grep -qs '"state": "restarting"' $r || fail "filesystem 0 never went restarting"
 # The blob service is back: only the key can keep it down now.
 kill -CONT "$(cat /blobs/a.pid)" || fail "cannot continue the blob server"
 echo "revoked: filesystem 0 is restarting, its blob server runs again"
-i=0
-until grep -q '"state": "down"' $r 2>/dev/null; do
-    i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never went down"; sleep 0.2
-done
+wait_for 120 grep -qs '"state": "down"' $r || fail "filesystem 0 never went down"
 echo "revoked: readiness file says down"
 why=$(/bin/encfs-init probe 2>&1) && fail "probe passes with filesystem 0 down"
 echo "$why" | grep -q 'filesystem\[0\] (/mnt/remote/a): down: .*key' || fail "probe does not say why: $why"

@@ -4,6 +4,7 @@
 # throughout and never fails.
 r=/mnt/remote/encfs-init.ready
 fail() { echo "restart: FAIL: $*"; cat $r; exit 1; }
+. /etc/vmtest/lib.sh
 /bin/encfs-init probe || fail "probe fails after boot"
 a0=$(sha256sum < /mnt/remote/a/data.bin)
 b0=$(sha256sum < /mnt/remote/b/data.bin)
@@ -18,20 +19,14 @@ echo "restart: checksums read"
   done ) &
 kill -STOP "$(cat /blobs/a.pid)" || fail "cannot stop the blob server"
 echo "restart: blob server of filesystem 0 stopped"
-i=0
-until grep -q '"state": "restarting"' $r 2>/dev/null; do
-    i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never went restarting"; sleep 0.2
-done
+wait_for 120 grep -qs '"state": "restarting"' $r || fail "filesystem 0 never went restarting"
 echo "restart: readiness file says restarting"
 /bin/encfs-init probe && fail "probe passes while filesystem 0 is restarting"
 echo "restart: probe fails while restarting"
 sleep 3
 kill -CONT "$(cat /blobs/a.pid)" || fail "cannot continue the blob server"
 echo "restart: blob server of filesystem 0 runs again"
-i=0
-until /bin/encfs-init probe >/dev/null 2>&1; do
-    i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never came back"; sleep 0.2
-done
+wait_for 120 probe_passes || fail "filesystem 0 never came back"
 grep -q '"state": "restarting"' $r && fail "probe passes with a filesystem restarting"
 echo "restart: probe passes again"
 echo 3 > /proc/sys/vm/drop_caches

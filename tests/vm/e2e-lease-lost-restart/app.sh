@@ -4,6 +4,7 @@
 # was written and fsync'd before the break reads back the same; writes go through again.
 r=/mnt/remote/encfs-init.ready
 fail() { echo "lease-restart: FAIL: $*"; cat $r; exit 1; }
+. /etc/vmtest/lib.sh
 
 /bin/encfs-init probe || fail "probe fails with the lease held"
 grep -q '"lease": "held"' $r || fail "the readiness file does not say the lease is held"
@@ -14,22 +15,16 @@ s0=$(sha256sum < /tmp/before)
 echo "lease-restart: written and fsync'd before the break"
 
 touch /lease/break
-i=0
-while [ -e /lease/break ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+wait_for 10 test ! -e /lease/break || fail "the blob server did not break the lease"
 dd if=/dev/urandom of=/mnt/remote/data/after bs=64k count=4 conv=fsync 2>/dev/null && fail "a write after the break went through"
 echo "lease-restart: a write after the break fails"
 
-i=0
-until grep -q '"state": "restarting"' $r 2>/dev/null; do
-    i=$((i+1)); [ $i -lt 300 ] || fail "the filesystem never went restarting"; sleep 0.1
-done
+wait_for 30 grep -qs '"state": "restarting"' $r || fail "the filesystem never went restarting"
 /bin/encfs-init probe 2>/dev/null && fail "probe passes while the filesystem is restarting"
 echo "lease-restart: restarting, probe fails"
 
-i=0
-until /bin/encfs-init probe >/dev/null 2>&1 && grep -q '"lease": "held"' $r; do
-    i=$((i+1)); [ $i -lt 600 ] || fail "the filesystem never came back"; sleep 0.2
-done
+wait_for 120 probe_passes || fail "the filesystem never came back"
+grep -q '"lease": "held"' $r || fail "ready again without holding the lease"
 echo "lease-restart: probe passes again, the readiness file says the lease is held"
 
 echo 3 > /proc/sys/vm/drop_caches

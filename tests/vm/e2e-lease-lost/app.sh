@@ -4,6 +4,7 @@
 r=/mnt/remote/encfs-init.ready
 url="http://127.0.0.1:$(cat /lease/port)/c/fs.img?sv=2020-10-02&sr=b&sp=rw&sig=dGVzdA%3D%3D"
 fail() { echo "lease: FAILED: $*"; cat $r; exit 1; }
+. /etc/vmtest/lib.sh
 
 /bin/encfs-init probe || fail "probe fails with the lease held"
 grep -q '"lease": "held"' $r || fail "the readiness file does not say the lease is held"
@@ -26,8 +27,7 @@ dd if=/mnt/remote/data/before of=/mnt/remote/data/before2 bs=64k conv=fsync 2>/d
 echo "lease: writes go through"
 
 touch /lease/break
-i=0
-while [ -e /lease/break ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+wait_for 10 test ! -e /lease/break || fail "the blob server did not break the lease"
 dd if=/dev/urandom of=/mnt/remote/data/after bs=64k count=4 conv=fsync 2>/dev/null && fail "a write after the break went through"
 echo "lease: a write after the break fails"
 

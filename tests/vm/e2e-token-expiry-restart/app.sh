@@ -5,6 +5,7 @@
 # read throughout and never fails.
 r=/mnt/remote/encfs-init.ready
 fail() { echo "token: FAIL: $*"; cat $r; exit 1; }
+. /etc/vmtest/lib.sh
 /bin/encfs-init probe || fail "probe fails after boot"
 a0=$(sha256sum < /mnt/remote/a/data.bin)
 b0=$(sha256sum < /mnt/remote/b/data.bin)
@@ -16,20 +17,14 @@ echo "token: IMDS is down"
       [ "$b" = "$b0" ] || touch /run/b-failed
       sleep 0.5
   done ) &
-i=0
-until grep -q '"state": "restarting"' $r 2>/dev/null; do
-    i=$((i+1)); [ $i -lt 900 ] || fail "filesystem 0 never went restarting"; sleep 0.1
-done
+wait_for 90 grep -qs '"state": "restarting"' $r || fail "filesystem 0 never went restarting"
 /bin/encfs-init probe 2>/dev/null && fail "probe passes while filesystem 0 is restarting"
 echo "token: filesystem 0 is restarting, probe fails"
 sleep 5
 grep -q '"state": "restarting"' $r || fail "filesystem 0 left restarting while IMDS was down"
 rm /fake-azure/imds-down
 echo "token: IMDS is back"
-i=0
-until /bin/encfs-init probe >/dev/null 2>&1; do
-    i=$((i+1)); [ $i -lt 600 ] || fail "filesystem 0 never came back"; sleep 0.2
-done
+wait_for 120 probe_passes || fail "filesystem 0 never came back"
 echo "token: probe passes again"
 echo 3 > /proc/sys/vm/drop_caches
 a1=$(sha256sum < /mnt/remote/a/data.bin) || fail "filesystem 0 unreadable after the restart"
