@@ -329,6 +329,7 @@ fn release_from(g: &Guest, out: &Path) -> Result<Vec<u8>, String> {
         certcache: None,
         endpoints: &endpoints,
         maa_api_version: "2020-10-01",
+        maa_user_agent: None,
         akv_api_version: "7.4",
         tokens: &tokens,
         jws_trust: &trust,

@@ -189,3 +189,50 @@ fn a_private_blob_token_comes_from_imds_for_the_account_and_a_failure_names_ever
         "{e}"
     );
 }
+
+/// `[attestation] maa_user_agent` (upstream SKR's `maaconfig.user_agent`) is what MAA sees as the
+/// User-Agent, once, and only on MAA's request; without it MAA sees the client's own.
+#[test]
+fn maa_sees_the_configured_user_agent() {
+    let ua_of = |rig: &Rig, path: &str| -> Vec<String> {
+        rig.az
+            .https
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.starts_with(path))
+            .flat_map(|r| {
+                r.headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+                    .map(|(_, v)| v.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let rig = Rig::new("maa-ua");
+    let transport = encfs_init::http::Client::new(&rig.net).unwrap();
+    let mut ctx = rig.context(&transport);
+    ctx.maa_user_agent = Some("ConfidentialSkrContainer client_id=test");
+    let key =
+        encfs_init::keyrelease::release_key(&ctx, &rig.plan("oct", VaultKind::KeyVault)).unwrap();
+    assert_eq!(key.expose(), &[7; 32]);
+    assert_eq!(
+        ua_of(&rig, "/attest/SevSnpVM"),
+        ["ConfidentialSkrContainer client_id=test"]
+    );
+    let vault = ua_of(&rig, "/keys/");
+    assert!(
+        vault.len() == 1 && vault[0].starts_with("encfs-init/"),
+        "{vault:?}"
+    );
+
+    let rig = Rig::new("maa-ua-default");
+    rig.release(&rig.plan("oct", VaultKind::KeyVault)).unwrap();
+    let maa = ua_of(&rig, "/attest/SevSnpVM");
+    assert!(
+        maa.len() == 1 && maa[0].starts_with("encfs-init/"),
+        "{maa:?}"
+    );
+}

@@ -213,6 +213,20 @@ fn toml_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["filesystem[0].key.vault", "not a valid endpoint"],
         ),
         (
+            "MAA user agent with a line break",
+            format!("[attestation]\nmaa_user_agent = \"a\\r\\nX-Evil: 1\"\n{fs}"),
+            vec![
+                "attestation.maa_user_agent",
+                "cannot be a User-Agent",
+                "printable ASCII",
+            ],
+        ),
+        (
+            "empty MAA user agent",
+            format!("[attestation]\nmaa_user_agent = \"\"\n{fs}"),
+            vec!["attestation.maa_user_agent", "cannot be a User-Agent"],
+        ),
+        (
             "unknown log level",
             format!("[log]\nlevel = \"verbose\"\n{fs}"),
             vec!["log.level", "unknown log level"],

@@ -159,6 +159,7 @@ impl Keys {
             certcache: plan.certcache.as_ref(),
             endpoints: &plan.endpoints,
             maa_api_version: &plan.api_versions.maa,
+            maa_user_agent: plan.attestation.maa_user_agent.as_deref(),
             akv_api_version: &plan.api_versions.akv,
             tokens,
             jws_trust: &self.trust,

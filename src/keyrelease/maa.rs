@@ -55,18 +55,23 @@ pub fn body(a: &Attestation<'_>, nonce: u64) -> String {
     )
 }
 
-/// Attest and return the MAA token.
+/// Attest and return the MAA token (sending `user_agent` as the User-Agent when given).
 pub fn attest(
     t: &dyn Exchange,
     authority: &str,
     api_version: &str,
+    user_agent: Option<&str>,
     a: &Attestation<'_>,
 ) -> Result<SecretString, Error> {
     let mut n = [0u8; 8];
     getrandom::fill(&mut n).map_err(|e| Error::Internal(format!("random nonce: {e}")))?;
     let url = format!("{authority}/attest/SevSnpVM?api-version={api_version}");
     let body = zeroize::Zeroizing::new(body(a, u64::from_le_bytes(n)).into_bytes());
-    let resp = super::send(t, Step::Maa, super::post_json(&url, &body))?;
+    let mut req = super::post_json(&url, &body);
+    if let Some(ua) = user_agent {
+        req = req.header("User-Agent", ua);
+    }
+    let resp = super::send(t, Step::Maa, req)?;
     let v: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|e| Error::Malformed {
             step: Step::Maa,

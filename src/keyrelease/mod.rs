@@ -144,6 +144,8 @@ pub struct Context<'a> {
     pub endpoints: &'a Endpoints,
     /// MAA api-version.
     pub maa_api_version: &'a str,
+    /// MAA requests' User-Agent, when the manifest sets one.
+    pub maa_user_agent: Option<&'a str>,
     /// AKV api-version.
     pub akv_api_version: &'a str,
     /// Vault tokens.
@@ -320,6 +322,7 @@ pub fn maa_token(
         ctx.transport,
         authority,
         ctx.maa_api_version,
+        ctx.maa_user_agent,
         &maa::Attestation {
             report: &ev.report,
             vcek_chain_pem: &ev.chain.pem,

@@ -149,6 +149,8 @@ pub struct AttestationPlan {
     pub fake_vcek_key: Option<(PathBuf, SecretBytes)>,
     /// Test mode only: SHA-256 of the SubjectPublicKeyInfo of one more ARK to trust, and its file.
     pub test_ark_pin: Option<(PathBuf, [u8; 32])>,
+    /// The User-Agent of MAA requests (default: the client's, `encfs-init/<version>`).
+    pub maa_user_agent: Option<String>,
 }
 
 /// Log settings.

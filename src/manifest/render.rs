@@ -136,6 +136,9 @@ fn write_plan(o: &mut String, p: &Plan) -> std::fmt::Result {
             f.display()
         )?;
     }
+    if let Some(ua) = &p.attestation.maa_user_agent {
+        writeln!(o, "attestation:     MAA requests say User-Agent: {ua}")?;
+    }
     match &p.certcache {
         Some(c) => writeln!(
             o,

@@ -202,6 +202,8 @@ pub struct Attestation {
     /// Test mode only: also trust this ARK certificate (PEM or DER) as an AMD root, so that a fake secure
     /// processor's reports go through local verification.
     pub test_ark_file: Option<String>,
+    /// The User-Agent of MAA requests (upstream SKR's `maaconfig.user_agent`).
+    pub maa_user_agent: Option<String>,
 }
 
 /// `[certcache]`

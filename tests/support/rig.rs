@@ -148,6 +148,7 @@ impl Rig {
             certcache: None,
             endpoints: &self.endpoints,
             maa_api_version: "2020-10-01",
+            maa_user_agent: None,
             akv_api_version: "7.4",
             tokens: &self.tokens,
             jws_trust: &self.trust,

@@ -10,7 +10,34 @@ pub(super) fn attestation(
     AttestationPlan {
         fake_vcek_key: fake_vcek_key(v, p, a),
         test_ark_pin: test_ark_pin(v, p, a),
+        maa_user_agent: maa_user_agent(v, p, a),
     }
+}
+
+/// A User-Agent MAA can be sent: 1 to 256 printable ASCII characters (a header value: no control
+/// characters), not starting or ending with a space.
+fn maa_user_agent(v: &mut V<'_>, p: &FieldPath, a: &schema::Attestation) -> Option<String> {
+    let ua = a.maa_user_agent.as_deref()?;
+    let ok = (1..=256).contains(&ua.len())
+        && ua.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !ua.starts_with(' ')
+        && !ua.ends_with(' ');
+    if !ok {
+        v.err(
+            &p.key("maa_user_agent"),
+            format!(
+                "\"{}\" cannot be a User-Agent",
+                ua.escape_debug()
+                    .to_string()
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            ),
+            "use 1 to 256 printable ASCII characters, e.g. \"ConfidentialSkrContainer\"",
+        );
+        return None;
+    }
+    Some(ua.to_string())
 }
 
 fn fake_vcek_key(
