@@ -229,7 +229,9 @@ impl<S: BlockSource + 'static> Drop for CachedSource<S> {
     fn drop(&mut self) {
         let dirty = self.dirty_blocks();
         if dirty > 0 {
-            log::warn!("block cache dropped with {dirty} unflushed blocks");
+            log::warn!(
+                "block cache dropped with {dirty} unflushed blocks: what the application wrote to them never reached the blob"
+            );
         }
         lock(&self.inner.state).shutdown = true;
         self.inner.work.notify_all();
