@@ -127,8 +127,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
 
 /// The running fake and what the guest needs to know about it.
 struct Guest {
-    /// Kept for the whole run (the servers share its state; its knobs are set after start).
-    az: FakeAzure,
+    /// Kept for the whole run (the servers share its state).
+    _az: FakeAzure,
     imds: String,
     maa: String,
     vault: String,
@@ -181,12 +181,16 @@ fn start(
     hostdata: Option<&str>,
     sev_guest: bool,
     extra: &[(String, String, Vec<u8>)],
+    token_ttl: Option<u64>,
 ) -> Result<Guest, String> {
     let amd = pki::amd_chain(&CHIP, (4, 0, 0x18, 0xdb));
     let az = FakeAzure::start(&amd);
     az.set(|k| {
         k.revoked_dir = Some(out.join("revoke"));
         k.imds_down = Some(out.join("imds-down"));
+        if let Some(secs) = token_ttl {
+            k.imds_expires_in = json!(secs.to_string());
+        }
     });
     let want = hostdata
         .map(str::to_string)
@@ -245,7 +249,7 @@ fn start(
         imds: az.http.url(),
         maa: az.https.url(),
         vault: az.https.url(),
-        az,
+        _az: az,
     };
     write(
         out,
@@ -268,10 +272,8 @@ fn serve(args: &[String]) -> Result<(), String> {
         o.hostdata.as_deref(),
         o.sev_guest,
         &o.extra,
+        o.token_ttl,
     )?;
-    if let Some(secs) = o.token_ttl {
-        g.az.set(|k| k.imds_expires_in = json!(secs.to_string()));
-    }
     eprintln!(
         "guest_fake_azure: IMDS {}, MAA and Key Vault {} ({}), files in {} ({} ms)",
         g.imds,
@@ -355,7 +357,7 @@ fn self_check() -> Result<(), String> {
     let out = std::env::temp_dir().join(format!("guest-fake-azure-{}", std::process::id()));
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     let result = (|| {
-        let g = start(Some(&key), &out, None, false, &[])?;
+        let g = start(Some(&key), &out, None, false, &[], None)?;
         let got = release_from(&g, &out)?;
         if got != key {
             return Err("the released key is not the key given".into());
@@ -375,7 +377,7 @@ fn self_check() -> Result<(), String> {
         }
         // The twin with a policy on another host_data is refused with 403.
         let other = out.join("denied");
-        let g = start(Some(&key), &other, Some(&"00".repeat(32)), false, &[])?;
+        let g = start(Some(&key), &other, Some(&"00".repeat(32)), false, &[], None)?;
         match release_from(&g, &other) {
             Err(e) if e.contains("HTTP 403") => Ok(()),
             Err(e) => Err(format!("denied: wrong error: {e}")),

@@ -146,7 +146,7 @@ fn workload_identity_gives_the_vault_token_and_without_its_environment_one_line_
     let disk = rig.dir.join("disk-wi.key");
     let authority = rig.az.https.url();
     let env = [
-        ("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
+        ("AZURE_CLIENT_ID", support::azure::WORKLOAD_CLIENT_ID),
         ("AZURE_TENANT_ID", "tenant-1"),
         ("AZURE_FEDERATED_TOKEN_FILE", s(&token_file)),
         ("AZURE_AUTHORITY_HOST", authority.as_str()),
@@ -190,7 +190,10 @@ fn workload_identity_gives_the_vault_token_and_without_its_environment_one_line_
     let out = key_cmd_env(&args[..4], &env[..1]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("AZURE_TENANT_ID") && out.stderr.contains("fix: "),
+        out.stderr
+            .contains("--workload-identity: AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE not set")
+            && !out.stderr.contains("AZURE_CLIENT_ID")
+            && out.stderr.contains("fix: "),
         "{}",
         out.stderr
     );

@@ -98,7 +98,7 @@ fn workload_identity_token() {
     let file = rig.dir.join("token");
     std::fs::write(&file, "federated-token\n").unwrap();
     let env = |k: &str| match k {
-        "AZURE_CLIENT_ID" => Some("cid".to_string()),
+        "AZURE_CLIENT_ID" => Some(support::azure::WORKLOAD_CLIENT_ID.to_string()),
         "AZURE_TENANT_ID" => Some("tenant".to_string()),
         "AZURE_FEDERATED_TOKEN_FILE" => Some(file.display().to_string()),
         _ => None,

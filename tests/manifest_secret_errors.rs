@@ -158,6 +158,15 @@ fn bad_secrets_exit_2_with_the_field_problem_and_fix() {
             vec!["readiness_file", "where filesystem[0] is mounted"],
         ),
         (
+            "readiness file in a FUSE directory",
+            format!("readiness_file = \"/run/encfs-init/fuse-0-r1/ready\"\n{OK}"),
+            vec![
+                "readiness_file",
+                "inside /run/encfs-init/fuse-0-r1, where a filesystem's FUSE file is mounted",
+                "e.g. /run/encfs-init/ready",
+            ],
+        ),
+        (
             "log file inside a filesystem",
             format!("[log]\nfile = \"/mnt/remote/a/log\"\n{OK}"),
             vec!["log.file", "where filesystem[0] is mounted"],

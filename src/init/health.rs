@@ -11,13 +11,15 @@
 //! probe` fails from then on) and logged once, naming the filesystem and the first bad block when the
 //! kernel's message (`/dev/kmsg`) gives it.
 //!
-//! After each read, and every second between reads, the filesystem is judged
-//! ([`super::revive::Fleet::check`]): one whose reads keep failing
+//! After each read the filesystem is judged on every sign, and every second (from a thread of its own, so
+//! also while a read is stalled) on the signs that need no read ([`super::revive::Fleet::check`]): one whose
+//! reads keep failing
 //! for `dead_after`, whose serving side gave up, whose blob was replaced, whose lease was lost or whose token
 //! can no longer be refreshed is dead, and is re-opened (or marked down) off this thread.
 //!
 //! The reads run in threads of their own, one per filesystem (a stalled device must not stall signal
-//! handling and reaping, nor the other filesystems' reads); [`Monitor::stop`] ends them before teardown.
+//! handling and reaping, nor the other filesystems' reads, nor the judging); [`Monitor::stop`] ends them
+//! before teardown.
 #![forbid(unsafe_code)]
 
 use crate::ready::{FsState, Health};
@@ -78,7 +80,9 @@ pub enum Error {
 }
 
 /// The running health threads: one per filesystem, so a read stalled on one filesystem's blob service (up to
-/// its `io_deadline`) does not delay the reads, and so the death verdicts, of the others.
+/// its `io_deadline`) does not delay the reads, and so the death verdicts, of the others; and one that judges
+/// every filesystem every [`JUDGE_EVERY`], so a death that needs no read is acted on even while a read of
+/// that filesystem is stalled.
 #[derive(Debug)]
 pub struct Monitor {
     threads: Vec<(Sender<()>, JoinHandle<()>)>,
@@ -86,16 +90,21 @@ pub struct Monitor {
 
 impl Monitor {
     /// Start reading every `interval` each ready filesystem of `fleet`, each in its own thread; results go
-    /// into its state and the readiness file, and the filesystem is judged after its read and every
-    /// [`JUDGE_EVERY`] between reads (a lost lease, a replaced blob, a token past refreshing or a serving
-    /// side that gave up is known at once, without a read: such a death is acted on within a second, not
-    /// at the next read, which may be `health_interval` away).
+    /// into its state and the readiness file, and the filesystem is judged after its read (every sign). In
+    /// between, every [`JUDGE_EVERY`], each filesystem is judged on the signs that need no read (a lost lease,
+    /// a replaced blob, a token past refreshing, a serving side that gave up), so such a death is acted on
+    /// within a second, not at the next read, which may be `health_interval` away.
     pub fn start(
         interval: Duration,
         fleet: std::sync::Arc<super::revive::Fleet>,
     ) -> std::io::Result<Monitor> {
-        Self::each(interval, JUDGE_EVERY, fleet.len(), move |k, read| {
-            if read {
+        let n = fleet.len();
+        let judged = fleet.clone();
+        Self::each(
+            interval,
+            JUDGE_EVERY,
+            n,
+            move |k| {
                 if let Some(dev) = fleet.ready_device(k) {
                     let r = read_block(&dev);
                     fleet.record(k, &dev, |st| {
@@ -105,56 +114,52 @@ impl Monitor {
                         ok
                     });
                 }
-            }
-            fleet.check(k);
-            if read {
+                fleet.check(k, true);
                 // Rewritten after every read: `checked_unix` says how fresh it is.
                 fleet.write();
-            }
-        })
+            },
+            move || (0..n).for_each(|k| judged.check(k, false)),
+        )
     }
 
-    /// In thread `health-<k>`, for each `k` below `n`: `round(k, true)` every `interval` and `round(k,
-    /// false)` every `judge_every` in between.
+    /// `read(k)` in thread `health-<k>` for each `k` below `n`, `interval` after the end of the previous
+    /// one; `judge()` in thread `health-judge` every `judge_every`.
     fn each(
         interval: Duration,
         judge_every: Duration,
         n: usize,
-        round: impl Fn(usize, bool) + Send + Sync + 'static,
+        read: impl Fn(usize) + Send + Sync + 'static,
+        judge: impl Fn() + Send + 'static,
     ) -> std::io::Result<Monitor> {
-        let round = std::sync::Arc::new(round);
-        let tick = judge_every.min(interval);
+        let read = std::sync::Arc::new(read);
         let mut m = Monitor {
-            threads: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n + 1),
         };
-        for k in 0..n {
+        let mut spawn = |name: String, every: Duration, mut f: Box<dyn FnMut() + Send>| {
             let (stop, stopped) = channel::<()>();
-            let round = round.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("health-{k}"))
-                .spawn(move || {
-                    let mut last_read = Instant::now();
-                    loop {
-                        match stopped.recv_timeout(tick) {
-                            Err(RecvTimeoutError::Timeout) => {}
-                            _ => return,
-                        }
-                        let read = last_read.elapsed() >= interval;
-                        if read {
-                            last_read = Instant::now();
-                        }
-                        round(k, read);
-                    }
-                });
-            match spawned {
-                Ok(thread) => m.threads.push((stop, thread)),
-                Err(e) => {
-                    m.stop();
-                    return Err(e);
+            let spawned = std::thread::Builder::new().name(name).spawn(move || loop {
+                match stopped.recv_timeout(every) {
+                    Err(RecvTimeoutError::Timeout) => f(),
+                    _ => return,
                 }
+            });
+            spawned.map(|thread| m.threads.push((stop, thread)))
+        };
+        let mut started = spawn("health-judge".into(), judge_every, Box::new(judge));
+        for k in 0..n {
+            if started.is_err() {
+                break;
+            }
+            let read = read.clone();
+            started = spawn(format!("health-{k}"), interval, Box::new(move || read(k)));
+        }
+        match started {
+            Ok(()) => Ok(m),
+            Err(e) => {
+                m.stop();
+                Err(e)
             }
         }
-        Ok(m)
     }
 
     /// End the threads (each after its read in progress, if any).
@@ -356,53 +361,67 @@ mod tests {
     }
 
     /// One filesystem's read stalled (its blob service gone, up to `io_deadline`) must not hold up the
-    /// others' reads: with one thread for all, filesystem 1 was not read until filesystem 0's read returned.
+    /// others' reads, nor the judging: with one thread for all, filesystem 1 was not read, and nothing was
+    /// judged, until filesystem 0's read returned.
     #[test]
-    fn a_stalled_filesystem_does_not_delay_the_others() {
+    fn a_stalled_read_delays_neither_the_other_reads_nor_the_judging() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::{Arc, Mutex};
         let (release, stalled) = channel::<()>();
         let stalled = Mutex::new(stalled);
         let reads = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let seen = reads.clone();
+        let judged = Arc::new(AtomicUsize::new(0));
+        let (seen, judging) = (reads.clone(), judged.clone());
         let tick = Duration::from_millis(10);
-        let m = Monitor::each(tick, tick, 2, move |k, read| {
-            assert!(read, "every round reads when the interval is the tick");
-            seen[k].fetch_add(1, Ordering::SeqCst);
-            if k == 0 {
-                // Stalls until the test releases it.
-                let _ = stalled.lock().unwrap().recv();
-            }
-        })
+        let m = Monitor::each(
+            tick,
+            tick,
+            2,
+            move |k| {
+                seen[k].fetch_add(1, Ordering::SeqCst);
+                if k == 0 {
+                    // Stalls until the test releases it.
+                    let _ = stalled.lock().unwrap().recv();
+                }
+            },
+            move || {
+                judging.fetch_add(1, Ordering::SeqCst);
+            },
+        )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while reads[1].load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+        while (reads[1].load(Ordering::SeqCst) < 5 || judged.load(Ordering::SeqCst) < 5)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let (r0, r1) = (
-            reads[0].load(Ordering::SeqCst),
-            reads[1].load(Ordering::SeqCst),
-        );
+        let r0 = reads[0].load(Ordering::SeqCst);
+        let r1 = reads[1].load(Ordering::SeqCst);
+        let j = judged.load(Ordering::SeqCst);
         drop(release);
         m.stop();
         assert_eq!(r0, 1, "filesystem 0 is read once and stalls");
         assert!(r1 >= 5, "filesystem 1 was read {r1} times while 0 stalled");
+        assert!(j >= 5, "judged {j} times while filesystem 0's read stalled");
     }
 
-    /// Between reads a filesystem is judged every `judge_every`, so a death that needs no read (a lost
+    /// Between reads the filesystems are judged every `judge_every`, so a death that needs no read (a lost
     /// lease, a replaced blob) is acted on long before the next read.
     #[test]
-    fn a_filesystem_is_judged_between_its_reads() {
+    fn the_filesystems_are_judged_between_their_reads() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
         let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let seen = counts.clone();
+        let (reads, judged) = (counts.clone(), counts.clone());
         let m = Monitor::each(
             Duration::from_secs(3600),
             Duration::from_millis(10),
             1,
-            move |_, read| {
-                seen[usize::from(read)].fetch_add(1, Ordering::SeqCst);
+            move |_| {
+                reads[1].fetch_add(1, Ordering::SeqCst);
+            },
+            move || {
+                judged[0].fetch_add(1, Ordering::SeqCst);
             },
         )
         .unwrap();

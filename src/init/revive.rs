@@ -1,6 +1,6 @@
 //! Re-establishing a dead mount (issue 17). After boot every open filesystem lives in a [`Fleet`], which
-//! the health thread ([`super::health`]) feeds with its reads and asks, after each, whether a filesystem is
-//! dead ([`verdict`]):
+//! the health threads ([`super::health`]) feed with their reads and ask, after each read and every second
+//! in between (then on the signs that need no read), whether a filesystem is dead ([`verdict`]):
 //! - its health reads have failed for `dead_after` (the blob service gone longer than `io_deadline`);
 //! - its serving side gave up (it kept dying: [`crate::supervise::budget`]);
 //! - its blob was replaced (a 412 on the data path: the ETag changed) or its bearer token can no longer be
@@ -61,6 +61,13 @@ pub fn verdict(s: &Signs, dead_after: Duration) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// How long a filesystem's reads have been failing, as a verdict may count it: only right after a read
+/// (`after_read`), which confirms the failure goes on; between reads one failed read grows no older (the
+/// service may be back, a read on a corrupted verity block fails alone), so it is never a death by itself.
+pub fn failing_for(since: Option<Instant>, after_read: bool) -> Option<Duration> {
+    since.filter(|_| after_read).map(|t| t.elapsed())
 }
 
 /// The wait before re-open attempt `attempt + 1` (`attempt` from 1): `[supervise]`'s restart backoff.
@@ -190,8 +197,10 @@ impl Fleet {
         self.write();
     }
 
-    /// Judge filesystem `k` and act on a death: start its re-open, or mark it down.
-    pub fn check(self: &Arc<Self>, k: usize) {
+    /// Judge filesystem `k` and act on a death: start its re-open, or mark it down. `after_read`: right
+    /// after a health read of it, when failing reads count; otherwise only the signs that need no read do
+    /// (a failure's age is known only when a read confirms it: between reads the service may be back).
+    pub fn check(self: &Arc<Self>, k: usize, after_read: bool) {
         let Some(fs) = self.plan.filesystems.get(k) else {
             return;
         };
@@ -203,7 +212,7 @@ impl Fleet {
             let opened = lock(&self.slots[k].opened);
             let Some(o) = opened.as_ref() else { return };
             Signs {
-                failing_for: w.failing_since.map(|t| t.elapsed()),
+                failing_for: failing_for(w.failing_since, after_read),
                 gave_up: o.gave_up(),
                 fatal: o.fatal.as_ref().and_then(crate::blob::FatalWatch::get),
                 lease_lost: o
@@ -378,6 +387,22 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    /// Judged between reads (every second), a failure's age does not count: with `dead_after` under
+    /// `health_interval`, one failed read would otherwise become a death without another read.
+    #[test]
+    fn a_failures_age_counts_only_right_after_a_read() {
+        let since = Instant::now().checked_sub(10 * S);
+        assert!(since.is_some());
+        assert!(failing_for(since, true).is_some_and(|d| d >= 10 * S));
+        assert_eq!(failing_for(since, false), None);
+        assert_eq!(failing_for(None, true), None);
+        let signs = Signs {
+            failing_for: failing_for(since, false),
+            ..Signs::default()
+        };
+        assert_eq!(verdict(&signs, 3 * S), None);
+    }
 
     #[test]
     fn failing_health_reads_are_a_death_only_after_dead_after() {

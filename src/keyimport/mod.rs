@@ -180,12 +180,15 @@ fn import(a: &ImportArgs) -> Result<(), Error> {
         )
         .map_err(Error::Token)?
         .ok_or_else(|| {
-            Error::Options(
-                "--workload-identity: AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE are not \
-                 all set; fix: run it in a pod whose service account has the azure.workload.identity/use \
-                 label (the webhook sets them), or set them yourself"
-                    .into(),
-            )
+            let missing: Vec<&str> = crate::keyrelease::token::WORKLOAD_IDENTITY_ENV
+                .into_iter()
+                .filter(|v| crate::attest::uvm::process_env(v).is_none_or(|x| x.is_empty()))
+                .collect();
+            Error::Options(format!(
+                "--workload-identity: {} not set; fix: run it in a pod whose service account has the \
+                 azure.workload.identity/use label (the webhook sets them), or set them yourself",
+                missing.join(", ")
+            ))
         })?
     } else {
         TokenSource::Imds {

@@ -148,9 +148,14 @@ pub struct State {
     /// token → resource
     pub tokens: HashMap<String, String>,
     pub knobs: Knobs,
+    /// The federated token (client assertion) the fake Entra ID accepts, and for which client id.
     pub assertion: String,
+    pub workload_client_id: String,
     pub issued: usize,
 }
+
+/// The client id the fake Entra ID accepts the federated token for.
+pub const WORKLOAD_CLIENT_ID: &str = "cid";
 
 pub struct FakeAzure {
     pub https: Server,
@@ -457,13 +462,13 @@ fn login(st: &mut State, req: &Req) -> Resp {
                 .map(|(k, v)| (k.to_string(), pct_decode(v)))
         })
         .collect();
-    // What Entra ID checks of a federated credential exchange: the grant, the assertion type, a client id
-    // and the assertion itself (here: the one the test set up).
+    // What Entra ID checks of a federated credential exchange: the grant, the assertion type, the client id
+    // the federated credential belongs to and the assertion itself (here: the ones the test set up).
     if form.get("client_assertion") != Some(&st.assertion)
         || form.get("grant_type").map(String::as_str) != Some("client_credentials")
         || form.get("client_assertion_type").map(String::as_str)
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-        || form.get("client_id").is_none_or(|c| c.is_empty())
+        || form.get("client_id") != Some(&st.workload_client_id)
     {
         return Resp::json(401, &json!({"error": "invalid_client"}));
     }
@@ -503,6 +508,7 @@ impl FakeAzure {
                 kds: None,
             },
             assertion: "federated-token".into(),
+            workload_client_id: WORKLOAD_CLIENT_ID.into(),
             issued: 0,
         }));
         let port = Arc::new(Mutex::new(0u16));

@@ -53,6 +53,14 @@ pub enum TokenSource {
     },
 }
 
+/// What workload identity needs from the environment (as the AKS webhook sets it): the client id, the
+/// tenant, the projected service-account token's file.
+pub const WORKLOAD_IDENTITY_ENV: [&str; 3] = [
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+];
+
 /// The AAD resource for a vault kind.
 pub fn vault_resource(kind: VaultKind) -> &'static str {
     match kind {
@@ -125,11 +133,10 @@ impl TokenSource {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, Error> {
         let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
-        let (Some(client_id), Some(tenant), Some(file)) = (
-            nonempty("AZURE_CLIENT_ID"),
-            nonempty("AZURE_TENANT_ID"),
-            nonempty("AZURE_FEDERATED_TOKEN_FILE"),
-        ) else {
+        let [id, tenant, file] = WORKLOAD_IDENTITY_ENV;
+        let (Some(client_id), Some(tenant), Some(file)) =
+            (nonempty(id), nonempty(tenant), nonempty(file))
+        else {
             return Ok(None);
         };
         let authority = match nonempty("AZURE_AUTHORITY_HOST") {

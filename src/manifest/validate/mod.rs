@@ -396,7 +396,8 @@ pub fn validate(m: Manifest, loc: &dyn Locate, cx: &Context) -> Result<Plan, Err
 }
 
 /// A file encfs-init writes (the readiness file, the log) must not lie where encfs-init mounts something: a
-/// filesystem's mount point or the directory it is mounted on, the secrets' mount point or their tmpfs. There
+/// filesystem's mount point or the directory it is mounted on, its FUSE directory, the secrets' mount point
+/// or their tmpfs. There
 /// it would be written into the mounted filesystem (read-only, or the application's data), vanish when the
 /// filesystem is re-opened, or sit among the released secrets.
 fn outside_mounts(
@@ -424,8 +425,21 @@ fn outside_mounts(
             ),
         ]
     });
+    // FUSE mounts each filesystem's file under /run/encfs-init/fuse-<i>[-r<n>].
+    let fuse_dir = file
+        .strip_prefix("/run/encfs-init")
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .filter(|c| c.as_os_str().to_string_lossy().starts_with("fuse-"))
+        .map(|c| {
+            (
+                Path::new("/run/encfs-init").join(c),
+                "a filesystem's FUSE file".to_string(),
+            )
+        });
     if let Some((dir, whose)) = fs_dirs
         .chain(secret_dirs)
+        .chain(fuse_dir)
         .find(|(dir, _)| file.starts_with(dir))
     {
         v.err(
