@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `probe`, `version`, `help`, and the tools (`nbd serve`, `image`,
-//! `report`, `policy-digest`). [`parse`] turns the arguments into a [`Command`] (every command's options go
+//! `report`, `policy-digest`). [`parse()`] turns the arguments into a [`Command`] (every command's options go
 //! through the one parser, [`crate::argv`]; the help texts are in `help.rs`); [`main`] runs it: it finds and
 //! loads the manifest (`source.rs`), runs the boot, a check or a probe, or hands over to a tool.
 //!

@@ -9,7 +9,7 @@
 //! released by SKR is used as the LUKS2 passphrase as is).
 //!
 //! `image create --verity` and `image seal` append a dm-verity hash tree over the whole image, header
-//! included ([`crate::verity::tree`], see [`seal`]), and print the `verity_root_hash` and
+//! included ([`crate::verity::tree`], see [`seal()`]), and print the `verity_root_hash` and
 //! `verity_hash_offset` lines that pin it in the manifest.
 //!
 //! `image check` prints the header summary and says whether the key opens a keyslot, through the boot's
