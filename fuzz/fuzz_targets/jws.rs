@@ -18,9 +18,9 @@
 #![no_main]
 
 use encfs_init::keyrelease::akv::{parse_payload, verify_jws, JwsTrust};
+use encfs_init::keyrelease::unwrap::{disk_key, kwp_unwrap};
 use encfs_init::keyrelease::{export, ReleasedKey};
 use encfs_init::secret::SecretBytes;
-use encfs_init::keyrelease::unwrap::{disk_key, kwp_unwrap};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};

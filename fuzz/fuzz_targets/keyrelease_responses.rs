@@ -10,10 +10,10 @@
 //! Checked: no panic; a successful answer carries what was asked for (a non-empty token, a value).
 #![no_main]
 
+use encfs_init::http::{self, Exchange, Request, Response};
 use encfs_init::keyrelease::akv;
 use encfs_init::keyrelease::maa::{self, Attestation};
 use encfs_init::keyrelease::token::{TokenCache, TokenSource};
-use encfs_init::http::{self, Exchange, Request, Response};
 use libfuzzer_sys::fuzz_target;
 
 struct Fake<'a> {
@@ -35,7 +35,10 @@ impl Exchange for Fake<'_> {
             });
         }
         let mut headers = http::HeaderMap::new();
-        headers.insert("content-type", "application/json".parse().expect("a header value"));
+        headers.insert(
+            "content-type",
+            "application/json".parse().expect("a header value"),
+        );
         Ok(Response {
             status: self.status,
             headers,
@@ -68,6 +71,7 @@ fuzz_target!(|data: &[u8]| {
                 &t,
                 "https://sharedeus.eus.attest.azure.net",
                 "2022-08-01",
+                None,
                 &a,
             ) {
                 assert!(!tok.expose().is_empty());
