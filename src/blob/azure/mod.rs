@@ -35,7 +35,6 @@ pub use properties::{head, Properties};
 use super::{check_range, BearerSource, BlockSource, Error, Result};
 use crate::http::{self, Client};
 use crate::secret::SecretString;
-use answers::open_error;
 use endpoint::Endpoint;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -89,6 +88,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What a blob URL must be before anything is sent to it (the open's and `doctor`'s HEAD alike): no query
+/// (a SAS goes in `auth`), http or https, a bearer token never over plain http except to loopback, and an
+/// `x-ms-version` that takes bearer tokens.
+fn check_target(url: &str, auth: &Auth, version: &str) -> Result<()> {
+    if url.contains(['?', '#']) {
+        return Err(Error::Unsupported(format!(
+            "blob URL {} must not carry a query; give a SAS separately",
+            crate::redact::url(url)
+        )));
+    }
+    let https = url.starts_with("https://");
+    if !https && !url.starts_with("http://") {
+        return Err(Error::Unsupported(format!(
+            "blob URL {url} must be http:// or https://"
+        )));
+    }
+    if let Auth::Bearer(_) = auth {
+        if !https && !is_loopback_url(url) {
+            return Err(Error::Unsupported(format!(
+                "refusing to send a bearer token over plain http to {url}"
+            )));
+        }
+        if version < MIN_BEARER_VERSION {
+            return Err(Error::Unsupported(format!(
+                "x-ms-version {version} is too old for bearer tokens (needs {MIN_BEARER_VERSION} or later)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl AzureBlob {
     /// Open `url` (no query: a SAS goes in `auth`): HEAD it, pin its ETag, check it can be used; read-write
     /// first takes the blob's lease (the default [`LeaseConfig`]).
@@ -111,30 +141,7 @@ impl AzureBlob {
         read_write: bool,
         lease_config: LeaseConfig,
     ) -> Result<Self> {
-        if url.contains(['?', '#']) {
-            return Err(Error::Unsupported(format!(
-                "blob URL {} must not carry a query; give a SAS separately",
-                crate::redact::url(url)
-            )));
-        }
-        let https = url.starts_with("https://");
-        if !https && !url.starts_with("http://") {
-            return Err(Error::Unsupported(format!(
-                "blob URL {url} must be http:// or https://"
-            )));
-        }
-        if let Auth::Bearer(_) = auth {
-            if !https && !is_loopback_url(url) {
-                return Err(Error::Unsupported(format!(
-                    "refusing to send a bearer token over plain http to {url}"
-                )));
-            }
-            if version < MIN_BEARER_VERSION {
-                return Err(Error::Unsupported(format!(
-                    "x-ms-version {version} is too old for bearer tokens (needs {MIN_BEARER_VERSION} or later)"
-                )));
-            }
-        }
+        check_target(url, &auth, version)?;
         let ep = Endpoint {
             client,
             url: url.to_string(),
@@ -157,31 +164,15 @@ impl AzureBlob {
             write_lock: Mutex::new(()),
             fatal: super::FatalWatch::new(),
         };
-        let target = blob.ep.target(None);
-        let resp = blob
-            .ep
-            .client
-            .retry(|_| {
-                let req = blob.ep.request("HEAD", &target)?;
-                blob.ep.checked(&req, &[200])
-            })
-            .map_err(|e| open_error(e, url, &blob.ep.auth))?;
-        let header = |n: &str| {
-            resp.header(n).ok_or_else(|| {
-                Error::Protocol(format!("HEAD {}: no {n} header", crate::redact::url(url)))
-            })
-        };
-        blob.size = header("content-length")?
-            .trim()
-            .parse()
-            .map_err(|_| Error::Protocol("HEAD: invalid Content-Length".into()))?;
-        blob.blob_type = match header("x-ms-blob-type")? {
+        let props = properties::read(&blob.ep)?;
+        blob.size = props.size;
+        blob.blob_type = match props.blob_type.as_str() {
             "PageBlob" => BlobType::PageBlob,
             "BlockBlob" => BlobType::BlockBlob,
             "AppendBlob" => BlobType::AppendBlob,
             other => return Err(Error::Protocol(format!("unknown x-ms-blob-type {other}"))),
         };
-        *lock(&blob.etag) = header("etag")?.to_string();
+        *lock(&blob.etag) = props.etag;
         if read_write && blob.blob_type != BlobType::PageBlob {
             return Err(Error::Unsupported(format!(
                 "blob {url} is a {:?}: read-write mounts need a page blob (Put Page); mount it read-only \

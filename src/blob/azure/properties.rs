@@ -23,29 +23,20 @@ pub struct Properties {
     pub lease_status: Option<String>,
 }
 
-/// HEAD `url` (no query; a SAS goes in `auth`) as the open does, under the client's retry policy.
-/// As at open, a bearer token never goes over plain http except to loopback.
+/// HEAD `url` (no query; a SAS goes in `auth`) as the open does: the same checks of the URL before
+/// anything is sent, the same request under the client's retry policy.
 pub fn head(client: Client, url: &str, auth: Auth, version: &str) -> Result<Properties> {
-    if url.contains(['?', '#']) {
-        return Err(Error::Unsupported(format!(
-            "blob URL {} must not carry a query; give a SAS separately",
-            crate::redact::url(url)
-        )));
-    }
-    if matches!(auth, Auth::Bearer(_))
-        && !url.starts_with("https://")
-        && !super::is_loopback_url(url)
-    {
-        return Err(Error::Unsupported(format!(
-            "refusing to send a bearer token over plain http to {url}"
-        )));
-    }
-    let ep = Endpoint {
+    super::check_target(url, &auth, version)?;
+    read(&Endpoint {
         client,
         url: url.to_string(),
         auth,
         version: version.to_string(),
-    };
+    })
+}
+
+/// Get Blob Properties of `ep`'s blob (the open's HEAD and `doctor`'s).
+pub(super) fn read(ep: &Endpoint) -> Result<Properties> {
     let target = ep.target(None);
     let resp = ep
         .client
@@ -53,7 +44,7 @@ pub fn head(client: Client, url: &str, auth: Auth, version: &str) -> Result<Prop
             let req = ep.request("HEAD", &target)?;
             ep.checked(&req, &[200])
         })
-        .map_err(|e| open_error(e, url, &ep.auth))?;
+        .map_err(|e| open_error(e, &ep.url, &ep.auth))?;
     let header = |n: &str| resp.header(n).map(str::to_string);
     let need = |n: &str| {
         header(n).ok_or_else(|| Error::Protocol(format!("HEAD {}: no {n} header", ep.shown())))
