@@ -10,29 +10,16 @@ use crate::blob::{self, AzureBlob, BlockSource};
 use crate::http::Client;
 use crate::init::filesystems::VerityError;
 use crate::luks2::Header;
-use crate::manifest::{Access, FilesystemPlan, Plan};
-use std::sync::Arc;
+use crate::manifest::{FilesystemPlan, Plan};
 
-const FIX_HEADER: &str = "the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"), e.g. made by `encfs-init image create`; if it may have been tampered with, restore it and pin header_sha256 (or verity_root_hash) in the manifest";
-
-/// How requests to `fs`'s blob are authorized (the boot's way: a SAS, the identity's token, or none).
+/// How requests to `fs`'s blob are authorized: the boot's way ([`crate::init::filesystems::blob_auth`]).
 fn auth(fs: &FilesystemPlan, plan: &Plan, client: &Client) -> Result<blob::Auth, Finding> {
-    Ok(match &fs.access {
-        Access::Anonymous => blob::Auth::Anonymous,
-        Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(
-            s.expose().to_string(),
-        ))),
-        Access::Private => {
-            let t = crate::init::keys::BlobToken::for_blob(&fs.url.url, plan, client.clone())
-                .map_err(|e| {
-                    Finding::error(
-                        format!("blob[{}] head", fs.index),
-                        &e,
-                        "fix the identity settings",
-                    )
-                })?;
-            blob::Auth::Bearer(Arc::new(t))
-        }
+    crate::init::filesystems::blob_auth(fs, plan, client, None).map_err(|e| {
+        Finding::error(
+            format!("blob[{}] head", fs.index),
+            &e,
+            "fix the identity settings",
+        )
     })
 }
 
@@ -105,10 +92,10 @@ pub fn luks2(
     };
     let h = match Header::parse_pinned(&head, pin) {
         Ok(h) => h,
-        Err(e) => return Finding::error(check, &e, FIX_HEADER),
+        Err(e) => return Finding::error(check, &e, crate::init::filesystems::HEADER_FIX),
     };
     if let Err(e) = h.data_range(device_size) {
-        return Finding::error(check, &e, FIX_HEADER);
+        return Finding::error(check, &e, crate::init::filesystems::HEADER_FIX);
     }
     let s = &h.segment;
     let mut what = format!(

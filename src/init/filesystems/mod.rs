@@ -182,6 +182,32 @@ type Source = (
     Option<blob::FatalWatch>,
 );
 
+/// The fix for a LUKS2 header refused by its checks (the boot's and `doctor`'s).
+pub const HEADER_FIX: &str = "the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"), e.g. made by `encfs-init image create`; if it may have been tampered with, restore it and pin header_sha256 (or verity_root_hash) in the manifest";
+
+/// How requests to `fs`'s blob are authorized (the boot's open and `doctor` alike): its SAS, the identity's
+/// token for the storage account (reporting to `fatal` once it can no longer be refreshed), or none.
+pub fn blob_auth(
+    fs: &FilesystemPlan,
+    plan: &Plan,
+    client: &crate::http::Client,
+    fatal: Option<blob::FatalWatch>,
+) -> Result<blob::Auth, crate::keyrelease::Error> {
+    Ok(match &fs.access {
+        Access::Anonymous => blob::Auth::Anonymous,
+        Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(
+            s.expose().to_string(),
+        ))),
+        Access::Private => {
+            let token = super::keys::BlobToken::for_blob(&fs.url.url, plan, client.clone())?;
+            blob::Auth::Bearer(Arc::new(match fatal {
+                Some(w) => token.watched(w),
+                None => token,
+            }))
+        }
+    })
+}
+
 /// The blob behind its cache.
 fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
     let mut etag = None;
@@ -203,21 +229,12 @@ fn open_source(fs: &FilesystemPlan, plan: &Plan) -> Result<Source, Cause> {
             deadline: Some(fs.io_deadline),
             ..*client.policy()
         };
-        let auth = match &fs.access {
-            Access::Anonymous => blob::Auth::Anonymous,
-            Access::Sas(s) => blob::Auth::Sas(Arc::new(crate::secret::SecretString::new(
-                s.expose().to_string(),
-            ))),
-            Access::Private => {
-                let watch = fatal.insert(blob::FatalWatch::new()).clone();
-                let token = super::keys::BlobToken::for_blob(url, plan, client.clone())?;
-                blob::Auth::Bearer(Arc::new(token.watched(watch)))
-            }
-        };
+        let watch = fatal.insert(blob::FatalWatch::new()).clone();
+        let auth = blob_auth(fs, plan, &client, Some(watch.clone()))?;
         let mut b =
             blob::AzureBlob::open(client, url, auth, &plan.api_versions.blob, fs.read_write)?;
         b.set_retry_policy(data_policy);
-        b.watch_fatal(fatal.get_or_insert_with(blob::FatalWatch::new).clone());
+        b.watch_fatal(watch);
         etag = Some(b.etag());
         lease = b.lease();
         Box::new(b)

@@ -87,7 +87,7 @@ pub(super) fn unlock(
         .read(0, crate::luks2::both_copies_len(&first), "LUKS2 header")
         .map_err(|e| s.fail(r.read_step(header_step), e))?;
     let header = Header::parse_pinned(&head, header_sha256)
-        .map_err(|e| s.fail_fix(header_step, Some("the blob must be a LUKS2 image with allowed parameters (README, \"LUKS2 allowlist\"); if it may have been tampered with, restore it and pin header_sha256 (or verity_root_hash) in the manifest"), e))?;
+        .map_err(|e| s.fail_fix(header_step, Some(super::HEADER_FIX), e))?;
     for w in &header.warnings {
         log::warn!("filesystem[{index}]: LUKS2 header: {w}");
     }
