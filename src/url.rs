@@ -12,6 +12,13 @@ pub fn host(url: &str) -> &str {
     hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
 }
 
+/// The origin of `url`: `scheme://host[:port]`, without the path (`https` when there is no scheme). A blob
+/// URL's is its storage account's token resource.
+pub fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
+}
+
 /// Why a text is not a service endpoint ([`endpoint`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
@@ -99,5 +106,21 @@ mod tests {
         assert_eq!(host("http://169.254.169.254:80"), "169.254.169.254");
         assert_eq!(host("https://[fd00::1]:8443/x"), "fd00::1");
         assert_eq!(host("kv.example"), "kv.example");
+    }
+
+    #[test]
+    fn the_origin_keeps_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://acct.blob.core.windows.net/c/a.img"),
+            "https://acct.blob.core.windows.net"
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:10000/acct/c/a.img"),
+            "http://127.0.0.1:10000"
+        );
+        assert_eq!(
+            origin("acct.blob.core.windows.net/c"),
+            "https://acct.blob.core.windows.net"
+        );
     }
 }

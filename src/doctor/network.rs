@@ -7,7 +7,7 @@
 use super::Finding;
 use crate::http::{self, Client, Exchange, Request};
 use crate::keyrelease::token::{self, TokenSource};
-use crate::manifest::{Access, KeyPlan, Plan, ReleasePlan};
+use crate::manifest::{Access, Plan, ReleasePlan};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 /// One endpoint to reach, and what it is for.
@@ -38,33 +38,10 @@ impl Target {
     }
 }
 
-/// The base (`scheme://host[:port]`) of `url`.
-fn base_of(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
-    format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
-}
-
-/// Every release of the plan: filesystems' and secrets' keys.
-fn releases(plan: &Plan) -> Vec<&ReleasePlan> {
-    plan.filesystems
-        .iter()
-        .map(|f| &f.key)
-        .chain(
-            plan.secrets
-                .iter()
-                .flat_map(|s| s.secrets.iter().map(|x| &x.key)),
-        )
-        .filter_map(|k| match k {
-            KeyPlan::Release(rp) => Some(rp),
-            KeyPlan::Raw(_) => None,
-        })
-        .collect()
-}
-
 /// The identity tokens the plan needs: `(resource, static token)` per vault kind and storage account.
 fn audiences(plan: &Plan) -> Vec<(String, Option<&crate::secret::SecretString>)> {
     let mut out: Vec<(String, Option<&crate::secret::SecretString>)> = Vec::new();
-    for rp in releases(plan) {
+    for rp in plan.releases() {
         let r = token::vault_resource(rp.vault_kind).to_string();
         if !out.iter().any(|(x, _)| *x == r) {
             out.push((r, rp.bearer_token.as_ref()));
@@ -72,7 +49,7 @@ fn audiences(plan: &Plan) -> Vec<(String, Option<&crate::secret::SecretString>)>
     }
     for fs in &plan.filesystems {
         if matches!(fs.access, Access::Private) {
-            let r = base_of(&fs.url.url);
+            let r = crate::url::origin(&fs.url.url);
             if !out.iter().any(|(x, _)| *x == r) {
                 out.push((r, None));
             }
@@ -86,12 +63,12 @@ fn audiences(plan: &Plan) -> Vec<(String, Option<&crate::secret::SecretString>)>
 pub fn targets(plan: &Plan, host_certs: bool) -> Vec<Target> {
     let mut out: Vec<Target> = Vec::new();
     let mut add = |role, url: &str| {
-        let base = base_of(url);
+        let base = crate::url::origin(url);
         if !out.iter().any(|t| t.base == base) {
             out.push(Target { role, base });
         }
     };
-    let rel = releases(plan);
+    let rel: Vec<&ReleasePlan> = plan.releases().collect();
     for rp in &rel {
         add("MAA", &rp.authority.0);
         add("vault", &rp.vault.0);
@@ -243,7 +220,7 @@ pub fn token_for(
 
 /// MAA at `authority` answers its signing keys (`GET /certs`: a JSON document with `keys`).
 pub fn maa(authority: &str, t: &dyn Exchange) -> Finding {
-    let url = format!("{}/certs", base_of(authority));
+    let url = format!("{}/certs", crate::url::origin(authority));
     let check = format!("maa {}", crate::url::host(authority));
     let fix = "check the attestation authority URL in the manifest (https://<name>.<region>.attest.azure.net) and that the network reaches it";
     let answer = t.exchange(&Request::new("GET", &url));
@@ -282,7 +259,7 @@ pub fn check(plan: &Plan, client: &Client, host_certs: bool) -> Vec<Finding> {
         out.push(token_for(plan, &resource, fixed, client));
     }
     let mut seen: Vec<&str> = Vec::new();
-    for rp in releases(plan) {
+    for rp in plan.releases() {
         if !seen.contains(&rp.authority.0.as_str()) {
             seen.push(&rp.authority.0);
             out.push(maa(&rp.authority.0, client));
@@ -311,7 +288,7 @@ mod tests {
         assert_eq!(t("http://127.0.0.1:8080"), ("127.0.0.1".into(), 8080));
         assert_eq!(t("http://169.254.169.254"), ("169.254.169.254".into(), 80));
         assert_eq!(
-            base_of("https://a.blob.core.windows.net/c/b.img"),
+            crate::url::origin("https://a.blob.core.windows.net/c/b.img"),
             "https://a.blob.core.windows.net"
         );
     }

@@ -270,17 +270,9 @@ impl crate::skr::Backend for SkrBackend {
     }
 
     fn manifest_vaults(&self) -> Vec<String> {
-        let fs = self.plan.filesystems.iter().map(|f| &f.key);
-        let secrets = self
-            .plan
-            .secrets
-            .iter()
-            .flat_map(|s| s.secrets.iter().map(|x| &x.key));
-        fs.chain(secrets)
-            .filter_map(|k| match k {
-                KeyPlan::Release(rp) => Some(crate::url::host(&rp.vault.0).to_ascii_lowercase()),
-                KeyPlan::Raw(_) => None,
-            })
+        self.plan
+            .releases()
+            .map(|rp| crate::url::host(&rp.vault.0).to_ascii_lowercase())
             .collect()
     }
 }

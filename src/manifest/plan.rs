@@ -59,17 +59,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every key of the plan: the filesystems' in order, then the secrets'.
+    pub fn keys(&self) -> impl Iterator<Item = &KeyPlan> {
+        self.filesystems.iter().map(|f| &f.key).chain(
+            self.secrets
+                .iter()
+                .flat_map(|s| s.secrets.iter().map(|x| &x.key)),
+        )
+    }
+
+    /// Every key release of the plan (its [`keys`](Self::keys) that are released, not raw).
+    pub fn releases(&self) -> impl Iterator<Item = &ReleasePlan> {
+        self.keys().filter_map(|k| match k {
+            KeyPlan::Release(rp) => Some(rp),
+            KeyPlan::Raw(_) => None,
+        })
+    }
+
     /// Whether anything in the plan releases a key (so the boot sets up attestation).
     pub fn releases_keys(&self) -> bool {
-        self.filesystems
-            .iter()
-            .map(|f| &f.key)
-            .chain(
-                self.secrets
-                    .iter()
-                    .flat_map(|s| s.secrets.iter().map(|x| &x.key)),
-            )
-            .any(|k| matches!(k, KeyPlan::Release(_)))
+        self.releases().next().is_some()
     }
 }
 

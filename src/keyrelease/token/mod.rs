@@ -383,9 +383,7 @@ impl BlobToken {
         plan: &crate::manifest::Plan,
         http: http::Client,
     ) -> Result<Self, Error> {
-        let (scheme, rest) = blob_url.split_once("://").unwrap_or(("https", blob_url));
-        let host = rest.split('/').next().unwrap_or_default();
-        let resource = format!("{scheme}://{host}");
+        let resource = crate::url::origin(blob_url);
         let cache = TokenCache::new(TokenSource::for_resource(
             None,
             &resource,
