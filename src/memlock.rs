@@ -29,11 +29,40 @@ pub fn lock(ptr: *const u8, len: usize) -> bool {
     false
 }
 
-/// The process's locked memory in kB (`VmLck` of `/proc/self/status`), for tests and diagnostics.
-pub fn locked_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+/// Whether every page of the `len` bytes at `ptr` is in a locked mapping (`lo` among the `VmFlags` of
+/// `/proc/self/smaps`), for tests and diagnostics. `None` when smaps cannot be read or parsed.
+pub fn range_is_locked(ptr: *const u8, len: usize) -> Option<bool> {
+    const PAGE: usize = 4096;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let start = (ptr as usize) / PAGE * PAGE;
+    let end = (ptr as usize).checked_add(len)?.div_ceil(PAGE) * PAGE;
+    // The locked mappings, in address order (smaps lists them so).
+    let mut locked: Vec<(usize, usize)> = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            let range = current.take()?;
+            if flags.split_whitespace().any(|f| f == "lo") {
+                locked.push(range);
+            }
+        } else if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    current = Some((a, b));
+                }
+            }
+        }
+    }
+    // Walk the range through the locked mappings: each one that holds the next unchecked page moves past it.
+    let mut at = start;
+    for (a, b) in locked {
+        if a <= at && at < b {
+            at = b;
+        }
+        if at >= end {
+            return Some(true);
+        }
+    }
+    Some(at >= end)
 }
