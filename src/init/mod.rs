@@ -430,10 +430,12 @@ pub fn finish(ctx: Context, code: i32) -> ! {
         #[allow(clippy::exit)] // The one place the process ends (main calls us).
         std::process::exit(code)
     }
+    // Everything written reaches the disks before the verdict line: after it only the kernel's power-off
+    // remains (the VM rig relies on this to tell a hang of ours from one of the kernel's shutdown).
+    nix::unistd::sync();
     // The VM rig matches this line exactly. Errors writing it cannot be reported anywhere else.
     let _ = writeln!(std::io::stderr(), "encfs-init: exit status {code}");
     let _ = std::io::stderr().flush();
-    nix::unistd::sync();
     // Exiting as the VM's PID 1 would panic the kernel: power off instead, and never return.
     let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     let _ = writeln!(std::io::stderr(), "encfs-init: power off failed: {e}");

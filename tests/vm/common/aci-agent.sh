@@ -109,6 +109,6 @@ fi
 if grep -q '/\.filesystem-' /proc/self/mountinfo; then
     fail "a filesystem is still mounted in the agent's namespace: $(grep '/\.filesystem-' /proc/self/mountinfo)"
 fi
-echo "vmtest: script exit status $status"
+sync; echo "vmtest: script exit status $status"
 sync
 poweroff -f

@@ -62,6 +62,6 @@ else
     say "no filesystem or dm device left"
 fi
 [ -e /mnt/remote/encfs-init.ready ] && fail "a readiness file is left" || say "no readiness file"
-echo "vmtest: script exit status $status"
+sync; echo "vmtest: script exit status $status"
 sync
 poweroff -f

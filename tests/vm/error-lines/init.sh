@@ -57,5 +57,5 @@ if [ -z "$left" ] && [ -z "$attached" ] && [ ! -e /run/error-lines/ready ]; then
 else
     fail "left behind: dm [$left] nbd pids [$attached] ready [$(ls /run/error-lines)]"
 fi
-echo "vmtest: script exit status $status"
+sync; echo "vmtest: script exit status $status"
 exec poweroff -f

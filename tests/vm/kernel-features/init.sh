@@ -15,5 +15,5 @@ done
 for dev in /dev/mapper/control /dev/nbd0; do
     if [ -e "$dev" ]; then echo "present $dev"; else echo "MISSING $dev"; status=1; fi
 done
-echo "vmtest: script exit status $status"
+sync; echo "vmtest: script exit status $status"
 exec poweroff -f

@@ -26,5 +26,5 @@ for d in /dev/mapper/control /dev/loop-control /dev/fuse; do
     [ -e $d ] || fail "$d missing"
 done
 [ $status = 0 ] && echo "uvm-kernel: no NBD, no CUSE, no configfs, no AES-NI, no module loaded; dm, loop, FUSE, dm-crypt, dm-verity, dm-integrity present"
-echo "vmtest: script exit status $status"
+sync; echo "vmtest: script exit status $status"
 poweroff -f
