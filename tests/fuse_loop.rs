@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 struct Rec {
     data: Mutex<Vec<u8>>,
     read_only: bool,
-    events: Mutex<Vec<&'static str>>,
+    /// What happened to the source, with when.
+    events: Mutex<Vec<(&'static str, Instant)>>,
     /// How long a flush takes (to see that fsync waits for it).
     flush_delay: Duration,
 }
@@ -40,6 +41,9 @@ impl Rec {
         self.data.lock().unwrap().clone()
     }
     fn events(&self) -> Vec<&'static str> {
+        self.events.lock().unwrap().iter().map(|e| e.0).collect()
+    }
+    fn events_timed(&self) -> Vec<(&'static str, Instant)> {
         self.events.lock().unwrap().clone()
     }
 }
@@ -62,13 +66,19 @@ impl BlockSource for Rec {
         }
         check_range(o, d.len() as u64, self.size())?;
         self.data.lock().unwrap()[o as usize..o as usize + d.len()].copy_from_slice(d);
-        self.events.lock().unwrap().push("write");
+        self.events.lock().unwrap().push(("write", Instant::now()));
         Ok(())
     }
     fn flush(&self) -> Result<()> {
-        self.events.lock().unwrap().push("flush started");
+        self.events
+            .lock()
+            .unwrap()
+            .push(("flush started", Instant::now()));
         std::thread::sleep(self.flush_delay);
-        self.events.lock().unwrap().push("flush done");
+        self.events
+            .lock()
+            .unwrap()
+            .push(("flush done", Instant::now()));
         Ok(())
     }
 }
@@ -256,13 +266,24 @@ fn fsync_on_the_loop_device_returns_only_after_the_source_flushed() {
     let before = ev.len();
     let t = Instant::now();
     f.sync_all().unwrap();
-    let took = t.elapsed();
-    let ev = src.events();
-    // The flush ran after the write, and had finished when fsync returned.
-    assert_eq!(ev.last(), Some(&"flush done"), "{ev:?}");
+    let returned = Instant::now();
+    let took = returned - t;
+    // A flush started after the write and had finished when fsync returned. (Other flushes may start
+    // around it: the kernel sends its own, so the last event need not be ours.)
+    let ev = src.events_timed();
+    let started = ev[before..]
+        .iter()
+        .position(|e| e.0 == "flush started")
+        .map(|i| before + i);
+    let Some(started) = started else {
+        panic!("fsync did not reach the source: {ev:?}");
+    };
     assert!(
-        ev[before..].contains(&"flush started"),
-        "fsync did not reach the source: {ev:?}"
+        ev[started..]
+            .iter()
+            .any(|e| e.0 == "flush done" && e.1 <= returned),
+        "fsync returned before the flush finished: {:?}",
+        ev.iter().map(|e| e.0).collect::<Vec<_>>()
     );
     assert!(took >= src.flush_delay, "fsync returned in {took:?}");
     drop(f);
