@@ -3,7 +3,7 @@
 //! the range server of tests/support. The rig builds it static (`cargo_tests = ["guest_blob_server"]`).
 //!
 //! `guest_blob_server --serve FILE --port-file PATH [--block-blob] [--persist] [--path /c/b]
-//! [--break-lease-on FILE] [STORM]`: serve
+//! [--break-lease-on FILE] [--tokens FILE] [STORM]`: serve
 //! until killed; the chosen port is written to PATH once listening. With `--persist` every Put Page is
 //! also written to FILE (a disk such as /dev/vda) and synced before it is acknowledged. Without `--path` any path is the blob; with
 //! it only that path is, and any other answers 404 `BlobNotFound` as Azure does.
@@ -15,6 +15,11 @@
 //! `--break-lease-on FILE`: once FILE exists, the blob's lease is broken (as `az storage blob lease break`
 //! with a break period of 0 would), `lease broken` is printed on stderr and FILE removed.
 //!
+//! `--tokens FILE`: the blob is private. Every request must carry a bearer token that FILE lists for the
+//! storage resource and that has not expired (`guest_fake_azure` writes its issued tokens to `DIR/tokens`);
+//! otherwise the answer is Azure Storage's (404 `ResourceNotFound` without a token, 401
+//! `InvalidAuthenticationInfo` for an unknown, other-audience or expired one).
+//!
 //! STORM (`--storm-secs S [--storm-arm FILE] [--storm-after-bytes N] [--storm-dir DIR]`): once FILE exists
 //! (at once without `--storm-arm`) and N more bytes of range reads have been served, every GET and PUT
 //! answers 503 `ServerBusy` for S seconds. The start and the end are printed on stderr and, with
@@ -22,7 +27,8 @@
 //! can check that the storm happened while it read.
 //!
 //! Run without `--serve` (as `cargo test` does) it checks itself: a HEAD and a ranged GET against a served
-//! pattern, a 404 for another path when `only_path` is set, and prints the usual test summary line.
+//! pattern, a 404 for another path when `only_path` is set, the token checks of `--tokens`, and prints the
+//! usual test summary line.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the report
 
@@ -82,6 +88,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let mut persist = false;
     let mut break_on: Option<PathBuf> = None;
     let mut replace_on: Option<PathBuf> = None;
+    let mut tokens: Option<PathBuf> = None;
     let mut storm = Storm {
         secs: 0,
         arm: None,
@@ -102,6 +109,7 @@ fn serve(args: &[String]) -> Result<(), String> {
             "--break-lease-on" => break_on = it.next().map(PathBuf::from),
             "--replace-on" => replace_on = it.next().map(PathBuf::from),
             "--path" => only_path = it.next().cloned(),
+            "--tokens" => tokens = it.next().map(PathBuf::from),
             "--storm-secs" => storm.secs = number(it.next(), a)?,
             "--storm-after-bytes" => storm.after_bytes = number(it.next(), a)?,
             "--storm-arm" => storm.arm = it.next().map(PathBuf::from),
@@ -121,6 +129,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let data = std::fs::read(&file).map_err(|e| format!("{file}: {e}"))?;
     let server = range_server::RangeServer::start(data, blob_type);
     *server.faults.only_path.lock().unwrap() = only_path.clone();
+    *server.faults.tokens.lock().unwrap() = tokens;
     if persist {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -223,6 +232,65 @@ fn self_check() -> bool {
         && body == data[1000..2000]
         && served.contains("200")
         && missing.contains("404")
+        && tokens_checked()
+}
+
+/// `--tokens`: a listed, live token for storage or for this account is admitted; none, an unknown one,
+/// another audience's (another service's or another account's) and an expired one are refused as Azure
+/// Storage refuses them.
+fn tokens_checked() -> bool {
+    let dir = std::env::temp_dir().join(format!("guest-blob-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("tokens");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let server = range_server::RangeServer::start(vec![7u8; 4096], "PageBlob");
+    std::fs::write(
+        &list,
+        format!(
+            "live https://storage.azure.com/ {}\nvault https://vault.azure.net {}\nold https://storage.azure.com/ {}\naccount http://{} {}\nother http://127.0.0.1:1 {}\n",
+            now + 600,
+            now + 600,
+            now - 1,
+            server.addr,
+            now + 600,
+            now + 600,
+        ),
+    )
+    .unwrap();
+    *server.faults.tokens.lock().unwrap() = Some(list);
+    let get = |auth: &str| {
+        request(
+            server.addr,
+            &format!(
+                "GET /c/b HTTP/1.1\r\nHost: {}\r\nx-ms-range: bytes=0-9\r\n{auth}Connection: close\r\n\r\n",
+                server.addr
+            ),
+        )
+    };
+    let (live, body) = get("Authorization: Bearer live\r\n");
+    let (none, _) = get("");
+    let (unknown, _) = get("Authorization: Bearer forged\r\n");
+    let (vault, _) = get("Authorization: Bearer vault\r\n");
+    let (old, old_body) = get("Authorization: Bearer old\r\n");
+    let (account, _) = get("Authorization: Bearer account\r\n");
+    let (other, _) = get("Authorization: Bearer other\r\n");
+    let _ = std::fs::remove_dir_all(&dir);
+    let ok = live.contains("206")
+        && body == [7u8; 10]
+        && none.contains("404")
+        && unknown.contains("401")
+        && vault.contains("401 Audience")
+        && old.contains("401 Lifetime validation failed")
+        && String::from_utf8_lossy(&old_body).contains("InvalidAuthenticationInfo")
+        && account.contains("206")
+        && other.contains("401 Audience");
+    if !ok {
+        eprintln!("tokens: live {live}, none {none}, unknown {unknown}, vault {vault}, old {old}, account {account}, other {other}");
+    }
+    ok
 }
 
 fn main() {

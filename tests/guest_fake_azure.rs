@@ -28,7 +28,9 @@
 //! creates it after boot to see a re-open fail closed.
 //!
 //! Identity (test controls): `--token-ttl SECS` makes IMDS's tokens live SECS seconds (`expires_in`;
-//! default 3600); while a file `DIR/imds-down` exists, IMDS answers every token request with 503.
+//! default 3600); while a file `DIR/imds-down` exists, IMDS answers every token request with 503. Every token
+//! issued is listed in `DIR/tokens` (`TOKEN RESOURCE EXPIRES_UNIX` lines), which `guest_blob_server --tokens`
+//! checks bearer tokens against.
 //!
 //! It serves until killed. Nothing secret is printed. Run without `--key-file` (as `cargo test` does) it
 //! checks itself: a full release through the product's key release code against the files it wrote.
@@ -188,6 +190,7 @@ fn start(
     az.set(|k| {
         k.revoked_dir = Some(out.join("revoke"));
         k.imds_down = Some(out.join("imds-down"));
+        k.token_log = Some(out.join("tokens"));
         if let Some(secs) = token_ttl {
             k.imds_expires_in = json!(secs.to_string());
         }

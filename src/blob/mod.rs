@@ -166,7 +166,7 @@ impl fmt::Display for Error {
                                 | "InvalidAuthenticationInfo"
                                 | "NoAuthenticationInformation"
                         )
-                    }) => "the token itself was not accepted: it must be for the storage audience (https://storage.azure.com/), issued by the storage account's tenant, and current (its nbf/exp against this machine's clock); check the identity's client_id or the workload identity's tenant and audience",
+                    }) => "the token itself was not accepted: it must be for storage (https://storage.azure.com/ or the account's own origin, which encfs-init asks for), issued by the storage account's tenant, and current (its nbf/exp against this machine's clock); check the identity's client_id or the workload identity's tenant and audience",
                     "bearer token" => "give the identity a data-plane role on the container: Storage Blob Data Reader (Storage Blob Data Contributor for read_write); management roles such as Owner do not grant blob data access",
                     _ => "the container does not allow anonymous reads: use a SAS (access = \"sas\") or an identity (access = \"private\")",
                 };

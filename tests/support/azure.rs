@@ -56,6 +56,10 @@ pub struct Knobs {
     /// IMDS answers every token request with 503 (as an identity endpoint that is down) while this file
     /// exists: a test makes tokens unobtainable after boot.
     pub imds_down: Option<std::path::PathBuf>,
+    /// Every token issued (IMDS, Entra ID) is appended here as a line `TOKEN RESOURCE EXPIRES_UNIX`: the list a
+    /// storage service checks bearer tokens against (`range_server`'s `Faults::tokens`, in the VM
+    /// `guest_blob_server --tokens`), as Azure Storage checks a token's signature, audience and lifetime.
+    pub token_log: Option<std::path::PathBuf>,
     /// THIM's answer (the THIM JSON), served to `Metadata: true` requests; `None`: 404.
     pub thim: Option<ThimCerts>,
     /// AMD KDS's certificates; `None`: 404.
@@ -422,13 +426,28 @@ fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn issue(st: &mut State, resource: String) -> String {
+/// A new token for `resource`, valid for `lifetime` seconds (logged to `token_log` when set).
+fn issue(st: &mut State, resource: String, lifetime: u64) -> String {
     st.issued += 1;
     let t = format!(
         "tok-{}-{}",
         st.issued,
         hex(&Sha256::digest(resource.as_bytes())[..4])
     );
+    if let Some(path) = &st.knobs.token_log {
+        let expires = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + lifetime;
+        let line = format!("{t} {resource} {expires}\n");
+        // One write of a whole line, appended: a reader never sees half a token.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+            .expect("token log");
+    }
     st.tokens.insert(t.clone(), resource);
     t
 }
@@ -447,7 +466,12 @@ fn imds(st: &mut State, req: &Req) -> Resp {
         );
     }
     let resource = pct_decode(&req.param("resource").unwrap_or_default());
-    let t = issue(st, resource.clone());
+    // `expires_in` as IMDS sends it (a string of seconds); a test may make it something else.
+    let lifetime = match &st.knobs.imds_expires_in {
+        Value::String(s) => s.parse().unwrap_or(0),
+        v => v.as_u64().unwrap_or(0),
+    };
+    let t = issue(st, resource.clone(), lifetime);
     Resp::json(
         200,
         &json!({"access_token": t, "expires_in": st.knobs.imds_expires_in, "resource": resource, "token_type": "Bearer"}),
@@ -475,7 +499,7 @@ fn login(st: &mut State, req: &Req) -> Resp {
     let Some(resource) = form.get("scope").and_then(|s| s.strip_suffix("/.default")) else {
         return Resp::json(400, &json!({"error": "invalid_scope"}));
     };
-    let t = issue(st, resource.to_string());
+    let t = issue(st, resource.to_string(), 3600);
     Resp::json(
         200,
         &json!({"token_type": "Bearer", "expires_in": 3600, "access_token": t}),
@@ -504,6 +528,7 @@ impl FakeAzure {
                 answer_as: None,
                 revoked_dir: None,
                 imds_down: None,
+                token_log: None,
                 thim: None,
                 kds: None,
             },

@@ -115,6 +115,14 @@ pub struct Faults {
     pub only_path: Mutex<Option<String>>,
     /// The service profile in force, if any ([`RangeServer::set_profile`]).
     throttle: Mutex<Option<Arc<Throttle>>>,
+    /// When set, the blob is private: every request must carry `Authorization: Bearer TOKEN` with a TOKEN
+    /// listed in this file for the storage resource and not expired (lines `TOKEN RESOURCE EXPIRES_UNIX`, as
+    /// the fake IMDS writes them: `azure::Knobs::token_log`). Otherwise the answer is Azure Storage's: 404
+    /// `ResourceNotFound` without a token (a private container does not admit anonymous reads), 401
+    /// `InvalidAuthenticationInfo` for a token it does not know, for an audience other than storage's or the
+    /// account's (the request's host), or past its lifetime.
+    /// Always applied, not only while `on`.
+    pub tokens: Mutex<Option<std::path::PathBuf>>,
     /// The `Retry-After` value of injected 503s (default `0`).
     pub retry_after: Mutex<Option<String>>,
     /// Extra bytes appended to every 206 body (its Content-Length counts them): a reply longer than the
@@ -276,6 +284,57 @@ struct Ctx {
     rng: u64,
 }
 
+/// Why Azure Storage would refuse this request's bearer token, checked against the token list `file` (see
+/// [`Faults::tokens`]): (status, error code, detail), or `None` when it admits it.
+fn bearer_refused(
+    file: &std::path::Path,
+    h: &HashMap<String, String>,
+) -> Option<(u16, &'static str, &'static str)> {
+    let Some(token) = h
+        .get("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+    else {
+        return Some((
+            404,
+            "ResourceNotFound",
+            "The specified resource does not exist.",
+        ));
+    };
+    let list = std::fs::read_to_string(file).unwrap_or_default();
+    let Some((resource, expires)) = list.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        (f.next() == Some(token)).then(|| (f.next().unwrap_or(""), f.next().unwrap_or("")))
+    }) else {
+        return Some((
+            401,
+            "InvalidAuthenticationInfo",
+            "Signature validation failed.",
+        ));
+    };
+    // Azure Storage admits its service-wide audience and the account's own origin (the request's host).
+    let host = h.get("host").map_or("", String::as_str);
+    let audience = resource.trim_end_matches('/');
+    let own = [format!("https://{host}"), format!("http://{host}")];
+    if audience != "https://storage.azure.com" && !own.iter().any(|o| o == audience) {
+        return Some((
+            401,
+            "InvalidAuthenticationInfo",
+            "Audience validation failed. Audience did not match.",
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if expires.parse::<u64>().map_or(true, |e| now >= e) {
+        return Some((
+            401,
+            "InvalidAuthenticationInfo",
+            "Lifetime validation failed. The token is expired.",
+        ));
+    }
+    None
+}
+
 enum Fault {
     None,
     E503,
@@ -386,6 +445,26 @@ impl Ctx {
         body: &[u8],
         throttle: Option<&Throttle>,
     ) -> std::io::Result<()> {
+        let tokens = self.faults.tokens.lock().unwrap().clone();
+        if let Some(refused) = tokens.and_then(|f| bearer_refused(&f, h)) {
+            let (status, code, why) = refused;
+            let b = if method == "HEAD" {
+                String::new()
+            } else {
+                format!("<Error><Code>{code}</Code><AuthenticationErrorDetail>{why}</AuthenticationErrorDetail></Error>")
+            };
+            let challenge = if status == 401 {
+                format!("WWW-Authenticate: Bearer authorization_uri=https://login.microsoftonline.com/tenant/oauth2/authorize resource_id=https://storage.azure.com error_description=\"{why}\"\r\n")
+            } else {
+                String::new()
+            };
+            write!(
+                w,
+                "HTTP/1.1 {status} {why}\r\nx-ms-error-code: {code}\r\n{challenge}Content-Length: {}\r\n\r\n",
+                b.len()
+            )?;
+            return w.write_all(b.as_bytes());
+        }
         let wanted = self.faults.only_path.lock().unwrap().clone();
         if let Some(only) = wanted {
             if target.split('?').next() != Some(only.as_str()) {

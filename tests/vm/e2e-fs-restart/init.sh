@@ -2,10 +2,11 @@
 # Two in-guest blob servers (one per image; server a's pid for the application) and the fake Azure on
 # 127.0.0.1, the security-context directory, the manifest; then become encfs-init (exec keeps PID 1).
 ip link set lo up
-/tests/guest_blob_server --serve /blobs/a.img --port-file /run/a.port &
+# A scenario may give blob server a and the fake more arguments in /vmtest/blob-a-args and
+# /vmtest/fake-azure-args.
+/tests/guest_blob_server --serve /blobs/a.img --port-file /run/a.port $(cat /vmtest/blob-a-args 2>/dev/null) &
 echo $! > /blobs/a.pid
 /tests/guest_blob_server --serve /blobs/b.img --port-file /run/b.port &
-# A scenario may give the fake more arguments in /vmtest/fake-azure-args.
 /tests/guest_fake_azure --key-file /keys/key.bin --out /fake-azure $(cat /vmtest/fake-azure-args 2>/dev/null) &
 i=0
 while { [ ! -s /run/a.port ] || [ ! -s /run/b.port ] || [ ! -s /fake-azure/env ]; } && [ $i -lt 600 ]; do

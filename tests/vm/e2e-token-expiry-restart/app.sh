@@ -2,11 +2,15 @@
 # Filesystem 0 is private (IMDS's token for the storage account, 40 s). IMDS goes down after boot: once its
 # token can no longer be refreshed, filesystem 0 is dead and goes restarting (probe fails); its re-opens fail
 # while IMDS is down; once IMDS is back it comes back with the same checksum. Filesystem 1 (anonymous) is
-# read throughout and never fails.
+# read throughout and never fails. Blob server a admits only IMDS's live storage tokens.
 r=/mnt/remote/encfs-init.ready
 fail() { echo "token: FAIL: $*"; cat $r; exit 1; }
 . /etc/vmtest/lib.sh
 /bin/encfs-init probe || fail "probe fails after boot"
+# Blob server a checks bearer tokens as Azure Storage does (--tokens): it serves no request without one.
+wget -q -O /dev/null "http://127.0.0.1:$(cat /run/a.port)/c/a.img" 2>/dev/null &&
+    fail "blob server a served a request without a token"
+echo "token: blob a refuses a request without a token"
 a0=$(sha256sum < /mnt/remote/a/data.bin)
 b0=$(sha256sum < /mnt/remote/b/data.bin)
 touch /fake-azure/imds-down
