@@ -9,7 +9,7 @@ use super::Finding;
 use crate::blob::{self, AzureBlob, BlockSource};
 use crate::http::Client;
 use crate::init::filesystems::VerityError;
-use crate::luks2::Header;
+use crate::luks2::{Header, HeaderRead};
 use crate::manifest::{FilesystemPlan, Plan};
 
 /// How requests to `fs`'s blob are authorized: the boot's way ([`crate::init::filesystems::blob_auth`]).
@@ -81,18 +81,12 @@ pub fn luks2(
             .map_err(|e| Finding::error(check.clone(), &e, "check the blob's access"))?;
         Ok(buf)
     };
-    let first = match read(4096) {
-        Ok(b) => b,
-        Err(f) => return f,
-    };
-    // As the boot: the binary header's hdr_size decides how much to read.
-    let head = match read(crate::luks2::both_copies_len(&first)) {
-        Ok(b) => b,
-        Err(f) => return f,
-    };
-    let h = match Header::parse_pinned(&head, pin) {
+    let h = match Header::read_pinned(read, pin) {
         Ok(h) => h,
-        Err(e) => return Finding::error(check, &e, crate::init::filesystems::HEADER_FIX),
+        Err(HeaderRead::Read(f)) => return f,
+        Err(HeaderRead::Header(e)) => {
+            return Finding::error(check, &e, crate::init::filesystems::HEADER_FIX)
+        }
     };
     if let Err(e) = h.data_range(device_size) {
         return Finding::error(check, &e, crate::init::filesystems::HEADER_FIX);

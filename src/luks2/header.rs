@@ -227,6 +227,15 @@ pub fn both_copies_len(first: &[u8]) -> u64 {
     hdr_size * 2
 }
 
+/// Why [`Header::read_pinned`] failed: the read of the device, or the header it read.
+#[derive(Debug)]
+pub enum HeaderRead<E> {
+    /// Reading the first bytes of the device failed.
+    Read(E),
+    /// The bytes read are not an acceptable header (or not the pinned one).
+    Header(Error),
+}
+
 /// SHA-256 of `[0, 2 * hdr_size)` of `buf`, or `None` if `buf` is shorter.
 pub fn area_sha256(buf: &[u8], hdr_size: u64) -> Option<[u8; 32]> {
     let end = usize::try_from(hdr_size.checked_mul(2)?).ok()?;
@@ -234,6 +243,18 @@ pub fn area_sha256(buf: &[u8], hdr_size: u64) -> Option<[u8; 32]> {
 }
 
 impl Header {
+    /// The header at the start of a device, through `read(len)` (its first `len` bytes): the first 4096
+    /// bytes, then both copies as the primary binary header's `hdr_size` says ([`both_copies_len`]), parsed
+    /// and checked against `pin` ([`Header::parse_pinned`]). The boot's unlock and doctor read it this way.
+    pub fn read_pinned<E>(
+        mut read: impl FnMut(u64) -> std::result::Result<Vec<u8>, E>,
+        pin: Option<&[u8; 32]>,
+    ) -> std::result::Result<Header, HeaderRead<E>> {
+        let first = read(4096).map_err(HeaderRead::Read)?;
+        let head = read(both_copies_len(&first)).map_err(HeaderRead::Read)?;
+        Header::parse_pinned(&head, pin).map_err(HeaderRead::Header)
+    }
+
     /// End of the metadata (both copies and the keyslots area), bytes: what [`Header::unlock`] needs.
     pub fn metadata_end(&self) -> u64 {
         self.binary.hdr_size * 2 + self.keyslots_size
@@ -303,5 +324,56 @@ mod tests {
         assert_eq!(with(1), 32 << 10);
         assert_eq!(with(u64::MAX), 8 << 20);
         assert_eq!(super::both_copies_len(&[0u8; 10]), 32 << 10);
+    }
+
+    #[test]
+    fn read_pinned_reads_the_first_page_then_both_copies_and_checks_the_pin() {
+        use super::{Header, HeaderRead};
+        use crate::luks2::format::{build, FormatParams, NewKdf};
+        let params = FormatParams {
+            kdf: NewKdf::Pbkdf2 { iterations: 1000 },
+            sector_size: 512,
+        };
+        let mut n = 0u8;
+        let mut rng = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(1);
+                *x = n;
+            });
+            Ok(())
+        };
+        let meta = build(&[7u8; 64], b"pass", &params, &mut rng).unwrap();
+        let mut asked = Vec::new();
+        let h = Header::read_pinned(
+            |len| {
+                asked.push(len);
+                Ok::<_, ()>(meta[..len as usize].to_vec())
+            },
+            None,
+        )
+        .unwrap();
+        let both = 2 * h.binary.hdr_size;
+        assert_eq!(asked, [4096, both]);
+        // The pin is checked: its own digest passes, another is refused as a header problem.
+        let read = |len: u64| Ok::<_, ()>(meta[..len as usize].to_vec());
+        assert!(Header::read_pinned(read, Some(&h.header_sha256)).is_ok());
+        assert!(matches!(
+            Header::read_pinned(read, Some(&[0u8; 32])),
+            Err(HeaderRead::Header(_))
+        ));
+        // A failed read is the reader's error, whichever read it was.
+        let mut calls = 0;
+        let second_fails = Header::read_pinned(
+            |len| {
+                calls += 1;
+                if calls == 2 {
+                    Err("gone")
+                } else {
+                    Ok(meta[..len as usize].to_vec())
+                }
+            },
+            None,
+        );
+        assert!(matches!(second_fails, Err(HeaderRead::Read("gone"))));
     }
 }

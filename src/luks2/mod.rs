@@ -38,7 +38,7 @@ pub mod validate;
 pub use cost::Limits;
 pub use error::{Copy, Error, Result};
 pub use header::{
-    area_sha256, both_copies_len, Argon2Variant, Hash, Header, Kdf, Keyslot, Priority, Segment,
-    SegmentSize, VkDigest,
+    area_sha256, both_copies_len, Argon2Variant, Hash, Header, HeaderRead, Kdf, Keyslot, Priority,
+    Segment, SegmentSize, VkDigest,
 };
 pub use unlock::{unlock, unlock_pinned, VolumeKey};

@@ -6,7 +6,7 @@ use super::error::{Cause, VerityError};
 use super::StepError;
 use super::Steps;
 use crate::blob::BlockSource;
-use crate::luks2::{Header, VolumeKey};
+use crate::luks2::{Header, HeaderRead, VolumeKey};
 use crate::secret::SecretBytes;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -80,14 +80,13 @@ pub(super) fn unlock(
     let index = s.index;
     let header_step = "LUKS2 header";
     // The binary header says how large the metadata is; read both copies, then through the keyslots.
-    let first = r
-        .read(0, 4096, "LUKS2 header")
-        .map_err(|e| s.fail(r.read_step(header_step), e))?;
-    let head = r
-        .read(0, crate::luks2::both_copies_len(&first), "LUKS2 header")
-        .map_err(|e| s.fail(r.read_step(header_step), e))?;
-    let header = Header::parse_pinned(&head, header_sha256)
-        .map_err(|e| s.fail_fix(header_step, Some(super::HEADER_FIX), e))?;
+    let header =
+        Header::read_pinned(|len| r.read(0, len, "LUKS2 header"), header_sha256).map_err(|e| {
+            match e {
+                HeaderRead::Read(e) => s.fail(r.read_step(header_step), e),
+                HeaderRead::Header(e) => s.fail_fix(header_step, Some(super::HEADER_FIX), e),
+            }
+        })?;
     for w in &header.warnings {
         log::warn!("filesystem[{index}]: LUKS2 header: {w}");
     }
