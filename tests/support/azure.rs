@@ -151,6 +151,8 @@ pub struct State {
     pub policies: HashMap<String, Value>,
     /// token → resource
     pub tokens: HashMap<String, String>,
+    /// token → when it expires, for the tokens the fake issued (a test's own token never expires).
+    pub expires: HashMap<String, SystemTime>,
     pub knobs: Knobs,
     /// The federated token (client assertion) the fake Entra ID accepts, and for which client id.
     pub assertion: String,
@@ -261,7 +263,7 @@ fn maa(st: &State, req: &Req, url: &str) -> Resp {
     )
 }
 
-/// Whether the request's bearer token was issued for the vault kind (its audience).
+/// Whether the request's bearer token was issued for the vault kind (its audience) and has not expired.
 fn authorized(st: &State, req: &Req, mhsm: bool) -> bool {
     let bearer = req
         .header("authorization")
@@ -272,7 +274,11 @@ fn authorized(st: &State, req: &Req, mhsm: bool) -> bool {
     } else {
         "https://vault.azure.net"
     };
-    st.tokens.get(bearer).map(String::as_str) == Some(want)
+    let live = st
+        .expires
+        .get(bearer)
+        .is_none_or(|e| SystemTime::now() < *e);
+    st.tokens.get(bearer).map(String::as_str) == Some(want) && live
 }
 
 /// `POST <vault>/keys/<kid>[/<version>]/release`; `vault` is the vault's base URL (for the key ids).
@@ -434,11 +440,12 @@ fn issue(st: &mut State, resource: String, lifetime: u64) -> String {
         st.issued,
         hex(&Sha256::digest(resource.as_bytes())[..4])
     );
+    let expires = SystemTime::now() + Duration::from_secs(lifetime);
+    st.expires.insert(t.clone(), expires);
     if let Some(path) = &st.knobs.token_log {
-        let expires = SystemTime::now()
+        let expires = expires
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + lifetime;
+            .map_or(0, |d| d.as_secs());
         let line = format!("{t} {resource} {expires}\n");
         // One write of a whole line, appended: a reader never sees half a token.
         std::fs::OpenOptions::new()
@@ -520,6 +527,7 @@ impl FakeAzure {
             keys: HashMap::new(),
             policies: HashMap::new(),
             tokens: HashMap::new(),
+            expires: HashMap::new(),
             knobs: Knobs {
                 enc: "CKM_RSA_AES_KEY_WRAP".into(),
                 jws: JwsMode::Good,
