@@ -302,10 +302,15 @@ fn retry_aborts(retries: usize, mut run: impl FnMut() -> Result<Outcome>) -> Res
     let mut notes = Vec::new();
     loop {
         let mut o = run()?;
-        match &o.verdict {
-            Err((_, why)) if emulator_aborted(&o.verdict) && notes.len() < retries => {
-                notes.push(format!("run again after QEMU aborted: {why}"));
-            }
+        let fault = match &o.verdict {
+            Err((_, why)) if emulator_aborted(&o.verdict) => Some(format!("QEMU aborted: {why}")),
+            Err((FailureKind::Panic, why)) if stale_int3(&o.console) => Some(format!(
+                "the guest trapped on an int3 its code no longer holds (TCG ran a stale translation of kernel code being patched): {why}"
+            )),
+            _ => None,
+        };
+        match fault {
+            Some(why) if notes.len() < retries => notes.push(format!("run again after {why}")),
             _ => {
                 o.notes.extend(notes);
                 return Ok(o);
@@ -314,7 +319,7 @@ fn retry_aborts(retries: usize, mut run: impl FnMut() -> Result<Outcome>) -> Res
     }
 }
 
-/// How many times the rig runs one boot again after QEMU itself aborted.
+/// How many times the rig runs one boot again after an emulator fault (QEMU aborted, or [`stale_int3`]).
 pub const EMULATOR_RETRIES: usize = 2;
 
 /// Wait for QEMU until the deadline, or until the console has been silent for `grace` since a verdict line
@@ -470,6 +475,26 @@ pub fn judge(
 /// product and may be run again.
 pub fn emulator_aborted(verdict: &std::result::Result<i32, (FailureKind, String)>) -> bool {
     matches!(verdict, Err((FailureKind::Qemu, why)) if why.starts_with("qemu exited with 134"))
+}
+
+/// An emulator fault seen from inside the guest: a kernel oops on `int3` whose code dump shows no `int3` (`cc`)
+/// just before the trapping address. The kernel patches its own code live (jump labels, static calls) by
+/// writing an `int3` first and taking it out again; under multi-threaded TCG another vCPU may still run a
+/// translation made while the `int3` was there, and trap on an instruction that no longer exists. Seen once
+/// in CI (`Oops: int3` in `sched_clock_cpu`, during the kernel's own initcalls, before `/init`). A real
+/// `int3` shows `cc` before the marked byte.
+pub fn stale_int3(console: &[String]) -> bool {
+    let Some(oops) = console.iter().position(|l| l.contains("Oops: int3")) else {
+        return false;
+    };
+    let Some(code) = console[oops..].iter().find_map(|l| l.split_once("Code:")) else {
+        return false;
+    };
+    let bytes: Vec<&str> = code.1.split_whitespace().collect();
+    match bytes.iter().position(|b| b.starts_with('<')) {
+        Some(at) if at > 0 => !bytes[at - 1].eq_ignore_ascii_case("cc"),
+        _ => false,
+    }
 }
 
 /// TCG, unless `VMTEST_ACCEL` says otherwise or the host has VT-x/AMD-V and `probe` (a short boot that must
@@ -728,5 +753,53 @@ mod tests {
         // Silent without a verdict: only the deadline ends it.
         let (ended, _) = wait_for_script("echo starting; exec sleep 3");
         assert_eq!(ended, Ended::Exited(0));
+    }
+
+    #[test]
+    fn a_trap_on_an_int3_that_is_gone_is_the_emulators_and_is_run_again() {
+        // stop 24's CI, verity-seal: the int3 at sched_clock_cpu+8 had already been patched back to `66 90`.
+        let stale = lines(&[
+            "[    2.438175] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            "[    2.438985] RIP: 0010:sched_clock_cpu+0x9/0x190",
+            "[    2.439472] Code: 90 90 f3 0f 1e fa 41 54 55 53 66 <90> e8 31 03 f1 ff 48 03 05",
+            "[    2.443888] Kernel panic - not syncing: Fatal exception in interrupt",
+        ]);
+        assert!(stale_int3(&stale));
+        let mut real = stale.clone();
+        real[2] = "[    2.439472] Code: 90 90 f3 0f 1e fa 41 54 55 53 cc <90> e8 31 03".into();
+        assert!(!stale_int3(&real));
+        let other = lines(&[
+            "Oops: general protection fault",
+            "Code: 66 <90> e8",
+            "Kernel panic",
+        ]);
+        assert!(!stale_int3(&other));
+        // Run again (and noted) when it is stale, at most `retries` times; a real int3 stands.
+        let panicked = |console: &[String]| Outcome {
+            verdict: judge(console, &[], Ended::Exited(0), T),
+            console: console.to_vec(),
+            elapsed: Duration::ZERO,
+            first_output: None,
+            notes: Vec::new(),
+        };
+        let mut runs = 0;
+        let o = retry_aborts(2, || {
+            runs += 1;
+            Ok(if runs == 1 {
+                panicked(&stale)
+            } else {
+                outcome_of(&[], Ended::Exited(0))
+            })
+        })
+        .unwrap();
+        assert_eq!((runs, o.verdict.clone()), (2, Ok(0)));
+        assert!(o.notes[0].contains("stale translation"), "{:?}", o.notes);
+        let mut runs = 0;
+        let o = retry_aborts(2, || {
+            runs += 1;
+            Ok(panicked(&real))
+        })
+        .unwrap();
+        assert_eq!((runs, o.verdict.unwrap_err().0), (1, FailureKind::Panic));
     }
 }
