@@ -30,7 +30,8 @@ pub fn lock(ptr: *const u8, len: usize) -> bool {
 }
 
 /// Whether every page of the `len` bytes at `ptr` is in a locked mapping (`lo` among the `VmFlags` of
-/// `/proc/self/smaps`), for tests and diagnostics. `None` when smaps cannot be read or parsed.
+/// `/proc/self/smaps`), for tests and diagnostics. `None` when smaps cannot be read (or a mapping's flags
+/// come without its header line).
 pub fn range_is_locked(ptr: *const u8, len: usize) -> Option<bool> {
     const PAGE: usize = 4096;
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;

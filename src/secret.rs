@@ -102,18 +102,32 @@ mod tests {
 
     #[test]
     fn a_secret_is_locked_in_memory() {
-        // Sixty-four pages' worth each: a buffer no earlier secret's locked pages can all cover (pages are
-        // never unlocked, and the allocator reuses memory), so it is locked only if making it locked it.
-        let b = SecretBytes::new(vec![0x5a; 64 * 4096]);
-        let s = SecretString::new("t".repeat(64 * 4096));
+        // Pages are never unlocked and the allocator reuses memory, so an earlier secret may have locked the
+        // pages a new buffer lands on: take buffers that are not locked yet (setting others aside), so that
+        // only making the secret can have locked them.
+        fn unlocked<T: AsRef<[u8]>>(make: impl Fn() -> T, aside: &mut Vec<T>) -> T {
+            for _ in 0..64 {
+                let v = make();
+                let b = v.as_ref();
+                if crate::memlock::range_is_locked(b.as_ptr(), b.len()) == Some(false) {
+                    return v;
+                }
+                aside.push(v);
+            }
+            panic!("every buffer came out locked (or /proc/self/smaps is unreadable)");
+        }
+        let (mut aside_b, mut aside_s) = (Vec::new(), Vec::new());
+        let v = unlocked(|| vec![0x5a; 2 * 4096], &mut aside_b);
+        let (bp, bn) = (v.as_ptr(), v.len());
+        let b = SecretBytes::new(v);
+        let t = unlocked(|| "t".repeat(2 * 4096), &mut aside_s);
+        let (sp, sn) = (t.as_ptr(), t.len());
+        let s = SecretString::new(t);
         assert!(
             b.is_locked() && s.is_locked(),
             "mlock failed (RLIMIT_MEMLOCK?)"
         );
-        for (what, ptr, len) in [
-            ("bytes", b.0.as_ptr(), b.0.len()),
-            ("string", s.0.as_ptr(), s.0.len()),
-        ] {
+        for (what, ptr, len) in [("bytes", bp, bn), ("string", sp, sn)] {
             assert_eq!(
                 crate::memlock::range_is_locked(ptr, len),
                 Some(true),

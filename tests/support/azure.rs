@@ -432,16 +432,19 @@ fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A new token for `resource`, valid for `lifetime` seconds (logged to `token_log` when set).
-fn issue(st: &mut State, resource: String, lifetime: u64) -> String {
+/// A new token for `resource`, valid for `lifetime` seconds (logged to `token_log` when set); with no
+/// lifetime (a test gave IMDS an `expires_in` that is no number) it never expires.
+fn issue(st: &mut State, resource: String, lifetime: Option<u64>) -> String {
     st.issued += 1;
     let t = format!(
         "tok-{}-{}",
         st.issued,
         hex(&Sha256::digest(resource.as_bytes())[..4])
     );
-    let expires = SystemTime::now() + Duration::from_secs(lifetime);
-    st.expires.insert(t.clone(), expires);
+    let expires = SystemTime::now() + Duration::from_secs(lifetime.unwrap_or(100 * 365 * 86400));
+    if lifetime.is_some() {
+        st.expires.insert(t.clone(), expires);
+    }
     if let Some(path) = &st.knobs.token_log {
         let expires = expires
             .duration_since(UNIX_EPOCH)
@@ -475,8 +478,8 @@ fn imds(st: &mut State, req: &Req) -> Resp {
     let resource = pct_decode(&req.param("resource").unwrap_or_default());
     // `expires_in` as IMDS sends it (a string of seconds); a test may make it something else.
     let lifetime = match &st.knobs.imds_expires_in {
-        Value::String(s) => s.parse().unwrap_or(0),
-        v => v.as_u64().unwrap_or(0),
+        Value::String(s) => s.parse().ok(),
+        v => v.as_u64(),
     };
     let t = issue(st, resource.clone(), lifetime);
     Resp::json(
@@ -506,7 +509,7 @@ fn login(st: &mut State, req: &Req) -> Resp {
     let Some(resource) = form.get("scope").and_then(|s| s.strip_suffix("/.default")) else {
         return Resp::json(400, &json!({"error": "invalid_scope"}));
     };
-    let t = issue(st, resource.to_string(), 3600);
+    let t = issue(st, resource.to_string(), Some(3600));
     Resp::json(
         200,
         &json!({"token_type": "Bearer", "expires_in": 3600, "access_token": t}),

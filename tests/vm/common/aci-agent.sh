@@ -110,5 +110,4 @@ if grep -q '/\.filesystem-' /proc/self/mountinfo; then
     fail "a filesystem is still mounted in the agent's namespace: $(grep '/\.filesystem-' /proc/self/mountinfo)"
 fi
 sync; echo "vmtest: script exit status $status"
-sync
-poweroff -f
+poweroff -f -n

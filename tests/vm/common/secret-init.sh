@@ -63,5 +63,4 @@ else
 fi
 [ -e /mnt/remote/encfs-init.ready ] && fail "a readiness file is left" || say "no readiness file"
 sync; echo "vmtest: script exit status $status"
-sync
-poweroff -f
+poweroff -f -n

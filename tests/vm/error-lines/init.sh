@@ -58,4 +58,4 @@ else
     fail "left behind: dm [$left] nbd pids [$attached] ready [$(ls /run/error-lines)]"
 fi
 sync; echo "vmtest: script exit status $status"
-exec poweroff -f
+exec poweroff -f -n

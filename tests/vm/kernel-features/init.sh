@@ -16,4 +16,4 @@ for dev in /dev/mapper/control /dev/nbd0; do
     if [ -e "$dev" ]; then echo "present $dev"; else echo "MISSING $dev"; status=1; fi
 done
 sync; echo "vmtest: script exit status $status"
-exec poweroff -f
+exec poweroff -f -n

@@ -9,7 +9,7 @@ mkdir -p /run/cryptsetup
 release=$(cat /etc/vmtest/release)
 while read -r m; do insmod "/lib/modules/$release/$m" || echo "FAILED insmod $m"; done < /etc/vmtest/modules.load
 
-run() { "$@" || { echo "luks-ext4: FAILED: $*"; sync; echo "vmtest: script exit status 1"; exec poweroff -f; }; }
+run() { "$@" || { echo "luks-ext4: FAILED: $*"; sync; echo "vmtest: script exit status 1"; exec poweroff -f -n; }; }
 run dd if=/dev/zero of=/tmp/disk.img bs=1M count=32 2>/dev/null
 run dd if=/dev/urandom of=/tmp/key bs=64 count=1 2>/dev/null
 run cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
@@ -33,4 +33,4 @@ fi
 umount /mnt
 cryptsetup close vol
 sync; echo "vmtest: script exit status $status"
-exec poweroff -f
+exec poweroff -f -n

@@ -27,4 +27,4 @@ for d in /dev/mapper/control /dev/loop-control /dev/fuse; do
 done
 [ $status = 0 ] && echo "uvm-kernel: no NBD, no CUSE, no configfs, no AES-NI, no module loaded; dm, loop, FUSE, dm-crypt, dm-verity, dm-integrity present"
 sync; echo "vmtest: script exit status $status"
-poweroff -f
+poweroff -f -n

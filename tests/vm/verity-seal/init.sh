@@ -11,7 +11,7 @@ release=$(uname -r)
 while read -r m; do insmod "/lib/modules/$release/$m" || echo "verity-seal: FAILED insmod $m"; done \
     < /etc/vmtest/modules.load
 
-fail() { echo "verity-seal: FAILED: $*"; sync; echo "vmtest: script exit status 1"; exec poweroff -f; }
+fail() { echo "verity-seal: FAILED: $*"; sync; echo "vmtest: script exit status 1"; exec poweroff -f -n; }
 run() { "$@" || fail "$*"; }
 img=/blobs/fs.img
 run dd if=/dev/urandom of=/keys/key.bin bs=32 count=1 2>/dev/null
