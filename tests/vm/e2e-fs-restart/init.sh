@@ -13,6 +13,7 @@ while { [ ! -s /run/a.port ] || [ ! -s /run/b.port ] || [ ! -s /fake-azure/env ]
     sleep 0.05; i=$((i+1))
 done
 rm -f /keys/key.bin
+cp /run/a.port /blobs/a.port  # for the application, which has a /run of its own
 . /fake-azure/env
 mkdir -p /security-context-test
 cp /fake-azure/host-amd-cert-base64 /fake-azure/security-policy-base64 /security-context-test/

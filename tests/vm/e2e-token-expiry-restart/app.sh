@@ -9,7 +9,7 @@ fail() { echo "token: FAIL: $*"; cat $r; exit 1; }
 /bin/encfs-init probe || fail "probe fails after boot"
 # Blob server a checks bearer tokens as Azure Storage does (--tokens): it serves no request without one.
 # (Azure answers a tokenless read of a private container 404 ResourceNotFound.)
-wget -O /dev/null "http://127.0.0.1:$(cat /run/a.port)/c/a.img" 2>&1 | grep -q ' 404 ' ||
+wget -O /dev/null "http://127.0.0.1:$(cat /blobs/a.port)/c/a.img" 2>&1 | grep -q ' 404 ' ||
     fail "blob server a did not refuse a request without a token (404)"
 echo "token: blob a refuses a request without a token"
 a0=$(sha256sum < /mnt/remote/a/data.bin)
