@@ -179,14 +179,12 @@ impl Common {
             .map(str::to_string)
             .filter(|a| !a.is_empty() && !a.ends_with("/busybox"))
             .collect();
-        let encfs_init = match encfs_init {
-            Some(p) => Some(fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-            None => None,
+        let read = |p: Option<&Path>| {
+            p.map(|p| fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
         };
-        let shell_lib = match shell_lib {
-            Some(p) => Some(fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-            None => None,
-        };
+        let encfs_init = read(encfs_init)?;
+        let shell_lib = read(shell_lib)?;
         Ok(Common {
             busybox,
             applets,
