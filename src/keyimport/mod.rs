@@ -180,10 +180,8 @@ fn import(a: &ImportArgs) -> Result<(), Error> {
         )
         .map_err(Error::Token)?
         .ok_or_else(|| {
-            let missing: Vec<&str> = crate::keyrelease::token::WORKLOAD_IDENTITY_ENV
-                .into_iter()
-                .filter(|v| crate::attest::uvm::process_env(v).is_none_or(|x| x.is_empty()))
-                .collect();
+            let missing =
+                crate::keyrelease::token::workload_env_missing(&crate::attest::uvm::process_env);
             Error::Options(format!(
                 "--workload-identity: {} not set; fix: run it in a pod whose service account has the \
                  azure.workload.identity/use label (the webhook sets them), or set them yourself",

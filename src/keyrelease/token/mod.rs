@@ -61,6 +61,19 @@ pub const WORKLOAD_IDENTITY_ENV: [&str; 3] = [
     "AZURE_FEDERATED_TOKEN_FILE",
 ];
 
+/// `k` from `env`, unless it is unset or empty (how workload identity's variables count as set).
+fn nonempty(env: &dyn Fn(&str) -> Option<String>, k: &str) -> Option<String> {
+    env(k).filter(|v| !v.is_empty())
+}
+
+/// The [`WORKLOAD_IDENTITY_ENV`] variables `env` lacks (unset or empty), for a message naming them.
+pub fn workload_env_missing(env: &dyn Fn(&str) -> Option<String>) -> Vec<&'static str> {
+    WORKLOAD_IDENTITY_ENV
+        .into_iter()
+        .filter(|k| nonempty(env, k).is_none())
+        .collect()
+}
+
 /// The AAD resource for a vault kind.
 pub fn vault_resource(kind: VaultKind) -> &'static str {
     match kind {
@@ -132,14 +145,15 @@ impl TokenSource {
         test_mode: bool,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, Error> {
-        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
         let [id, tenant, file] = WORKLOAD_IDENTITY_ENV;
-        let (Some(client_id), Some(tenant), Some(file)) =
-            (nonempty(id), nonempty(tenant), nonempty(file))
-        else {
+        let (Some(client_id), Some(tenant), Some(file)) = (
+            nonempty(env, id),
+            nonempty(env, tenant),
+            nonempty(env, file),
+        ) else {
             return Ok(None);
         };
-        let authority = match nonempty("AZURE_AUTHORITY_HOST") {
+        let authority = match nonempty(env, "AZURE_AUTHORITY_HOST") {
             Some(a) => checked_authority_host(&a, test_mode)?,
             None => default_authority.to_string(),
         };
